@@ -1,0 +1,56 @@
+//! An atomic group of writes: nothing happens until [`crate::Storage::commit`], and then all
+//! of it happens in one RocksDB `WriteBatch`, or none of it.
+
+use rocksdb::WriteBatch;
+use serde::Serialize;
+
+use crate::catalog::{self, Table};
+use crate::codec::KeyCodec;
+use crate::stream::PositionGuard;
+use crate::{Result, Storage};
+
+pub struct Batch {
+    pub(crate) storage: Storage,
+    pub(crate) writes: WriteBatch,
+    pub(crate) positions: Vec<PositionGuard>,
+}
+
+impl Batch {
+    pub fn put<K: KeyCodec, V: Serialize + ?Sized>(
+        &mut self,
+        table: &Table,
+        key: &K,
+        value: &V,
+    ) -> Result<()> {
+        let cf = self.storage.cf(table)?;
+        self.writes
+            .put_cf(cf, key.encode(), serde_json::to_vec(value)?);
+        Ok(())
+    }
+
+    pub fn delete<K: KeyCodec>(&mut self, table: &Table, key: &K) -> Result<()> {
+        let cf = self.storage.cf(table)?;
+        self.writes.delete_cf(cf, key.encode());
+        Ok(())
+    }
+
+    /// Takes a new stream position for this batch; it becomes visible when the batch commits.
+    pub fn new_position(&mut self) -> Result<u64> {
+        let guard = self.storage.allocate_position()?;
+        let position = guard.position;
+        self.positions.push(guard);
+        Ok(position)
+    }
+
+    /// Appends an event to the event log in this batch (the transactional outbox), at a new
+    /// stream position, which it returns.
+    pub fn append_event<E: Serialize>(&mut self, event: &E) -> Result<u64> {
+        let position = self.new_position()?;
+        self.put(&catalog::STREAM_EVENT, &position, event)?;
+        Ok(position)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}

@@ -1,0 +1,107 @@
+//! The catalog: every column family kith has, with its key and value layout.
+//!
+//! Names follow `keyparts_valueparts`. Keys are encoded with [`crate::codec`] (strings end in
+//! 0xFF, integers are 8 big-endian bytes); values are JSON unless said otherwise. Adding a
+//! table here is enough for it to be created on the next start.
+
+/// One column family: its name and its documented layout.
+#[derive(Debug)]
+pub struct Table {
+    pub name: &'static str,
+    pub key: &'static str,
+    pub value: &'static str,
+}
+
+/// Server-wide singletons (schema version, stream reservation, secrets).
+pub const GLOBAL_VALUE: Table = Table {
+    name: "global_value",
+    key: "name (str), one of the constants in `schema` and the services' own",
+    value: "JSON, shape fixed per name",
+};
+
+/// The event log (transactional outbox): every domain event, in commit order.
+pub const STREAM_EVENT: Table = Table {
+    name: "stream_event",
+    key: "stream position (u64)",
+    value: "DomainEvent JSON",
+};
+
+/// Where each event-log subscriber has got to.
+pub const SUBSCRIBER_CURSOR: Table = Table {
+    name: "subscriber_cursor",
+    key: "subscriber name (str)",
+    value: "last handled stream position (u64 JSON)",
+};
+
+/// Accounts (auth-service).
+pub const USERID_ACCOUNT: Table = Table {
+    name: "userid_account",
+    key: "user ID (str)",
+    value: "Account JSON: password hash, admin flag, deactivation, creation time",
+};
+
+/// Devices and their token state (session-service).
+pub const USERID_DEVICEID_DEVICE: Table = Table {
+    name: "userid_deviceid_device",
+    key: "(user ID, device ID)",
+    value: "Device JSON: display name, last seen, token generation, refresh-token state",
+};
+
+/// Refresh tokens by hash, to find the device a presented refresh token belongs to.
+pub const REFRESHHASH_USERID_DEVICEID: Table = Table {
+    name: "refreshhash_userid_deviceid",
+    key: "SHA-256 of the refresh token, unpadded base64 (str)",
+    value: "[user ID, device ID] JSON",
+};
+
+/// Registration tokens (registration mode `token`).
+pub const REGTOKEN_INFO: Table = Table {
+    name: "regtoken_info",
+    key: "token (str)",
+    value: "RegistrationToken JSON: uses allowed, pending, completed, expiry",
+};
+
+/// User-interactive auth sessions in progress.
+pub const UIASESSION_STATE: Table = Table {
+    name: "uiasession_state",
+    key: "session ID (str)",
+    value: "UiaSession JSON: completed stages, owner, expiry",
+};
+
+/// Public profiles (profile-service), created from `user.created`.
+pub const USERID_PROFILE: Table = Table {
+    name: "userid_profile",
+    key: "user ID (str)",
+    value: "Profile JSON: displayname, avatar_url",
+};
+
+/// Every table, in the order they are created.
+pub const ALL: &[&Table] = &[
+    &GLOBAL_VALUE,
+    &STREAM_EVENT,
+    &SUBSCRIBER_CURSOR,
+    &USERID_ACCOUNT,
+    &USERID_DEVICEID_DEVICE,
+    &REFRESHHASH_USERID_DEVICEID,
+    &REGTOKEN_INFO,
+    &UIASESSION_STATE,
+    &USERID_PROFILE,
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        let mut names: Vec<_> = super::ALL.iter().map(|t| t.name).collect();
+        for name in &names {
+            assert!(name.contains('_'), "{name} is not keyparts_valueparts");
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}"
+            );
+        }
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), super::ALL.len());
+    }
+}

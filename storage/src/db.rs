@@ -1,0 +1,304 @@
+//! The database handle: opening, typed reads, commits and the stream position.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteOptions,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::catalog::{self, Table};
+use crate::codec::KeyCodec;
+use crate::stream::{PositionGuard, Stream};
+use crate::{Batch, Error, Result, schema};
+
+/// The `global_value` key holding the end of the last stream reservation.
+const STREAM_RESERVED_KEY: &str = "stream_reserved_upto";
+
+/// A cheap, cloneable handle on the one database.
+#[derive(Clone)]
+pub struct Storage {
+    db: Arc<DB>,
+    stream: Arc<Stream>,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database at `path`, creates missing tables and
+    /// migrates the schema.
+    pub fn open(path: &Path) -> Result<Storage> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        options.set_keep_log_file_num(4);
+        let families = catalog::ALL.iter().map(|table| {
+            let mut cf_options = Options::default();
+            cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(table.name, cf_options)
+        });
+        let db = DB::open_cf_descriptors(&options, path, families).map_err(|e| {
+            if e.to_string().contains("lock") {
+                Error::Locked
+            } else {
+                Error::Rocks(e)
+            }
+        })?;
+        let db = Arc::new(db);
+        let reserved = Self::raw_get(&db, &catalog::GLOBAL_VALUE, &STREAM_RESERVED_KEY)?;
+        let storage = Storage {
+            db,
+            stream: Arc::new(Stream::new(reserved.unwrap_or(0))),
+        };
+        schema::migrate(&storage)?;
+        Ok(storage)
+    }
+
+    pub(crate) fn cf(&self, table: &Table) -> Result<&ColumnFamily> {
+        Self::raw_cf(&self.db, table)
+    }
+
+    fn raw_cf<'a>(db: &'a DB, table: &Table) -> Result<&'a ColumnFamily> {
+        db.cf_handle(table.name)
+            .ok_or_else(|| Error::Key(format!("table {} is not in the catalog", table.name)))
+    }
+
+    fn raw_get<K: KeyCodec, V: DeserializeOwned>(
+        db: &DB,
+        table: &Table,
+        key: &K,
+    ) -> Result<Option<V>> {
+        match db.get_pinned_cf(Self::raw_cf(db, table)?, key.encode())? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn get<K: KeyCodec, V: DeserializeOwned>(
+        &self,
+        table: &Table,
+        key: &K,
+    ) -> Result<Option<V>> {
+        Self::raw_get(&self.db, table, key)
+    }
+
+    pub fn contains<K: KeyCodec>(&self, table: &Table, key: &K) -> Result<bool> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(table)?, key.encode())?
+            .is_some())
+    }
+
+    /// Every entry whose key starts with `prefix` (a leading sub-tuple of the key), in key order.
+    pub fn scan_prefix<P: KeyCodec, K: KeyCodec, V: DeserializeOwned>(
+        &self,
+        table: &Table,
+        prefix: &P,
+    ) -> Result<Vec<(K, V)>> {
+        let prefix = prefix.encode();
+        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(table)?, mode) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            out.push((K::decode(&key)?, serde_json::from_slice(&value)?));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` entries from `start` (inclusive) onwards, in key order.
+    pub fn scan_from<K: KeyCodec, V: DeserializeOwned>(
+        &self,
+        table: &Table,
+        start: &K,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>> {
+        let start = start.encode();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(table)?, mode).take(limit) {
+            let (key, value) = item?;
+            out.push((K::decode(&key)?, serde_json::from_slice(&value)?));
+        }
+        Ok(out)
+    }
+
+    /// Writes one value on its own (a single key needs no batch, but gets the same durability).
+    pub async fn put<K: KeyCodec, V: Serialize + ?Sized>(
+        &self,
+        table: &Table,
+        key: &K,
+        value: &V,
+    ) -> Result<()> {
+        let mut batch = self.batch();
+        batch.put(table, key, value)?;
+        self.commit(batch).await
+    }
+
+    pub fn batch(&self) -> Batch {
+        Batch {
+            storage: self.clone(),
+            writes: Default::default(),
+            positions: Vec::new(),
+        }
+    }
+
+    /// Commits a batch atomically and durably (WAL synced), then lets readers see its stream
+    /// positions. Runs on the blocking pool so that concurrent commits share RocksDB's group
+    /// commit instead of queueing on the async runtime.
+    pub async fn commit(&self, batch: Batch) -> Result<()> {
+        let storage = self.clone();
+        tokio::task::spawn_blocking(move || storage.commit_blocking(batch))
+            .await
+            .map_err(|e| Error::Join(e.to_string()))?
+    }
+
+    /// [`Storage::commit`] for callers outside the async runtime (start-up, migrations, tools).
+    pub fn commit_blocking(&self, batch: Batch) -> Result<()> {
+        let Batch {
+            writes, positions, ..
+        } = batch;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(writes, &options)?;
+        // Dropping the guards only after the write makes the positions visible.
+        drop(positions);
+        Ok(())
+    }
+
+    pub(crate) fn allocate_position(&self) -> Result<PositionGuard> {
+        self.stream.allocate(|upto| {
+            let mut options = WriteOptions::default();
+            options.set_sync(true);
+            let value = serde_json::to_vec(&upto)?;
+            self.db.put_cf_opt(
+                self.cf(&catalog::GLOBAL_VALUE)?,
+                STREAM_RESERVED_KEY.encode(),
+                value,
+                &options,
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The highest stream position below which everything has committed.
+    pub fn position(&self) -> u64 {
+        self.stream.visible()
+    }
+
+    /// A receiver that changes whenever the visible position advances.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.stream.subscribe()
+    }
+
+    /// Flushes memtables so a clean shutdown leaves little WAL to replay.
+    pub fn flush(&self) -> Result<()> {
+        for table in catalog::ALL {
+            self.db.flush_cf(self.cf(table)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn batches_are_atomic_and_positions_advance() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let start = storage.position();
+        let mut waiter = storage.subscribe();
+
+        let mut batch = storage.batch();
+        batch
+            .put(&catalog::USERID_ACCOUNT, &"@a:x", &"account")
+            .unwrap();
+        let position = batch.append_event(&"user.created").unwrap();
+        assert!(
+            !storage.contains(&catalog::USERID_ACCOUNT, &"@a:x").unwrap(),
+            "nothing before commit"
+        );
+        storage.commit(batch).await.unwrap();
+
+        assert!(position > start);
+        assert_eq!(storage.position(), position);
+        assert!(waiter.has_changed().unwrap());
+        let logged: Option<String> = storage.get(&catalog::STREAM_EVENT, &position).unwrap();
+        assert_eq!(logged.as_deref(), Some("user.created"));
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_data_and_moves_positions_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let storage = Storage::open(dir.path()).unwrap();
+            let mut batch = storage.batch();
+            batch.put(&catalog::USERID_PROFILE, &"@a:x", &1u64).unwrap();
+            let p = batch.append_event(&"e").unwrap();
+            storage.commit(batch).await.unwrap();
+            p
+        };
+        let storage = Storage::open(dir.path()).unwrap();
+        assert_eq!(
+            storage
+                .get::<_, u64>(&catalog::USERID_PROFILE, &"@a:x")
+                .unwrap(),
+            Some(1)
+        );
+        assert!(storage.position() >= before);
+        let mut batch = storage.batch();
+        assert!(batch.new_position().unwrap() > before);
+    }
+
+    #[test]
+    fn a_second_process_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Storage::open(dir.path()).unwrap();
+        assert!(matches!(Storage::open(dir.path()), Err(Error::Locked)));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let storage = Storage::open(dir.path()).unwrap();
+            let mut batch = storage.batch();
+            batch
+                .put(
+                    &catalog::GLOBAL_VALUE,
+                    &schema::VERSION_KEY,
+                    &(schema::CURRENT + 1),
+                )
+                .unwrap();
+            storage.commit_blocking(batch).unwrap();
+        }
+        assert!(matches!(
+            Storage::open(dir.path()),
+            Err(Error::SchemaTooNew { .. })
+        ));
+    }
+
+    #[test]
+    fn prefix_scans_stop_at_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut batch = storage.batch();
+        for (user, device) in [("@a:x", "D1"), ("@a:x", "D2"), ("@ab:x", "D3")] {
+            batch
+                .put(&catalog::USERID_DEVICEID_DEVICE, &(user, device), &device)
+                .unwrap();
+        }
+        storage.commit_blocking(batch).unwrap();
+        let found: Vec<((String, String), String)> = storage
+            .scan_prefix(&catalog::USERID_DEVICEID_DEVICE, &("@a:x",))
+            .unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[1].0.1, "D2");
+    }
+}

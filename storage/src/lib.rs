@@ -1,0 +1,23 @@
+//! kith's storage: one RocksDB database with one column family per table.
+//!
+//! - [`catalog`] declares every table with its key and value layout;
+//! - [`codec`] is the one key codec (tuple parts, big-endian integers);
+//! - [`Batch`] groups every multi-key write into one atomic RocksDB `WriteBatch`;
+//! - [`stream`] hands out the global stream position and wakes waiters on commit;
+//! - [`schema`] versions the database and runs migrations.
+//!
+//! This crate knows nothing of HTTP or Matrix: values are serde types chosen by callers.
+
+mod batch;
+pub mod catalog;
+pub mod codec;
+mod db;
+mod error;
+pub mod schema;
+pub mod stream;
+
+pub use batch::Batch;
+pub use catalog::Table;
+pub use codec::KeyCodec;
+pub use db::Storage;
+pub use error::{Error, Result};
