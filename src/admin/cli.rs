@@ -1,0 +1,179 @@
+//! `kith admin ...`: talks to the running server's admin API, or, when no server answers,
+//! opens the database and performs the operation itself.
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::ops;
+use crate::config::Config;
+use crate::services::Services;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user.
+    CreateUser {
+        /// Localpart (`alice`) or full user ID.
+        user: String,
+        #[arg(long)]
+        password: String,
+        /// Make the user a server admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Set a user's password and end their sessions.
+    ResetPassword {
+        user: String,
+        #[arg(long)]
+        password: String,
+        /// Keep the user's sessions.
+        #[arg(long)]
+        keep_devices: bool,
+    },
+    /// Deactivate a user: sessions end, the password is forgotten, the name stays taken.
+    Deactivate { user: String },
+    /// Registration tokens.
+    #[command(subcommand)]
+    Tokens(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// List every registration token with its uses.
+    List,
+    /// Create a registration token.
+    Create {
+        /// The token (random if omitted).
+        #[arg(long)]
+        token: Option<String>,
+        /// How many registrations it allows (unlimited if omitted).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Days until it expires (never if omitted).
+        #[arg(long)]
+        expires_in_days: Option<u64>,
+    },
+}
+
+/// Runs the command, printing its JSON result.
+pub async fn run(config: Config, command: AdminCommand) -> Result<(), String> {
+    let result = match over_http(&config, &command).await {
+        Ok(value) => value,
+        Err(HttpFailure::NotRunning) => directly(config, command).await?,
+        Err(HttpFailure::Refused(message)) => return Err(message),
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&result).unwrap_or_default()
+    );
+    Ok(())
+}
+
+enum HttpFailure {
+    NotRunning,
+    Refused(String),
+}
+
+fn expiry(days: Option<u64>) -> Option<u64> {
+    days.map(|d| crate::util::now_ms() + d * 24 * 3600 * 1000)
+}
+
+async fn over_http(config: &Config, command: &AdminCommand) -> Result<Value, HttpFailure> {
+    let Ok(secret) = std::fs::read_to_string(config.admin_secret_path()) else {
+        return Err(HttpFailure::NotRunning);
+    };
+    let base = format!("http://{}/_kith/admin/v1", config.listen.client);
+    let client = reqwest::Client::new();
+    let request = match command {
+        AdminCommand::CreateUser { user, password, admin } => client
+            .post(format!("{base}/users"))
+            .json(&json!({ "user": user, "password": password, "admin": admin })),
+        AdminCommand::ResetPassword { user, password, keep_devices } => client
+            .post(format!("{base}/users/{}/password", encode(user)))
+            .json(&json!({ "password": password, "logout_devices": !keep_devices })),
+        AdminCommand::Deactivate { user } => client.post(format!("{base}/users/{}/deactivate", encode(user))),
+        AdminCommand::Tokens(TokenCommand::List) => client.get(format!("{base}/registration_tokens")),
+        AdminCommand::Tokens(TokenCommand::Create { token, uses, expires_in_days }) => client
+            .post(format!("{base}/registration_tokens"))
+            .json(&json!({ "token": token, "uses_allowed": uses, "expiry_time": expiry(*expires_in_days) })),
+    };
+    let response = match request.bearer_auth(secret.trim()).send().await {
+        Ok(response) => response,
+        Err(e) if e.is_connect() => return Err(HttpFailure::NotRunning),
+        Err(e) => return Err(HttpFailure::Refused(e.to_string())),
+    };
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| HttpFailure::Refused(e.to_string()))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(HttpFailure::Refused(format!("{status}: {body}")))
+    }
+}
+
+fn encode(user: &str) -> String {
+    user.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn directly(config: Config, command: AdminCommand) -> Result<Value, String> {
+    let services = Services::open(config)?;
+    let result = match command {
+        AdminCommand::CreateUser {
+            user,
+            password,
+            admin,
+        } => ops::create_user(
+            &services,
+            ops::CreateUser {
+                user,
+                password,
+                admin,
+            },
+        )
+        .await
+        .map(|id| json!({ "user_id": id })),
+        AdminCommand::ResetPassword {
+            user,
+            password,
+            keep_devices,
+        } => {
+            let request = ops::ResetPassword {
+                password,
+                logout_devices: !keep_devices,
+            };
+            ops::reset_password(&services, &user, request)
+                .await
+                .map(|()| json!({}))
+        }
+        AdminCommand::Deactivate { user } => {
+            ops::deactivate(&services, &user).await.map(|()| json!({}))
+        }
+        AdminCommand::Tokens(TokenCommand::List) => {
+            ops::list_tokens(&services).map(|t| json!({ "tokens": t }))
+        }
+        AdminCommand::Tokens(TokenCommand::Create {
+            token,
+            uses,
+            expires_in_days,
+        }) => {
+            let request = ops::NewToken {
+                token,
+                uses_allowed: uses,
+                expiry_time: expiry(expires_in_days),
+            };
+            ops::create_token(&services, request)
+                .await
+                .map(|t| json!(t))
+        }
+    };
+    result.map_err(|e| e.to_string())
+}

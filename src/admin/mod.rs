@@ -1,0 +1,8 @@
+//! Administration: create users, reset passwords, deactivate users, manage registration
+//! tokens. The same operations back the local admin HTTP API (`/_kith/admin/v1`, guarded by
+//! the secret in `<data>/admin.secret`) and the `kith admin` command, which calls that API
+//! while the server runs and opens the database itself when it does not.
+
+pub mod cli;
+pub mod ops;
+pub mod secret;

@@ -1,0 +1,106 @@
+//! The admin operations, on the services directly.
+
+use ruma::OwnedUserId;
+use serde::{Deserialize, Serialize};
+
+use crate::events::RevokeReason;
+use crate::gateway::{Error, Result};
+use crate::services::Services;
+use crate::services::auth::{RegistrationToken, password};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateUser {
+    /// A localpart or a full user ID on this server.
+    pub user: String,
+    pub password: String,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResetPassword {
+    pub password: String,
+    /// Whether to end the user's sessions (default true).
+    #[serde(default = "yes")]
+    pub logout_devices: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct NewToken {
+    pub token: Option<String>,
+    pub uses_allowed: Option<u32>,
+    /// Milliseconds since the epoch.
+    pub expiry_time: Option<u64>,
+}
+
+/// A local user named by localpart or full ID.
+fn local_user(services: &Services, user: &str) -> Result<OwnedUserId> {
+    services
+        .auth
+        .login_user_id(user)
+        .ok_or_else(|| Error::invalid_param("Not a user of this server"))
+}
+
+pub async fn create_user(services: &Services, request: CreateUser) -> Result<OwnedUserId> {
+    let localpart = local_user(services, &request.user)?;
+    let localpart = localpart.localpart();
+    let hash = password::hash(&request.password).await?;
+    let _guard = services.auth.registering().await;
+    let user_id = services.auth.check_available(localpart)?;
+    let mut batch = services.storage.batch();
+    services
+        .auth
+        .create_account_into(&mut batch, &user_id, Some(hash), request.admin)?;
+    services.storage.commit(batch).await?;
+    Ok(user_id)
+}
+
+pub async fn reset_password(services: &Services, user: &str, request: ResetPassword) -> Result<()> {
+    let user_id = local_user(services, user)?;
+    let hash = password::hash(&request.password).await?;
+    let _guard = services.auth.registering().await;
+    let mut batch = services.storage.batch();
+    services
+        .auth
+        .set_password_into(&mut batch, &user_id, hash)?;
+    if request.logout_devices {
+        services
+            .sessions
+            .remove_all_devices(batch, user_id.as_str(), None, RevokeReason::PasswordChanged)
+            .await
+    } else {
+        Ok(services.storage.commit(batch).await?)
+    }
+}
+
+pub async fn deactivate(services: &Services, user: &str) -> Result<()> {
+    let user_id = local_user(services, user)?;
+    let _guard = services.auth.registering().await;
+    let mut batch = services.storage.batch();
+    services.auth.deactivate_into(&mut batch, &user_id)?;
+    services
+        .sessions
+        .remove_all_devices(batch, user_id.as_str(), None, RevokeReason::Deactivated)
+        .await
+}
+
+pub async fn create_token(services: &Services, request: NewToken) -> Result<RegistrationToken> {
+    let _guard = services.auth.registering().await;
+    let mut batch = services.storage.batch();
+    let token = services.auth.token_into(
+        &mut batch,
+        request.token,
+        request.uses_allowed,
+        request.expiry_time,
+    )?;
+    services.storage.commit(batch).await?;
+    Ok(token)
+}
+
+pub fn list_tokens(services: &Services) -> Result<Vec<RegistrationToken>> {
+    services.auth.tokens()
+}

@@ -1,0 +1,91 @@
+//! kith's local admin API, under `/_kith/admin/v1`, for the `kith admin` command. Every
+//! request carries `Authorization: Bearer <contents of <data>/admin.secret>`.
+
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::admin::{ops, secret};
+use crate::gateway::{Error, Result};
+use crate::services::AppState;
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/users", post(create_user))
+        .route("/users/{user}/password", post(reset_password))
+        .route("/users/{user}/deactivate", post(deactivate))
+        .route("/registration_tokens", get(list_tokens).post(create_token))
+        .route_layer(middleware::from_fn_with_state(state, require_secret))
+}
+
+async fn require_secret(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response> {
+    let presented = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(Error::missing_token)?;
+    if !secret::matches(&state.admin_secret, presented) {
+        return Err(Error::forbidden("Not the admin secret"));
+    }
+    Ok(next.run(request).await)
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+            Error::not_json()
+        } else {
+            Error::bad_json(e.to_string())
+        }
+    })
+}
+
+/// `POST /_kith/admin/v1/users` `{user, password, admin?}` → `{user_id}`
+async fn create_user(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>> {
+    let user_id = ops::create_user(&state, parse(&body)?).await?;
+    Ok(Json(json!({ "user_id": user_id })))
+}
+
+/// `POST /_kith/admin/v1/users/{user}/password` `{password, logout_devices?}` → `{}`
+async fn reset_password(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    ops::reset_password(&state, &user, parse(&body)?).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /_kith/admin/v1/users/{user}/deactivate` → `{}`
+async fn deactivate(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<Json<Value>> {
+    ops::deactivate(&state, &user).await?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /_kith/admin/v1/registration_tokens` → `{tokens}`
+async fn list_tokens(State(state): State<AppState>) -> Result<Json<Value>> {
+    Ok(Json(json!({ "tokens": ops::list_tokens(&state)? })))
+}
+
+/// `POST /_kith/admin/v1/registration_tokens` `{token?, uses_allowed?, expiry_time?}` → the token
+async fn create_token(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>> {
+    let request = if body.is_empty() {
+        ops::NewToken::default()
+    } else {
+        parse(&body)?
+    };
+    Ok(Json(json!(ops::create_token(&state, request).await?)))
+}

@@ -1,0 +1,118 @@
+//! Registration (auth-service): user-interactive auth with `m.login.dummy`, and with
+//! `m.login.registration_token` first when the server is in token mode.
+
+use axum::extract::State;
+use http::StatusCode;
+use ruma::api::client::account::{
+    check_registration_token_validity, get_username_availability, register,
+};
+
+use crate::config::RegistrationMode;
+use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::AppState;
+use crate::services::auth::{UiaFlows, password};
+use crate::util::random_string;
+
+const OPEN_FLOWS: UiaFlows = &[&["m.login.dummy"]];
+/// As Synapse: the token stage, then dummy (matrix-nio's token registration expects both).
+const TOKEN_FLOWS: UiaFlows = &[&["m.login.registration_token", "m.login.dummy"]];
+
+/// `POST /_matrix/client/v3/register`
+pub async fn register(
+    State(state): State<AppState>,
+    request: Ruma<register::v3::Request>,
+) -> Result<RumaResponse<register::v3::Response>> {
+    let body = &request.body;
+    let flows = match state.config.registration.mode {
+        RegistrationMode::Closed => return Err(Error::forbidden("Registration is disabled")),
+        RegistrationMode::Open => OPEN_FLOWS,
+        RegistrationMode::Token => TOKEN_FLOWS,
+    };
+    if body.kind == register::RegistrationKind::Guest {
+        return Err(Error::new(
+            StatusCode::FORBIDDEN,
+            "M_GUEST_ACCESS_FORBIDDEN",
+            "Guest access is disabled",
+        ));
+    }
+    let auth = &state.auth;
+    // Check the name before any auth, so clients can tell the user at once (as Synapse does).
+    if let Some(username) = &body.username {
+        auth.check_available(username)?;
+    }
+    let uia = auth
+        .uia("register", flows, body.auth.as_ref(), None)
+        .await?;
+
+    let password = body
+        .password
+        .as_deref()
+        .ok_or_else(|| Error::missing_param("Missing password"))?;
+    let hash = password::hash(password).await?;
+    let _registering = auth.registering().await;
+    let user_id = match &body.username {
+        Some(username) => auth.check_available(username)?,
+        None => auth.check_available(&random_string(12).to_lowercase())?,
+    };
+    let mut batch = state.storage.batch();
+    if let Some(token) = &uia.registration_token {
+        // Re-checked under the lock: the last use may have gone to another registration.
+        if !auth.token_valid(token)? {
+            return Err(Error::new(
+                StatusCode::UNAUTHORIZED,
+                "M_UNAUTHORIZED",
+                "Registration token used up",
+            ));
+        }
+        auth.consume_token_into(&mut batch, token)?;
+    }
+    uia.finish_into(&mut batch)?;
+    auth.create_account_into(&mut batch, &user_id, Some(hash), false)?;
+
+    if body.inhibit_login {
+        state.storage.commit(batch).await?;
+        return Ok(RumaResponse(register::v3::Response::new(user_id)));
+    }
+    let (session, tokens) = state
+        .sessions
+        .create(
+            batch,
+            &user_id,
+            body.device_id.as_ref().map(|d| d.as_str()),
+            body.initial_device_display_name.clone(),
+            body.refresh_token,
+            request.client_ip,
+        )
+        .await?;
+    let mut response = register::v3::Response::new(session.user_id);
+    response.access_token = Some(tokens.access_token);
+    response.device_id = Some(session.device_id);
+    response.refresh_token = tokens.refresh_token;
+    response.expires_in = tokens.expires_in;
+    Ok(RumaResponse(response))
+}
+
+/// `GET /_matrix/client/v3/register/available`
+pub async fn available(
+    State(state): State<AppState>,
+    request: Ruma<get_username_availability::v3::Request>,
+) -> Result<RumaResponse<get_username_availability::v3::Response>> {
+    state.auth.check_available(&request.body.username)?;
+    Ok(RumaResponse(get_username_availability::v3::Response::new(
+        true,
+    )))
+}
+
+/// `GET /_matrix/client/v1/register/m.login.registration_token/validity`
+pub async fn token_validity(
+    State(state): State<AppState>,
+    request: Ruma<check_registration_token_validity::v1::Request>,
+) -> Result<RumaResponse<check_registration_token_validity::v1::Response>> {
+    if state.config.registration.mode != RegistrationMode::Token {
+        return Err(Error::forbidden("Registration tokens are not in use"));
+    }
+    let valid = state.auth.token_valid(&request.body.token)?;
+    Ok(RumaResponse(
+        check_registration_token_validity::v1::Response::new(valid),
+    ))
+}

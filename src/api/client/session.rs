@@ -1,0 +1,142 @@
+//! Logging in and out, refreshing, whoami (session-service, with auth-service's passwords).
+
+use axum::extract::State;
+use ruma::api::client::account::whoami;
+use ruma::api::client::session::{get_login_types, login, logout, logout_all, refresh_token};
+use ruma::api::client::uiaa::UserIdentifier;
+
+use crate::events::RevokeReason;
+use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::{AppState, auth};
+
+/// `GET /_matrix/client/v3/login`
+pub async fn login_types(
+    _request: Ruma<get_login_types::v3::Request>,
+) -> RumaResponse<get_login_types::v3::Response> {
+    let password = get_login_types::v3::LoginType::Password(Default::default());
+    RumaResponse(get_login_types::v3::Response::new(vec![password]))
+}
+
+/// `POST /_matrix/client/v3/login`: `m.login.password` with `m.id.user` (full user ID or
+/// localpart). Failed attempts are rate limited per account and per client address.
+pub async fn login(
+    State(state): State<AppState>,
+    request: Ruma<login::v3::Request>,
+) -> Result<RumaResponse<login::v3::Response>> {
+    let body = &request.body;
+    let login::v3::LoginInfo::Password(password) = &body.login_info else {
+        return Err(Error::unknown(
+            http::StatusCode::BAD_REQUEST,
+            "Unknown login type",
+        ));
+    };
+    #[allow(deprecated)] // `user` is how pre-r0.4 clients name themselves
+    let user = match (&password.identifier, &password.user) {
+        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+        (None, Some(user)) => user.clone(),
+        (Some(_), _) => {
+            return Err(Error::unknown(
+                http::StatusCode::BAD_REQUEST,
+                "Only m.id.user identifiers are supported",
+            ));
+        }
+        (None, None) => return Err(Error::missing_param("Missing identifier")),
+    };
+
+    let auth = &state.auth;
+    let ip_key = request.client_ip.to_string();
+    let user_id = auth.login_user_id(&user);
+    let user_key = user_id
+        .as_ref()
+        .map_or_else(|| user.clone(), |u| u.to_string());
+    for key in [&ip_key, &user_key] {
+        auth.login_limiter
+            .check(key)
+            .map_err(Error::limit_exceeded)?;
+    }
+    let valid = match &user_id {
+        Some(user_id) => auth.check_password(user_id, &password.password).await?,
+        None => auth::password::verify(&password.password, None).await?,
+    };
+    let Some(user_id) = user_id.filter(|_| valid) else {
+        auth.login_limiter.consume(&ip_key);
+        auth.login_limiter.consume(&user_key);
+        return Err(Error::forbidden("Invalid username or password"));
+    };
+
+    let (session, tokens) = state
+        .sessions
+        .create(
+            state.storage.batch(),
+            &user_id,
+            body.device_id.as_ref().map(|d| d.as_str()),
+            body.initial_device_display_name.clone(),
+            body.refresh_token,
+            request.client_ip,
+        )
+        .await?;
+    let mut response =
+        login::v3::Response::new(session.user_id, tokens.access_token, session.device_id);
+    response.refresh_token = tokens.refresh_token;
+    response.expires_in = tokens.expires_in;
+    Ok(RumaResponse(response))
+}
+
+/// `POST /_matrix/client/v3/refresh`
+pub async fn refresh(
+    State(state): State<AppState>,
+    request: Ruma<refresh_token::v3::Request>,
+) -> Result<RumaResponse<refresh_token::v3::Response>> {
+    let tokens = state.sessions.refresh(&request.body.refresh_token).await?;
+    let mut response = refresh_token::v3::Response::new(tokens.access_token);
+    response.refresh_token = tokens.refresh_token;
+    response.expires_in_ms = tokens.expires_in;
+    Ok(RumaResponse(response))
+}
+
+/// `POST /_matrix/client/v3/logout`: ends this device's session.
+pub async fn logout(
+    State(state): State<AppState>,
+    request: Ruma<logout::v3::Request>,
+) -> Result<RumaResponse<logout::v3::Response>> {
+    let session = request.session()?;
+    let devices = [session.device_id.to_string()];
+    state
+        .sessions
+        .remove_devices(
+            state.storage.batch(),
+            session.user_id.as_str(),
+            &devices,
+            RevokeReason::Logout,
+        )
+        .await?;
+    Ok(RumaResponse(logout::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/logout/all`: ends every session of the user.
+pub async fn logout_all(
+    State(state): State<AppState>,
+    request: Ruma<logout_all::v3::Request>,
+) -> Result<RumaResponse<logout_all::v3::Response>> {
+    let session = request.session()?;
+    state
+        .sessions
+        .remove_all_devices(
+            state.storage.batch(),
+            session.user_id.as_str(),
+            None,
+            RevokeReason::Logout,
+        )
+        .await?;
+    Ok(RumaResponse(logout_all::v3::Response::new()))
+}
+
+/// `GET /_matrix/client/v3/account/whoami`
+pub async fn whoami(
+    request: Ruma<whoami::v3::Request>,
+) -> Result<RumaResponse<whoami::v3::Response>> {
+    let session = request.session()?;
+    let mut response = whoami::v3::Response::new(session.user_id.clone(), false);
+    response.device_id = Some(session.device_id.clone());
+    Ok(RumaResponse(response))
+}

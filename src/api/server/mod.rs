@@ -1,0 +1,3 @@
+//! Server-Server API handlers.
+
+pub mod keys;

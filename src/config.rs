@@ -1,0 +1,263 @@
+//! Configuration: embedded defaults, then an optional TOML file (`--config FILE` or
+//! `KITH_CONFIG`), then environment variables `KITH_<SECTION>__<KEY>` (for example
+//! `KITH_SERVER_NAME`, `KITH_DATABASE__PATH`, `KITH_LISTEN__CLIENT`). List values in the
+//! environment use TOML array syntax. `config.example.toml` documents every option.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The name in every user ID (`@alice:<server_name>`); fixed for the server's lifetime.
+    pub server_name: String,
+    /// The URL clients reach this server at; defaults to `http://<listen.client>`.
+    pub public_baseurl: Option<String>,
+    pub listen: Listen,
+    pub database: Database,
+    pub registration: Registration,
+    pub auth: Auth,
+    pub limits: Limits,
+    pub well_known: WellKnown,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// Address of the Client-Server API listener.
+    pub client: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Database {
+    /// The data directory: the RocksDB database lives in `<path>/db`, the admin secret in
+    /// `<path>/admin.secret`.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    Open,
+    Token,
+    Closed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registration {
+    pub mode: RegistrationMode,
+    /// Extra registration tokens accepted without limit, besides those in the database.
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Lifetime in seconds of access tokens issued with a refresh token.
+    pub access_token_ttl: u64,
+    /// Lifetime in seconds of a refresh token; 0 = never expires.
+    pub refresh_token_ttl: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes.
+    pub max_request_size: usize,
+    /// Failed logins allowed in a burst, per account and per client address.
+    pub login_failure_burst: u32,
+    /// Failed logins regained per minute after the burst.
+    pub login_failures_per_minute: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WellKnown {
+    /// `m.server` served at `/.well-known/matrix/server`; unset = 404, as Synapse does.
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// A `RUST_LOG`-style filter; the `RUST_LOG` variable overrides it.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_name: "localhost:8008".into(),
+            public_baseurl: None,
+            listen: Listen::default(),
+            database: Database::default(),
+            registration: Registration::default(),
+            auth: Auth::default(),
+            limits: Limits::default(),
+            well_known: WellKnown::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            client: SocketAddr::from(([127, 0, 0, 1], 8008)),
+        }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            path: PathBuf::from("./kith-data"),
+        }
+    }
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Registration {
+            mode: RegistrationMode::Token,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            access_token_ttl: 3600,
+            refresh_token_ttl: 30 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_size: 1 << 20,
+            login_failure_burst: 5,
+            login_failures_per_minute: 6.0,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `KITH_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, String> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(format!("config file {} does not exist", file.display()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // Only variables naming a config section are options: others that share the prefix
+        // (KITH_CONFIG, or a CI's KITH_CI_TARGET) are not, and must not fail the load.
+        let sections = Config::sections();
+        let env = Env::prefixed("KITH_").split("__").filter(move |key| {
+            let section = key.as_str().split('.').next().unwrap_or_default();
+            sections.iter().any(|s| s.eq_ignore_ascii_case(section))
+        });
+        let config: Config = figment.merge(env).extract().map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn sections() -> Vec<String> {
+        match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(k, _)| k).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        ruma::ServerName::parse(&self.server_name).map_err(|e| {
+            format!(
+                "server_name {:?} is not a valid server name: {e}",
+                self.server_name
+            )
+        })?;
+        if let Some(server) = &self.well_known.server {
+            ruma::ServerName::parse(server)
+                .map_err(|e| format!("well_known.server {server:?} is not a server name: {e}"))?;
+        }
+        if self.limits.max_request_size < 1024 {
+            return Err("limits.max_request_size must be at least 1024 bytes".into());
+        }
+        if self.auth.access_token_ttl == 0 {
+            return Err("auth.access_token_ttl must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn public_baseurl(&self) -> String {
+        match &self.public_baseurl {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen.client),
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.database.path.join("db")
+    }
+
+    pub fn admin_secret_path(&self) -> PathBuf {
+        self.database.path.join("admin.secret")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "kith.toml",
+                "server_name = \"file.test\"\n[registration]\nmode = \"open\"\n",
+            )?;
+            jail.set_env("KITH_DATABASE__PATH", "/tmp/elsewhere");
+            jail.set_env("KITH_REGISTRATION__TOKENS", "[\"a\", \"b\"]");
+            jail.set_env("KITH_CONFIG", "ignored-here");
+            jail.set_env("KITH_CI_TARGET", "not an option");
+            let config =
+                Config::load(Some(Path::new("kith.toml"))).map_err(figment::Error::from)?;
+            assert_eq!(config.server_name, "file.test");
+            assert_eq!(config.registration.mode, RegistrationMode::Open);
+            assert_eq!(config.registration.tokens, ["a", "b"]);
+            assert_eq!(config.database.path, PathBuf::from("/tmp/elsewhere"));
+            assert_eq!(config.listen.client.port(), 8008);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rejects_unknown_options_and_bad_server_names() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[listen]\nclinet = \"127.0.0.1:1\"\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
+            jail.set_env("KITH_SERVER_NAME", "not a name");
+            assert!(Config::load(None).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,209 @@
+//! The one extractor every Matrix endpoint uses: it enforces the body limit, authenticates
+//! the request as the endpoint's ruma metadata demands, and parses it into the ruma type.
+//! [`RumaResponse`] turns a ruma response back into HTTP.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use http::request::Parts;
+use ruma::api::auth_scheme::{self, extract_bearer_or_query_token};
+use ruma::api::error::{DeserializationError, FromHttpRequestError};
+use ruma::api::{IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt};
+
+use super::{Error, Result};
+use crate::services::AppState;
+use crate::services::session::Session;
+
+/// A parsed, authenticated Matrix request.
+pub struct Ruma<T> {
+    pub body: T,
+    /// The caller, for endpoints that take an access token.
+    pub session: Option<Session>,
+    /// The caller's address, for rate limits and `last_seen_ip`.
+    pub client_ip: IpAddr,
+}
+
+impl<T> Ruma<T> {
+    /// The caller of an endpoint whose auth scheme requires an access token.
+    pub fn session(&self) -> Result<&Session> {
+        self.session.as_ref().ok_or_else(Error::missing_token)
+    }
+}
+
+/// What the gateway does about access tokens for a given ruma auth scheme.
+pub trait AuthPolicy {
+    /// `Some(true)`: required; `Some(false)`: optional; `None`: ignored.
+    const ACCESS_TOKEN: Option<bool>;
+}
+
+impl AuthPolicy for auth_scheme::AccessToken {
+    const ACCESS_TOKEN: Option<bool> = Some(true);
+}
+impl AuthPolicy for auth_scheme::AccessTokenOptional {
+    const ACCESS_TOKEN: Option<bool> = Some(false);
+}
+impl AuthPolicy for auth_scheme::NoAuthentication {
+    const ACCESS_TOKEN: Option<bool> = None;
+}
+impl AuthPolicy for auth_scheme::NoAccessToken {
+    const ACCESS_TOKEN: Option<bool> = None;
+}
+/// Login and registration accept an application-service token; kith has no application
+/// services yet, so there is nothing to check.
+impl AuthPolicy for auth_scheme::AppserviceTokenOptional {
+    const ACCESS_TOKEN: Option<bool> = None;
+}
+
+impl<T> FromRequest<AppState> for Ruma<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: AuthPolicy,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self> {
+        let (mut parts, body) = request.into_parts();
+        let path_args = path_args(&mut parts, state).await?;
+        let client_ip = client_ip(&parts);
+        let bytes = read_body(&parts, body, state.config.limits.max_request_size).await?;
+
+        let session = match T::Authentication::ACCESS_TOKEN {
+            None => None,
+            Some(required) => {
+                let probe = http::Request::from_parts(parts.clone(), ());
+                match extract_bearer_or_query_token(&probe)
+                    .map_err(|_| Error::unknown_token(false))?
+                {
+                    Some(token) => Some(state.sessions.authenticate(&token).await?),
+                    None if required => return Err(Error::missing_token()),
+                    None => None,
+                }
+            }
+        };
+
+        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let parse = |bytes: &[u8]| {
+            T::try_from_http_request(http::Request::from_parts(parts.clone(), bytes), &args)
+        };
+        let body = match parse(&bytes) {
+            Ok(body) => body,
+            // Synapse treats an `auth` object with neither `type` nor `session` as no auth at
+            // all, and matrix-nio's token registration sends one; ruma rejects it.
+            Err(error) => match without_empty_auth(&bytes) {
+                Some(fixed) => parse(&fixed).map_err(|_| parse_error(error, &bytes))?,
+                None => return Err(parse_error(error, &bytes)),
+            },
+        };
+        Ok(Ruma {
+            body,
+            session,
+            client_ip,
+        })
+    }
+}
+
+async fn path_args(parts: &mut Parts, state: &AppState) -> Result<Vec<String>> {
+    let params = RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|_| Error::invalid_param("Malformed path parameter"))?;
+    Ok(params.iter().map(|(_, value)| value.to_owned()).collect())
+}
+
+fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413 `M_TOO_LARGE`.
+async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes> {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Error::too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let cause = e.into_inner();
+        if cause
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            Error::too_large(limit)
+        } else {
+            Error::bad_json("Could not read the request body")
+        }
+    })
+}
+
+fn parse_error(error: FromHttpRequestError, body: &[u8]) -> Error {
+    match error {
+        FromHttpRequestError::MethodMismatch { .. } => {
+            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
+        }
+        FromHttpRequestError::Deserialization(error) => match error {
+            DeserializationError::Json(e) => {
+                if !body.is_empty()
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()
+                {
+                    Error::not_json()
+                } else {
+                    Error::bad_json(format!("Invalid request body: {e}"))
+                }
+            }
+            DeserializationError::Query(e) => Error::invalid_param(format!("Invalid query: {e}")),
+            DeserializationError::Ident(e) => {
+                Error::invalid_param(format!("Invalid identifier: {e}"))
+            }
+            other => Error::bad_json(other.to_string()),
+        },
+        other => Error::bad_json(other.to_string()),
+    }
+}
+
+/// The body with an `auth` object that has neither `type` nor `session` removed, if it has one.
+fn without_empty_auth(body: &[u8]) -> Option<Vec<u8>> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object_mut()?;
+    let auth = object.get("auth")?.as_object()?;
+    if auth.contains_key("type") || auth.contains_key("session") {
+        return None;
+    }
+    object.remove("auth");
+    serde_json::to_vec(&value).ok()
+}
+
+/// A ruma response as an HTTP response.
+pub struct RumaResponse<T>(pub T);
+
+impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<BytesMut>() {
+            Ok(response) => response
+                .map(|body| Body::from(body.freeze()))
+                .into_response(),
+            Err(e) => Error::internal(e).into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn drops_only_meaningless_auth() {
+        let fixed = super::without_empty_auth(
+            br#"{"username":"a","auth":{"initial_device_display_name":"x"}}"#,
+        );
+        assert_eq!(fixed.as_deref(), Some(&br#"{"username":"a"}"#[..]));
+        assert!(super::without_empty_auth(br#"{"auth":{"type":"m.login.dummy"}}"#).is_none());
+        assert!(super::without_empty_auth(br#"{"auth":{"session":"s"}}"#).is_none());
+        assert!(super::without_empty_auth(b"not json").is_none());
+    }
+}

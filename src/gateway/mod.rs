@@ -1,0 +1,88 @@
+//! The gateway: the single entry point. It owns the router, the Matrix error type, the
+//! request extractor, CORS and the fallbacks that make unknown paths and methods look the
+//! way Matrix clients feature-detect them.
+
+mod error;
+mod extract;
+
+use std::collections::BTreeSet;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::handler::Handler;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, on};
+use http::{Method, StatusCode, header};
+use ruma::api::IncomingRequest;
+use ruma::api::path_builder::PathBuilder;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::{Error, Result};
+pub use extract::{Ruma, RumaResponse};
+
+use crate::services::AppState;
+
+/// Adds routes for a ruma endpoint on every path its metadata names (stable, legacy and
+/// unstable), for its method only.
+pub trait RumaRouter {
+    fn ruma<R, H, X>(self, handler: H) -> Self
+    where
+        R: IncomingRequest,
+        H: Handler<X, AppState>,
+        X: 'static;
+}
+
+impl RumaRouter for Router<AppState> {
+    fn ruma<R, H, X>(mut self, handler: H) -> Self
+    where
+        R: IncomingRequest,
+        H: Handler<X, AppState>,
+        X: 'static,
+    {
+        let Ok(filter) = MethodFilter::try_from(R::METHOD) else {
+            unreachable!("ruma endpoints use standard methods")
+        };
+        let paths: BTreeSet<&str> = R::PATH_BUILDER.all_paths().collect();
+        for path in paths {
+            self = self.route(path, on(filter, handler.clone()));
+        }
+        self
+    }
+}
+
+/// Wraps the API routes with what every response needs.
+pub fn finish(router: Router<AppState>, state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+        ]);
+    router
+        .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
+        .method_not_allowed_fallback(|| async {
+            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
+        })
+        .layer(middleware::from_fn(answer_options))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Any OPTIONS request is answered, as Synapse does, whether or not it is a CORS preflight.
+async fn answer_options(request: Request, next: Next) -> Response {
+    if request.method() == Method::OPTIONS {
+        return (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response();
+    }
+    next.run(request).await
+}

@@ -1,0 +1,152 @@
+//! Accounts: creation, lookup, passwords, deactivation.
+
+use kith_storage::{Batch, catalog};
+use ruma::{OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::MutexGuard;
+
+use super::{AuthService, password};
+use crate::events::{self, DomainEvent};
+use crate::gateway::{Error, Result};
+use crate::util::now_ms;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    /// argon2id PHC string; `None` once deactivated.
+    pub password_hash: Option<String>,
+    pub admin: bool,
+    pub deactivated: bool,
+    pub created_ts: u64,
+}
+
+fn invalid_username(message: &str) -> Error {
+    Error::new(http::StatusCode::BAD_REQUEST, "M_INVALID_USERNAME", message)
+}
+
+impl AuthService {
+    pub fn account(&self, user_id: &UserId) -> Result<Option<Account>> {
+        Ok(self
+            .storage
+            .get(&catalog::USERID_ACCOUNT, &user_id.as_str())?)
+    }
+
+    /// The user ID a new account with `localpart` would have, if the name is well formed.
+    pub fn new_user_id(&self, localpart: &str) -> Result<OwnedUserId> {
+        let allowed =
+            |c: char| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+');
+        if localpart.is_empty() || !localpart.chars().all(allowed) {
+            return Err(invalid_username(
+                "User names may only contain a-z, 0-9, and . _ = - / +",
+            ));
+        }
+        let user_id = format!("@{localpart}:{}", self.server_name);
+        if user_id.len() > 255 {
+            return Err(invalid_username("User ID is longer than 255 characters"));
+        }
+        OwnedUserId::try_from(user_id).map_err(|_| invalid_username("Invalid user name"))
+    }
+
+    /// Checks that `localpart` is well formed and not taken (deactivated names stay taken).
+    pub fn check_available(&self, localpart: &str) -> Result<OwnedUserId> {
+        let user_id = self.new_user_id(localpart)?;
+        if self
+            .storage
+            .contains(&catalog::USERID_ACCOUNT, &user_id.as_str())?
+        {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_USER_IN_USE",
+                "User ID already taken",
+            ));
+        }
+        Ok(user_id)
+    }
+
+    /// The local user a login names, from a full user ID or a bare localpart; user IDs are
+    /// matched case-insensitively, as Synapse does.
+    pub fn login_user_id(&self, user: &str) -> Option<OwnedUserId> {
+        let user = user.trim();
+        let localpart = match user.strip_prefix('@') {
+            Some(rest) => {
+                let (localpart, server) = rest.split_once(':')?;
+                if server != self.server_name.as_str() {
+                    return None;
+                }
+                localpart
+            }
+            None => user,
+        };
+        OwnedUserId::try_from(format!(
+            "@{}:{}",
+            localpart.to_lowercase(),
+            self.server_name
+        ))
+        .ok()
+    }
+
+    /// Takes the registration lock: hold it from the availability check to the commit.
+    pub async fn registering(&self) -> MutexGuard<'_, ()> {
+        self.register_lock.lock().await
+    }
+
+    /// Adds a new account and its `user.created` event to `batch`. The caller holds
+    /// [`AuthService::registering`] and has checked the name.
+    pub fn create_account_into(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        password_hash: Option<String>,
+        admin: bool,
+    ) -> Result<()> {
+        let account = Account {
+            password_hash,
+            admin,
+            deactivated: false,
+            created_ts: now_ms(),
+        };
+        batch.put(&catalog::USERID_ACCOUNT, &user_id.as_str(), &account)?;
+        events::append(
+            batch,
+            DomainEvent::UserCreated {
+                user_id: user_id.to_string(),
+                admin,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Whether `password` is the user's; unknown and deactivated users never match.
+    pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
+        let account = self.account(user_id)?.filter(|a| !a.deactivated);
+        let hash = account.and_then(|a| a.password_hash);
+        password::verify(password, hash).await
+    }
+
+    /// Adds a password change to `batch`; the caller holds [`AuthService::registering`].
+    pub fn set_password_into(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        hash: String,
+    ) -> Result<()> {
+        let mut account = self
+            .account(user_id)?
+            .filter(|a| !a.deactivated)
+            .ok_or_else(|| Error::not_found("Unknown user"))?;
+        account.password_hash = Some(hash);
+        batch.put(&catalog::USERID_ACCOUNT, &user_id.as_str(), &account)?;
+        Ok(())
+    }
+
+    /// Adds the deactivation to `batch`: the password is forgotten and the name stays taken.
+    /// The caller holds [`AuthService::registering`] and ends the sessions in the same batch.
+    pub fn deactivate_into(&self, batch: &mut Batch, user_id: &UserId) -> Result<()> {
+        let mut account = self
+            .account(user_id)?
+            .ok_or_else(|| Error::not_found("Unknown user"))?;
+        account.deactivated = true;
+        account.password_hash = None;
+        batch.put(&catalog::USERID_ACCOUNT, &user_id.as_str(), &account)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,75 @@
+//! Password hashing: argon2id with the crate's defaults, always on the blocking pool so a
+//! burst of logins never stalls the async runtime.
+
+use std::sync::LazyLock;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+use crate::gateway::{Error, Result};
+
+/// Longest password accepted; argon2 takes any length, but a huge one is only a DoS vector.
+pub const MAX_PASSWORD_LEN: usize = 512;
+
+pub async fn hash(password: &str) -> Result<String> {
+    if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
+        return Err(Error::new(
+            http::StatusCode::BAD_REQUEST,
+            "M_WEAK_PASSWORD",
+            "Password must be 1 to 512 bytes",
+        ));
+    }
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(Error::internal)
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
+/// Checks `password` against a stored hash; `None` (no such user) still spends the same work,
+/// so response times do not tell which user names exist.
+pub async fn verify(password: &str, stored: Option<String>) -> Result<bool> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let stored = stored.unwrap_or_else(|| DECOY_HASH.clone());
+        let Ok(parsed) = PasswordHash::new(&stored) else {
+            return false;
+        };
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+    .await
+    .map_err(Error::internal)
+}
+
+/// The hash of a random string nobody knows, made with the same parameters as real ones.
+static DECOY_HASH: LazyLock<String> = LazyLock::new(|| {
+    let secret = crate::util::random_string(32);
+    Argon2::default()
+        .hash_password(secret.as_bytes())
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+});
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn hashes_verify_and_decoys_fail() {
+        let hash = super::hash("correct horse").await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(
+            super::verify("correct horse", Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!super::verify("wrong", Some(hash)).await.unwrap());
+        assert!(!super::verify("anything", None).await.unwrap());
+        assert!(super::hash("").await.is_err());
+    }
+}

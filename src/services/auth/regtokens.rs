@@ -1,0 +1,97 @@
+//! Registration tokens: created by the admin (or the first start), each with optional
+//! use and time limits; tokens from the config file are always valid.
+
+use kith_storage::{Batch, catalog};
+use serde::{Deserialize, Serialize};
+
+use super::AuthService;
+use crate::gateway::{Error, Result};
+use crate::util::{now_ms, random_string};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegistrationToken {
+    pub token: String,
+    /// `None`: unlimited.
+    pub uses_allowed: Option<u32>,
+    pub completed: u32,
+    /// Milliseconds since the epoch; `None`: never.
+    pub expiry_time: Option<u64>,
+    pub created_ts: u64,
+}
+
+impl RegistrationToken {
+    fn usable(&self, now: u64) -> bool {
+        self.uses_allowed.is_none_or(|max| self.completed < max)
+            && self.expiry_time.is_none_or(|t| t > now)
+    }
+}
+
+/// The spec's token grammar: 1 to 64 of `[A-Za-z0-9._~-]`.
+fn well_formed(token: &str) -> bool {
+    (1..=64).contains(&token.len())
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._~-".contains(c))
+}
+
+impl AuthService {
+    pub fn token_valid(&self, token: &str) -> Result<bool> {
+        if self.config_tokens.iter().any(|t| t == token) {
+            return Ok(true);
+        }
+        if !well_formed(token) {
+            return Ok(false);
+        }
+        let stored: Option<RegistrationToken> =
+            self.storage.get(&catalog::REGTOKEN_INFO, &token)?;
+        Ok(stored.is_some_and(|t| t.usable(now_ms())))
+    }
+
+    /// Counts one completed registration against `token`, in `batch`.
+    pub fn consume_token_into(&self, batch: &mut Batch, token: &str) -> Result<()> {
+        if let Some(mut stored) = self
+            .storage
+            .get::<_, RegistrationToken>(&catalog::REGTOKEN_INFO, &token)?
+        {
+            stored.completed += 1;
+            batch.put(&catalog::REGTOKEN_INFO, &token, &stored)?;
+        }
+        Ok(())
+    }
+
+    pub fn token_into(
+        &self,
+        batch: &mut Batch,
+        token: Option<String>,
+        uses_allowed: Option<u32>,
+        expiry_time: Option<u64>,
+    ) -> Result<RegistrationToken> {
+        let token = token.unwrap_or_else(|| random_string(16));
+        if !well_formed(&token) {
+            return Err(Error::invalid_param(
+                "Tokens are 1 to 64 of A-Z a-z 0-9 . _ ~ -",
+            ));
+        }
+        if self
+            .storage
+            .contains(&catalog::REGTOKEN_INFO, &token.as_str())?
+        {
+            return Err(Error::invalid_param("That token already exists"));
+        }
+        let created = RegistrationToken {
+            token,
+            uses_allowed,
+            completed: 0,
+            expiry_time,
+            created_ts: now_ms(),
+        };
+        batch.put(&catalog::REGTOKEN_INFO, &created.token.as_str(), &created)?;
+        Ok(created)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<RegistrationToken>> {
+        let rows: Vec<(String, RegistrationToken)> =
+            self.storage.scan_prefix(&catalog::REGTOKEN_INFO, &())?;
+        Ok(rows.into_iter().map(|(_, t)| t).collect())
+    }
+}

@@ -1,0 +1,95 @@
+//! The original design's services, as modules of one process. Handlers reach them through
+//! axum `State` as [`AppState`].
+
+pub mod auth;
+pub mod profile;
+pub mod session;
+
+use std::sync::Arc;
+
+use kith_federation::ServerKeys;
+use kith_storage::{Storage, catalog};
+
+use crate::config::{Config, RegistrationMode};
+use crate::events;
+
+pub type AppState = Arc<Services>;
+
+pub struct Services {
+    pub config: Config,
+    pub storage: Storage,
+    pub keys: ServerKeys,
+    pub auth: auth::AuthService,
+    pub sessions: session::Sessions,
+    /// Guards the local admin API (`<data>/admin.secret`).
+    pub admin_secret: String,
+}
+
+/// The `global_value` key recording that the first-start registration token was made.
+const BOOTSTRAP_TOKEN_KEY: &str = "bootstrap_registration_token_issued";
+
+impl Services {
+    /// Opens the database and builds every service; starts no tasks.
+    pub fn open(config: Config) -> Result<AppState, String> {
+        std::fs::create_dir_all(&config.database.path).map_err(|e| {
+            format!(
+                "cannot create data directory {}: {e}",
+                config.database.path.display()
+            )
+        })?;
+        let storage = Storage::open(&config.db_path())
+            .map_err(|e| format!("cannot open the database: {e}"))?;
+        let keys = ServerKeys::load_or_generate(&storage, &config.server_name)
+            .map_err(|e| e.to_string())?;
+        let auth = auth::AuthService::new(storage.clone(), &config)?;
+        let sessions =
+            session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
+        let admin_secret = crate::admin::secret::load_or_create(&config.admin_secret_path())
+            .map_err(|e| format!("cannot write {}: {e}", config.admin_secret_path().display()))?;
+        Ok(Arc::new(Services {
+            config,
+            storage,
+            keys,
+            auth,
+            sessions,
+            admin_secret,
+        }))
+    }
+
+    /// Starts the event-log subscribers.
+    pub fn start_subscribers(&self) {
+        events::spawn(self.storage.clone(), Arc::new(profile::ProfileCreator));
+    }
+
+    /// In `token` mode, the first start of an empty server makes a registration token and
+    /// prints it once, so the first user can register without opening the server to all.
+    pub fn bootstrap_registration_token(&self) -> Result<(), String> {
+        if self.config.registration.mode != RegistrationMode::Token {
+            return Ok(());
+        }
+        let issued: Option<bool> = self
+            .storage
+            .get(&catalog::GLOBAL_VALUE, &BOOTSTRAP_TOKEN_KEY)
+            .map_err(|e| e.to_string())?;
+        if issued.is_some() {
+            return Ok(());
+        }
+        let mut batch = self.storage.batch();
+        let token = self
+            .auth
+            .token_into(&mut batch, None, None, None)
+            .map_err(|e| e.to_string())?;
+        batch
+            .put(&catalog::GLOBAL_VALUE, &BOOTSTRAP_TOKEN_KEY, &true)
+            .map_err(|e| e.to_string())?;
+        self.storage
+            .commit_blocking(batch)
+            .map_err(|e| e.to_string())?;
+        tracing::warn!(
+            token = %token.token,
+            "registration needs a token; this one was made for the first users and is shown only once \
+             (list or make more with `kith admin tokens`)"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! profile-service: public user information. Every new user gets a profile through the
+//! event log (`user.created`), so account creation and profile creation are decoupled yet
+//! nothing is lost if the server stops between them.
+
+use kith_storage::{Batch, Storage, catalog};
+use serde::{Deserialize, Serialize};
+
+use crate::events::{DomainEvent, Subscriber};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Profile {
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+pub fn profile(storage: &Storage, user_id: &str) -> kith_storage::Result<Option<Profile>> {
+    storage.get(&catalog::USERID_PROFILE, &user_id)
+}
+
+/// Creates the profile of each new user, with the localpart as display name (as Synapse).
+pub struct ProfileCreator;
+
+impl Subscriber for ProfileCreator {
+    fn name(&self) -> &'static str {
+        "profile.create_on_user_created"
+    }
+
+    fn handle(
+        &self,
+        storage: &Storage,
+        event: &DomainEvent,
+        batch: &mut Batch,
+    ) -> kith_storage::Result<()> {
+        let DomainEvent::UserCreated { user_id, .. } = event else {
+            return Ok(());
+        };
+        if storage.contains(&catalog::USERID_PROFILE, &user_id.as_str())? {
+            return Ok(());
+        }
+        let localpart = user_id
+            .trim_start_matches('@')
+            .split(':')
+            .next()
+            .unwrap_or_default();
+        let profile = Profile {
+            displayname: Some(localpart.to_owned()),
+            avatar_url: None,
+        };
+        batch.put(&catalog::USERID_PROFILE, &user_id.as_str(), &profile)
+    }
+}

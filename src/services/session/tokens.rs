@@ -1,0 +1,101 @@
+//! Access tokens: HS256 JWTs naming user, device and token generation, signed with a
+//! secret generated on first start and kept in the database. Validity beyond the signature
+//! (device still there, same generation, expiry) is checked by the caller against storage.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use kith_storage::{Storage, catalog};
+use serde::{Deserialize, Serialize};
+
+use super::Session;
+use crate::gateway::{Error, Result};
+use crate::util::random_string;
+
+/// The `global_value` key holding the signing secret.
+const SECRET_KEY: &str = "access_token_secret";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub sub: String,
+    pub dev: String,
+    #[serde(rename = "gen")]
+    pub generation: u64,
+    pub iat: u64,
+    /// Seconds since the epoch; only tokens issued with a refresh token expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+}
+
+impl AccessClaims {
+    pub fn new(
+        session: &Session,
+        generation: u64,
+        now_ms: u64,
+        ttl: Option<Duration>,
+    ) -> AccessClaims {
+        AccessClaims {
+            sub: session.user_id.to_string(),
+            dev: session.device_id.to_string(),
+            generation,
+            iat: now_ms / 1000,
+            // Rounded up, so a token never lives shorter than its advertised lifetime.
+            exp: ttl.map(|ttl| (now_ms + ttl.as_millis() as u64).div_ceil(1000)),
+        }
+    }
+
+    pub fn session(&self) -> Result<Session> {
+        let user_id = self
+            .sub
+            .as_str()
+            .try_into()
+            .map_err(|_| Error::unknown_token(false))?;
+        Ok(Session {
+            user_id,
+            device_id: self.dev.as_str().into(),
+        })
+    }
+}
+
+pub struct TokenSigner {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenSigner {
+    pub fn load_or_generate(storage: &Storage) -> kith_storage::Result<TokenSigner> {
+        let secret = match storage.get::<_, String>(&catalog::GLOBAL_VALUE, &SECRET_KEY)? {
+            Some(secret) => secret,
+            None => {
+                let secret = random_string(64);
+                let mut batch = storage.batch();
+                batch.put(&catalog::GLOBAL_VALUE, &SECRET_KEY, &secret)?;
+                storage.commit_blocking(batch)?;
+                secret
+            }
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is checked after the device lookup, so an expired token of a live session can
+        // be told apart (soft logout) from a revoked one.
+        validation.validate_exp = false;
+        validation.required_spec_claims = HashSet::new();
+        Ok(TokenSigner {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        })
+    }
+
+    pub fn encode(&self, claims: &AccessClaims) -> Result<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(Error::internal)
+    }
+
+    pub fn decode(&self, token: &str) -> Option<AccessClaims> {
+        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+            .ok()
+            .map(|data| data.claims)
+    }
+}

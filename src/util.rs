@@ -1,0 +1,38 @@
+//! Small helpers shared by the services.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use sha2::{Digest, Sha256};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A random string of ASCII letters and digits from the OS-seeded CSPRNG.
+pub fn random_string(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// A random device ID in Synapse's style: ten upper-case letters.
+pub fn random_device_id() -> String {
+    let mut rng = rand::rng();
+    (0..10)
+        .map(|_| rng.random_range(b'A'..=b'Z') as char)
+        .collect()
+}
+
+/// SHA-256, URL-safe unpadded base64: how secrets are stored.
+pub fn hash_secret(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+}

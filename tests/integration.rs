@@ -1,0 +1,18 @@
+//! Integration tests: each starts the real `kith` binary on an ephemeral loopback port with
+//! a temporary database and talks HTTP to it (see `integration/common.rs`). One test crate,
+//! so the binary with RocksDB is linked once.
+
+#[path = "integration/accounts.rs"]
+mod accounts;
+#[path = "integration/admin.rs"]
+mod admin;
+#[path = "integration/common.rs"]
+mod common;
+#[path = "integration/crash.rs"]
+mod crash;
+#[path = "integration/gateway.rs"]
+mod gateway;
+#[path = "integration/nio.rs"]
+mod nio;
+#[path = "integration/refresh.rs"]
+mod refresh;

@@ -1,0 +1,119 @@
+//! `kith admin`: while the server runs (over its admin API) and while it is stopped (on the
+//! database directly).
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{PASSWORD, Server, assert_error};
+
+#[tokio::test]
+async fn admin_commands_work_while_the_server_runs() {
+    let server = Server::start(&[("KITH_REGISTRATION__MODE", "token")]);
+    let (ok, out) = server.admin(&["create-user", "root", "--password", PASSWORD, "--admin"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("@root:kith.test"), "{out}");
+    let (status, login) = server.login("root", PASSWORD, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = login["access_token"].as_str().unwrap().to_owned();
+
+    let (ok, out) = server.admin(&["create-user", "root", "--password", "x"]);
+    assert!(!ok && out.contains("M_USER_IN_USE"), "{out}");
+
+    let (ok, out) = server.admin(&["tokens", "create", "--token", "invite-1", "--uses", "1"]);
+    assert!(ok, "{out}");
+    let (ok, out) = server.admin(&["tokens", "list"]);
+    assert!(ok, "{out}");
+    let listed: Value = serde_json::from_str(&out).expect("JSON");
+    let tokens = listed["tokens"].as_array().unwrap();
+    assert_eq!(
+        tokens.len(),
+        2,
+        "the printed first-start token and ours: {listed}"
+    );
+    assert!(
+        tokens
+            .iter()
+            .any(|t| t["token"] == "invite-1" && t["uses_allowed"] == 1)
+    );
+
+    // The one-use token registers one user, then is used up.
+    let register = |user: &str| json!({ "username": user, "password": PASSWORD, "auth": { "type": "m.login.registration_token", "token": "invite-1" } });
+    let (status, challenge) = server
+        .post("/_matrix/client/v3/register", None, register("first"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "token accepted, dummy still to do: {challenge}"
+    );
+    let session = challenge["session"].as_str().unwrap();
+    let dummy = json!({ "username": "first", "password": PASSWORD, "auth": { "type": "m.login.dummy", "session": session } });
+    assert_eq!(
+        server
+            .post("/_matrix/client/v3/register", None, dummy)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (_, refused) = server
+        .post("/_matrix/client/v3/register", None, register("second"))
+        .await;
+    assert_eq!(refused["errcode"], "M_UNAUTHORIZED", "{refused}");
+
+    let (ok, out) = server.admin(&[
+        "reset-password",
+        "@root:kith.test",
+        "--password",
+        "fresh password",
+    ]);
+    assert!(ok, "{out}");
+    assert_error(
+        &server.whoami(&token).await,
+        StatusCode::UNAUTHORIZED,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_eq!(
+        server.login("root", "fresh password", json!({})).await.0,
+        StatusCode::OK
+    );
+
+    let (ok, out) = server.admin(&["deactivate", "root"]);
+    assert!(ok, "{out}");
+    assert_error(
+        &server.login("root", "fresh password", json!({})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+
+    // The admin API refuses anyone without the secret.
+    let (status, _) = server
+        .post(
+            "/_kith/admin/v1/users",
+            None,
+            json!({ "user": "x", "password": "y" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let wrong = server
+        .http
+        .post(format!("{}/_kith/admin/v1/users", server.base))
+        .bearer_auth("guess")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn admin_commands_work_on_a_stopped_server() {
+    let mut server = Server::start(&[]);
+    server.terminate();
+    let (ok, out) = server.admin(&["create-user", "offline", "--password", PASSWORD]);
+    assert!(ok, "{out}");
+    let server = server.restart();
+    assert_eq!(
+        server.login("offline", PASSWORD, json!({})).await.0,
+        StatusCode::OK
+    );
+}

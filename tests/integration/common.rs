@@ -1,0 +1,242 @@
+//! The test harness: a real kith process on `127.0.0.1:0`, its log captured, and small
+//! HTTP helpers that return `(status, JSON body)`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub const SERVER_NAME: &str = "kith.test";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data: PathBuf,
+    env: Vec<(String, String)>,
+    log: Arc<Mutex<String>>,
+    dir: Arc<tempfile::TempDir>,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// A fresh server with open registration, plus `env` overrides (`KITH_*`).
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let mut all = vec![("KITH_REGISTRATION__MODE".to_owned(), "open".to_owned())];
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Server::spawn(dir, all)
+    }
+
+    fn spawn(dir: Arc<tempfile::TempDir>, env: Vec<(String, String)>) -> Server {
+        let data = dir.path().join("data");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kith"));
+        command
+            .env("KITH_SERVER_NAME", SERVER_NAME)
+            .env("KITH_LISTEN__CLIENT", "127.0.0.1:0")
+            .env("KITH_DATABASE__PATH", &data)
+            .env("RUST_LOG", "info,tower_http=warn")
+            .env_remove("KITH_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in &env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start kith");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (found, port) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = field(&line, "client_api") {
+                    let _ = found.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let Ok(addr) = port.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!(
+                "kith did not start listening; log:\n{}",
+                log.lock().unwrap()
+            );
+        };
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            data,
+            env,
+            log,
+            dir,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Kills the process at once (SIGKILL): no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it, bounded.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kith did not stop within 10 s of SIGTERM");
+    }
+
+    /// Starts a new process on the same data directory and environment.
+    pub fn restart(mut self) -> Server {
+        self.kill();
+        Server::spawn(Arc::clone(&self.dir), self.env.clone())
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The registration token kith printed at first start, if it did.
+    pub fn printed_token(&self) -> Option<String> {
+        self.log()
+            .lines()
+            .find(|l| l.contains("registration needs a token"))
+            .and_then(|l| field(l, "token"))
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{path}: non-JSON body {text:?}"));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    /// A request with a raw body and content type, for malformed input.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(body);
+        request = request.header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        (status, response.json().await.expect("JSON error body"))
+    }
+
+    /// Registers `user` (open mode) and returns the response: `user_id`, `access_token`,
+    /// `device_id`.
+    pub async fn register(&self, user: &str) -> Value {
+        let body =
+            json!({ "username": user, "password": PASSWORD, "auth": { "type": "m.login.dummy" } });
+        let (status, value) = self.post("/_matrix/client/v3/register", None, body).await;
+        assert_eq!(status, StatusCode::OK, "register {user}: {value}");
+        value
+    }
+
+    pub async fn login(&self, user: &str, password: &str, extra: Value) -> (StatusCode, Value) {
+        let mut body = json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": user },
+            "password": password,
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        self.post("/_matrix/client/v3/login", None, body).await
+    }
+
+    pub async fn whoami(&self, token: &str) -> (StatusCode, Value) {
+        self.get("/_matrix/client/v3/account/whoami", Some(token))
+            .await
+    }
+
+    /// Runs `kith admin ...` against this server's configuration.
+    pub fn admin(&self, args: &[&str]) -> (bool, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_kith"))
+            .env("KITH_SERVER_NAME", SERVER_NAME)
+            .env("KITH_DATABASE__PATH", &self.data)
+            .env(
+                "KITH_LISTEN__CLIENT",
+                self.base.trim_start_matches("http://"),
+            )
+            .env("RUST_LOG", "warn")
+            .arg("admin")
+            .args(args)
+            .output()
+            .expect("run kith admin");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `name=value` from a log line, the value up to the next space.
+fn field(line: &str, name: &str) -> Option<String> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    let value = line[start..].split_whitespace().next()?;
+    Some(value.trim_matches('"').to_owned())
+}
+
+/// Asserts a Matrix error: status and errcode.
+#[track_caller]
+pub fn assert_error(result: &(StatusCode, Value), status: StatusCode, errcode: &str) {
+    assert_eq!(result.0, status, "{}", result.1);
+    assert_eq!(result.1["errcode"], errcode, "{}", result.1);
+    assert!(result.1["error"].is_string(), "{}", result.1);
+}
