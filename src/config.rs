@@ -202,8 +202,18 @@ impl Config {
         if self.limits.max_request_size < 1024 {
             return Err("limits.max_request_size must be at least 1024 bytes".into());
         }
-        if self.auth.access_token_ttl == 0 {
-            return Err("auth.access_token_ttl must be positive".into());
+        const TEN_YEARS: u64 = 10 * 365 * 24 * 3600;
+        if !(1..=TEN_YEARS).contains(&self.auth.access_token_ttl) {
+            return Err("auth.access_token_ttl must be between 1 second and 10 years".into());
+        }
+        if self.auth.refresh_token_ttl > TEN_YEARS {
+            return Err(
+                "auth.refresh_token_ttl must be at most 10 years (0 = never expires)".into(),
+            );
+        }
+        let rate = self.limits.login_failures_per_minute;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err("limits.login_failures_per_minute must be a number >= 0".into());
         }
         Ok(())
     }

@@ -36,3 +36,27 @@ pub fn random_device_id() -> String {
 pub fn hash_secret(secret: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
 }
+
+/// A fixed set of async mutexes, picked by hashing a key: per-key mutual exclusion (for a
+/// read-check-write on one user's records) without a lock per key or one global lock.
+pub struct StripedLocks {
+    locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl StripedLocks {
+    pub fn new(stripes: usize) -> StripedLocks {
+        StripedLocks {
+            locks: (0..stripes.max(1))
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    pub async fn lock(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        self.locks[(hash % self.locks.len() as u64) as usize]
+            .lock()
+            .await
+    }
+}

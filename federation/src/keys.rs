@@ -70,6 +70,10 @@ impl ServerKeys {
         })
     }
 
+    pub(crate) fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.key_pair
+    }
+
     pub fn server_name(&self) -> &str {
         &self.server_name
     }

@@ -1,7 +1,10 @@
-//! kith's federation crate. For now: the server's ed25519 signing key, generated on first
-//! start, kept in the database, and the self-signed key document served at
-//! `GET /_matrix/key/v2/server`. X-Matrix, discovery and the send queue come later.
+//! kith's federation crate: the server's ed25519 signing key (generated on first start,
+//! kept in the database, served self-signed at `GET /_matrix/key/v2/server`) and the PDU
+//! type every room event is, signed with it. X-Matrix, discovery and the send queue come
+//! later.
 
 mod keys;
+pub mod pdu;
 
 pub use keys::{KeyError, ServerKeys};
+pub use pdu::{NewEvent, Pdu, PduError};

@@ -3,7 +3,6 @@
 use ruma::OwnedUserId;
 use serde::{Deserialize, Serialize};
 
-use crate::events::RevokeReason;
 use crate::gateway::{Error, Result};
 use crate::services::Services;
 use crate::services::auth::{RegistrationToken, password};
@@ -61,31 +60,13 @@ pub async fn create_user(services: &Services, request: CreateUser) -> Result<Own
 
 pub async fn reset_password(services: &Services, user: &str, request: ResetPassword) -> Result<()> {
     let user_id = local_user(services, user)?;
-    let hash = password::hash(&request.password).await?;
-    let _guard = services.auth.registering().await;
-    let mut batch = services.storage.batch();
     services
-        .auth
-        .set_password_into(&mut batch, &user_id, hash)?;
-    if request.logout_devices {
-        services
-            .sessions
-            .remove_all_devices(batch, user_id.as_str(), None, RevokeReason::PasswordChanged)
-            .await
-    } else {
-        Ok(services.storage.commit(batch).await?)
-    }
+        .change_password(&user_id, &request.password, request.logout_devices, None)
+        .await
 }
 
 pub async fn deactivate(services: &Services, user: &str) -> Result<()> {
-    let user_id = local_user(services, user)?;
-    let _guard = services.auth.registering().await;
-    let mut batch = services.storage.batch();
-    services.auth.deactivate_into(&mut batch, &user_id)?;
-    services
-        .sessions
-        .remove_all_devices(batch, user_id.as_str(), None, RevokeReason::Deactivated)
-        .await
+    services.deactivate(&local_user(services, user)?).await
 }
 
 pub async fn create_token(services: &Services, request: NewToken) -> Result<RegistrationToken> {

@@ -1,7 +1,9 @@
 //! kith's local admin API, under `/_kith/admin/v1`, for the `kith admin` command. Every
 //! request carries `Authorization: Bearer <contents of <data>/admin.secret>`.
 
-use axum::extract::{Path, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -28,6 +30,15 @@ async fn require_secret(
     request: Request,
     next: Next,
 ) -> Result<Response> {
+    // Only from this machine: the admin API is for `kith admin`, never for the internet
+    // (behind a reverse proxy on the same host the secret still guards it).
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if !peer.is_some_and(|ip| ip.is_loopback()) {
+        return Err(Error::forbidden("The admin API answers only on loopback"));
+    }
     let presented = request
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -41,13 +52,7 @@ async fn require_secret(
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| {
-        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
-            Error::not_json()
-        } else {
-            Error::bad_json(e.to_string())
-        }
-    })
+    serde_json::from_slice(body).map_err(|e| Error::body(e, body))
 }
 
 /// `POST /_kith/admin/v1/users` `{user, password, admin?}` → `{user_id}`

@@ -48,6 +48,16 @@ impl Error {
         )
     }
 
+    /// A body that did not deserialize: `M_NOT_JSON` if it is not JSON at all, else
+    /// `M_BAD_JSON` (well-formed JSON of the wrong shape).
+    pub fn body(cause: serde_json::Error, body: &[u8]) -> Error {
+        if !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+            Error::not_json()
+        } else {
+            Error::bad_json(format!("Invalid request body: {cause}"))
+        }
+    }
+
     pub fn invalid_param(message: impl Into<String>) -> Error {
         Error::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", message)
     }

@@ -149,15 +149,7 @@ fn parse_error(error: FromHttpRequestError, body: &[u8]) -> Error {
             Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
         }
         FromHttpRequestError::Deserialization(error) => match error {
-            DeserializationError::Json(e) => {
-                if !body.is_empty()
-                    && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()
-                {
-                    Error::not_json()
-                } else {
-                    Error::bad_json(format!("Invalid request body: {e}"))
-                }
-            }
+            DeserializationError::Json(e) => Error::body(e, body),
             DeserializationError::Query(e) => Error::invalid_param(format!("Invalid query: {e}")),
             DeserializationError::Ident(e) => {
                 Error::invalid_param(format!("Invalid identifier: {e}"))

@@ -73,10 +73,21 @@ pub fn finish(router: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
         })
+        .layer(middleware::from_fn(run_to_completion))
         .layer(middleware::from_fn(answer_options))
         .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Runs the handler as its own task. A client that goes away mid-request then cannot cancel
+/// a handler between its checks and its commit (locks stay held until the write lands), and
+/// a panic becomes a Matrix 500 instead of a dropped connection.
+async fn run_to_completion(request: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(e) => Error::internal(format!("handler failed: {e}")).into_response(),
+    }
 }
 
 /// Any OPTIONS request is answered, as Synapse does, whether or not it is a CORS preflight.

@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 use kith_federation::ServerKeys;
 use kith_storage::{Storage, catalog};
+use ruma::UserId;
 
 use crate::config::{Config, RegistrationMode};
-use crate::events;
+use crate::events::{self, RevokeReason};
+use crate::gateway::Result;
 
 pub type AppState = Arc<Services>;
 
@@ -23,6 +25,42 @@ pub struct Services {
     pub sessions: session::Sessions,
     /// Guards the local admin API (`<data>/admin.secret`).
     pub admin_secret: String,
+}
+
+/// Account changes that span auth-service (the account) and session-service (the devices),
+/// committed as one write.
+impl Services {
+    /// Sets a new password; with `logout`, ends every session but `keep`'s.
+    pub async fn change_password(
+        &self,
+        user_id: &UserId,
+        new_password: &str,
+        logout: bool,
+        keep: Option<&str>,
+    ) -> Result<()> {
+        let hash = auth::password::hash(new_password).await?;
+        let _guard = self.auth.registering().await;
+        let mut batch = self.storage.batch();
+        self.auth.set_password_into(&mut batch, user_id, hash)?;
+        if !logout {
+            return Ok(self.storage.commit(batch).await?);
+        }
+        let reason = RevokeReason::PasswordChanged;
+        self.sessions
+            .remove_all_devices(batch, user_id.as_str(), keep, reason)
+            .await
+    }
+
+    /// Deactivates the account and ends all its sessions.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        let _guard = self.auth.registering().await;
+        let mut batch = self.storage.batch();
+        self.auth.deactivate_into(&mut batch, user_id)?;
+        let reason = RevokeReason::Deactivated;
+        self.sessions
+            .remove_all_devices(batch, user_id.as_str(), None, reason)
+            .await
+    }
 }
 
 /// The `global_value` key recording that the first-start registration token was made.

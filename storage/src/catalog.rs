@@ -61,13 +61,6 @@ pub const REGTOKEN_INFO: Table = Table {
     value: "RegistrationToken JSON: uses allowed, pending, completed, expiry",
 };
 
-/// User-interactive auth sessions in progress.
-pub const UIASESSION_STATE: Table = Table {
-    name: "uiasession_state",
-    key: "session ID (str)",
-    value: "UiaSession JSON: completed stages, owner, expiry",
-};
-
 /// Public profiles (profile-service), created from `user.created`.
 pub const USERID_PROFILE: Table = Table {
     name: "userid_profile",
@@ -84,7 +77,6 @@ pub const ALL: &[&Table] = &[
     &USERID_DEVICEID_DEVICE,
     &REFRESHHASH_USERID_DEVICEID,
     &REGTOKEN_INFO,
-    &UIASESSION_STATE,
     &USERID_PROFILE,
 ];
 

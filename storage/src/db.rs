@@ -40,7 +40,8 @@ impl Storage {
             ColumnFamilyDescriptor::new(table.name, cf_options)
         });
         let db = DB::open_cf_descriptors(&options, path, families).map_err(|e| {
-            if e.to_string().contains("lock") {
+            // RocksDB's wording for a LOCK file held by another process.
+            if e.to_string().contains("While lock file") {
                 Error::Locked
             } else {
                 Error::Rocks(e)
@@ -213,7 +214,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let start = storage.position();
-        let mut waiter = storage.subscribe();
+        let waiter = storage.subscribe();
 
         let mut batch = storage.batch();
         batch

@@ -28,6 +28,7 @@ pub(crate) fn migrate(storage: &Storage) -> Result<()> {
             batch.put(&catalog::GLOBAL_VALUE, &VERSION_KEY, &CURRENT)?;
             return storage.commit_blocking(batch);
         }
+        Some(0) => return Err(Error::Key("schema version 0 does not exist".into())),
         Some(v) if v > CURRENT => {
             return Err(Error::SchemaTooNew {
                 found: v,

@@ -126,7 +126,11 @@ mod tests {
         let stream = Arc::new(Stream::new(0));
         let mut reserved = Vec::new();
         for _ in 0..RESERVATION_BLOCK + 2 {
-            drop(stream.allocate(|upto| Ok(reserved.push(upto))).unwrap());
+            let guard = stream.allocate(|upto| {
+                reserved.push(upto);
+                Ok(())
+            });
+            drop(guard.unwrap());
         }
         assert_eq!(
             reserved,

@@ -77,6 +77,12 @@ async def main(base_url: str, token: str) -> None:
         me = await client.whoami()
         check(isinstance(me, WhoamiResponse) and me.device_id == data["device_id"], f"whoami after refresh: {me}")
 
+        # The access token from before the refresh died with it.
+        client.access_token = old_token
+        stale = await client.whoami()
+        check(isinstance(stale, WhoamiError), f"the pre-refresh access token must be dead: {stale}")
+        client.access_token = refreshed["access_token"]
+
         # Logout through nio; the token is then refused.
         out = await client.logout()
         check(isinstance(out, LogoutResponse), f"logout: {out}")
@@ -84,9 +90,6 @@ async def main(base_url: str, token: str) -> None:
         after = await client.whoami()
         check(isinstance(after, WhoamiError), f"whoami after logout must fail: {after}")
         check(after.status_code == "M_UNKNOWN_TOKEN", f"errcode after logout: {after.status_code}")
-        client.access_token = old_token
-        after = await client.whoami()
-        check(isinstance(after, WhoamiError), "the pre-refresh token must be dead too")
     finally:
         await client.close()
     print("nio session test passed")

@@ -274,6 +274,16 @@ async fn devices_are_listed_renamed_and_deleted_with_the_password() {
             .1["display_name"],
         "Old phone"
     );
+    // A PUT without a name leaves the name alone.
+    let url = "/_matrix/client/v3/devices/PHONE";
+    let keep = server
+        .request(reqwest::Method::PUT, url, Some(token), Some(json!({})))
+        .await;
+    assert_eq!(keep.0, StatusCode::OK);
+    assert_eq!(
+        server.get(url, Some(token)).await.1["display_name"],
+        "Old phone"
+    );
     let missing = server
         .get("/_matrix/client/v3/devices/NOPE", Some(token))
         .await;

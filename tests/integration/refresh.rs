@@ -194,4 +194,22 @@ async fn reusing_a_device_id_revokes_its_old_tokens() {
         2,
         "register device + LAPTOP: {devices}"
     );
+
+    // After a logout, a new login on the same device ID does not bring old tokens back.
+    let (_, third) = server
+        .login("uma", PASSWORD, json!({ "device_id": "LAPTOP" }))
+        .await;
+    let third_token = str_of(&third, "access_token");
+    let logout = server
+        .post("/_matrix/client/v3/logout", Some(third_token), json!({}))
+        .await;
+    assert_eq!(logout.0, StatusCode::OK);
+    let (status, _) = server
+        .login("uma", PASSWORD, json!({ "device_id": "LAPTOP" }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for old in [&first, &second, &third] {
+        let result = server.whoami(str_of(old, "access_token")).await;
+        assert_error(&result, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
+    }
 }

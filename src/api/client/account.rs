@@ -3,10 +3,9 @@
 use axum::extract::State;
 use ruma::api::client::account::{ThirdPartyIdRemovalStatus, change_password, deactivate};
 
-use crate::events::RevokeReason;
 use crate::gateway::{Result, Ruma, RumaResponse};
 use crate::services::AppState;
-use crate::services::auth::{UiaFlows, password};
+use crate::services::auth::UiaFlows;
 
 pub const PASSWORD_FLOWS: UiaFlows = &[&["m.login.password"]];
 
@@ -18,36 +17,19 @@ pub async fn change_password(
 ) -> Result<RumaResponse<change_password::v3::Response>> {
     let session = request.session()?;
     let body = &request.body;
-    let uia = state
-        .auth
-        .uia(
-            "change_password",
-            PASSWORD_FLOWS,
-            body.auth.as_ref(),
-            Some(&session.user_id),
-        )
-        .await?;
-    let hash = password::hash(&body.new_password).await?;
-    let _guard = state.auth.registering().await;
-    let mut batch = state.storage.batch();
-    uia.finish_into(&mut batch)?;
+    let user_id = &session.user_id;
+    let uia = state.auth.uia(
+        "change_password",
+        PASSWORD_FLOWS,
+        body.auth.as_ref(),
+        Some(user_id),
+    );
+    let uia = uia.await?;
+    let keep = body.logout_devices.then_some(session.device_id.as_str());
     state
-        .auth
-        .set_password_into(&mut batch, &session.user_id, hash)?;
-    if body.logout_devices {
-        let keep = Some(session.device_id.as_str());
-        state
-            .sessions
-            .remove_all_devices(
-                batch,
-                session.user_id.as_str(),
-                keep,
-                RevokeReason::PasswordChanged,
-            )
-            .await?;
-    } else {
-        state.storage.commit(batch).await?;
-    }
+        .change_password(user_id, &body.new_password, body.logout_devices, keep)
+        .await?;
+    state.auth.finish_uia(&uia);
     Ok(RumaResponse(change_password::v3::Response::new()))
 }
 
@@ -58,29 +40,13 @@ pub async fn deactivate(
     request: Ruma<deactivate::v3::Request>,
 ) -> Result<RumaResponse<deactivate::v3::Response>> {
     let session = request.session()?;
+    let auth = request.body.auth.as_ref();
     let uia = state
         .auth
-        .uia(
-            "deactivate",
-            PASSWORD_FLOWS,
-            request.body.auth.as_ref(),
-            Some(&session.user_id),
-        )
+        .uia("deactivate", PASSWORD_FLOWS, auth, Some(&session.user_id))
         .await?;
-    let _guard = state.auth.registering().await;
-    let mut batch = state.storage.batch();
-    uia.finish_into(&mut batch)?;
-    state.auth.deactivate_into(&mut batch, &session.user_id)?;
-    state
-        .sessions
-        .remove_all_devices(
-            batch,
-            session.user_id.as_str(),
-            None,
-            RevokeReason::Deactivated,
-        )
-        .await?;
-    Ok(RumaResponse(deactivate::v3::Response::new(
-        ThirdPartyIdRemovalStatus::NoSupport,
-    )))
+    state.deactivate(&session.user_id).await?;
+    state.auth.finish_uia(&uia);
+    let unbind = ThirdPartyIdRemovalStatus::NoSupport;
+    Ok(RumaResponse(deactivate::v3::Response::new(unbind)))
 }

@@ -99,13 +99,13 @@ pub async fn delete(
             Some(&session.user_id),
         )
         .await?;
-    let mut batch = state.storage.batch();
-    uia.finish_into(&mut batch)?;
+    let batch = state.storage.batch();
     let ids = [body.device_id.to_string()];
     state
         .sessions
         .remove_devices(batch, user_id, &ids, RevokeReason::DeviceDeleted)
         .await?;
+    state.auth.finish_uia(&uia);
     Ok(RumaResponse(delete_device::v3::Response::new()))
 }
 
@@ -125,8 +125,7 @@ pub async fn delete_many(
             Some(&session.user_id),
         )
         .await?;
-    let mut batch = state.storage.batch();
-    uia.finish_into(&mut batch)?;
+    let batch = state.storage.batch();
     let ids: Vec<String> = body.devices.iter().map(|d| d.to_string()).collect();
     state
         .sessions
@@ -137,5 +136,6 @@ pub async fn delete_many(
             RevokeReason::DeviceDeleted,
         )
         .await?;
+    state.auth.finish_uia(&uia);
     Ok(RumaResponse(delete_devices::v3::Response::new()))
 }

@@ -52,7 +52,11 @@ pub async fn register(
     let _registering = auth.registering().await;
     let user_id = match &body.username {
         Some(username) => auth.check_available(username)?,
-        None => auth.check_available(&random_string(12).to_lowercase())?,
+        None => loop {
+            if let Ok(user_id) = auth.check_available(&random_string(12).to_lowercase()) {
+                break user_id;
+            }
+        },
     };
     let mut batch = state.storage.batch();
     if let Some(token) = &uia.registration_token {
@@ -66,11 +70,11 @@ pub async fn register(
         }
         auth.consume_token_into(&mut batch, token)?;
     }
-    uia.finish_into(&mut batch)?;
     auth.create_account_into(&mut batch, &user_id, Some(hash), false)?;
 
     if body.inhibit_login {
         state.storage.commit(batch).await?;
+        auth.finish_uia(&uia);
         return Ok(RumaResponse(register::v3::Response::new(user_id)));
     }
     let (session, tokens) = state
@@ -84,6 +88,7 @@ pub async fn register(
             request.client_ip,
         )
         .await?;
+    auth.finish_uia(&uia);
     let mut response = register::v3::Response::new(session.user_id);
     response.access_token = Some(tokens.access_token);
     response.device_id = Some(session.device_id);

@@ -46,23 +46,22 @@ pub async fn login(
     let auth = &state.auth;
     let ip_key = request.client_ip.to_string();
     let user_id = auth.login_user_id(&user);
+    // Names that are not user IDs of this server share one bucket (and a bounded key).
     let user_key = user_id
         .as_ref()
-        .map_or_else(|| user.clone(), |u| u.to_string());
-    for key in [&ip_key, &user_key] {
-        auth.login_limiter
-            .check(key)
-            .map_err(Error::limit_exceeded)?;
-    }
+        .map_or("(not a local user)", |u| u.as_str());
+    let keys = [ip_key.as_str(), user_key];
+    auth.login_limiter
+        .take_all(&keys)
+        .map_err(Error::limit_exceeded)?;
     let valid = match &user_id {
         Some(user_id) => auth.check_password(user_id, &password.password).await?,
         None => auth::password::verify(&password.password, None).await?,
     };
     let Some(user_id) = user_id.filter(|_| valid) else {
-        auth.login_limiter.consume(&ip_key);
-        auth.login_limiter.consume(&user_key);
         return Err(Error::forbidden("Invalid username or password"));
     };
+    keys.iter().for_each(|key| auth.login_limiter.refund(key));
 
     let (session, tokens) = state
         .sessions

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 pub use ratelimit::RateLimiter;
 pub use regtokens::RegistrationToken;
-pub use uia::UiaFlows;
+pub use uia::{UiaFlows, UiaSessions};
 
 use crate::config::Config;
 
@@ -26,6 +26,7 @@ pub struct AuthService {
     /// Serialises the check-then-create of registration (name free, token uses left), which
     /// a batch alone cannot make atomic.
     register_lock: Mutex<()>,
+    uia_sessions: UiaSessions,
 }
 
 impl AuthService {
@@ -41,6 +42,7 @@ impl AuthService {
                 config.limits.login_failures_per_minute,
             ),
             register_lock: Mutex::new(()),
+            uia_sessions: UiaSessions::default(),
         })
     }
 }

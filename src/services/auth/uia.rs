@@ -1,12 +1,14 @@
-//! User-interactive authentication (UIA): the 401 challenge with flows and a session, stage
-//! checks (`m.login.dummy`, `m.login.registration_token`, `m.login.password`), and sessions
-//! kept in the database until a flow completes.
+//! User-interactive authentication (UIA): the 401 challenge with flows and a session, and
+//! stage checks (`m.login.dummy`, `m.login.registration_token`, `m.login.password`).
+//! Sessions live in memory: they last minutes, a restart only makes a client start over,
+//! and an unauthenticated client must not be able to make the server write to disk.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use http::StatusCode;
-use kith_storage::{Batch, catalog};
 use ruma::UserId;
 use ruma::api::client::uiaa::{AuthData, UserIdentifier};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::AuthService;
@@ -16,28 +18,56 @@ use crate::util::{now_ms, random_string};
 /// How long a UIA session may take.
 const SESSION_TTL_MS: u64 = 15 * 60 * 1000;
 
+/// Sessions kept at most; past it, expired ones go, then the oldest.
+const MAX_SESSIONS: usize = 10_000;
+
 /// The flows an endpoint offers, each a list of stage types.
 pub type UiaFlows = &'static [&'static [&'static str]];
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct UiaSession {
-    #[serde(skip)]
-    pub id: Option<String>,
+    pub id: String,
     /// Which endpoint the session was started for; a session never authorises another one.
-    pub purpose: String,
-    pub user_id: Option<String>,
-    pub completed: Vec<String>,
+    purpose: String,
+    user_id: Option<String>,
+    completed: Vec<String>,
     pub registration_token: Option<String>,
-    pub expires_ts: u64,
+    expires_ts: u64,
 }
 
-impl UiaSession {
-    /// Deletes the stored session in `batch`, with the action it authorised.
-    pub fn finish_into(&self, batch: &mut Batch) -> Result<()> {
-        if let Some(id) = &self.id {
-            batch.delete(&catalog::UIASESSION_STATE, &id.as_str())?;
+#[derive(Default)]
+pub struct UiaSessions(Mutex<HashMap<String, UiaSession>>);
+
+impl UiaSessions {
+    fn store(&self, session: &UiaSession) {
+        let mut sessions = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if sessions.len() >= MAX_SESSIONS && !sessions.contains_key(&session.id) {
+            let now = now_ms();
+            sessions.retain(|_, s| s.expires_ts > now);
+            let oldest = sessions
+                .values()
+                .min_by_key(|s| s.expires_ts)
+                .map(|s| s.id.clone());
+            if let (true, Some(oldest)) = (sessions.len() >= MAX_SESSIONS, oldest) {
+                sessions.remove(&oldest);
+            }
         }
-        Ok(())
+        sessions.insert(session.id.clone(), session.clone());
+    }
+
+    fn get(&self, id: &str) -> Option<UiaSession> {
+        let sessions = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions
+            .get(id)
+            .filter(|s| s.expires_ts > now_ms())
+            .cloned()
+    }
+
+    fn remove(&self, id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
     }
 }
 
@@ -65,10 +95,14 @@ fn challenge(
     Error::with_body(StatusCode::UNAUTHORIZED, body)
 }
 
+fn unrecognized(message: String) -> Error {
+    Error::new(StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", message)
+}
+
 impl AuthService {
     /// One step of UIA for `purpose`. Returns the session once a flow is complete (the
-    /// caller finishes it in the batch of the action); otherwise answers with the 401
-    /// challenge, which records progress.
+    /// caller ends it with [`AuthService::finish_uia`] once its action is done); otherwise
+    /// answers with the 401 challenge, which records progress.
     pub async fn uia(
         &self,
         purpose: &str,
@@ -76,60 +110,38 @@ impl AuthService {
         auth: Option<&AuthData>,
         caller: Option<&UserId>,
     ) -> Result<UiaSession> {
-        let fresh = || UiaSession {
-            id: None,
-            purpose: purpose.to_owned(),
-            user_id: caller.map(|u| u.to_string()),
-            completed: Vec::new(),
-            registration_token: None,
-            expires_ts: now_ms() + SESSION_TTL_MS,
-        };
-        let Some(auth) = auth else {
-            let mut session = fresh();
-            let id = random_string(24);
-            self.storage
-                .put(&catalog::UIASESSION_STATE, &id.as_str(), &session)
-                .await?;
-            session.id = Some(id);
-            return Err(challenge(
-                flows,
-                session.id.as_deref().unwrap_or_default(),
-                &[],
-                None,
-            ));
-        };
-
-        let mut session = match auth.session() {
-            Some(id) => {
-                let stored: Option<UiaSession> =
-                    self.storage.get(&catalog::UIASESSION_STATE, &id)?;
-                let stored = stored.filter(|s| {
-                    s.purpose == purpose
-                        && s.user_id.as_deref() == caller.map(|u| u.as_str())
-                        && s.expires_ts > now_ms()
-                });
-                let mut stored = stored.ok_or_else(|| {
+        let owner = caller.map(|u| u.to_string());
+        let mut session = match auth.and_then(AuthData::session) {
+            Some(id) => self
+                .uia_sessions
+                .get(id)
+                .filter(|s| s.purpose == purpose && s.user_id == owner)
+                .ok_or_else(|| {
                     Error::new(
                         StatusCode::BAD_REQUEST,
                         "M_UNKNOWN",
                         "Unknown or expired session",
                     )
-                })?;
-                stored.id = Some(id.to_owned());
-                stored
-            }
+                })?,
             // A client may complete a one-stage flow without asking first (matrix-nio does).
-            None => fresh(),
+            None => UiaSession {
+                id: random_string(24),
+                purpose: purpose.to_owned(),
+                user_id: owner,
+                completed: Vec::new(),
+                registration_token: None,
+                expires_ts: now_ms() + SESSION_TTL_MS,
+            },
         };
-        let session_id = session.id.clone().unwrap_or_else(|| random_string(24));
-
-        let stage = auth.auth_type().map(|t| t.to_string()).unwrap_or_default();
+        // No stage attempted (no auth, or only a session): the challenge with the progress.
+        let Some((auth, stage)) = auth.and_then(|a| Some((a, a.auth_type()?.to_string()))) else {
+            self.uia_sessions.store(&session);
+            return Err(challenge(flows, &session.id, &session.completed, None));
+        };
         if !flows.iter().any(|f| f.contains(&stage.as_str())) {
-            return Err(Error::new(
-                StatusCode::BAD_REQUEST,
-                "M_UNRECOGNIZED",
-                format!("Auth type {stage} is not offered here"),
-            ));
+            return Err(unrecognized(format!(
+                "Auth type {stage} is not offered here"
+            )));
         }
         let refusal = match auth {
             AuthData::Dummy(_) => None,
@@ -150,23 +162,17 @@ impl AuthService {
                     }
                     _ => false,
                 };
-                if let Err(wait) = self.login_limiter.check(user.as_str()) {
-                    return Err(Error::limit_exceeded(wait));
-                }
+                self.login_limiter
+                    .take(user.as_str())
+                    .map_err(Error::limit_exceeded)?;
                 if names_caller && self.check_password(user, &p.password).await? {
+                    self.login_limiter.refund(user.as_str());
                     None
                 } else {
-                    self.login_limiter.consume(user.as_str());
                     Some(("M_FORBIDDEN", "Invalid password"))
                 }
             }
-            _ => {
-                return Err(Error::new(
-                    StatusCode::BAD_REQUEST,
-                    "M_UNRECOGNIZED",
-                    "Unsupported auth type",
-                ));
-            }
+            _ => return Err(unrecognized(format!("Auth type {stage} is not supported"))),
         };
         if refusal.is_none() && !session.completed.contains(&stage) {
             session.completed.push(stage);
@@ -174,12 +180,15 @@ impl AuthService {
         let complete = flows
             .iter()
             .any(|f| f.iter().all(|s| session.completed.iter().any(|c| c == s)));
+        self.uia_sessions.store(&session);
         if complete && refusal.is_none() {
             return Ok(session);
         }
-        self.storage
-            .put(&catalog::UIASESSION_STATE, &session_id.as_str(), &session)
-            .await?;
-        Err(challenge(flows, &session_id, &session.completed, refusal))
+        Err(challenge(flows, &session.id, &session.completed, refusal))
+    }
+
+    /// Ends a completed session, once the action it authorised is done.
+    pub fn finish_uia(&self, session: &UiaSession) {
+        self.uia_sessions.remove(&session.id);
     }
 }

@@ -6,6 +6,7 @@ use kith_storage::{Batch, catalog};
 use serde::{Deserialize, Serialize};
 
 use super::refresh::RefreshState;
+use crate::util::random_string;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Device {
@@ -13,8 +14,11 @@ pub struct Device {
     pub created_ts: u64,
     pub last_seen_ts: u64,
     pub last_seen_ip: Option<String>,
-    /// Bumped whenever the device's tokens are replaced; an access token names the generation
-    /// it was issued for, so older ones stop working at once.
+    /// Random, new for every login on this device: an access token names it, so a token of
+    /// an ended session never works again, even when a later login reuses the device ID.
+    pub session_id: String,
+    /// Bumped whenever the device's tokens are replaced (refresh); an access token names the
+    /// generation it was issued for, so older ones stop working at once.
     pub generation: u64,
     pub refresh: Option<RefreshState>,
 }
@@ -26,6 +30,7 @@ impl Device {
             created_ts: now,
             last_seen_ts: now,
             last_seen_ip: None,
+            session_id: random_string(16),
             generation: 0,
             refresh: None,
         }

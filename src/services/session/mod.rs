@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use kith_storage::{Batch, Storage, catalog};
 use ruma::{OwnedDeviceId, OwnedUserId};
-use tokio::sync::Mutex;
 
 pub use device::Device;
 use refresh::RefreshState;
@@ -19,7 +18,7 @@ use tokens::{AccessClaims, TokenSigner};
 use crate::config::Config;
 use crate::events::{self, DomainEvent, RevokeReason};
 use crate::gateway::{Error, Result};
-use crate::util::{hash_secret, now_ms, random_device_id, random_string};
+use crate::util::{StripedLocks, hash_secret, now_ms, random_device_id, random_string};
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -41,9 +40,10 @@ pub struct Sessions {
     signer: TokenSigner,
     access_ttl: Duration,
     refresh_ttl: Option<Duration>,
-    /// Held across every read-check-write of a device record (login, refresh, first use of
-    /// a refreshed token, deletion), so two requests never both rotate the same token.
-    write_lock: Mutex<()>,
+    /// Per user, held across every read-check-write of a device record (login, refresh,
+    /// first use of a refreshed token, deletion), so two requests never both rotate the same
+    /// token. The gateway runs handlers to completion, so a guard outlives its commit.
+    locks: StripedLocks,
 }
 
 impl Sessions {
@@ -56,7 +56,7 @@ impl Sessions {
             signer,
             access_ttl: Duration::from_secs(config.auth.access_token_ttl),
             refresh_ttl,
-            write_lock: Mutex::new(()),
+            locks: StripedLocks::new(64),
         })
     }
 
@@ -70,7 +70,7 @@ impl Sessions {
         let device = self
             .device(&claims.sub, &claims.dev)?
             .ok_or_else(|| Error::unknown_token(false))?;
-        if device.generation != claims.generation {
+        if device.session_id != claims.sid || device.generation != claims.generation {
             return Err(Error::unknown_token(false));
         }
         if claims.exp.is_some_and(|exp| exp * 1000 <= now_ms()) {
@@ -86,7 +86,7 @@ impl Sessions {
 
     /// The first use of a refreshed pair retires the refresh token it replaced.
     async fn mark_refreshed_pair_used(&self, session: &Session, generation: u64) -> Result<()> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.locks.lock(session.user_id.as_str()).await;
         let key = (session.user_id.as_str(), session.device_id.as_str());
         let Some(mut device) = self.device(key.0, key.1)? else {
             return Ok(());
@@ -132,18 +132,24 @@ impl Sessions {
         want_refresh: bool,
         ip: IpAddr,
     ) -> Result<(Session, Tokens)> {
+        let _guard = self.locks.lock(user_id.as_str()).await;
         let device_id = match device_id {
             Some(id) if id.is_empty() || id.len() > 255 => {
                 return Err(Error::invalid_param("Invalid device_id"));
             }
             Some(id) => id.to_owned(),
-            None => random_device_id(),
+            None => loop {
+                // A fresh ID must not take over (and so revoke) an existing device.
+                let id = random_device_id();
+                if self.device(user_id.as_str(), &id)?.is_none() {
+                    break id;
+                }
+            },
         };
         let session = Session {
             user_id: user_id.clone(),
             device_id: device_id.as_str().into(),
         };
-        let _guard = self.write_lock.lock().await;
         let key = (user_id.as_str(), device_id.as_str());
         let now = now_ms();
         let mut device = match self.device(key.0, key.1)? {
@@ -157,12 +163,9 @@ impl Sessions {
                         reason: RevokeReason::Relogin,
                     },
                 )?;
-                Device {
-                    display_name: display_name.or(old.display_name),
-                    generation: old.generation + 1,
-                    refresh: None,
-                    ..old
-                }
+                // A new session on the old device: new session ID, so old tokens stay dead.
+                let display_name = display_name.or(old.display_name);
+                Device::new(display_name, old.created_ts)
             }
             None => Device::new(display_name, now),
         };
@@ -191,11 +194,13 @@ impl Sessions {
     ) -> Result<Tokens> {
         let now = now_ms();
         let expires_in = want_refresh.then_some(self.access_ttl);
-        let claims = AccessClaims::new(session, device.generation, now, expires_in);
+        let claims = AccessClaims::new(session, device, now, expires_in);
         let access_token = self.signer.encode(&claims)?;
         let refresh_token = if want_refresh {
             let token = format!("kith_r_{}", random_string(40));
-            let expires_ts = self.refresh_ttl.map(|ttl| now + ttl.as_millis() as u64);
+            let expires_ts = self
+                .refresh_ttl
+                .map(|ttl| now.saturating_add(ttl.as_millis() as u64));
             let hash = hash_secret(&token);
             batch.put(
                 &catalog::REFRESHHASH_USERID_DEVICEID,
@@ -222,11 +227,12 @@ impl Sessions {
     /// theft and ends the device's session.
     pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens> {
         let hash = hash_secret(refresh_token);
-        let _guard = self.write_lock.lock().await;
         let owner: Option<(String, String)> = self
             .storage
             .get(&catalog::REFRESHHASH_USERID_DEVICEID, &hash.as_str())?;
         let (user_id, device_id) = owner.ok_or_else(|| Error::unknown_token(false))?;
+        // The device state read below, under the user's lock, decides; the index only led here.
+        let _guard = self.locks.lock(&user_id).await;
         let mut device = self
             .device(&user_id, &device_id)?
             .ok_or_else(|| Error::unknown_token(false))?;
@@ -276,11 +282,15 @@ impl Sessions {
         device_id: &str,
         display_name: Option<String>,
     ) -> Result<()> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.locks.lock(user_id).await;
         let mut device = self
             .device(user_id, device_id)?
             .ok_or_else(|| Error::not_found("Unknown device"))?;
-        device.display_name = display_name;
+        // Absent means unchanged (the spec); there is no way to clear a name but an empty one.
+        let Some(display_name) = display_name else {
+            return Ok(());
+        };
+        device.display_name = Some(display_name);
         self.storage
             .put(
                 &catalog::USERID_DEVICEID_DEVICE,
@@ -300,7 +310,7 @@ impl Sessions {
         device_ids: &[String],
         reason: RevokeReason,
     ) -> Result<()> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.locks.lock(user_id).await;
         self.remove_locked(batch, user_id, device_ids, reason).await
     }
 
@@ -312,7 +322,7 @@ impl Sessions {
         keep: Option<&str>,
         reason: RevokeReason,
     ) -> Result<()> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.locks.lock(user_id).await;
         let ids: Vec<String> = self
             .devices(user_id)?
             .into_iter()

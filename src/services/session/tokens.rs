@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use kith_storage::{Storage, catalog};
 use serde::{Deserialize, Serialize};
 
-use super::Session;
+use super::{Device, Session};
 use crate::gateway::{Error, Result};
 use crate::util::random_string;
 
@@ -20,6 +20,8 @@ const SECRET_KEY: &str = "access_token_secret";
 pub struct AccessClaims {
     pub sub: String,
     pub dev: String,
+    /// The device's session ID at issue time.
+    pub sid: String,
     #[serde(rename = "gen")]
     pub generation: u64,
     pub iat: u64,
@@ -31,17 +33,18 @@ pub struct AccessClaims {
 impl AccessClaims {
     pub fn new(
         session: &Session,
-        generation: u64,
+        device: &Device,
         now_ms: u64,
         ttl: Option<Duration>,
     ) -> AccessClaims {
         AccessClaims {
             sub: session.user_id.to_string(),
             dev: session.device_id.to_string(),
-            generation,
+            sid: device.session_id.clone(),
+            generation: device.generation,
             iat: now_ms / 1000,
             // Rounded up, so a token never lives shorter than its advertised lifetime.
-            exp: ttl.map(|ttl| (now_ms + ttl.as_millis() as u64).div_ceil(1000)),
+            exp: ttl.map(|ttl| now_ms.saturating_add(ttl.as_millis() as u64).div_ceil(1000)),
         }
     }
 
