@@ -249,6 +249,12 @@ mod tests {
         )])
     }
 
+    type State<'a> = HashMap<(StateEventType, String), &'a Pdu>;
+
+    fn at<'a>(state: &'a State<'a>) -> impl Fn(&StateEventType, &str) -> Option<&'a Pdu> + 'a {
+        move |kind, key| state.get(&(kind.clone(), key.to_owned())).copied()
+    }
+
     fn event(room_id: Option<&OwnedRoomId>, sender: &str, kind: TimelineEventType) -> NewEvent {
         NewEvent {
             room_id: room_id.cloned(),
@@ -319,16 +325,11 @@ mod tests {
             .into_iter()
             .collect();
             let fetch = |id: &EventId| events.get(id);
-            let mut state = HashMap::from([((StateEventType::RoomCreate, String::new()), &create)]);
+            let mut state: State =
+                HashMap::from([((StateEventType::RoomCreate, String::new()), &create)]);
             let authz = &rules.authorization;
             check_state_independent_auth_rules(authz, &create, fetch).unwrap();
             check_state_independent_auth_rules(authz, &join, fetch).unwrap();
-            let at = |state: &HashMap<(StateEventType, String), &Pdu>| {
-                let state = state.clone();
-                move |kind: &StateEventType, key: &str| {
-                    state.get(&(kind.clone(), key.to_owned())).copied()
-                }
-            };
             check_state_dependent_auth_rules(authz, &join, at(&state)).unwrap();
             state.insert((StateEventType::RoomMember, alice.to_owned()), &join);
 

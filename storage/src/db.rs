@@ -40,8 +40,9 @@ impl Storage {
             ColumnFamilyDescriptor::new(table.name, cf_options)
         });
         let db = DB::open_cf_descriptors(&options, path, families).map_err(|e| {
-            // RocksDB's wording for a LOCK file held by another process.
-            if e.to_string().contains("While lock file") {
+            // RocksDB's lock errors (held by another process, or by this one) name the
+            // database's LOCK file; no other open error does.
+            if e.to_string().contains("/LOCK") {
                 Error::Locked
             } else {
                 Error::Rocks(e)

@@ -134,7 +134,7 @@ mod tests {
         }
         assert_eq!(
             reserved,
-            vec![RESERVATION_BLOCK, RESERVATION_BLOCK + 1 + RESERVATION_BLOCK]
+            vec![1 + RESERVATION_BLOCK, 1 + 2 * RESERVATION_BLOCK]
         );
         let restarted = Stream::new(*reserved.last().unwrap());
         assert!(restarted.visible() > RESERVATION_BLOCK + 2);

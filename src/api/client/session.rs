@@ -49,8 +49,8 @@ pub async fn login(
     // Names that are not user IDs of this server share one bucket (and a bounded key).
     let user_key = user_id
         .as_ref()
-        .map_or("(not a local user)", |u| u.as_str());
-    let keys = [ip_key.as_str(), user_key];
+        .map_or_else(|| "(not a local user)".to_owned(), |u| u.to_string());
+    let keys = [ip_key.as_str(), user_key.as_str()];
     auth.login_limiter
         .take_all(&keys)
         .map_err(Error::limit_exceeded)?;
