@@ -16,3 +16,5 @@ mod gateway;
 mod nio;
 #[path = "integration/refresh.rs"]
 mod refresh;
+#[path = "integration/rooms.rs"]
+mod rooms;

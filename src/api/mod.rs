@@ -6,7 +6,9 @@ mod client;
 mod server;
 
 use axum::Router;
-use ruma::api::client::{account, device, discovery, profile, session};
+use ruma::api::client::{
+    account, device, discovery, membership, message, profile, room, session, state as room_state,
+};
 use ruma::api::federation::discovery::{discover_homeserver as server_discovery, get_server_keys};
 
 use crate::gateway::{self, RumaRouter};
@@ -39,6 +41,20 @@ pub fn router(state: AppState) -> Router {
         .ruma::<device::update_device::v3::Request, _, _>(client::devices::update)
         .ruma::<device::delete_device::v3::Request, _, _>(client::devices::delete)
         .ruma::<device::delete_devices::v3::Request, _, _>(client::devices::delete_many)
+        // messaging-service
+        .ruma::<room::create_room::v3::Request, _, _>(client::rooms::create_room)
+        .ruma::<message::send_message_event::v3::Request, _, _>(client::rooms::send_message)
+        .ruma::<room_state::send_state_event::v3::Request, _, _>(client::rooms::send_state)
+        .ruma::<room_state::get_state_events::v3::Request, _, _>(client::rooms::get_state)
+        .ruma::<room_state::get_state_event_for_key::v3::Request, _, _>(
+            client::rooms::get_state_event,
+        )
+        .ruma::<membership::joined_rooms::v3::Request, _, _>(client::rooms::joined)
+        .ruma::<membership::join_room_by_id::v3::Request, _, _>(client::rooms::join)
+        .ruma::<membership::invite_user::v3::Request, _, _>(client::rooms::invite)
+        .ruma::<membership::leave_room::v3::Request, _, _>(client::rooms::leave)
+        .ruma::<room::get_room_event::v3::Request, _, _>(client::rooms::get_event)
+        .ruma::<message::get_message_events::v3::Request, _, _>(client::rooms::messages)
         // profile-service
         .ruma::<profile::get_profile::v3::Request, _, _>(client::profile::get_profile)
         // federation keys

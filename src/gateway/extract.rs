@@ -67,7 +67,10 @@ where
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self> {
         let (mut parts, body) = request.into_parts();
-        let path_args = path_args(&mut parts, state).await?;
+        let mut path_args = path_args(&mut parts, state).await?;
+        if parts.extensions.get::<super::EmptyLastParam>().is_some() {
+            path_args.push(String::new());
+        }
         let client_ip = client_ip(&parts);
         let bytes = read_body(&parts, body, state.config.limits.max_request_size).await?;
 

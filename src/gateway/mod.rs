@@ -7,6 +7,7 @@ mod extract;
 
 use std::collections::BTreeSet;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::Request;
 use axum::handler::Handler;
@@ -21,6 +22,10 @@ use tower_http::trace::TraceLayer;
 
 pub use error::{Error, Result};
 pub use extract::{Ruma, RumaResponse};
+
+/// Marks a route whose last path parameter was given empty (see [`RumaRouter::ruma`]).
+#[derive(Clone, Copy)]
+struct EmptyLastParam;
 
 use crate::services::AppState;
 
@@ -47,6 +52,12 @@ impl RumaRouter for Router<AppState> {
         let paths: BTreeSet<&str> = R::PATH_BUILDER.all_paths().collect();
         for path in paths {
             self = self.route(path, on(filter, handler.clone()));
+            // A path ending in a parameter (a state key) also takes that parameter empty,
+            // written as a trailing slash: `/state/m.room.name/`.
+            if let Some(prefix) = path.strip_suffix('}').and_then(|p| p.rsplit_once("/{")) {
+                let marked = on(filter, handler.clone()).layer(Extension(EmptyLastParam));
+                self = self.route(&format!("{}/", prefix.0), marked);
+            }
         }
         self
     }

@@ -2,6 +2,7 @@
 //! axum `State` as [`AppState`].
 
 pub mod auth;
+pub mod messaging;
 pub mod profile;
 pub mod session;
 
@@ -20,7 +21,8 @@ pub type AppState = Arc<Services>;
 pub struct Services {
     pub config: Config,
     pub storage: Storage,
-    pub keys: ServerKeys,
+    pub keys: Arc<ServerKeys>,
+    pub messaging: messaging::Messaging,
     pub auth: auth::AuthService,
     pub sessions: session::Sessions,
     /// Guards the local admin API (`<data>/admin.secret`).
@@ -79,6 +81,8 @@ impl Services {
             .map_err(|e| format!("cannot open the database: {e}"))?;
         let keys = ServerKeys::load_or_generate(&storage, &config.server_name)
             .map_err(|e| e.to_string())?;
+        let keys = Arc::new(keys);
+        let messaging = messaging::Messaging::new(storage.clone(), Arc::clone(&keys));
         let auth = auth::AuthService::new(storage.clone(), &config)?;
         let sessions =
             session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
@@ -88,6 +92,7 @@ impl Services {
             config,
             storage,
             keys,
+            messaging,
             auth,
             sessions,
             admin_secret,

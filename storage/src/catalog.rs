@@ -68,6 +68,48 @@ pub const USERID_PROFILE: Table = Table {
     value: "Profile JSON: displayname, avatar_url",
 };
 
+/// Rooms (messaging-service): version, forward extremities, depth.
+pub const ROOMID_ROOM: Table = Table {
+    name: "roomid_room",
+    key: "room ID (str)",
+    value: "Room JSON: room version, forward extremities (event IDs), depth of the newest event",
+};
+
+/// Every event kept, by ID.
+pub const EVENTID_PDU: Table = Table {
+    name: "eventid_pdu",
+    key: "event ID (str)",
+    value: "StoredPdu JSON: room ID, stream position, the signed PDU as sent over federation",
+};
+
+/// Each room's timeline in stream order.
+pub const ROOMID_POSITION_EVENTID: Table = Table {
+    name: "roomid_position_eventid",
+    key: "(room ID, stream position)",
+    value: "event ID (JSON string)",
+};
+
+/// Each room's current state.
+pub const ROOMID_TYPE_STATEKEY_EVENTID: Table = Table {
+    name: "roomid_type_statekey_eventid",
+    key: "(room ID, event type, state key)",
+    value: "event ID (JSON string)",
+};
+
+/// Every user's membership in every room they were ever in, for joined rooms and sync.
+pub const USERID_ROOMID_MEMBERSHIP: Table = Table {
+    name: "userid_roomid_membership",
+    key: "(user ID, room ID)",
+    value: "Membership JSON: membership, event ID, stream position",
+};
+
+/// Transaction IDs of sends, per device, so a replay returns the first answer.
+pub const USERID_DEVICEID_TXNID_EVENTID: Table = Table {
+    name: "userid_deviceid_txnid_eventid",
+    key: "(user ID, device ID, request scope: `send/<room>/<type>/<transaction ID>`)",
+    value: "event ID (JSON string)",
+};
+
 /// Every table, in the order they are created.
 pub const ALL: &[&Table] = &[
     &GLOBAL_VALUE,
@@ -78,6 +120,12 @@ pub const ALL: &[&Table] = &[
     &REFRESHHASH_USERID_DEVICEID,
     &REGTOKEN_INFO,
     &USERID_PROFILE,
+    &ROOMID_ROOM,
+    &EVENTID_PDU,
+    &ROOMID_POSITION_EVENTID,
+    &ROOMID_TYPE_STATEKEY_EVENTID,
+    &USERID_ROOMID_MEMBERSHIP,
+    &USERID_DEVICEID_TXNID_EVENTID,
 ];
 
 #[cfg(test)]

@@ -112,6 +112,32 @@ impl Storage {
         Ok(out)
     }
 
+    /// Up to `limit` entries with keys that start with `prefix` and sort before `before`
+    /// (exclusive), newest first: for paging backwards through a timeline.
+    pub fn scan_prefix_back<P: KeyCodec, B: KeyCodec, K: KeyCodec, V: DeserializeOwned>(
+        &self,
+        table: &Table,
+        prefix: &P,
+        before: &B,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>> {
+        let prefix = prefix.encode();
+        let before = before.encode();
+        let mode = IteratorMode::From(&before, Direction::Reverse);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(table)?, mode) {
+            let (key, value) = item?;
+            if *key == *before {
+                continue;
+            }
+            if !key.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((K::decode(&key)?, serde_json::from_slice(&value)?));
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` entries from `start` (inclusive) onwards, in key order.
     pub fn scan_from<K: KeyCodec, V: DeserializeOwned>(
         &self,
@@ -284,6 +310,41 @@ mod tests {
             Storage::open(dir.path()),
             Err(Error::SchemaTooNew { .. })
         ));
+    }
+
+    #[test]
+    fn backward_scans_page_within_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut batch = storage.batch();
+        for (room, position) in [("!a", 1u64), ("!a", 5), ("!a", 9), ("!b", 2), ("!0", 7)] {
+            batch
+                .put(
+                    &catalog::ROOMID_POSITION_EVENTID,
+                    &(room, position),
+                    &position,
+                )
+                .unwrap();
+        }
+        storage.commit_blocking(batch).unwrap();
+        let page: Vec<((String, u64), u64)> = storage
+            .scan_prefix_back(
+                &catalog::ROOMID_POSITION_EVENTID,
+                &("!a",),
+                &("!a", 9u64),
+                10,
+            )
+            .unwrap();
+        assert_eq!(page.iter().map(|(_, p)| *p).collect::<Vec<_>>(), [5, 1]);
+        let all: Vec<((String, u64), u64)> = storage
+            .scan_prefix_back(
+                &catalog::ROOMID_POSITION_EVENTID,
+                &("!a",),
+                &("!a", u64::MAX),
+                2,
+            )
+            .unwrap();
+        assert_eq!(all.iter().map(|(_, p)| *p).collect::<Vec<_>>(), [9, 5]);
     }
 
     #[test]

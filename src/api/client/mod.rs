@@ -5,4 +5,5 @@ pub mod devices;
 pub mod discovery;
 pub mod profile;
 pub mod register;
+pub mod rooms;
 pub mod session;

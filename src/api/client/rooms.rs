@@ -1,0 +1,449 @@
+//! Rooms (messaging-service): creating them, membership, sending, reading state and history.
+
+use axum::extract::State;
+use http::StatusCode;
+use ruma::api::Direction;
+use ruma::api::client::membership::{invite_user, join_room_by_id, joined_rooms, leave_room};
+use ruma::api::client::message::{get_message_events, send_message_event};
+use ruma::api::client::room::create_room::v3::RoomPreset;
+use ruma::api::client::room::{Visibility, create_room, get_room_event};
+use ruma::api::client::state::{get_state_event_for_key, get_state_events, send_state_event};
+use ruma::events::TimelineEventType;
+use ruma::serde::Raw;
+use ruma::{OwnedRoomId, RoomId, RoomVersionId, UInt};
+use serde_json::{Value, json};
+
+use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::AppState;
+use crate::services::messaging::{EventSpec, StoredPdu};
+use crate::services::session::Session;
+
+const SUPPORTED_VERSIONS: [RoomVersionId; 3] =
+    [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+
+fn raw<T>(value: &Value) -> Result<Raw<T>> {
+    Ok(Raw::from_json(
+        serde_json::value::to_raw_value(value).map_err(Error::internal)?,
+    ))
+}
+
+fn not_in_room() -> Error {
+    Error::forbidden("You are not in this room")
+}
+
+/// Readers of a room must be joined to it (history visibility for past members comes later).
+fn require_joined(state: &AppState, session: &Session, room_id: &RoomId) -> Result<()> {
+    match state
+        .messaging
+        .membership(session.user_id.as_str(), room_id.as_str())?
+    {
+        Some(m) if m.membership == "join" => Ok(()),
+        _ => Err(not_in_room()),
+    }
+}
+
+fn state_spec(session: &Session, kind: &str, key: &str, content: Value) -> EventSpec {
+    EventSpec {
+        sender: session.user_id.clone(),
+        kind: TimelineEventType::from(kind),
+        state_key: Some(key.to_owned()),
+        content,
+    }
+}
+
+fn member(session: &Session, target: &str, membership: &str, extra: Value) -> EventSpec {
+    let mut content = json!({ "membership": membership });
+    if let (Some(content), Some(extra)) = (content.as_object_mut(), extra.as_object()) {
+        content.extend(extra.clone());
+    }
+    state_spec(session, "m.room.member", target, content)
+}
+
+/// Whether `value` is a JSON object; room content must be.
+fn object(value: Value, what: &str) -> Result<Value> {
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(Error::bad_json(format!("{what} must be a JSON object")))
+    }
+}
+
+/// `POST /_matrix/client/v3/createRoom`: the whole room in one write, events in the spec's
+/// order (create, creator's join, power levels, join rules, history visibility, guest
+/// access, initial state, name, topic, invites).
+pub async fn create_room(
+    State(state): State<AppState>,
+    request: Ruma<create_room::v3::Request>,
+) -> Result<RumaResponse<create_room::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    let version = body.room_version.clone().unwrap_or(RoomVersionId::V12);
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            "M_UNSUPPORTED_ROOM_VERSION",
+            "Unsupported room version",
+        ));
+    }
+    let preset = body.preset.clone().unwrap_or(match body.visibility {
+        Visibility::Public => RoomPreset::PublicChat,
+        _ => RoomPreset::PrivateChat,
+    });
+    let public = preset == RoomPreset::PublicChat;
+    let me = session.user_id.as_str();
+
+    let mut create = match &body.creation_content {
+        Some(content) => object(
+            serde_json::from_str(content.json().get())
+                .map_err(|e| Error::bad_json(e.to_string()))?,
+            "creation_content",
+        )?,
+        None => json!({}),
+    };
+    create["room_version"] = version.as_str().into();
+    let mut draft = state.messaging.draft_new_room(version.clone())?;
+    let rules = kith_federation::pdu::rules(&version).map_err(Error::internal)?;
+    if !rules.authorization.use_room_create_sender {
+        create["creator"] = me.into();
+    }
+
+    let mut users = serde_json::Map::new();
+    if !rules.authorization.explicitly_privilege_room_creators {
+        users.insert(me.to_owned(), 100.into());
+    }
+    if preset == RoomPreset::TrustedPrivateChat {
+        for invitee in &body.invite {
+            users.insert(invitee.to_string(), 100.into());
+        }
+    }
+    let mut power_levels = json!({
+        "users": users, "users_default": 0, "events_default": 0, "state_default": 50,
+        "ban": 50, "kick": 50, "redact": 50, "invite": if public { 50 } else { 0 },
+        "events": {
+            "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+            "m.room.server_acl": 100, "m.room.encryption": 100,
+        },
+    });
+    if let Some(overrides) = &body.power_level_content_override {
+        let overrides: Value = serde_json::from_str(overrides.json().get())
+            .map_err(|e| Error::bad_json(e.to_string()))?;
+        if let (Some(base), Some(overrides)) = (power_levels.as_object_mut(), overrides.as_object())
+        {
+            base.extend(overrides.clone());
+        }
+    }
+
+    draft.add(state_spec(session, "m.room.create", "", create))?;
+    draft.add(member(session, me, "join", json!({})))?;
+    draft.add(state_spec(session, "m.room.power_levels", "", power_levels))?;
+    let join_rule = if public { "public" } else { "invite" };
+    draft.add(state_spec(
+        session,
+        "m.room.join_rules",
+        "",
+        json!({ "join_rule": join_rule }),
+    ))?;
+    draft.add(state_spec(
+        session,
+        "m.room.history_visibility",
+        "",
+        json!({ "history_visibility": "shared" }),
+    ))?;
+    let guest_access = if public { "forbidden" } else { "can_join" };
+    draft.add(state_spec(
+        session,
+        "m.room.guest_access",
+        "",
+        json!({ "guest_access": guest_access }),
+    ))?;
+    for event in &body.initial_state {
+        let event: Value =
+            serde_json::from_str(event.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+        let kind = event["type"]
+            .as_str()
+            .ok_or_else(|| Error::bad_json("initial_state events need a type"))?;
+        let key = event.get("state_key").and_then(Value::as_str).unwrap_or("");
+        let content = object(
+            event.get("content").cloned().unwrap_or(Value::Null),
+            "initial_state content",
+        )?;
+        draft.add(state_spec(session, kind, key, content))?;
+    }
+    if let Some(name) = &body.name {
+        draft.add(state_spec(
+            session,
+            "m.room.name",
+            "",
+            json!({ "name": name }),
+        ))?;
+    }
+    if let Some(topic) = &body.topic {
+        draft.add(state_spec(
+            session,
+            "m.room.topic",
+            "",
+            json!({ "topic": topic }),
+        ))?;
+    }
+    for invitee in &body.invite {
+        let extra = if body.is_direct {
+            json!({ "is_direct": true })
+        } else {
+            json!({})
+        };
+        draft.add(member(session, invitee.as_str(), "invite", extra))?;
+    }
+    let room_id = draft
+        .room_id()
+        .map(RoomId::to_owned)
+        .ok_or_else(|| Error::internal("room without ID"))?;
+    draft.commit(state.storage.batch()).await?;
+    Ok(RumaResponse(create_room::v3::Response::new(room_id)))
+}
+
+/// Adds one event to a room and commits it; returns the stored event.
+async fn append(state: &AppState, room_id: &RoomId, spec: EventSpec) -> Result<StoredPdu> {
+    let mut draft = state
+        .messaging
+        .draft(room_id)
+        .await
+        .map_err(|_| not_in_room())?;
+    draft.add(spec)?;
+    let mut stored = draft.commit(state.storage.batch()).await?;
+    stored
+        .pop()
+        .ok_or_else(|| Error::internal("nothing committed"))
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`: idempotent per device.
+pub async fn send_message(
+    State(state): State<AppState>,
+    request: Ruma<send_message_event::v3::Request>,
+) -> Result<RumaResponse<send_message_event::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    // Scoped like the request path, as Synapse does: the same ID in another room is another send.
+    let scope = format!("send/{}/{}/{}", body.room_id, body.event_type, body.txn_id);
+    let txn = (
+        session.user_id.as_str(),
+        session.device_id.as_str(),
+        scope.as_str(),
+    );
+    let content: Value =
+        serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    let content = object(content, "Event content")?;
+    let mut draft = state
+        .messaging
+        .draft(&body.room_id)
+        .await
+        .map_err(|_| not_in_room())?;
+    // Checked under the room's lock: a concurrent replay waits, then finds the first answer.
+    if let Some(event_id) = state.messaging.transaction(txn)? {
+        return Ok(RumaResponse(send_message_event::v3::Response::new(
+            event_id,
+        )));
+    }
+    let kind = TimelineEventType::from(body.event_type.to_string());
+    let spec = EventSpec {
+        sender: session.user_id.clone(),
+        kind,
+        state_key: None,
+        content,
+    };
+    let pdu = draft.add(spec)?;
+    let mut batch = state.storage.batch();
+    batch.put(
+        &kith_storage::catalog::USERID_DEVICEID_TXNID_EVENTID,
+        &txn,
+        &pdu.event_id,
+    )?;
+    draft.commit(batch).await?;
+    Ok(RumaResponse(send_message_event::v3::Response::new(
+        pdu.event_id,
+    )))
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
+pub async fn send_state(
+    State(state): State<AppState>,
+    request: Ruma<send_state_event::v3::Request>,
+) -> Result<RumaResponse<send_state_event::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    let content: Value =
+        serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    let content = object(content, "State content")?;
+    let spec = state_spec(
+        session,
+        &body.event_type.to_string(),
+        &body.state_key,
+        content,
+    );
+    let stored = append(&state, &body.room_id, spec).await?;
+    Ok(RumaResponse(send_state_event::v3::Response::new(
+        stored.event_id,
+    )))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/state`
+pub async fn get_state(
+    State(state): State<AppState>,
+    request: Ruma<get_state_events::v3::Request>,
+) -> Result<RumaResponse<get_state_events::v3::Response>> {
+    let session = request.session()?;
+    let room_id = &request.body.room_id;
+    require_joined(&state, session, room_id)?;
+    let mut events = Vec::new();
+    for (_, event_id) in state.messaging.state_ids(room_id)? {
+        if let Some(stored) = state.messaging.stored_pdu(event_id.as_str())? {
+            events.push(raw(&stored.client_event())?);
+        }
+    }
+    Ok(RumaResponse(get_state_events::v3::Response::new(events)))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`: the content.
+pub async fn get_state_event(
+    State(state): State<AppState>,
+    request: Ruma<get_state_event_for_key::v3::Request>,
+) -> Result<RumaResponse<get_state_event_for_key::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    require_joined(&state, session, &body.room_id)?;
+    let kind = body.event_type.to_string();
+    let event_id = state
+        .messaging
+        .state_event_id(&body.room_id, &kind, &body.state_key)?;
+    let stored = match event_id {
+        Some(id) => state.messaging.stored_pdu(id.as_str())?,
+        None => None,
+    };
+    let stored = stored.ok_or_else(|| Error::not_found("No such state event"))?;
+    let event = stored.client_event();
+    let wanted = match body.format {
+        get_state_event_for_key::v3::StateEventFormat::Event => event,
+        _ => event["content"].clone(),
+    };
+    let raw = serde_json::value::to_raw_value(&wanted).map_err(Error::internal)?;
+    Ok(RumaResponse(get_state_event_for_key::v3::Response::new(
+        raw,
+    )))
+}
+
+/// `GET /_matrix/client/v3/joined_rooms`
+pub async fn joined(
+    State(state): State<AppState>,
+    request: Ruma<joined_rooms::v3::Request>,
+) -> Result<RumaResponse<joined_rooms::v3::Response>> {
+    let session = request.session()?;
+    let rooms = state.messaging.joined_rooms(session.user_id.as_str())?;
+    let rooms = rooms
+        .into_iter()
+        .filter_map(|r| OwnedRoomId::try_from(r).ok())
+        .collect();
+    Ok(RumaResponse(joined_rooms::v3::Response::new(rooms)))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/join`: the auth rules decide (invite, public).
+pub async fn join(
+    State(state): State<AppState>,
+    request: Ruma<join_room_by_id::v3::Request>,
+) -> Result<RumaResponse<join_room_by_id::v3::Response>> {
+    let session = request.session()?;
+    let room_id = &request.body.room_id;
+    append(
+        &state,
+        room_id,
+        member(session, session.user_id.as_str(), "join", json!({})),
+    )
+    .await?;
+    Ok(RumaResponse(join_room_by_id::v3::Response::new(
+        room_id.clone(),
+    )))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/invite`
+pub async fn invite(
+    State(state): State<AppState>,
+    request: Ruma<invite_user::v3::Request>,
+) -> Result<RumaResponse<invite_user::v3::Response>> {
+    let session = request.session()?;
+    let invite_user::v3::InvitationRecipient::UserId(invitee) = &request.body.recipient else {
+        return Err(Error::unknown(
+            StatusCode::BAD_REQUEST,
+            "Third-party invites are not supported",
+        ));
+    };
+    let spec = member(session, invitee.user_id.as_str(), "invite", json!({}));
+    append(&state, &request.body.room_id, spec).await?;
+    Ok(RumaResponse(invite_user::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/leave`
+pub async fn leave(
+    State(state): State<AppState>,
+    request: Ruma<leave_room::v3::Request>,
+) -> Result<RumaResponse<leave_room::v3::Response>> {
+    let session = request.session()?;
+    let spec = member(session, session.user_id.as_str(), "leave", json!({}));
+    append(&state, &request.body.room_id, spec).await?;
+    Ok(RumaResponse(leave_room::v3::Response::new()))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
+pub async fn get_event(
+    State(state): State<AppState>,
+    request: Ruma<get_room_event::v3::Request>,
+) -> Result<RumaResponse<get_room_event::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    require_joined(&state, session, &body.room_id)?;
+    let stored = state.messaging.stored_pdu(body.event_id.as_str())?;
+    let stored = stored
+        .filter(|s| s.room_id == body.room_id.as_str())
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    Ok(RumaResponse(get_room_event::v3::Response::new(raw(
+        &stored.client_event(),
+    )?)))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/messages`: backwards from `from` (a stream
+/// position; the newest if absent), `end` omitted once the room's start is reached.
+pub async fn messages(
+    State(state): State<AppState>,
+    request: Ruma<get_message_events::v3::Request>,
+) -> Result<RumaResponse<get_message_events::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    require_joined(&state, session, &body.room_id)?;
+    if body.dir != Direction::Backward {
+        return Err(Error::invalid_param("Only dir=b is supported so far"));
+    }
+    let from = match &body.from {
+        Some(token) => token
+            .parse::<u64>()
+            .map_err(|_| Error::invalid_param("Invalid from token"))?,
+        None => u64::MAX,
+    };
+    let limit = usize::try_from(body.limit.min(UInt::from(100u32)))
+        .unwrap_or(10)
+        .max(1);
+    let page = state
+        .messaging
+        .timeline_before(body.room_id.as_str(), from, limit)?;
+    let chunk = page
+        .iter()
+        .map(|(_, stored)| raw(&stored.client_event()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut response = get_message_events::v3::Response::new();
+    response.start = body
+        .from
+        .clone()
+        .unwrap_or_else(|| state.storage.position().saturating_add(1).to_string());
+    response.end = (page.len() == limit)
+        .then(|| page.last().map(|(p, _)| p.to_string()))
+        .flatten();
+    response.chunk = chunk;
+    Ok(RumaResponse(response))
+}
