@@ -18,3 +18,5 @@ mod nio;
 mod refresh;
 #[path = "integration/rooms.rs"]
 mod rooms;
+#[path = "integration/sync.rs"]
+mod sync;

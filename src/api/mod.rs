@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .ruma::<membership::leave_room::v3::Request, _, _>(client::rooms::leave)
         .ruma::<room::get_room_event::v3::Request, _, _>(client::rooms::get_event)
         .ruma::<message::get_message_events::v3::Request, _, _>(client::rooms::messages)
+        .ruma::<ruma::api::client::sync::sync_events::v3::Request, _, _>(client::sync::sync)
         // profile-service
         .ruma::<profile::get_profile::v3::Request, _, _>(client::profile::get_profile)
         // federation keys

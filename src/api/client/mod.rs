@@ -7,3 +7,4 @@ pub mod profile;
 pub mod register;
 pub mod rooms;
 pub mod session;
+pub mod sync;

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
-use crate::services::messaging::{EventSpec, StoredPdu};
+use crate::services::messaging::{EventSpec, LocalTransaction, StoredPdu};
 use crate::services::session::Session;
 
 const SUPPORTED_VERSIONS: [RoomVersionId; 3] =
@@ -252,6 +252,11 @@ pub async fn send_message(
         content,
     };
     let pdu = draft.add(spec)?;
+    let transaction = LocalTransaction {
+        device_id: session.device_id.to_string(),
+        txn_id: body.txn_id.to_string(),
+    };
+    draft.set_transaction(&pdu.event_id, transaction);
     let mut batch = state.storage.batch();
     batch.put(
         &kith_storage::catalog::USERID_DEVICEID_TXNID_EVENTID,

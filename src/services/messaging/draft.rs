@@ -16,7 +16,7 @@ use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionI
 use serde::Deserialize;
 use tokio::sync::MutexGuard;
 
-use super::{Membership, Messaging, Room, StoredPdu};
+use super::{LocalTransaction, Membership, Messaging, Room, StoredPdu};
 use crate::events::{self, DomainEvent};
 use crate::gateway::{Error, Result};
 use crate::util::now_ms;
@@ -39,6 +39,7 @@ pub struct Draft<'a> {
     state: HashMap<(String, String), OwnedEventId>,
     events: HashMap<OwnedEventId, Pdu>,
     built: Vec<Pdu>,
+    transactions: HashMap<OwnedEventId, LocalTransaction>,
     _guard: Option<MutexGuard<'a, ()>>,
 }
 
@@ -93,6 +94,7 @@ impl Messaging {
             state: HashMap::new(),
             events: HashMap::new(),
             built: Vec::new(),
+            transactions: HashMap::new(),
             _guard: None,
         })
     }
@@ -113,6 +115,7 @@ impl Messaging {
             state: HashMap::new(),
             events: HashMap::new(),
             built: Vec::new(),
+            transactions: HashMap::new(),
             _guard: Some(guard),
         })
     }
@@ -201,6 +204,11 @@ impl Draft<'_> {
         Ok(pdu)
     }
 
+    /// Records that a drafted event was sent by a device under a transaction ID.
+    pub fn set_transaction(&mut self, event_id: &EventId, transaction: LocalTransaction) {
+        self.transactions.insert(event_id.to_owned(), transaction);
+    }
+
     /// Writes the drafted events, their state, memberships, the room's new head and their
     /// log entries, with whatever `batch` already holds, in one write.
     pub async fn commit(self, mut batch: Batch) -> Result<Vec<StoredPdu>> {
@@ -218,6 +226,7 @@ impl Draft<'_> {
                 room_id: room.to_owned(),
                 position,
                 json: pdu.json.clone(),
+                transaction: self.transactions.get(&pdu.event_id).cloned(),
             };
             batch.put(&catalog::EVENTID_PDU, &event_id, &record)?;
             batch.put(

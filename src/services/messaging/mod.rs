@@ -4,6 +4,7 @@
 
 mod draft;
 mod room;
+mod sync;
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use kith_storage::{Storage, catalog};
 use ruma::{OwnedEventId, RoomId};
 
 pub use draft::EventSpec;
-pub use room::{Membership, Room, StoredPdu};
+pub use room::{LocalTransaction, Membership, Room, StoredPdu};
 
 use crate::gateway::Result;
 use crate::util::StripedLocks;

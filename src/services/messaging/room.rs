@@ -23,11 +23,37 @@ pub struct StoredPdu {
     pub room_id: String,
     pub position: u64,
     pub json: CanonicalJsonObject,
+    /// The sending device's transaction ID, echoed only to that device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<LocalTransaction>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalTransaction {
+    pub device_id: String,
+    pub txn_id: String,
 }
 
 impl StoredPdu {
     pub fn pdu(&self) -> Result<Pdu, PduError> {
         Pdu::from_json(self.event_id.clone(), self.json.clone())
+    }
+
+    /// The event as `/sync` shows it to `device_id` of its reader: no `room_id`, and the
+    /// transaction ID only for the device that sent it.
+    pub fn sync_event(&self, user_id: &str, device_id: &str) -> Value {
+        let mut event = self.client_event();
+        if let Some(event) = event.as_object_mut() {
+            event.remove("room_id");
+        }
+        let own = self.transaction.as_ref().filter(|t| {
+            t.device_id == device_id
+                && self.json.get("sender").and_then(|s| s.as_str()) == Some(user_id)
+        });
+        if let Some(txn) = own {
+            event["unsigned"]["transaction_id"] = txn.txn_id.clone().into();
+        }
+        event
     }
 
     /// The event in the client-server format.

@@ -1,0 +1,138 @@
+//! What `/sync` tells a user about their rooms between two stream positions.
+
+use serde_json::{Value, json};
+
+use super::{Membership, Messaging, StoredPdu};
+use crate::gateway::Result;
+
+/// A joined room's part of a sync.
+pub struct JoinedSync {
+    pub timeline: Vec<StoredPdu>,
+    pub limited: bool,
+    /// State before the timeline that the client does not have yet.
+    pub state: Vec<StoredPdu>,
+    pub joined_count: u64,
+    pub invited_count: u64,
+    pub heroes: Vec<String>,
+}
+
+/// The state types shown to someone invited, before they join (the spec's recommendation).
+const INVITE_STATE: [&str; 6] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+];
+
+impl Messaging {
+    /// Every room the user has a membership in, with it.
+    pub fn memberships(&self, user_id: &str) -> Result<Vec<(String, Membership)>> {
+        let rows: Vec<((String, String), Membership)> = self.storage.scan_prefix(
+            &kith_storage::catalog::USERID_ROOMID_MEMBERSHIP,
+            &(user_id,),
+        )?;
+        Ok(rows.into_iter().map(|((_, room), m)| (room, m)).collect())
+    }
+
+    /// The room's current state events.
+    pub fn state_events(&self, room_id: &str) -> Result<Vec<StoredPdu>> {
+        let room_id = ruma::RoomId::parse(room_id).map_err(crate::gateway::Error::internal)?;
+        let mut events = Vec::new();
+        for (_, event_id) in self.state_ids(&room_id)? {
+            events.extend(self.stored_pdu(event_id.as_str())?);
+        }
+        Ok(events)
+    }
+
+    /// A joined room between `since` (exclusive; `None` for an initial sync) and `upto`
+    /// (inclusive): the newest `limit` events, and the state the client lacks before them.
+    /// `None` when an incremental sync has nothing for the room.
+    pub fn joined_sync(
+        &self,
+        room_id: &str,
+        since: Option<u64>,
+        upto: u64,
+        limit: usize,
+        full_state: bool,
+    ) -> Result<Option<JoinedSync>> {
+        let after = since.unwrap_or(0);
+        let page = self.timeline_before(room_id, upto.saturating_add(1), limit + 1)?;
+        let mut timeline: Vec<StoredPdu> = page
+            .into_iter()
+            .filter(|(p, _)| *p > after)
+            .map(|(_, s)| s)
+            .collect();
+        let limited = timeline.len() > limit;
+        timeline.truncate(limit);
+        timeline.reverse();
+        if since.is_some() && timeline.is_empty() && !full_state {
+            return Ok(None);
+        }
+        let first = timeline
+            .first()
+            .map_or(upto.saturating_add(1), |s| s.position);
+        let all_state = self.state_events(room_id)?;
+        // Initial, full or after a gap: the state as of the timeline's start (approximated by
+        // the current state not in the timeline); otherwise the state changed in the gap.
+        let state = all_state
+            .iter()
+            .filter(|s| s.position < first)
+            .filter(|s| since.is_none() || full_state || (limited && s.position > after))
+            .cloned()
+            .collect();
+        let mut joined_count = 0;
+        let mut invited_count = 0;
+        let mut heroes = Vec::new();
+        for event in &all_state {
+            let membership = event
+                .json
+                .get("content")
+                .and_then(|c| c.as_object())
+                .and_then(|c| c.get("membership"));
+            let key = event
+                .json
+                .get("state_key")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default();
+            match membership.and_then(|m| m.as_str()) {
+                Some("join") => joined_count += 1,
+                Some("invite") => invited_count += 1,
+                _ => continue,
+            }
+            if heroes.len() < 5 {
+                heroes.push(key.to_owned());
+            }
+        }
+        Ok(Some(JoinedSync {
+            timeline,
+            limited,
+            state,
+            joined_count,
+            invited_count,
+            heroes,
+        }))
+    }
+
+    /// The stripped state an invited user sees, with their own invite event.
+    pub fn invite_state(&self, room_id: &str, invite_event: &str) -> Result<Vec<Value>> {
+        let strip = |s: &StoredPdu| {
+            let event = s.client_event();
+            json!({ "type": event["type"], "state_key": event["state_key"], "content": event["content"], "sender": event["sender"] })
+        };
+        let mut stripped: Vec<Value> = self
+            .state_events(room_id)?
+            .iter()
+            .filter(|s| {
+                s.json
+                    .get("type")
+                    .and_then(|t| t.as_str())
+                    .is_some_and(|t| INVITE_STATE.contains(&t))
+            })
+            .map(strip)
+            .collect();
+        stripped.extend(self.stored_pdu(invite_event)?.as_ref().map(strip));
+        Ok(stripped)
+    }
+}

@@ -1,0 +1,304 @@
+//! `/sync`: initial and incremental, invites, joins, long-polling that wakes on commit, the
+//! sender's transaction ID, and every event exactly once under concurrent writers.
+
+use std::collections::HashMap;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::{Server, assert_error};
+
+const FILTER: &str = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A100%7D%7D%7D"; // {"room":{"timeline":{"limit":100}}}
+
+async fn sync(server: &Server, token: &str, since: Option<&str>, timeout_ms: u64) -> Value {
+    let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+    let path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}&filter={FILTER}{since}");
+    let (status, body) = server.get(&path, Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+fn token(user: &Value) -> String {
+    user["access_token"].as_str().unwrap().to_owned()
+}
+
+fn timeline<'a>(sync: &'a Value, room: &str) -> Vec<&'a Value> {
+    sync["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn invites_joins_and_messages_arrive_by_long_poll() {
+    let server = Server::start(&[]);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let (alice_token, bob_token) = (token(&alice), token(&bob));
+
+    let initial = sync(&server, &bob_token, None, 0).await;
+    assert_eq!(
+        initial["device_one_time_keys_count"]["signed_curve25519"],
+        0
+    );
+    assert_eq!(initial["device_unused_fallback_key_types"], json!([]));
+    let since = initial["next_batch"].as_str().unwrap().to_owned();
+
+    // Bob waits; Alice's invite wakes him.
+    let waiting = {
+        let (base, token, since) = (server.base.clone(), bob_token.clone(), since.clone());
+        tokio::spawn(async move {
+            let url = format!("{base}/_matrix/client/v3/sync?timeout=20000&since={since}");
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let body = json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": ["@bob:kith.test"], "name": "Us" });
+    let (_, created) = server
+        .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
+        .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let woken = waiting.await.unwrap();
+    let invite_state = woken["rooms"]["invite"][&room]["invite_state"]["events"]
+        .as_array()
+        .expect("invite in sync")
+        .clone();
+    assert!(invite_state.iter().any(|e| e["type"] == "m.room.create"));
+    assert!(
+        invite_state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Us")
+    );
+    let own = invite_state
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == "@bob:kith.test")
+        .unwrap();
+    assert_eq!(own["content"]["is_direct"], true);
+    let since = woken["next_batch"].as_str().unwrap().to_owned();
+
+    // Joining brings the room whole: its state and his join.
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    let joined = sync(&server, &bob_token, Some(&since), 5000).await;
+    // The room's state arrives, in `state` or (here, all of it fits) in the timeline.
+    let room_view = &joined["rooms"]["join"][&room];
+    let mut known: Vec<&Value> = room_view["state"]["events"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    known.extend(timeline(&joined, &room));
+    assert!(
+        known.iter().any(|e| e["type"] == "m.room.power_levels"),
+        "{joined}"
+    );
+    assert!(
+        known.iter().any(|e| e["type"] == "m.room.create"),
+        "{joined}"
+    );
+    assert!(
+        timeline(&joined, &room)
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["sender"] == "@bob:kith.test")
+    );
+    assert_eq!(
+        joined["rooms"]["join"][&room]["summary"]["m.joined_member_count"],
+        2
+    );
+    let since = joined["next_batch"].as_str().unwrap().to_owned();
+
+    // A message wakes Bob's long-poll; only Alice's device sees its transaction ID.
+    let waiting = {
+        let (base, token, since) = (server.base.clone(), bob_token.clone(), since.clone());
+        tokio::spawn(async move {
+            let url = format!("{base}/_matrix/client/v3/sync?timeout=20000&since={since}");
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1");
+    let sent = server
+        .request(
+            Method::PUT,
+            &path,
+            Some(&alice_token),
+            Some(json!({ "msgtype": "m.text", "body": "hi" })),
+        )
+        .await;
+    assert_eq!(sent.0, StatusCode::OK);
+    let woken = waiting.await.unwrap();
+    let events = timeline(&woken, &room);
+    let message = events
+        .iter()
+        .find(|e| e["type"] == "m.room.message")
+        .expect("message in long-poll");
+    assert_eq!(message["content"]["body"], "hi");
+    assert!(message["unsigned"].get("transaction_id").is_none());
+    let alice_view = sync(&server, &alice_token, None, 0).await;
+    let mine = timeline(&alice_view, &room)
+        .into_iter()
+        .find(|e| e["type"] == "m.room.message")
+        .unwrap()
+        .clone();
+    assert_eq!(mine["unsigned"]["transaction_id"], "t1");
+
+    // Nothing new: a short long-poll returns empty, with the same token.
+    let idle = sync(&server, &bob_token, woken["next_batch"].as_str(), 300).await;
+    assert!(
+        idle["rooms"]["join"]
+            .as_object()
+            .is_none_or(|j| j.is_empty()),
+        "{idle}"
+    );
+
+    assert_error(
+        &server
+            .get("/_matrix/client/v3/sync?since=banana", Some(&bob_token))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &server
+            .get("/_matrix/client/v3/sync?since=999999999", Some(&bob_token))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+    );
+}
+
+#[tokio::test]
+async fn every_event_exactly_once_with_concurrent_writers() {
+    let server = Server::start(&[]);
+    let owner = server.register("owner").await;
+    let (_, created) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&token(&owner)),
+            json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let user = server.register(&format!("writer{w}")).await;
+        server
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room}/join"),
+                Some(&token(&user)),
+                json!({}),
+            )
+            .await;
+        writers.push(token(&user));
+    }
+    let reader = token(&server.register("reader").await);
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&reader),
+            json!({}),
+        )
+        .await;
+    let mut since = sync(&server, &reader, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(w, token)| {
+            let (base, room) = (server.base.clone(), room.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for i in 0..15 {
+                    let url = format!(
+                        "{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/w{w}-{i}"
+                    );
+                    let body = json!({ "msgtype": "m.text", "body": format!("{w}:{i}") });
+                    let response = http
+                        .put(url)
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut order = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.len() < 45 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of 45 messages arrived",
+            seen.len()
+        );
+        let batch = sync(&server, &reader, Some(&since), 5000).await;
+        assert_ne!(
+            batch["rooms"]["join"][&room]["timeline"]["limited"],
+            json!(true)
+        );
+        for event in timeline(&batch, &room) {
+            if let Some(body) = event["content"]["body"].as_str() {
+                *seen.entry(body.to_owned()).or_default() += 1;
+                order.push(body.to_owned());
+            }
+        }
+        since = batch["next_batch"].as_str().unwrap().to_owned();
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(seen.values().all(|&n| n == 1), "duplicates: {seen:?}");
+    // Each writer's messages arrive in the order they were sent.
+    for w in 0..3 {
+        let mine: Vec<usize> = order
+            .iter()
+            .filter_map(|b| {
+                b.strip_prefix(&format!("{w}:"))
+                    .and_then(|i| i.parse().ok())
+            })
+            .collect();
+        assert_eq!(mine, (0..15).collect::<Vec<_>>());
+    }
+    // And the room's history agrees with what sync delivered.
+    let (_, page) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
+            Some(&reader),
+        )
+        .await;
+    let mut history: Vec<String> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    history.reverse();
+    assert_eq!(history, order);
+}
