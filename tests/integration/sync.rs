@@ -18,6 +18,24 @@ async fn sync(server: &Server, token: &str, since: Option<&str>, timeout_ms: u64
     body
 }
 
+/// A `/sync` long-poll (up to 20 s) started in the background.
+fn long_poll(server: &Server, token: &str, since: &str) -> tokio::task::JoinHandle<Value> {
+    let url = format!(
+        "{}/_matrix/client/v3/sync?timeout=20000&since={since}",
+        server.base
+    );
+    let token = token.to_owned();
+    tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        response.json::<Value>().await.unwrap()
+    })
+}
+
 fn token(user: &Value) -> String {
     user["access_token"].as_str().unwrap().to_owned()
 }
@@ -45,21 +63,7 @@ async fn invites_joins_and_messages_arrive_by_long_poll() {
     let since = initial["next_batch"].as_str().unwrap().to_owned();
 
     // Bob waits; Alice's invite wakes him.
-    let waiting = {
-        let (base, token, since) = (server.base.clone(), bob_token.clone(), since.clone());
-        tokio::spawn(async move {
-            let url = format!("{base}/_matrix/client/v3/sync?timeout=20000&since={since}");
-            reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let waiting = long_poll(&server, &bob_token, &since);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let body = json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": ["@bob:kith.test"], "name": "Us" });
     let (_, created) = server
@@ -120,21 +124,7 @@ async fn invites_joins_and_messages_arrive_by_long_poll() {
     let since = joined["next_batch"].as_str().unwrap().to_owned();
 
     // A message wakes Bob's long-poll; only Alice's device sees its transaction ID.
-    let waiting = {
-        let (base, token, since) = (server.base.clone(), bob_token.clone(), since.clone());
-        tokio::spawn(async move {
-            let url = format!("{base}/_matrix/client/v3/sync?timeout=20000&since={since}");
-            reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let waiting = long_poll(&server, &bob_token, &since);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1");
     let sent = server
@@ -169,6 +159,55 @@ async fn invites_joins_and_messages_arrive_by_long_poll() {
             .as_object()
             .is_none_or(|j| j.is_empty()),
         "{idle}"
+    );
+
+    // `next_batch` works as a `/messages` token: the newest event is included.
+    let next = woken["next_batch"].as_str().unwrap();
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1&from={next}");
+    let (_, page) = server.get(&path, Some(&bob_token)).await;
+    assert_eq!(page["chunk"][0]["content"]["body"], "hi", "{page}");
+
+    // A new display name is a member event but no new membership: no resend of the room.
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@bob:kith.test");
+    let renamed = json!({ "membership": "join", "displayname": "Bobby" });
+    assert_eq!(
+        server
+            .request(Method::PUT, &path, Some(&bob_token), Some(renamed))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let after_rename = sync(&server, &bob_token, Some(next), 5000).await;
+    let events = timeline(&after_rename, &room);
+    assert_eq!(events.len(), 1, "only the rename: {after_rename}");
+    assert_eq!(events[0]["content"]["displayname"], "Bobby");
+
+    // Leaving: what was said before the leave still arrives, in the leave section.
+    let since = after_rename["next_batch"].as_str().unwrap().to_owned();
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t2");
+    let gap = json!({ "msgtype": "m.text", "body": "before you go" });
+    server
+        .request(Method::PUT, &path, Some(&alice_token), Some(gap))
+        .await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    let left = sync(&server, &bob_token, Some(&since), 5000).await;
+    let left_events = left["rooms"]["leave"][&room]["timeline"]["events"]
+        .as_array()
+        .expect("leave section");
+    let bodies: Vec<&str> = left_events
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["before you go"], "{left}");
+    assert_eq!(
+        left_events.last().unwrap()["content"]["membership"],
+        "leave"
     );
 
     assert_error(

@@ -425,29 +425,30 @@ pub async fn messages(
     if body.dir != Direction::Backward {
         return Err(Error::invalid_param("Only dir=b is supported so far"));
     }
+    // A token is a stream position, inclusive: "everything up to here" (so a sync's
+    // `next_batch` and `prev_batch` work as `from` too).
     let from = match &body.from {
         Some(token) => token
             .parse::<u64>()
             .map_err(|_| Error::invalid_param("Invalid from token"))?,
-        None => u64::MAX,
+        None => state.storage.position(),
     };
     let limit = usize::try_from(body.limit.min(UInt::from(100u32)))
         .unwrap_or(10)
         .max(1);
-    let page = state
-        .messaging
-        .timeline_before(body.room_id.as_str(), from, limit)?;
+    let page =
+        state
+            .messaging
+            .timeline_before(body.room_id.as_str(), from.saturating_add(1), limit)?;
     let chunk = page
         .iter()
         .map(|(_, stored)| raw(&stored.client_event()))
         .collect::<Result<Vec<_>>>()?;
     let mut response = get_message_events::v3::Response::new();
-    response.start = body
-        .from
-        .clone()
-        .unwrap_or_else(|| state.storage.position().saturating_add(1).to_string());
+    response.start = from.to_string();
+    // More may come before the oldest event shown; a short page reached the room's start.
     response.end = (page.len() == limit)
-        .then(|| page.last().map(|(p, _)| p.to_string()))
+        .then(|| page.last().map(|(p, _)| p.saturating_sub(1).to_string()))
         .flatten();
     response.chunk = chunk;
     Ok(RumaResponse(response))

@@ -107,7 +107,12 @@ fn assemble(
         let Ok(room_id) = OwnedRoomId::try_from(room.as_str()) else {
             continue;
         };
-        let changed = membership.position > after;
+        // A membership that changed after `upto` committed early (a lower position is still
+        // in flight): it has not happened yet for this sync; the next one shows it.
+        if membership.changed_at > upto {
+            continue;
+        }
+        let changed = membership.changed_at > after;
         match membership.membership.as_str() {
             "join" => {
                 // A room joined since the last sync is sent whole.
@@ -121,7 +126,10 @@ fn assemble(
                 let mut out = JoinedRoom::new();
                 let mut timeline = Timeline::new();
                 timeline.limited = joined.limited;
-                timeline.prev_batch = joined.timeline.first().map(|e| e.position.to_string());
+                timeline.prev_batch = joined
+                    .timeline
+                    .first()
+                    .map(|e| e.position.saturating_sub(1).to_string());
                 timeline.events = events(&joined.timeline, session)?;
                 out.timeline = timeline;
                 let mut state_events = StateEvents::new();
@@ -146,9 +154,14 @@ fn assemble(
                 response.rooms.invite.insert(room_id, invited);
             }
             "leave" | "ban" if changed && since.is_some() => {
-                let left_event = messaging.stored_pdu(membership.event_id.as_str())?;
+                // What happened in the room between the last sync and the leave, ending with it.
+                let upto_leave = membership.changed_at;
+                let gap = messaging.joined_sync(&room, since, upto_leave, limit, false)?;
                 let mut timeline = Timeline::new();
-                timeline.events = events(left_event.as_slice(), session)?;
+                if let Some(gap) = gap {
+                    timeline.limited = gap.limited;
+                    timeline.events = events(&gap.timeline, session)?;
+                }
                 let mut left = LeftRoom::new();
                 left.timeline = timeline;
                 response.rooms.leave.insert(room_id, left);

@@ -50,9 +50,8 @@ fn pdu_error(e: PduError) -> Error {
             "M_UNSUPPORTED_ROOM_VERSION",
             format!("Room version {v} is not supported"),
         ),
-        PduError::Format(m) | PduError::Signing(m)
-            if m.contains("larger than") || m.contains("too large") =>
-        {
+        // ruma's words for the whole event over 65,535 bytes (a long ID is a 400 below).
+        PduError::Format(m) | PduError::Signing(m) if m.contains("PDU is larger than") => {
             Error::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "M_TOO_LARGE",
@@ -217,6 +216,7 @@ impl Draft<'_> {
             .clone()
             .ok_or_else(|| Error::internal("draft without a room"))?;
         let room = room_id.as_str();
+        let mut memberships: HashMap<String, Membership> = HashMap::new();
         let mut stored = Vec::new();
         for pdu in &self.built {
             let position = batch.new_position()?;
@@ -245,11 +245,20 @@ impl Draft<'_> {
                     let content: MembershipContent = pdu
                         .content_as()
                         .map_err(|e| Error::bad_json(e.to_string()))?;
+                    let previous = match memberships.get(key.as_str()) {
+                        Some(previous) => Some(previous.clone()),
+                        None => self.messaging.membership(key, room)?,
+                    };
+                    let changed_at = previous
+                        .filter(|p| p.membership == content.membership)
+                        .map_or(position, |p| p.changed_at);
                     let membership = Membership {
                         membership: content.membership,
                         event_id: pdu.event_id.clone(),
                         position,
+                        changed_at,
                     };
+                    memberships.insert(key.clone(), membership.clone());
                     batch.put(
                         &catalog::USERID_ROOMID_MEMBERSHIP,
                         &(key.as_str(), room),

@@ -82,4 +82,8 @@ pub struct Membership {
     pub membership: String,
     pub event_id: OwnedEventId,
     pub position: u64,
+    /// Where `membership` last took its current value (a new display name is a member
+    /// event too, but no change of membership).
+    #[serde(default)]
+    pub changed_at: u64,
 }
