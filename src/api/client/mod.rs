@@ -8,3 +8,20 @@ pub mod register;
 pub mod rooms;
 pub mod session;
 pub mod sync;
+
+use ruma::serde::Raw;
+use serde_json::Value;
+
+use crate::gateway::{Error, Result};
+
+/// A JSON value as a ruma `Raw`, for responses built from stored JSON.
+fn raw<T>(value: &Value) -> Result<Raw<T>> {
+    Ok(Raw::from_json(
+        serde_json::value::to_raw_value(value).map_err(Error::internal)?,
+    ))
+}
+
+/// A client-sent `Raw` as JSON; content the client got wrong is `M_BAD_JSON`.
+fn json_of<T>(raw: &Raw<T>) -> Result<Value> {
+    serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))
+}

@@ -9,10 +9,11 @@ use ruma::api::client::room::create_room::v3::RoomPreset;
 use ruma::api::client::room::{Visibility, create_room, get_room_event};
 use ruma::api::client::state::{get_state_event_for_key, get_state_events, send_state_event};
 use ruma::events::TimelineEventType;
-use ruma::serde::Raw;
+
 use ruma::{OwnedRoomId, RoomId, RoomVersionId, UInt};
 use serde_json::{Value, json};
 
+use super::{json_of, raw};
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
 use crate::services::messaging::{EventSpec, LocalTransaction, StoredPdu};
@@ -20,12 +21,6 @@ use crate::services::session::Session;
 
 const SUPPORTED_VERSIONS: [RoomVersionId; 3] =
     [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
-
-fn raw<T>(value: &Value) -> Result<Raw<T>> {
-    Ok(Raw::from_json(
-        serde_json::value::to_raw_value(value).map_err(Error::internal)?,
-    ))
-}
 
 fn not_in_room() -> Error {
     Error::forbidden("You are not in this room")
@@ -93,11 +88,7 @@ pub async fn create_room(
     let me = session.user_id.as_str();
 
     let mut create = match &body.creation_content {
-        Some(content) => object(
-            serde_json::from_str(content.json().get())
-                .map_err(|e| Error::bad_json(e.to_string()))?,
-            "creation_content",
-        )?,
+        Some(content) => object(json_of(content)?, "creation_content")?,
         None => json!({}),
     };
     create["room_version"] = version.as_str().into();
@@ -126,8 +117,7 @@ pub async fn create_room(
         },
     });
     if let Some(overrides) = &body.power_level_content_override {
-        let overrides: Value = serde_json::from_str(overrides.json().get())
-            .map_err(|e| Error::bad_json(e.to_string()))?;
+        let overrides: Value = json_of(overrides)?;
         if let (Some(base), Some(overrides)) = (power_levels.as_object_mut(), overrides.as_object())
         {
             base.extend(overrides.clone());
@@ -158,8 +148,7 @@ pub async fn create_room(
         json!({ "guest_access": guest_access }),
     ))?;
     for event in &body.initial_state {
-        let event: Value =
-            serde_json::from_str(event.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+        let event: Value = json_of(event)?;
         let kind = event["type"]
             .as_str()
             .ok_or_else(|| Error::bad_json("initial_state events need a type"))?;
@@ -230,8 +219,7 @@ pub async fn send_message(
         session.device_id.as_str(),
         scope.as_str(),
     );
-    let content: Value =
-        serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    let content: Value = json_of(&body.body)?;
     let content = object(content, "Event content")?;
     let mut draft = state
         .messaging
@@ -276,8 +264,7 @@ pub async fn send_state(
 ) -> Result<RumaResponse<send_state_event::v3::Response>> {
     let session = request.session()?;
     let body = &request.body;
-    let content: Value =
-        serde_json::from_str(body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    let content: Value = json_of(&body.body)?;
     let content = object(content, "State content")?;
     let spec = state_spec(
         session,

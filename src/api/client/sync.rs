@@ -13,8 +13,8 @@ use ruma::api::client::sync::sync_events::v3::{
 };
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, UInt};
-use serde_json::Value;
 
+use super::raw;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
 use crate::services::messaging::StoredPdu;
@@ -24,12 +24,6 @@ use crate::services::session::Session;
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeline events per room when the filter does not say.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
-
-fn raw<T>(value: &Value) -> Result<Raw<T>> {
-    Ok(Raw::from_json(
-        serde_json::value::to_raw_value(value).map_err(Error::internal)?,
-    ))
-}
 
 fn timeline_limit(filter: Option<&Filter>) -> usize {
     let limit = match filter {
