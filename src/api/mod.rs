@@ -6,8 +6,11 @@ mod client;
 mod server;
 
 use axum::Router;
+use axum::routing::get;
 use ruma::api::client::{
-    account, device, discovery, membership, message, profile, room, session, state as room_state,
+    account, alias, backup, config, device, discovery, filter, membership, message, presence,
+    profile, push, read_marker, receipt, room, session, state as room_state, thirdparty, typing,
+    voip,
 };
 use ruma::api::federation::discovery::{discover_homeserver as server_discovery, get_server_keys};
 
@@ -49,15 +52,65 @@ pub fn router(state: AppState) -> Router {
         .ruma::<room_state::get_state_event_for_key::v3::Request, _, _>(
             client::rooms::get_state_event,
         )
-        .ruma::<membership::joined_rooms::v3::Request, _, _>(client::rooms::joined)
-        .ruma::<membership::join_room_by_id::v3::Request, _, _>(client::rooms::join)
-        .ruma::<membership::invite_user::v3::Request, _, _>(client::rooms::invite)
-        .ruma::<membership::leave_room::v3::Request, _, _>(client::rooms::leave)
+        .ruma::<membership::joined_rooms::v3::Request, _, _>(client::membership::joined)
+        .ruma::<membership::join_room_by_id::v3::Request, _, _>(client::membership::join)
+        .ruma::<membership::join_room_by_id_or_alias::v3::Request, _, _>(
+            client::membership::join_by_id_or_alias,
+        )
+        .ruma::<membership::invite_user::v3::Request, _, _>(client::membership::invite)
+        .ruma::<membership::leave_room::v3::Request, _, _>(client::membership::leave)
+        .ruma::<membership::kick_user::v3::Request, _, _>(client::membership::kick)
+        .ruma::<membership::ban_user::v3::Request, _, _>(client::membership::ban)
+        .ruma::<membership::unban_user::v3::Request, _, _>(client::membership::unban)
+        .ruma::<membership::forget_room::v3::Request, _, _>(client::membership::forget)
+        .ruma::<membership::get_member_events::v3::Request, _, _>(client::membership::members)
+        .ruma::<membership::joined_members::v3::Request, _, _>(client::membership::joined_members)
+        .ruma::<alias::create_alias::v3::Request, _, _>(client::directory::create)
+        .ruma::<alias::get_alias::v3::Request, _, _>(client::directory::get)
+        .ruma::<alias::delete_alias::v3::Request, _, _>(client::directory::delete)
         .ruma::<room::get_room_event::v3::Request, _, _>(client::rooms::get_event)
         .ruma::<message::get_message_events::v3::Request, _, _>(client::rooms::messages)
         .ruma::<ruma::api::client::sync::sync_events::v3::Request, _, _>(client::sync::sync)
+        .ruma::<receipt::create_receipt::v3::Request, _, _>(client::receipts::receipt)
+        .ruma::<read_marker::set_read_marker::v3::Request, _, _>(client::receipts::read_markers)
+        .ruma::<typing::create_typing_event::v3::Request, _, _>(client::receipts::typing)
+        .ruma::<config::set_global_account_data::v3::Request, _, _>(
+            client::account_data::set_global,
+        )
+        .ruma::<config::get_global_account_data::v3::Request, _, _>(
+            client::account_data::get_global,
+        )
+        .ruma::<config::set_room_account_data::v3::Request, _, _>(client::account_data::set_room)
+        .ruma::<config::get_room_account_data::v3::Request, _, _>(client::account_data::get_room)
+        .ruma::<filter::create_filter::v3::Request, _, _>(client::account_data::create)
+        .ruma::<filter::get_filter::v3::Request, _, _>(client::account_data::get)
+        .ruma::<push::get_pushrules_all::v3::Request, _, _>(client::push_rules::get_all)
+        .ruma::<push::get_pushrules_global_scope::v3::Request, _, _>(client::push_rules::get_global)
+        .ruma::<push::get_pushrule::v3::Request, _, _>(client::push_rules::get)
+        .ruma::<push::set_pushrule::v3::Request, _, _>(client::push_rules::set)
+        .ruma::<push::delete_pushrule::v3::Request, _, _>(client::push_rules::delete)
+        .ruma::<push::get_pushrule_enabled::v3::Request, _, _>(client::push_rules::get_enabled)
+        .ruma::<push::set_pushrule_enabled::v3::Request, _, _>(client::push_rules::set_enabled)
+        .ruma::<push::get_pushrule_actions::v3::Request, _, _>(client::push_rules::get_actions)
+        .ruma::<push::set_pushrule_actions::v3::Request, _, _>(client::push_rules::set_actions)
+        // clients ask for `/pushrules` without the slash too
+        .route(
+            "/_matrix/client/v3/pushrules",
+            get(client::push_rules::get_all),
+        )
+        .route(
+            "/_matrix/client/r0/pushrules",
+            get(client::push_rules::get_all),
+        )
+        .ruma::<voip::get_turn_server_info::v3::Request, _, _>(client::unconfigured::turn_server)
+        .ruma::<thirdparty::get_protocols::v3::Request, _, _>(client::unconfigured::protocols)
+        .ruma::<backup::get_latest_backup_info::v3::Request, _, _>(
+            client::unconfigured::backup_version,
+        )
         // profile-service
         .ruma::<profile::get_profile::v3::Request, _, _>(client::profile::get_profile)
+        .ruma::<presence::set_presence::v3::Request, _, _>(client::presence::set)
+        .ruma::<presence::get_presence::v3::Request, _, _>(client::presence::get)
         // federation keys
         .ruma::<get_server_keys::v2::Request, _, _>(server::keys::server_keys)
         // kith's own admin API

@@ -25,6 +25,8 @@ pub struct Ruma<T> {
     pub session: Option<Session>,
     /// The caller's address, for rate limits and `last_seen_ip`.
     pub client_ip: IpAddr,
+    /// The body as sent, for what is stored verbatim (filters).
+    pub raw_body: Bytes,
 }
 
 impl<T> Ruma<T> {
@@ -105,6 +107,7 @@ where
             body,
             session,
             client_ip,
+            raw_body: bytes,
         })
     }
 }

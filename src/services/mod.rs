@@ -25,6 +25,7 @@ pub struct Services {
     pub messaging: messaging::Messaging,
     pub auth: auth::AuthService,
     pub sessions: session::Sessions,
+    pub presence: profile::Presences,
     /// Guards the local admin API (`<data>/admin.secret`).
     pub admin_secret: String,
 }
@@ -86,6 +87,7 @@ impl Services {
         let auth = auth::AuthService::new(storage.clone(), &config)?;
         let sessions =
             session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
+        let presence = profile::Presences::new(storage.clone());
         let admin_secret = crate::admin::secret::load_or_create(&config.admin_secret_path())
             .map_err(|e| format!("cannot write {}: {e}", config.admin_secret_path().display()))?;
         Ok(Arc::new(Services {
@@ -95,6 +97,7 @@ impl Services {
             messaging,
             auth,
             sessions,
+            presence,
             admin_secret,
         }))
     }

@@ -110,6 +110,71 @@ pub const USERID_DEVICEID_TXNID_EVENTID: Table = Table {
     value: "event ID (JSON string)",
 };
 
+/// Each room's members, the mirror of `userid_roomid_membership`, for member lists and
+/// counts without reading state events.
+pub const ROOMID_USERID_MEMBERSHIP: Table = Table {
+    name: "roomid_userid_membership",
+    key: "(room ID, user ID)",
+    value: "Membership JSON, as in `userid_roomid_membership`",
+};
+
+/// Account data, global (room ID empty) and per room, each at the stream position of its
+/// last change so incremental syncs find what changed.
+pub const USERID_ROOMID_TYPE_ACCOUNTDATA: Table = Table {
+    name: "userid_roomid_type_accountdata",
+    key: "(user ID, room ID or empty for global, event type)",
+    value: "AccountData JSON: stream position, content as the client sent it",
+};
+
+/// Sync filters, as the client sent them.
+pub const USERID_FILTERID_FILTER: Table = Table {
+    name: "userid_filterid_filter",
+    key: "(user ID, filter ID)",
+    value: "the filter JSON, verbatim",
+};
+
+/// Read receipts (public and private), the newest per user, type and thread.
+pub const ROOMID_USERID_TYPE_THREAD_RECEIPT: Table = Table {
+    name: "roomid_userid_type_thread_receipt",
+    key: "(room ID, user ID, receipt type, thread ID or empty for unthreaded)",
+    value: "Receipt JSON: event ID, timestamp, stream position",
+};
+
+/// Who is typing in a room, each until an expiry time.
+pub const ROOMID_TYPING: Table = Table {
+    name: "roomid_typing",
+    key: "room ID (str)",
+    value: "Typing JSON: user ID to expiry (ms), stream position of the last change",
+};
+
+/// Presence (profile-service): what each user last set.
+pub const USERID_PRESENCE: Table = Table {
+    name: "userid_presence",
+    key: "user ID (str)",
+    value: "Presence JSON: state, status message, last change (ms), stream position",
+};
+
+/// Unread counts per user and room: notifying events after the user's read receipt.
+pub const USERID_ROOMID_UNREAD: Table = Table {
+    name: "userid_roomid_unread",
+    key: "(user ID, room ID)",
+    value: "UnreadCounts JSON: notifications, highlights",
+};
+
+/// The events that notified a user and are not yet read, so a receipt can recount.
+pub const USERID_ROOMID_POSITION_NOTIFICATION: Table = Table {
+    name: "userid_roomid_position_notification",
+    key: "(user ID, room ID, stream position of the event)",
+    value: "whether it highlights (bool JSON)",
+};
+
+/// Room aliases of this server.
+pub const ALIAS_ROOMID: Table = Table {
+    name: "alias_roomid",
+    key: "room alias (str), `#name:server`",
+    value: "Alias JSON: room ID, creator",
+};
+
 /// Every table, in the order they are created.
 pub const ALL: &[&Table] = &[
     &GLOBAL_VALUE,
@@ -126,6 +191,15 @@ pub const ALL: &[&Table] = &[
     &ROOMID_TYPE_STATEKEY_EVENTID,
     &USERID_ROOMID_MEMBERSHIP,
     &USERID_DEVICEID_TXNID_EVENTID,
+    &ROOMID_USERID_MEMBERSHIP,
+    &USERID_ROOMID_TYPE_ACCOUNTDATA,
+    &USERID_FILTERID_FILTER,
+    &ROOMID_USERID_TYPE_THREAD_RECEIPT,
+    &ROOMID_TYPING,
+    &USERID_PRESENCE,
+    &USERID_ROOMID_UNREAD,
+    &USERID_ROOMID_POSITION_NOTIFICATION,
+    &ALIAS_ROOMID,
 ];
 
 #[cfg(test)]

@@ -100,6 +100,7 @@ macro_rules! tuple_codec {
 tuple_codec!(A);
 tuple_codec!(A, B);
 tuple_codec!(A, B, C);
+tuple_codec!(A, B, C, D);
 
 #[cfg(test)]
 mod tests {

@@ -10,13 +10,28 @@ use crate::{Error, Result, Storage, catalog};
 pub const VERSION_KEY: &str = "schema_version";
 
 /// The version this build writes.
-pub const CURRENT: u64 = 1;
+pub const CURRENT: u64 = 2;
 
 /// A migration from version `n` to `n + 1`: it adds its writes to the batch it is given.
 pub type Migration = fn(&Storage, &mut crate::Batch) -> Result<()>;
 
 /// `MIGRATIONS[i]` migrates from version `i + 1` to `i + 2`.
-pub const MIGRATIONS: &[Migration] = &[];
+pub const MIGRATIONS: &[Migration] = &[members_by_room];
+
+/// 1 → 2: rooms get their member list (`roomid_userid_membership`), mirrored from the
+/// users' memberships.
+fn members_by_room(storage: &Storage, batch: &mut crate::Batch) -> Result<()> {
+    let rows: Vec<((String, String), serde_json::Value)> =
+        storage.scan_prefix(&catalog::USERID_ROOMID_MEMBERSHIP, &())?;
+    for ((user, room), membership) in rows {
+        batch.put(
+            &catalog::ROOMID_USERID_MEMBERSHIP,
+            &(room.as_str(), user.as_str()),
+            &membership,
+        )?;
+    }
+    Ok(())
+}
 
 const _: () = assert!(MIGRATIONS.len() as u64 == CURRENT - 1);
 

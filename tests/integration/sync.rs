@@ -12,7 +12,10 @@ const FILTER: &str = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A100%7
 
 async fn sync(server: &Server, token: &str, since: Option<&str>, timeout_ms: u64) -> Value {
     let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
-    let path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}&filter={FILTER}{since}");
+    // Presence stays out of these tests' way: syncing does not mark anyone online.
+    let path = format!(
+        "/_matrix/client/v3/sync?timeout={timeout_ms}&filter={FILTER}{since}&set_presence=offline"
+    );
     let (status, body) = server.get(&path, Some(token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
@@ -21,7 +24,7 @@ async fn sync(server: &Server, token: &str, since: Option<&str>, timeout_ms: u64
 /// A `/sync` long-poll (up to 20 s) started in the background.
 fn long_poll(server: &Server, token: &str, since: &str) -> tokio::task::JoinHandle<Value> {
     let url = format!(
-        "{}/_matrix/client/v3/sync?timeout=20000&since={since}",
+        "{}/_matrix/client/v3/sync?timeout=20000&since={since}&set_presence=offline",
         server.base
     );
     let token = token.to_owned();
@@ -141,7 +144,7 @@ async fn invites_joins_and_messages_arrive_by_long_poll() {
     let message = events
         .iter()
         .find(|e| e["type"] == "m.room.message")
-        .expect("message in long-poll");
+        .unwrap_or_else(|| panic!("message in long-poll: {woken}"));
     assert_eq!(message["content"]["body"], "hi");
     assert!(message["unsigned"].get("transaction_id").is_none());
     let alice_view = sync(&server, &alice_token, None, 0).await;

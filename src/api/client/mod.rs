@@ -1,13 +1,20 @@
 //! Client-Server API handlers.
 
 pub mod account;
+pub mod account_data;
 pub mod devices;
+pub mod directory;
 pub mod discovery;
+pub mod membership;
+pub mod presence;
 pub mod profile;
+pub mod push_rules;
+pub mod receipts;
 pub mod register;
 pub mod rooms;
 pub mod session;
 pub mod sync;
+pub mod unconfigured;
 
 use ruma::serde::Raw;
 use serde_json::Value;

@@ -3,14 +3,13 @@
 use axum::extract::State;
 use http::StatusCode;
 use ruma::api::Direction;
-use ruma::api::client::membership::{invite_user, join_room_by_id, joined_rooms, leave_room};
 use ruma::api::client::message::{get_message_events, send_message_event};
 use ruma::api::client::room::create_room::v3::RoomPreset;
 use ruma::api::client::room::{Visibility, create_room, get_room_event};
 use ruma::api::client::state::{get_state_event_for_key, get_state_events, send_state_event};
 use ruma::events::TimelineEventType;
 
-use ruma::{OwnedRoomId, RoomId, RoomVersionId, UInt};
+use ruma::{RoomId, RoomVersionId, UInt};
 use serde_json::{Value, json};
 
 use super::{json_of, raw};
@@ -22,12 +21,12 @@ use crate::services::session::Session;
 const SUPPORTED_VERSIONS: [RoomVersionId; 3] =
     [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
 
-fn not_in_room() -> Error {
+pub(super) fn not_in_room() -> Error {
     Error::forbidden("You are not in this room")
 }
 
 /// Readers of a room must be joined to it (history visibility for past members comes later).
-fn require_joined(state: &AppState, session: &Session, room_id: &RoomId) -> Result<()> {
+pub(super) fn require_joined(state: &AppState, session: &Session, room_id: &RoomId) -> Result<()> {
     match state
         .messaging
         .membership(session.user_id.as_str(), room_id.as_str())?
@@ -37,7 +36,7 @@ fn require_joined(state: &AppState, session: &Session, room_id: &RoomId) -> Resu
     }
 }
 
-fn state_spec(session: &Session, kind: &str, key: &str, content: Value) -> EventSpec {
+pub(super) fn state_spec(session: &Session, kind: &str, key: &str, content: Value) -> EventSpec {
     EventSpec {
         sender: session.user_id.clone(),
         kind: TimelineEventType::from(kind),
@@ -46,7 +45,7 @@ fn state_spec(session: &Session, kind: &str, key: &str, content: Value) -> Event
     }
 }
 
-fn member(session: &Session, target: &str, membership: &str, extra: Value) -> EventSpec {
+pub(super) fn member(session: &Session, target: &str, membership: &str, extra: Value) -> EventSpec {
     let mut content = json!({ "membership": membership });
     if let (Some(content), Some(extra)) = (content.as_object_mut(), extra.as_object()) {
         content.extend(extra.clone());
@@ -192,7 +191,11 @@ pub async fn create_room(
 }
 
 /// Adds one event to a room and commits it; returns the stored event.
-async fn append(state: &AppState, room_id: &RoomId, spec: EventSpec) -> Result<StoredPdu> {
+pub(super) async fn append(
+    state: &AppState,
+    room_id: &RoomId,
+    spec: EventSpec,
+) -> Result<StoredPdu> {
     let mut draft = state
         .messaging
         .draft(room_id)
@@ -321,66 +324,6 @@ pub async fn get_state_event(
     Ok(RumaResponse(get_state_event_for_key::v3::Response::new(
         raw,
     )))
-}
-
-/// `GET /_matrix/client/v3/joined_rooms`
-pub async fn joined(
-    State(state): State<AppState>,
-    request: Ruma<joined_rooms::v3::Request>,
-) -> Result<RumaResponse<joined_rooms::v3::Response>> {
-    let session = request.session()?;
-    let rooms = state.messaging.joined_rooms(session.user_id.as_str())?;
-    let rooms = rooms
-        .into_iter()
-        .filter_map(|r| OwnedRoomId::try_from(r).ok())
-        .collect();
-    Ok(RumaResponse(joined_rooms::v3::Response::new(rooms)))
-}
-
-/// `POST /_matrix/client/v3/rooms/{roomId}/join`: the auth rules decide (invite, public).
-pub async fn join(
-    State(state): State<AppState>,
-    request: Ruma<join_room_by_id::v3::Request>,
-) -> Result<RumaResponse<join_room_by_id::v3::Response>> {
-    let session = request.session()?;
-    let room_id = &request.body.room_id;
-    append(
-        &state,
-        room_id,
-        member(session, session.user_id.as_str(), "join", json!({})),
-    )
-    .await?;
-    Ok(RumaResponse(join_room_by_id::v3::Response::new(
-        room_id.clone(),
-    )))
-}
-
-/// `POST /_matrix/client/v3/rooms/{roomId}/invite`
-pub async fn invite(
-    State(state): State<AppState>,
-    request: Ruma<invite_user::v3::Request>,
-) -> Result<RumaResponse<invite_user::v3::Response>> {
-    let session = request.session()?;
-    let invite_user::v3::InvitationRecipient::UserId(invitee) = &request.body.recipient else {
-        return Err(Error::unknown(
-            StatusCode::BAD_REQUEST,
-            "Third-party invites are not supported",
-        ));
-    };
-    let spec = member(session, invitee.user_id.as_str(), "invite", json!({}));
-    append(&state, &request.body.room_id, spec).await?;
-    Ok(RumaResponse(invite_user::v3::Response::new()))
-}
-
-/// `POST /_matrix/client/v3/rooms/{roomId}/leave`
-pub async fn leave(
-    State(state): State<AppState>,
-    request: Ruma<leave_room::v3::Request>,
-) -> Result<RumaResponse<leave_room::v3::Response>> {
-    let session = request.session()?;
-    let spec = member(session, session.user_id.as_str(), "leave", json!({}));
-    append(&state, &request.body.room_id, spec).await?;
-    Ok(RumaResponse(leave_room::v3::Response::new()))
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`

@@ -2,22 +2,25 @@
 //! is the global stream position, so nothing committed is skipped or repeated between one
 //! `next_batch` and the next.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use axum::extract::State;
 use ruma::OneTimeKeyAlgorithm;
-use ruma::api::client::filter::FilterDefinition;
 use ruma::api::client::sync::sync_events::v3::{
     self, Filter, InviteState, InvitedRoom, JoinedRoom, LeftRoom, State as RoomState, StateEvents,
     Timeline,
 };
+use ruma::presence::PresenceState;
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, UInt};
+use serde_json::{Value, json};
 
+use super::account_data::stored_filter;
 use super::raw;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
-use crate::services::messaging::StoredPdu;
+use crate::services::messaging::{JoinedSync, Messaging, PUSH_RULES, StoredPdu};
 use crate::services::session::Session;
 
 /// The longest long-poll honoured.
@@ -25,21 +28,18 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeline events per room when the filter does not say.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
-fn timeline_limit(filter: Option<&Filter>) -> usize {
+/// The timeline limit of the request's filter, inline or stored (unknown ID → 404).
+fn timeline_limit(state: &AppState, session: &Session, filter: Option<&Filter>) -> Result<usize> {
     let limit = match filter {
-        Some(Filter::FilterDefinition(definition)) => limit_of(definition),
-        // Stored filters come with the filter endpoints; until then, the default.
+        Some(Filter::FilterDefinition(definition)) => definition.room.timeline.limit,
+        Some(Filter::FilterId(id)) => stored_filter(state, session, id)?.room.timeline.limit,
         _ => None,
     };
-    limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| {
+    Ok(limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| {
         usize::try_from(l)
             .unwrap_or(DEFAULT_TIMELINE_LIMIT)
             .clamp(1, 100)
-    })
-}
-
-fn limit_of(definition: &FilterDefinition) -> Option<UInt> {
-    definition.room.timeline.limit
+    }))
 }
 
 /// `GET /_matrix/client/v3/sync`
@@ -59,7 +59,15 @@ pub async fn sync(
         }
         None => None,
     };
-    let limit = timeline_limit(body.filter.as_ref());
+    let limit = timeline_limit(&state, &session, body.filter.as_ref())?;
+    // Syncing says the client is there; `offline` only means "do not mark me online".
+    if body.set_presence != PresenceState::Offline {
+        let presence = super::presence::known(&body.set_presence)?;
+        state
+            .presence
+            .set(session.user_id.as_str(), presence, None)
+            .await?;
+    }
     let deadline = tokio::time::Instant::now() + body.timeout.unwrap_or_default().min(MAX_TIMEOUT);
     let mut commits = state.storage.subscribe();
     loop {
@@ -95,15 +103,36 @@ fn assemble(
     full_state: bool,
 ) -> Result<(v3::Response, bool)> {
     let messaging = &state.messaging;
+    let user = session.user_id.as_str();
     let mut response = v3::Response::new(upto.to_string());
     let after = since.unwrap_or(0);
-    for (room, membership) in messaging.memberships(session.user_id.as_str())? {
+    let mut room_data: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut changes = messaging.account_data_changes(user, since, upto)?;
+    // Clients learn their push rules from the first sync, defaults included.
+    if since.is_none()
+        && !changes
+            .iter()
+            .any(|(r, k, _)| r.is_none() && k == PUSH_RULES)
+    {
+        let rules = messaging.push_rules(&session.user_id)?;
+        let content = Messaging::push_rules_content(&rules);
+        changes.push((None, PUSH_RULES.to_owned(), content));
+    }
+    for (room, kind, content) in changes {
+        let event = json!({ "type": kind, "content": content });
+        match room {
+            Some(room) => room_data.entry(room).or_default().push(event),
+            None => response.account_data.events.push(raw(&event)?),
+        }
+    }
+    let mut joined_rooms = Vec::new();
+    for (room, membership) in messaging.memberships(user)? {
         let Ok(room_id) = OwnedRoomId::try_from(room.as_str()) else {
             continue;
         };
         // A membership that changed after `upto` committed early (a lower position is still
         // in flight): it has not happened yet for this sync; the next one shows it.
-        if membership.changed_at > upto {
+        if membership.changed_at > upto || membership.forgotten {
             continue;
         }
         let changed = membership.changed_at > after;
@@ -111,32 +140,31 @@ fn assemble(
             "join" => {
                 // A room joined since the last sync is sent whole.
                 let full = full_state || (since.is_some() && changed);
-                let since_for_room = if full && since.is_some() { None } else { since };
-                let Some(joined) =
-                    messaging.joined_sync(&room, since_for_room, upto, limit, full)?
-                else {
-                    continue;
-                };
+                let room_since = if full { None } else { since };
                 let mut out = JoinedRoom::new();
-                let mut timeline = Timeline::new();
-                timeline.limited = joined.limited;
-                timeline.prev_batch = joined
-                    .timeline
-                    .first()
-                    .map(|e| e.position.saturating_sub(1).to_string());
-                timeline.events = events(&joined.timeline, session)?;
-                out.timeline = timeline;
-                let mut state_events = StateEvents::new();
-                state_events.events = events(&joined.state, session)?;
-                out.state = RoomState::Before(state_events);
-                out.summary.joined_member_count = Some(UInt::new_saturating(joined.joined_count));
-                out.summary.invited_member_count = Some(UInt::new_saturating(joined.invited_count));
-                out.summary.heroes = joined
-                    .heroes
-                    .iter()
-                    .filter(|h| *h != session.user_id.as_str())
-                    .filter_map(|h| h.as_str().try_into().ok())
-                    .collect();
+                if let Some(joined) = messaging.joined_sync(&room, room_since, upto, limit, full)? {
+                    fill_joined(&mut out, &joined, session)?;
+                }
+                let ephemeral = [
+                    messaging.typing_event(&room, room_since, upto)?,
+                    messaging.receipt_event(&room, user, room_since, upto)?,
+                ];
+                for event in ephemeral.iter().flatten() {
+                    out.ephemeral.events.push(raw(event)?);
+                }
+                for event in room_data.remove(&room).unwrap_or_default() {
+                    out.account_data.events.push(raw(&event)?);
+                }
+                joined_rooms.push(room.clone());
+                if out.is_empty() {
+                    continue;
+                }
+                // The counts change only with new events or the user's own receipts, both
+                // of which put the room in the response.
+                let unread = messaging.unread(user, &room)?;
+                let counts = &mut out.unread_notifications;
+                counts.notification_count = Some(UInt::new_saturating(unread.notifications));
+                counts.highlight_count = Some(UInt::new_saturating(unread.highlights));
                 response.rooms.join.insert(room_id, out);
             }
             "invite" if changed || since.is_none() => {
@@ -163,13 +191,66 @@ fn assemble(
             _ => {}
         }
     }
-    let empty = response.rooms.join.is_empty()
-        && response.rooms.invite.is_empty()
-        && response.rooms.leave.is_empty();
+    if since.is_none_or(|s| state.presence.changed_since(s)) {
+        response.presence.events = presence_events(state, user, &joined_rooms, since, upto)?;
+    }
+    let empty = response.rooms.is_empty()
+        && response.account_data.is_empty()
+        && response.presence.is_empty();
     // Always present, as clients rely on (no E2EE keys yet, so zero and none).
     response
         .device_one_time_keys_count
         .insert(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN);
     response.device_unused_fallback_key_types = Some(Vec::new());
     Ok((response, empty))
+}
+
+fn fill_joined(out: &mut JoinedRoom, joined: &JoinedSync, session: &Session) -> Result<()> {
+    let mut timeline = Timeline::new();
+    timeline.limited = joined.limited;
+    timeline.prev_batch = joined
+        .timeline
+        .first()
+        .map(|e| e.position.saturating_sub(1).to_string());
+    timeline.events = events(&joined.timeline, session)?;
+    out.timeline = timeline;
+    let mut state_events = StateEvents::new();
+    state_events.events = events(&joined.state, session)?;
+    out.state = RoomState::Before(state_events);
+    out.summary.joined_member_count = Some(UInt::new_saturating(joined.joined_count));
+    out.summary.invited_member_count = Some(UInt::new_saturating(joined.invited_count));
+    out.summary.heroes = joined
+        .heroes
+        .iter()
+        .filter(|h| *h != session.user_id.as_str())
+        .filter_map(|h| h.as_str().try_into().ok())
+        .collect();
+    Ok(())
+}
+
+/// Presence of the user and everyone sharing a joined room with them, changed in
+/// (since, upto] (all known for an initial sync).
+fn presence_events<T>(
+    state: &AppState,
+    user: &str,
+    joined_rooms: &[String],
+    since: Option<u64>,
+    upto: u64,
+) -> Result<Vec<Raw<T>>> {
+    let mut users = BTreeSet::from([user.to_owned()]);
+    for room in joined_rooms {
+        users.extend(state.messaging.joined_members(room)?);
+    }
+    let mut out = Vec::new();
+    for other in users {
+        let Some(presence) = state.presence.get(&other)? else {
+            continue;
+        };
+        if presence.position <= upto && since.is_none_or(|s| presence.position > s) {
+            let event =
+                json!({ "type": "m.presence", "sender": other, "content": presence.content() });
+            out.push(raw(&event)?);
+        }
+    }
+    Ok(out)
 }

@@ -217,6 +217,12 @@ impl Draft<'_> {
             .ok_or_else(|| Error::internal("draft without a room"))?;
         let room = room_id.as_str();
         let mut memberships: HashMap<String, Membership> = HashMap::new();
+        // Who is notified: the members joined before these events (a new room has none).
+        let members = match self.stored {
+            true => self.messaging.joined_members(room)?,
+            false => Vec::new(),
+        };
+        let mut unread = HashMap::new();
         let mut stored = Vec::new();
         for pdu in &self.built {
             let position = batch.new_position()?;
@@ -257,11 +263,17 @@ impl Draft<'_> {
                         event_id: pdu.event_id.clone(),
                         position,
                         changed_at,
+                        forgotten: false,
                     };
                     memberships.insert(key.clone(), membership.clone());
                     batch.put(
                         &catalog::USERID_ROOMID_MEMBERSHIP,
                         &(key.as_str(), room),
+                        &membership,
+                    )?;
+                    batch.put(
+                        &catalog::ROOMID_USERID_MEMBERSHIP,
+                        &(room, key.as_str()),
                         &membership,
                     )?;
                 }
@@ -277,6 +289,9 @@ impl Draft<'_> {
                 };
                 events::append(&mut batch, sent)?;
             }
+            self.messaging
+                .count_notifications(&mut batch, &mut unread, &room_id, &members, &record)
+                .await?;
             stored.push(record);
         }
         batch.put(&catalog::ROOMID_ROOM, &room, &self.room)?;

@@ -2,7 +2,11 @@
 //! version, checked against the room's auth rules before it is stored; a room's events,
 //! state and memberships change together in one write.
 
+mod account_data;
+mod aliases;
 mod draft;
+mod push;
+mod receipts;
 mod room;
 mod sync;
 
@@ -13,9 +17,12 @@ use kith_storage::{Storage, catalog};
 use ruma::{OwnedEventId, RoomId};
 
 pub use draft::EventSpec;
+pub use push::PUSH_RULES;
+pub use receipts::PRIVATE_READ;
 pub use room::{LocalTransaction, Membership, Room, StoredPdu};
+pub use sync::JoinedSync;
 
-use crate::gateway::Result;
+use crate::gateway::{Error, Result};
 use crate::util::StripedLocks;
 
 pub struct Messaging {
@@ -23,6 +30,11 @@ pub struct Messaging {
     keys: Arc<ServerKeys>,
     /// Per room, held from reading the room's head to committing the events built on it.
     room_locks: StripedLocks,
+    /// Per room, held across the read-modify-write of its typing state.
+    ephemeral_locks: StripedLocks,
+    /// Per user or alias name, held across a read-modify-write of a user's push rules or
+    /// the check that an alias is free.
+    name_locks: StripedLocks,
 }
 
 impl Messaging {
@@ -31,6 +43,8 @@ impl Messaging {
             storage,
             keys,
             room_locks: StripedLocks::new(64),
+            ephemeral_locks: StripedLocks::new(64),
+            name_locks: StripedLocks::new(64),
         }
     }
 
@@ -91,6 +105,84 @@ impl Messaging {
             .into_iter()
             .filter(|(_, m)| m.membership == "join")
             .map(|((_, room), _)| room)
+            .collect())
+    }
+
+    /// Everyone with a membership in the room, with it, in user ID order.
+    pub fn members(&self, room_id: &str) -> Result<Vec<(String, Membership)>> {
+        let rows: Vec<((String, String), Membership)> = self
+            .storage
+            .scan_prefix(&catalog::ROOMID_USERID_MEMBERSHIP, &(room_id,))?;
+        Ok(rows.into_iter().map(|((_, user), m)| (user, m)).collect())
+    }
+
+    /// A member's event as of stream position `at`: the current one if it is not newer,
+    /// else the member event it replaced (every member event names the one before it among
+    /// its auth events), and so on back. `None` if they had none yet.
+    pub fn member_event_at(
+        &self,
+        user_id: &str,
+        current: &Membership,
+        at: u64,
+    ) -> Result<Option<StoredPdu>> {
+        let mut next = Some(current.event_id.clone());
+        while let Some(event_id) = next.take() {
+            let Some(event) = self.stored_pdu(event_id.as_str())? else {
+                break;
+            };
+            if event.position <= at {
+                return Ok(Some(event));
+            }
+            let pdu = event.pdu().map_err(Error::internal)?;
+            for auth_id in &pdu.auth_events {
+                let earlier = self.stored_pdu(auth_id.as_str())?;
+                let is_previous = earlier.as_ref().is_some_and(|e| {
+                    e.json.get("type").and_then(|t| t.as_str()) == Some("m.room.member")
+                        && e.json.get("state_key").and_then(|k| k.as_str()) == Some(user_id)
+                });
+                if is_previous {
+                    next = Some(auth_id.clone());
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Forgets a room the user has left or been banned from (400 while still in it).
+    pub async fn forget(&self, user_id: &str, room_id: &RoomId) -> Result<()> {
+        let room = room_id.as_str();
+        let _guard = self.room_locks.lock(room).await;
+        let mut membership = self
+            .membership(user_id, room)?
+            .ok_or_else(|| Error::not_found("You were never in this room"))?;
+        if !matches!(membership.membership.as_str(), "leave" | "ban") {
+            return Err(Error::unknown(
+                http::StatusCode::BAD_REQUEST,
+                "You must leave the room before forgetting it",
+            ));
+        }
+        membership.forgotten = true;
+        let mut batch = self.storage.batch();
+        batch.put(
+            &catalog::USERID_ROOMID_MEMBERSHIP,
+            &(user_id, room),
+            &membership,
+        )?;
+        batch.put(
+            &catalog::ROOMID_USERID_MEMBERSHIP,
+            &(room, user_id),
+            &membership,
+        )?;
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// The users joined to the room.
+    pub fn joined_members(&self, room_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .members(room_id)?
+            .into_iter()
+            .filter(|(_, m)| m.membership == "join")
+            .map(|(user, _)| user)
             .collect())
     }
 

@@ -86,4 +86,7 @@ pub struct Membership {
     /// event too, but no change of membership).
     #[serde(default)]
     pub changed_at: u64,
+    /// Left and forgotten: no longer shown to the user anywhere.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forgotten: bool,
 }

@@ -2,10 +2,14 @@
 //! event log (`user.created`), so account creation and profile creation are decoupled yet
 //! nothing is lost if the server stops between them.
 
+mod presence;
+
 use kith_storage::{Batch, Storage, catalog};
 use serde::{Deserialize, Serialize};
 
 use crate::events::{DomainEvent, Subscriber};
+
+pub use presence::Presences;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Profile {

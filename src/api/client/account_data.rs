@@ -1,0 +1,180 @@
+//! Account data and sync filters: what a user's clients keep on the server for themselves.
+//! Only the owner reads or writes them.
+
+use axum::extract::State;
+use ruma::api::client::config::{
+    get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data,
+};
+use ruma::api::client::filter::{FilterDefinition, create_filter, get_filter};
+use ruma::{RoomId, UserId};
+use serde_json::Value;
+
+use super::{json_of, raw};
+use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::AppState;
+use crate::services::session::Session;
+
+/// Account data types kith keeps itself; clients change them through their own endpoints.
+const SERVER_MANAGED: [(&str, &str); 2] = [
+    ("m.push_rules", "/pushrules"),
+    ("m.fully_read", "/read_markers"),
+];
+
+fn own(session: &Session, user_id: &UserId) -> Result<()> {
+    if session.user_id != user_id {
+        return Err(Error::forbidden(
+            "Cannot access another user's account data",
+        ));
+    }
+    Ok(())
+}
+
+fn writable(kind: &str, content: &Value) -> Result<()> {
+    if let Some((_, endpoint)) = SERVER_MANAGED.iter().find(|(k, _)| *k == kind) {
+        return Err(Error::bad_json(format!(
+            "Cannot set {kind} through this API; use {endpoint}"
+        )));
+    }
+    if !content.is_object() {
+        return Err(Error::bad_json("Account data must be a JSON object"));
+    }
+    Ok(())
+}
+
+fn not_found() -> Error {
+    Error::not_found("Account data not found")
+}
+
+/// The room must be one the user is or was in (Synapse refuses other room IDs too).
+fn known_room(state: &AppState, session: &Session, room_id: &RoomId) -> Result<()> {
+    match state
+        .messaging
+        .membership(session.user_id.as_str(), room_id.as_str())?
+    {
+        Some(_) => Ok(()),
+        None => Err(Error::forbidden("You are not in this room")),
+    }
+}
+
+/// `PUT /_matrix/client/v3/user/{userId}/account_data/{type}`
+pub async fn set_global(
+    State(state): State<AppState>,
+    request: Ruma<set_global_account_data::v3::Request>,
+) -> Result<RumaResponse<set_global_account_data::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    own(session, &body.user_id)?;
+    let kind = body.event_type.to_string();
+    let content = json_of(&body.data)?;
+    writable(&kind, &content)?;
+    state
+        .messaging
+        .set_account_data(body.user_id.as_str(), None, &kind, content)
+        .await?;
+    Ok(RumaResponse(set_global_account_data::v3::Response::new()))
+}
+
+/// `GET /_matrix/client/v3/user/{userId}/account_data/{type}`
+pub async fn get_global(
+    State(state): State<AppState>,
+    request: Ruma<get_global_account_data::v3::Request>,
+) -> Result<RumaResponse<get_global_account_data::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    own(session, &body.user_id)?;
+    let content = state
+        .messaging
+        .account_data(body.user_id.as_str(), None, &body.event_type.to_string())?
+        .ok_or_else(not_found)?;
+    Ok(RumaResponse(get_global_account_data::v3::Response::new(
+        raw(&content)?,
+    )))
+}
+
+/// `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
+pub async fn set_room(
+    State(state): State<AppState>,
+    request: Ruma<set_room_account_data::v3::Request>,
+) -> Result<RumaResponse<set_room_account_data::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    own(session, &body.user_id)?;
+    known_room(&state, session, &body.room_id)?;
+    let kind = body.event_type.to_string();
+    let content = json_of(&body.data)?;
+    writable(&kind, &content)?;
+    let room = Some(body.room_id.as_str());
+    state
+        .messaging
+        .set_account_data(body.user_id.as_str(), room, &kind, content)
+        .await?;
+    Ok(RumaResponse(set_room_account_data::v3::Response::new()))
+}
+
+/// `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
+pub async fn get_room(
+    State(state): State<AppState>,
+    request: Ruma<get_room_account_data::v3::Request>,
+) -> Result<RumaResponse<get_room_account_data::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    own(session, &body.user_id)?;
+    let room = Some(body.room_id.as_str());
+    let kind = body.event_type.to_string();
+    let content = state
+        .messaging
+        .account_data(body.user_id.as_str(), room, &kind)?
+        .ok_or_else(not_found)?;
+    Ok(RumaResponse(get_room_account_data::v3::Response::new(raw(
+        &content,
+    )?)))
+}
+
+/// `POST /_matrix/client/v3/user/{userId}/filter`: stored as sent.
+pub async fn create(
+    State(state): State<AppState>,
+    request: Ruma<create_filter::v3::Request>,
+) -> Result<RumaResponse<create_filter::v3::Response>> {
+    let session = request.session()?;
+    if session.user_id != request.body.user_id {
+        return Err(Error::forbidden("Cannot create filters for other users"));
+    }
+    // ruma has checked the shape; what is kept is what the client sent.
+    let filter: Value =
+        serde_json::from_slice(&request.raw_body).map_err(|e| Error::bad_json(e.to_string()))?;
+    let id = state
+        .messaging
+        .create_filter(session.user_id.as_str(), filter)
+        .await?;
+    Ok(RumaResponse(create_filter::v3::Response::new(id)))
+}
+
+/// `GET /_matrix/client/v3/user/{userId}/filter/{filterId}`
+pub async fn get(
+    State(state): State<AppState>,
+    request: Ruma<get_filter::v3::Request>,
+) -> Result<axum::Json<Value>> {
+    let session = request.session()?;
+    let body = &request.body;
+    if session.user_id != body.user_id {
+        return Err(Error::forbidden("Cannot read other users' filters"));
+    }
+    let filter = state
+        .messaging
+        .filter(body.user_id.as_str(), &body.filter_id)?
+        .ok_or_else(|| Error::not_found("No such filter"))?;
+    Ok(axum::Json(filter))
+}
+
+/// A stored filter as ruma's type, for `/sync`.
+pub fn stored_filter(
+    state: &AppState,
+    session: &Session,
+    filter_id: &str,
+) -> Result<FilterDefinition> {
+    let filter = state
+        .messaging
+        .filter(session.user_id.as_str(), filter_id)?
+        .ok_or_else(|| Error::not_found("No such filter"))?;
+    serde_json::from_value(filter).map_err(Error::internal)
+}

@@ -1,0 +1,309 @@
+//! Membership (messaging-service): joining, inviting, leaving, kicking, banning, forgetting,
+//! and who is in a room. Every change is an `m.room.member` event the room's auth rules
+//! decide on (invite-only rooms, power levels for kick, ban and invite).
+
+use axum::extract::State;
+use http::StatusCode;
+use ruma::api::client::membership::{
+    ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
+    join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
+};
+use ruma::events::room::member::MembershipState;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomOrAliasId};
+use serde_json::{Value, json};
+
+use super::raw;
+use super::rooms::{append, member, require_joined};
+use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::AppState;
+use crate::services::messaging::StoredPdu;
+use crate::services::profile;
+use crate::services::session::Session;
+
+/// A member event's extra content: the user's profile (as Synapse adds it) and a reason.
+fn member_content(state: &AppState, user: &str, reason: Option<&String>) -> Result<Value> {
+    let mut content = json!({});
+    if let Some(profile) = profile::profile(&state.storage, user)? {
+        if let Some(name) = profile.displayname {
+            content["displayname"] = name.into();
+        }
+        if let Some(avatar) = profile.avatar_url {
+            content["avatar_url"] = avatar.into();
+        }
+    }
+    if let Some(reason) = reason {
+        content["reason"] = reason.clone().into();
+    }
+    Ok(content)
+}
+
+fn reason_only(reason: Option<&String>) -> Value {
+    reason.map_or_else(|| json!({}), |r| json!({ "reason": r }))
+}
+
+async fn join_room(
+    state: &AppState,
+    session: &Session,
+    room_id: &RoomId,
+    reason: Option<&String>,
+) -> Result<()> {
+    let user = session.user_id.as_str();
+    let content = member_content(state, user, reason)?;
+    append(state, room_id, member(session, user, "join", content)).await?;
+    Ok(())
+}
+
+/// Sets `target`'s membership as `session`'s user (kick, ban, unban).
+async fn set_membership(
+    state: &AppState,
+    session: &Session,
+    room_id: &RoomId,
+    target: &OwnedUserId,
+    membership: &str,
+    reason: Option<&String>,
+) -> Result<()> {
+    let spec = member(session, target.as_str(), membership, reason_only(reason));
+    append(state, room_id, spec).await?;
+    Ok(())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/join`: the auth rules decide (invite, public).
+pub async fn join(
+    State(state): State<AppState>,
+    request: Ruma<join_room_by_id::v3::Request>,
+) -> Result<RumaResponse<join_room_by_id::v3::Response>> {
+    let body = &request.body;
+    join_room(
+        &state,
+        request.session()?,
+        &body.room_id,
+        body.reason.as_ref(),
+    )
+    .await?;
+    Ok(RumaResponse(join_room_by_id::v3::Response::new(
+        body.room_id.clone(),
+    )))
+}
+
+/// `POST /_matrix/client/v3/join/{roomIdOrAlias}`: a local alias is resolved first.
+pub async fn join_by_id_or_alias(
+    State(state): State<AppState>,
+    request: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
+    let body = &request.body;
+    let room_id = resolve(&state, &body.room_id_or_alias)?;
+    join_room(&state, request.session()?, &room_id, body.reason.as_ref()).await?;
+    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
+        room_id,
+    )))
+}
+
+/// A room ID, or the room a local alias names (404 if none).
+fn resolve(state: &AppState, target: &RoomOrAliasId) -> Result<OwnedRoomId> {
+    let alias = match <&RoomId>::try_from(target) {
+        Ok(room_id) => return Ok(room_id.to_owned()),
+        Err(alias) => alias,
+    };
+    let found = state.messaging.alias(alias.as_str())?;
+    let found = found.ok_or_else(|| Error::not_found("Room alias not found"))?;
+    OwnedRoomId::try_from(found.room_id).map_err(Error::internal)
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/invite`
+pub async fn invite(
+    State(state): State<AppState>,
+    request: Ruma<invite_user::v3::Request>,
+) -> Result<RumaResponse<invite_user::v3::Response>> {
+    let session = request.session()?;
+    let invite_user::v3::InvitationRecipient::UserId(invitee) = &request.body.recipient else {
+        return Err(Error::unknown(
+            StatusCode::BAD_REQUEST,
+            "Third-party invites are not supported",
+        ));
+    };
+    let extra = reason_only(invitee.reason.as_ref());
+    let spec = member(session, invitee.user_id.as_str(), "invite", extra);
+    append(&state, &request.body.room_id, spec).await?;
+    Ok(RumaResponse(invite_user::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/leave` (also declines an invite)
+pub async fn leave(
+    State(state): State<AppState>,
+    request: Ruma<leave_room::v3::Request>,
+) -> Result<RumaResponse<leave_room::v3::Response>> {
+    let session = request.session()?;
+    let extra = reason_only(request.body.reason.as_ref());
+    let spec = member(session, session.user_id.as_str(), "leave", extra);
+    append(&state, &request.body.room_id, spec).await?;
+    Ok(RumaResponse(leave_room::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/kick`: the target must be in the room.
+pub async fn kick(
+    State(state): State<AppState>,
+    request: Ruma<kick_user::v3::Request>,
+) -> Result<RumaResponse<kick_user::v3::Response>> {
+    let body = &request.body;
+    let target = state
+        .messaging
+        .membership(body.user_id.as_str(), body.room_id.as_str())?;
+    // Kicking someone not in the room would be a leave event for a stranger.
+    if !target.is_some_and(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock")) {
+        return Err(Error::forbidden("The user is not in the room"));
+    }
+    let session = request.session()?;
+    let reason = body.reason.as_ref();
+    set_membership(
+        &state,
+        session,
+        &body.room_id,
+        &body.user_id,
+        "leave",
+        reason,
+    )
+    .await?;
+    Ok(RumaResponse(kick_user::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/ban`
+pub async fn ban(
+    State(state): State<AppState>,
+    request: Ruma<ban_user::v3::Request>,
+) -> Result<RumaResponse<ban_user::v3::Response>> {
+    let body = &request.body;
+    let session = request.session()?;
+    let reason = body.reason.as_ref();
+    set_membership(&state, session, &body.room_id, &body.user_id, "ban", reason).await?;
+    Ok(RumaResponse(ban_user::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/unban`: only a banned user can be unbanned.
+pub async fn unban(
+    State(state): State<AppState>,
+    request: Ruma<unban_user::v3::Request>,
+) -> Result<RumaResponse<unban_user::v3::Response>> {
+    let body = &request.body;
+    let target = state
+        .messaging
+        .membership(body.user_id.as_str(), body.room_id.as_str())?;
+    if target.is_none_or(|m| m.membership != "ban") {
+        return Err(Error::forbidden("The user is not banned"));
+    }
+    let session = request.session()?;
+    let reason = body.reason.as_ref();
+    set_membership(
+        &state,
+        session,
+        &body.room_id,
+        &body.user_id,
+        "leave",
+        reason,
+    )
+    .await?;
+    Ok(RumaResponse(unban_user::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/forget`: only a room one has left.
+pub async fn forget(
+    State(state): State<AppState>,
+    request: Ruma<forget_room::v3::Request>,
+) -> Result<RumaResponse<forget_room::v3::Response>> {
+    let session = request.session()?;
+    state
+        .messaging
+        .forget(session.user_id.as_str(), &request.body.room_id)
+        .await?;
+    Ok(RumaResponse(forget_room::v3::Response::new()))
+}
+
+/// `GET /_matrix/client/v3/joined_rooms`
+pub async fn joined(
+    State(state): State<AppState>,
+    request: Ruma<joined_rooms::v3::Request>,
+) -> Result<RumaResponse<joined_rooms::v3::Response>> {
+    let session = request.session()?;
+    let rooms = state.messaging.joined_rooms(session.user_id.as_str())?;
+    let rooms = rooms
+        .into_iter()
+        .filter_map(|r| OwnedRoomId::try_from(r).ok())
+        .collect();
+    Ok(RumaResponse(joined_rooms::v3::Response::new(rooms)))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/members` (`at`, `membership`, `not_membership`)
+pub async fn members(
+    State(state): State<AppState>,
+    request: Ruma<get_member_events::v3::Request>,
+) -> Result<RumaResponse<get_member_events::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    require_joined(&state, session, &body.room_id)?;
+    let at = match &body.at {
+        Some(token) => Some(
+            token
+                .parse::<u64>()
+                .map_err(|_| Error::invalid_param("Invalid at token"))?,
+        ),
+        None => None,
+    };
+    let wanted = |m: &str| {
+        body.membership.as_ref().is_none_or(|w| w.as_str() == m)
+            && body.not_membership.as_ref().is_none_or(|n| n.as_str() != m)
+    };
+    let mut chunk = Vec::new();
+    for (user, current) in state.messaging.members(body.room_id.as_str())? {
+        let event = match at {
+            Some(at) => state.messaging.member_event_at(&user, &current, at)?,
+            None => state.messaging.stored_pdu(current.event_id.as_str())?,
+        };
+        let Some(event) = event else { continue };
+        if wanted(membership_of(&event)) {
+            chunk.push(raw(&event.client_event())?);
+        }
+    }
+    Ok(RumaResponse(get_member_events::v3::Response::new(chunk)))
+}
+
+fn membership_of(event: &StoredPdu) -> &str {
+    event
+        .json
+        .get("content")
+        .and_then(|c| c.as_object())
+        .and_then(|c| c.get("membership"))
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/joined_members`
+pub async fn joined_members(
+    State(state): State<AppState>,
+    request: Ruma<joined_members::v3::Request>,
+) -> Result<RumaResponse<joined_members::v3::Response>> {
+    let session = request.session()?;
+    let room_id = &request.body.room_id;
+    require_joined(&state, session, room_id)?;
+    let mut joined = std::collections::BTreeMap::new();
+    for (user, current) in state.messaging.members(room_id.as_str())? {
+        if current.membership != MembershipState::Join.as_str() {
+            continue;
+        }
+        let Ok(user_id) = OwnedUserId::try_from(user) else {
+            continue;
+        };
+        let event = state.messaging.stored_pdu(current.event_id.as_str())?;
+        let content = event.map(|e| e.client_event()["content"].clone());
+        let text = |key: &str| {
+            content
+                .as_ref()
+                .and_then(|c| c.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let mut member = joined_members::v3::RoomMember::new();
+        member.display_name = text("displayname");
+        member.avatar_url = text("avatar_url").map(Into::into);
+        joined.insert(user_id, member);
+    }
+    Ok(RumaResponse(joined_members::v3::Response::new(joined)))
+}

@@ -1,0 +1,153 @@
+//! Push rules and the unread counts they drive. A user's rules live in their global account
+//! data (`m.push_rules`, as Synapse keeps them, so clients see changes through `/sync`);
+//! until they change one, the spec's defaults apply. Each new event is matched against every
+//! joined member's rules when it is committed, and counted for those it notifies; a read
+//! receipt recounts what is left after it. Sync then reads two numbers per room.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use kith_storage::{Batch, catalog};
+use ruma::push::{Action, PushConditionRoomCtx, Ruleset};
+use ruma::serde::Raw;
+use ruma::{RoomId, UInt, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Messaging, StoredPdu};
+use crate::gateway::{Error, Result};
+
+/// The account data type holding a user's rules.
+pub const PUSH_RULES: &str = "m.push_rules";
+
+/// Notifying events after the user's read receipt.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct UnreadCounts {
+    pub notifications: u64,
+    pub highlights: u64,
+}
+
+impl Messaging {
+    /// The user's push rules: their own, or the spec's defaults.
+    pub fn push_rules(&self, user_id: &UserId) -> Result<Ruleset> {
+        match self.account_data(user_id.as_str(), None, PUSH_RULES)? {
+            Some(content) => {
+                serde_json::from_value(content["global"].clone()).map_err(Error::internal)
+            }
+            None => Ok(Ruleset::server_default(user_id)),
+        }
+    }
+
+    /// The `m.push_rules` account data content for a ruleset.
+    pub fn push_rules_content(rules: &Ruleset) -> Value {
+        json!({ "global": rules })
+    }
+
+    /// Changes the user's rules with `change`, which may refuse; one change per user at a time.
+    pub async fn update_push_rules(
+        &self,
+        user_id: &UserId,
+        change: impl FnOnce(&mut Ruleset) -> Result<()>,
+    ) -> Result<()> {
+        let _guard = self.name_locks.lock(user_id.as_str()).await;
+        let mut rules = self.push_rules(user_id)?;
+        change(&mut rules)?;
+        let content = Self::push_rules_content(&rules);
+        self.set_account_data(user_id.as_str(), None, PUSH_RULES, content)
+            .await
+    }
+
+    /// Counts `event` for each joined member (but its sender) whose rules say it notifies.
+    /// Called under the room's lock, so the counters are not raced; `pending` holds the
+    /// counts this batch has already written.
+    pub(super) async fn count_notifications(
+        &self,
+        batch: &mut Batch,
+        pending: &mut HashMap<String, UnreadCounts>,
+        room_id: &RoomId,
+        members: &[String],
+        event: &StoredPdu,
+    ) -> Result<()> {
+        let sender = event.json.get("sender").and_then(|s| s.as_str());
+        let client_event = event.client_event();
+        let raw: Raw<Value> = Raw::new(&client_event).map_err(Error::internal)?;
+        let member_count = UInt::new_saturating(members.len() as u64);
+        for member in members.iter().filter(|m| Some(m.as_str()) != sender) {
+            let Ok(user_id) = UserId::parse(member.as_str()) else {
+                continue;
+            };
+            let name = self.display_name(room_id, member)?;
+            let context =
+                PushConditionRoomCtx::new(room_id.to_owned(), member_count, user_id.clone(), name);
+            let rules = self.push_rules(&user_id)?;
+            let actions = rules.get_actions(&raw, &context).await;
+            if !actions.iter().any(Action::should_notify) {
+                continue;
+            }
+            let highlight = actions.iter().any(Action::is_highlight);
+            // Several events of one draft count on top of each other, not of what is stored.
+            let counts = match pending.entry(member.clone()) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => entry.insert(self.unread(member, room_id.as_str())?),
+            };
+            counts.notifications += 1;
+            counts.highlights += u64::from(highlight);
+            let key = (member.as_str(), room_id.as_str());
+            batch.put(&catalog::USERID_ROOMID_UNREAD, &key, counts)?;
+            let row = (member.as_str(), room_id.as_str(), event.position);
+            batch.put(
+                &catalog::USERID_ROOMID_POSITION_NOTIFICATION,
+                &row,
+                &highlight,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The member's display name in the room (their user ID if they have none).
+    fn display_name(&self, room_id: &RoomId, user_id: &str) -> Result<String> {
+        let event = match self.state_event_id(room_id, "m.room.member", user_id)? {
+            Some(id) => self.stored_pdu(id.as_str())?,
+            None => None,
+        };
+        let name = event.and_then(|e| {
+            let content = e.json.get("content")?.as_object()?;
+            Some(content.get("displayname")?.as_str()?.to_owned())
+        });
+        Ok(name.unwrap_or_else(|| user_id.to_owned()))
+    }
+
+    pub fn unread(&self, user_id: &str, room_id: &str) -> Result<UnreadCounts> {
+        Ok(self
+            .storage
+            .get(&catalog::USERID_ROOMID_UNREAD, &(user_id, room_id))?
+            .unwrap_or_default())
+    }
+
+    /// After a read receipt at `read_upto`: recounts what notifies after it and forgets the
+    /// rest, in `batch`.
+    pub(super) fn recount_unread(
+        &self,
+        batch: &mut Batch,
+        user_id: &str,
+        room_id: &str,
+        read_upto: u64,
+    ) -> Result<()> {
+        let rows: Vec<((String, String, u64), bool)> = self.storage.scan_prefix(
+            &catalog::USERID_ROOMID_POSITION_NOTIFICATION,
+            &(user_id, room_id),
+        )?;
+        let mut counts = UnreadCounts::default();
+        for ((_, _, position), highlight) in rows {
+            if position <= read_upto {
+                let key = (user_id, room_id, position);
+                batch.delete(&catalog::USERID_ROOMID_POSITION_NOTIFICATION, &key)?;
+            } else {
+                counts.notifications += 1;
+                counts.highlights += u64::from(highlight);
+            }
+        }
+        batch.put(&catalog::USERID_ROOMID_UNREAD, &(user_id, room_id), &counts)?;
+        Ok(())
+    }
+}

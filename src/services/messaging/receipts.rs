@@ -1,0 +1,187 @@
+//! Read receipts (`message.seen`) and typing notifications: a room's ephemeral events. Both
+//! are kept in RocksDB at a stream position, so `/sync` wakes on them and delivers each
+//! change once, like any other write.
+
+use std::collections::BTreeMap;
+
+use kith_storage::catalog;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{Messaging, StoredPdu};
+use crate::events::{self, DomainEvent};
+use crate::gateway::Result;
+use crate::util::now_ms;
+
+/// The receipt type that only its owner sees.
+pub const PRIVATE_READ: &str = "m.read.private";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Receipt {
+    pub event_id: String,
+    /// Where the receipted event sits, so a receipt never moves backwards.
+    pub event_position: u64,
+    pub ts: u64,
+    pub position: u64,
+}
+
+/// Who is typing in a room, each until an expiry time (ms since the epoch).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Typing {
+    pub users: BTreeMap<String, u64>,
+    pub position: u64,
+}
+
+impl Typing {
+    /// Drops the expired entries; whether any were.
+    fn prune(&mut self, now: u64) -> bool {
+        let before = self.users.len();
+        self.users.retain(|_, until| *until > now);
+        self.users.len() != before
+    }
+}
+
+impl Messaging {
+    /// Records `user_id`'s receipt of `event` (`thread` is `None` for an unthreaded one) and
+    /// logs `message.seen`. A receipt for an event older than the one already receipted
+    /// changes nothing (clients race their receipts); returns whether it was recorded.
+    pub async fn set_receipt(
+        &self,
+        user_id: &str,
+        kind: &str,
+        thread: Option<&str>,
+        event: &StoredPdu,
+    ) -> Result<bool> {
+        let room = event.room_id.as_str();
+        // The room's lock, not the ephemeral one: the unread counts change with messages too.
+        let _guard = self.room_locks.lock(room).await;
+        let key = (room, user_id, kind, thread.unwrap_or(""));
+        let current: Option<Receipt> = self
+            .storage
+            .get(&catalog::ROOMID_USERID_TYPE_THREAD_RECEIPT, &key)?;
+        if current.is_some_and(|c| c.event_position >= event.position) {
+            return Ok(false);
+        }
+        let mut batch = self.storage.batch();
+        let receipt = Receipt {
+            event_id: event.event_id.to_string(),
+            event_position: event.position,
+            ts: now_ms(),
+            position: batch.new_position()?,
+        };
+        batch.put(&catalog::ROOMID_USERID_TYPE_THREAD_RECEIPT, &key, &receipt)?;
+        if thread.is_none() {
+            let read_upto = self.read_up_to(room, user_id)?.max(event.position);
+            self.recount_unread(&mut batch, user_id, room, read_upto)?;
+        }
+        let seen = DomainEvent::MessageSeen {
+            room_id: room.to_owned(),
+            event_id: receipt.event_id.clone(),
+            user_id: user_id.to_owned(),
+            receipt_type: kind.to_owned(),
+        };
+        events::append(&mut batch, seen)?;
+        self.storage.commit(batch).await?;
+        Ok(true)
+    }
+
+    /// The user's own unthreaded read receipt position in a room (public or private, the
+    /// later), for unread counts.
+    pub fn read_up_to(&self, room_id: &str, user_id: &str) -> Result<u64> {
+        let mut upto = 0;
+        for kind in ["m.read", PRIVATE_READ] {
+            let key = (room_id, user_id, kind, "");
+            let found: Option<Receipt> = self
+                .storage
+                .get(&catalog::ROOMID_USERID_TYPE_THREAD_RECEIPT, &key)?;
+            upto = upto.max(found.map_or(0, |r| r.event_position));
+        }
+        Ok(upto)
+    }
+
+    /// The `m.receipt` event for receipts changed in (`after`, `upto`] (all for `None`), as
+    /// `viewer` may see them: others' private receipts never.
+    pub fn receipt_event(
+        &self,
+        room_id: &str,
+        viewer: &str,
+        after: Option<u64>,
+        upto: u64,
+    ) -> Result<Option<Value>> {
+        let rows: Vec<((String, String, String, String), Receipt)> = self
+            .storage
+            .scan_prefix(&catalog::ROOMID_USERID_TYPE_THREAD_RECEIPT, &(room_id,))?;
+        let mut content = Map::new();
+        for ((_, user, kind, thread), receipt) in rows {
+            let fresh = receipt.position <= upto && after.is_none_or(|a| receipt.position > a);
+            if !fresh || (kind == PRIVATE_READ && user != viewer) {
+                continue;
+            }
+            let mut info = json!({ "ts": receipt.ts });
+            if !thread.is_empty() {
+                info["thread_id"] = thread.into();
+            }
+            let by_kind = content.entry(receipt.event_id).or_insert_with(|| json!({}));
+            by_kind[kind.as_str()][user.as_str()] = info;
+        }
+        Ok((!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content })))
+    }
+
+    /// Starts (`until` = expiry, ms) or stops (`None`) `user_id` typing in the room.
+    pub async fn set_typing(&self, room_id: &str, user_id: &str, until: Option<u64>) -> Result<()> {
+        let _guard = self.ephemeral_locks.lock(room_id).await;
+        let mut typing = self.typing(room_id)?;
+        let mut changed = typing.prune(now_ms());
+        changed |= match until {
+            Some(until) => typing.users.insert(user_id.to_owned(), until).is_none(),
+            None => typing.users.remove(user_id).is_some(),
+        };
+        self.store_typing(room_id, typing, changed).await
+    }
+
+    /// Drops expired typing entries, telling syncing clients if any were.
+    pub async fn expire_typing(&self, room_id: &str) -> Result<()> {
+        let _guard = self.ephemeral_locks.lock(room_id).await;
+        let mut typing = self.typing(room_id)?;
+        if typing.prune(now_ms()) {
+            self.store_typing(room_id, typing, true).await?;
+        }
+        Ok(())
+    }
+
+    fn typing(&self, room_id: &str) -> Result<Typing> {
+        Ok(self
+            .storage
+            .get(&catalog::ROOMID_TYPING, &room_id)?
+            .unwrap_or_default())
+    }
+
+    /// Stores the typing state; a change others should see takes a new stream position (a
+    /// longer expiry alone does not).
+    async fn store_typing(&self, room_id: &str, mut typing: Typing, changed: bool) -> Result<()> {
+        let mut batch = self.storage.batch();
+        if changed {
+            typing.position = batch.new_position()?;
+        }
+        batch.put(&catalog::ROOMID_TYPING, &room_id, &typing)?;
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// The `m.typing` event if who is typing changed in (`after`, `upto`] (for `None`: if
+    /// anyone is typing now).
+    pub fn typing_event(
+        &self,
+        room_id: &str,
+        after: Option<u64>,
+        upto: u64,
+    ) -> Result<Option<Value>> {
+        let mut typing = self.typing(room_id)?;
+        typing.prune(now_ms());
+        let changed = match after {
+            Some(after) => typing.position > after && typing.position <= upto,
+            None => !typing.users.is_empty(),
+        };
+        let users: Vec<&String> = typing.users.keys().collect();
+        Ok(changed.then(|| json!({ "type": "m.typing", "content": { "user_ids": users } })))
+    }
+}

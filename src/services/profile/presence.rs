@@ -1,0 +1,92 @@
+//! Presence: what each user last said about being online. A change takes a stream position
+//! so `/sync` delivers it; setting what is already set writes nothing, so clients that send
+//! `set_presence` on every sync do not wake everyone's long-polls.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kith_storage::{Storage, catalog};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::gateway::Result;
+use crate::util::now_ms;
+
+/// Counts as "currently active" this long after the last change.
+const ACTIVE_MS: u64 = 5 * 60 * 1000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Presence {
+    /// `online`, `unavailable` or `offline`.
+    pub presence: String,
+    pub status_msg: Option<String>,
+    pub last_active_ts: u64,
+    pub position: u64,
+}
+
+impl Presence {
+    /// The `m.presence` event content.
+    pub fn content(&self) -> Value {
+        let ago = now_ms().saturating_sub(self.last_active_ts);
+        let mut content = json!({
+            "presence": self.presence,
+            "last_active_ago": ago,
+            "currently_active": self.presence == "online" && ago < ACTIVE_MS,
+        });
+        if let Some(status) = &self.status_msg {
+            content["status_msg"] = status.clone().into();
+        }
+        content
+    }
+}
+
+pub struct Presences {
+    storage: Storage,
+    /// The position of the newest change, so a sync can skip looking when nothing changed
+    /// since its token. Starts at the current position: after a restart, one look each.
+    latest: AtomicU64,
+}
+
+impl Presences {
+    pub fn new(storage: Storage) -> Presences {
+        let latest = AtomicU64::new(storage.position());
+        Presences { storage, latest }
+    }
+
+    pub fn get(&self, user_id: &str) -> Result<Option<Presence>> {
+        Ok(self.storage.get(&catalog::USERID_PRESENCE, &user_id)?)
+    }
+
+    /// Sets the user's presence; `status_msg` `None` keeps the current message.
+    pub async fn set(
+        &self,
+        user_id: &str,
+        presence: &str,
+        status_msg: Option<String>,
+    ) -> Result<()> {
+        let current = self.get(user_id)?;
+        let status_msg = status_msg.or_else(|| current.as_ref().and_then(|c| c.status_msg.clone()));
+        if current
+            .as_ref()
+            .is_some_and(|c| c.presence == presence && c.status_msg == status_msg)
+        {
+            return Ok(());
+        }
+        let mut batch = self.storage.batch();
+        let position = batch.new_position()?;
+        let record = Presence {
+            presence: presence.to_owned(),
+            status_msg,
+            last_active_ts: now_ms(),
+            position,
+        };
+        batch.put(&catalog::USERID_PRESENCE, &user_id, &record)?;
+        self.storage.commit(batch).await?;
+        self.latest.fetch_max(position, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether anyone's presence may have changed after `since`.
+    pub fn changed_since(&self, since: u64) -> bool {
+        self.latest.load(Ordering::Relaxed) > since
+    }
+}
