@@ -6,14 +6,16 @@
 mod accounts;
 #[path = "integration/admin.rs"]
 mod admin;
+#[path = "integration/clients.rs"]
+mod clients;
 #[path = "integration/common.rs"]
 mod common;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/ephemeral.rs"]
+mod ephemeral;
 #[path = "integration/gateway.rs"]
 mod gateway;
-#[path = "integration/nio.rs"]
-mod nio;
 #[path = "integration/refresh.rs"]
 mod refresh;
 #[path = "integration/rooms.rs"]

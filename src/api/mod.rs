@@ -8,9 +8,9 @@ mod server;
 use axum::Router;
 use axum::routing::get;
 use ruma::api::client::{
-    account, alias, backup, config, device, discovery, filter, membership, message, presence,
-    profile, push, read_marker, receipt, room, session, state as room_state, thirdparty, typing,
-    voip,
+    account, alias, backup, config, context, device, discovery, filter, membership, message,
+    presence, profile, push, read_marker, receipt, redact, room, session, state as room_state,
+    thirdparty, typing, voip,
 };
 use ruma::api::federation::discovery::{discover_homeserver as server_discovery, get_server_keys};
 
@@ -68,8 +68,10 @@ pub fn router(state: AppState) -> Router {
         .ruma::<alias::create_alias::v3::Request, _, _>(client::directory::create)
         .ruma::<alias::get_alias::v3::Request, _, _>(client::directory::get)
         .ruma::<alias::delete_alias::v3::Request, _, _>(client::directory::delete)
-        .ruma::<room::get_room_event::v3::Request, _, _>(client::rooms::get_event)
-        .ruma::<message::get_message_events::v3::Request, _, _>(client::rooms::messages)
+        .ruma::<room::get_room_event::v3::Request, _, _>(client::history::get_event)
+        .ruma::<message::get_message_events::v3::Request, _, _>(client::history::messages)
+        .ruma::<context::get_context::v3::Request, _, _>(client::history::context)
+        .ruma::<redact::redact_event::v3::Request, _, _>(client::history::redact)
         .ruma::<ruma::api::client::sync::sync_events::v3::Request, _, _>(client::sync::sync)
         .ruma::<receipt::create_receipt::v3::Request, _, _>(client::receipts::receipt)
         .ruma::<read_marker::set_read_marker::v3::Request, _, _>(client::receipts::read_markers)

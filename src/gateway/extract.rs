@@ -96,12 +96,21 @@ where
         };
         let body = match parse(&bytes) {
             Ok(body) => body,
-            // Synapse treats an `auth` object with neither `type` nor `session` as no auth at
-            // all, and matrix-nio's token registration sends one; ruma rejects it.
-            Err(error) => match without_empty_auth(&bytes) {
-                Some(fixed) => parse(&fixed).map_err(|_| parse_error(error, &bytes))?,
-                None => return Err(parse_error(error, &bytes)),
-            },
+            Err(error) => {
+                // Where every body field is optional, clients (matrix-nio's join) may send no
+                // body at all, which Synapse takes as `{}`. And Synapse treats an `auth`
+                // object with neither `type` nor `session` as no auth at all (matrix-nio's
+                // token registration sends one); ruma rejects both.
+                let fixed = if bytes.is_empty() {
+                    Some(b"{}".to_vec())
+                } else {
+                    without_empty_auth(&bytes)
+                };
+                match fixed {
+                    Some(fixed) => parse(&fixed).map_err(|_| parse_error(error, &bytes))?,
+                    None => return Err(parse_error(error, &bytes)),
+                }
+            }
         };
         Ok(Ruma {
             body,

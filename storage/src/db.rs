@@ -138,6 +138,32 @@ impl Storage {
         Ok(out)
     }
 
+    /// Up to `limit` entries with keys that start with `prefix` and sort after `after`
+    /// (exclusive), in key order: for paging forwards through a timeline.
+    pub fn scan_prefix_after<P: KeyCodec, A: KeyCodec, K: KeyCodec, V: DeserializeOwned>(
+        &self,
+        table: &Table,
+        prefix: &P,
+        after: &A,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>> {
+        let prefix = prefix.encode();
+        let after = after.encode();
+        let mode = IteratorMode::From(&after, Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(table)?, mode) {
+            let (key, value) = item?;
+            if *key == *after {
+                continue;
+            }
+            if !key.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((K::decode(&key)?, serde_json::from_slice(&value)?));
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` entries from `start` (inclusive) onwards, in key order.
     pub fn scan_from<K: KeyCodec, V: DeserializeOwned>(
         &self,
@@ -313,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn backward_scans_page_within_the_prefix() {
+    fn scans_page_both_ways_within_the_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let mut batch = storage.batch();
@@ -345,6 +371,19 @@ mod tests {
             )
             .unwrap();
         assert_eq!(all.iter().map(|(_, p)| *p).collect::<Vec<_>>(), [9, 5]);
+        let forward: Vec<((String, u64), u64)> = storage
+            .scan_prefix_after(
+                &catalog::ROOMID_POSITION_EVENTID,
+                &("!a",),
+                &("!a", 1u64),
+                10,
+            )
+            .unwrap();
+        assert_eq!(forward.iter().map(|(_, p)| *p).collect::<Vec<_>>(), [5, 9]);
+        let first: Vec<((String, u64), u64)> = storage
+            .scan_prefix_after(&catalog::ROOMID_POSITION_EVENTID, &("!a",), &("!a",), 1)
+            .unwrap();
+        assert_eq!(first.iter().map(|(_, p)| *p).collect::<Vec<_>>(), [1]);
     }
 
     #[test]

@@ -152,6 +152,52 @@ impl Server {
         self.request(Method::POST, path, token, Some(body)).await
     }
 
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    /// Registers `user` and returns (user ID, access token).
+    pub async fn user(&self, user: &str) -> (String, String) {
+        let registered = self.register(user).await;
+        let field = |key: &str| registered[key].as_str().unwrap().to_owned();
+        (field("user_id"), field("access_token"))
+    }
+
+    /// A private room `owner` creates with `member` invited and joined; its ID.
+    pub async fn shared_room(&self, owner: &str, member: (&str, &str)) -> String {
+        let body = json!({ "preset": "private_chat", "invite": [member.0] });
+        let (status, created) = self
+            .post("/_matrix/client/v3/createRoom", Some(owner), body)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{created}");
+        let room = created["room_id"].as_str().unwrap().to_owned();
+        let path = format!("/_matrix/client/v3/rooms/{room}/join");
+        let (status, joined) = self.post(&path, Some(member.1), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{joined}");
+        room
+    }
+
+    /// Sends a text message; its event ID.
+    pub async fn say(&self, token: &str, room: &str, body: &str) -> String {
+        let txn = format!("t{}", rand_suffix());
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+        let content = json!({ "msgtype": "m.text", "body": body });
+        let (status, sent) = self.put(&path, Some(token), content).await;
+        assert_eq!(status, StatusCode::OK, "{sent}");
+        sent["event_id"].as_str().unwrap().to_owned()
+    }
+
+    /// One `/sync` (`since` for an incremental one, long-polling up to `timeout_ms`) with a
+    /// large timeline limit.
+    pub async fn sync(&self, token: &str, since: Option<&str>, timeout_ms: u64) -> Value {
+        let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+        let filter = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A100%7D%7D%7D";
+        let path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}&filter={filter}{since}");
+        let (status, body) = self.get(&path, Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
     /// A request with a raw body and content type, for malformed input.
     pub async fn raw(
         &self,
@@ -239,4 +285,15 @@ pub fn assert_error(result: &(StatusCode, Value), status: StatusCode, errcode: &
     assert_eq!(result.0, status, "{}", result.1);
     assert_eq!(result.1["errcode"], errcode, "{}", result.1);
     assert!(result.1["error"].is_string(), "{}", result.1);
+}
+
+/// A fresh suffix for transaction IDs and names.
+pub fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -5,6 +5,7 @@ pub mod account_data;
 pub mod devices;
 pub mod directory;
 pub mod discovery;
+pub mod history;
 pub mod membership;
 pub mod presence;
 pub mod profile;

@@ -2,14 +2,13 @@
 
 use axum::extract::State;
 use http::StatusCode;
-use ruma::api::Direction;
-use ruma::api::client::message::{get_message_events, send_message_event};
+use ruma::api::client::message::send_message_event;
 use ruma::api::client::room::create_room::v3::RoomPreset;
-use ruma::api::client::room::{Visibility, create_room, get_room_event};
+use ruma::api::client::room::{Visibility, create_room};
 use ruma::api::client::state::{get_state_event_for_key, get_state_events, send_state_event};
 use ruma::events::TimelineEventType;
 
-use ruma::{RoomId, RoomVersionId, UInt};
+use ruma::{OwnedEventId, RoomId, RoomVersionId, TransactionId};
 use serde_json::{Value, json};
 
 use super::{json_of, raw};
@@ -215,37 +214,45 @@ pub async fn send_message(
 ) -> Result<RumaResponse<send_message_event::v3::Response>> {
     let session = request.session()?;
     let body = &request.body;
-    // Scoped like the request path, as Synapse does: the same ID in another room is another send.
+    let content = object(json_of(&body.body)?, "Event content")?;
+    let spec = EventSpec {
+        sender: session.user_id.clone(),
+        kind: TimelineEventType::from(body.event_type.to_string()),
+        state_key: None,
+        content,
+    };
     let scope = format!("send/{}/{}/{}", body.room_id, body.event_type, body.txn_id);
-    let txn = (
-        session.user_id.as_str(),
-        session.device_id.as_str(),
-        scope.as_str(),
-    );
-    let content: Value = json_of(&body.body)?;
-    let content = object(content, "Event content")?;
+    let event_id = send_once(&state, session, &body.room_id, &scope, &body.txn_id, spec).await?;
+    Ok(RumaResponse(send_message_event::v3::Response::new(
+        event_id,
+    )))
+}
+
+/// Sends one event for a device under a transaction ID: a replay with the same `scope`
+/// (the request path, as Synapse scopes them) returns the first event's ID and creates
+/// nothing.
+pub(super) async fn send_once(
+    state: &AppState,
+    session: &Session,
+    room_id: &RoomId,
+    scope: &str,
+    txn_id: &TransactionId,
+    spec: EventSpec,
+) -> Result<OwnedEventId> {
+    let txn = (session.user_id.as_str(), session.device_id.as_str(), scope);
     let mut draft = state
         .messaging
-        .draft(&body.room_id)
+        .draft(room_id)
         .await
         .map_err(|_| not_in_room())?;
     // Checked under the room's lock: a concurrent replay waits, then finds the first answer.
     if let Some(event_id) = state.messaging.transaction(txn)? {
-        return Ok(RumaResponse(send_message_event::v3::Response::new(
-            event_id,
-        )));
+        return Ok(event_id);
     }
-    let kind = TimelineEventType::from(body.event_type.to_string());
-    let spec = EventSpec {
-        sender: session.user_id.clone(),
-        kind,
-        state_key: None,
-        content,
-    };
     let pdu = draft.add(spec)?;
     let transaction = LocalTransaction {
         device_id: session.device_id.to_string(),
-        txn_id: body.txn_id.to_string(),
+        txn_id: txn_id.to_string(),
     };
     draft.set_transaction(&pdu.event_id, transaction);
     let mut batch = state.storage.batch();
@@ -255,9 +262,7 @@ pub async fn send_message(
         &pdu.event_id,
     )?;
     draft.commit(batch).await?;
-    Ok(RumaResponse(send_message_event::v3::Response::new(
-        pdu.event_id,
-    )))
+    Ok(pdu.event_id)
 }
 
 /// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
@@ -324,62 +329,4 @@ pub async fn get_state_event(
     Ok(RumaResponse(get_state_event_for_key::v3::Response::new(
         raw,
     )))
-}
-
-/// `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
-pub async fn get_event(
-    State(state): State<AppState>,
-    request: Ruma<get_room_event::v3::Request>,
-) -> Result<RumaResponse<get_room_event::v3::Response>> {
-    let session = request.session()?;
-    let body = &request.body;
-    require_joined(&state, session, &body.room_id)?;
-    let stored = state.messaging.stored_pdu(body.event_id.as_str())?;
-    let stored = stored
-        .filter(|s| s.room_id == body.room_id.as_str())
-        .ok_or_else(|| Error::not_found("Event not found"))?;
-    Ok(RumaResponse(get_room_event::v3::Response::new(raw(
-        &stored.client_event(),
-    )?)))
-}
-
-/// `GET /_matrix/client/v3/rooms/{roomId}/messages`: backwards from `from` (a stream
-/// position; the newest if absent), `end` omitted once the room's start is reached.
-pub async fn messages(
-    State(state): State<AppState>,
-    request: Ruma<get_message_events::v3::Request>,
-) -> Result<RumaResponse<get_message_events::v3::Response>> {
-    let session = request.session()?;
-    let body = &request.body;
-    require_joined(&state, session, &body.room_id)?;
-    if body.dir != Direction::Backward {
-        return Err(Error::invalid_param("Only dir=b is supported so far"));
-    }
-    // A token is a stream position, inclusive: "everything up to here" (so a sync's
-    // `next_batch` and `prev_batch` work as `from` too).
-    let from = match &body.from {
-        Some(token) => token
-            .parse::<u64>()
-            .map_err(|_| Error::invalid_param("Invalid from token"))?,
-        None => state.storage.position(),
-    };
-    let limit = usize::try_from(body.limit.min(UInt::from(100u32)))
-        .unwrap_or(10)
-        .max(1);
-    let page =
-        state
-            .messaging
-            .timeline_before(body.room_id.as_str(), from.saturating_add(1), limit)?;
-    let chunk = page
-        .iter()
-        .map(|(_, stored)| raw(&stored.client_event()))
-        .collect::<Result<Vec<_>>>()?;
-    let mut response = get_message_events::v3::Response::new();
-    response.start = from.to_string();
-    // More may come before the oldest event shown; a short page reached the room's start.
-    response.end = (page.len() == limit)
-        .then(|| page.last().map(|(p, _)| p.saturating_sub(1).to_string()))
-        .flatten();
-    response.chunk = chunk;
-    Ok(RumaResponse(response))
 }

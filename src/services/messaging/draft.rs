@@ -149,7 +149,21 @@ impl Draft<'_> {
 
     /// Builds the next event on the draft, signed, and checks it against the auth rules
     /// (403 `M_FORBIDDEN` with the rule's reason if it fails).
-    pub fn add(&mut self, spec: EventSpec) -> Result<Pdu> {
+    pub fn add(&mut self, mut spec: EventSpec) -> Result<Pdu> {
+        // A redaction names its target in `content.redacts`; before v11 that goes top-level.
+        let mut redacts = None;
+        if spec.kind == TimelineEventType::RoomRedaction
+            && !self.rules.redaction.content_field_redacts
+        {
+            let target = spec
+                .content
+                .as_object_mut()
+                .and_then(|c| c.remove("redacts"));
+            redacts = target
+                .as_ref()
+                .and_then(|t| t.as_str())
+                .and_then(|t| OwnedEventId::try_from(t).ok());
+        }
         let raw = serde_json::value::to_raw_value(&spec.content).map_err(Error::internal)?;
         let authz = &self.rules.authorization;
         let auth_types = auth_types_for_event(
@@ -174,7 +188,7 @@ impl Draft<'_> {
             auth_events,
             depth: self.room.depth + 1,
             origin_server_ts: now_ms(),
-            redacts: None,
+            redacts,
         };
         let pdu = self
             .messaging
@@ -208,6 +222,23 @@ impl Draft<'_> {
         self.transactions.insert(event_id.to_owned(), transaction);
     }
 
+    /// Strips the event a redaction names (in this room) to what its room version keeps,
+    /// remembering the redaction for clients. The hashes and signatures stay, so the event
+    /// still verifies as the redacted form of a signed PDU.
+    fn redact(&self, batch: &mut Batch, target: &EventId, redaction: &StoredPdu) -> Result<()> {
+        let Some(mut event) = self.messaging.stored_pdu(target.as_str())? else {
+            return Ok(());
+        };
+        if event.room_id != redaction.room_id {
+            return Ok(());
+        }
+        event.json = ruma::canonical_json::redact(event.json, &self.rules.redaction, None)
+            .map_err(Error::internal)?;
+        event.redacted_because = Some(redaction.client_event());
+        batch.put(&catalog::EVENTID_PDU, &target.as_str(), &event)?;
+        Ok(())
+    }
+
     /// Writes the drafted events, their state, memberships, the room's new head and their
     /// log entries, with whatever `batch` already holds, in one write.
     pub async fn commit(self, mut batch: Batch) -> Result<Vec<StoredPdu>> {
@@ -233,6 +264,7 @@ impl Draft<'_> {
                 position,
                 json: pdu.json.clone(),
                 transaction: self.transactions.get(&pdu.event_id).cloned(),
+                redacted_because: None,
             };
             batch.put(&catalog::EVENTID_PDU, &event_id, &record)?;
             batch.put(
@@ -292,6 +324,9 @@ impl Draft<'_> {
             self.messaging
                 .count_notifications(&mut batch, &mut unread, &room_id, &members, &record)
                 .await?;
+            if let Some(target) = &pdu.redacts {
+                self.redact(&mut batch, target, &record)?;
+            }
             stored.push(record);
         }
         batch.put(&catalog::ROOMID_ROOM, &room, &self.room)?;

@@ -5,6 +5,8 @@
 mod account_data;
 mod aliases;
 mod draft;
+mod history;
+mod power;
 mod push;
 mod receipts;
 mod room;
@@ -224,7 +226,7 @@ mod tests {
     /// Every stored event, read back from the database, is a valid signed PDU of its room's
     /// version: content hash and signature check out with the server's published key.
     #[tokio::test]
-    async fn stored_events_are_valid_signed_pdus() {
+    async fn stored_events_are_valid_signed_pdus_redactions_included() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let keys = Arc::new(ServerKeys::load_or_generate(&storage, "kith.test").unwrap());
@@ -254,12 +256,18 @@ mod tests {
             let room_id = draft.room_id().unwrap().to_owned();
             draft.commit(storage.batch()).await.unwrap();
             let mut draft = messaging.draft(&room_id).await.unwrap();
-            draft
+            let message = draft
                 .add(spec(
                     "m.room.message",
                     None,
                     json!({ "msgtype": "m.text", "body": "hi" }),
                 ))
+                .unwrap();
+            draft.commit(storage.batch()).await.unwrap();
+            let mut draft = messaging.draft(&room_id).await.unwrap();
+            let redaction = json!({ "redacts": message.event_id });
+            draft
+                .add(spec("m.room.redaction", None, redaction))
                 .unwrap();
             draft.commit(storage.batch()).await.unwrap();
             rooms.push((room_id, version));
@@ -272,7 +280,7 @@ mod tests {
         )]);
         let stored: Vec<(String, StoredPdu)> =
             storage.scan_prefix(&catalog::EVENTID_PDU, &()).unwrap();
-        assert_eq!(stored.len(), 9);
+        assert_eq!(stored.len(), 12);
         for (_, event) in stored {
             let version = &rooms
                 .iter()
@@ -280,12 +288,33 @@ mod tests {
                 .unwrap()
                 .1;
             let pdu = event.pdu().unwrap();
+            // A redacted event keeps its signatures; only its content hash no longer matches.
+            let expected = match event.redacted_because {
+                Some(_) => Verified::Signatures,
+                None => Verified::All,
+            };
             assert_eq!(
                 pdu.verify(&key_map, version).unwrap(),
-                Verified::All,
+                expected,
                 "{}",
                 event.event_id
             );
+            if pdu.kind == TimelineEventType::RoomMessage {
+                assert!(
+                    event.redacted_because.is_some(),
+                    "{version} message redacted"
+                );
+                assert_eq!(event.client_event()["content"], json!({}));
+            }
+            if pdu.kind == TimelineEventType::RoomRedaction {
+                // v10 names the target top-level, v11 and later in content; clients see both.
+                let in_content = pdu.json["content"]
+                    .as_object()
+                    .unwrap()
+                    .contains_key("redacts");
+                assert_eq!(in_content, *version != RoomVersionId::V10);
+                assert!(event.client_event()["redacts"].is_string());
+            }
         }
     }
 }

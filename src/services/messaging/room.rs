@@ -26,6 +26,9 @@ pub struct StoredPdu {
     /// The sending device's transaction ID, echoed only to that device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction: Option<LocalTransaction>,
+    /// The redaction that stripped this event, as clients see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted_because: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +74,14 @@ impl StoredPdu {
             if let Some(value) = self.json.get(key) {
                 event[key] = value.clone().into();
             }
+        }
+        // Since v11 a redaction names its target in `content`; clients still read it top-level.
+        let in_content = event["content"].get("redacts").cloned();
+        if let Some(target) = in_content.filter(|_| event.get("redacts").is_none()) {
+            event["redacts"] = target;
+        }
+        if let Some(because) = &self.redacted_because {
+            event["unsigned"]["redacted_because"] = because.clone();
         }
         event
     }

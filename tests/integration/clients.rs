@@ -1,0 +1,72 @@
+//! Real clients against a real kith: matrix-nio (PyPI) and matrix-js-sdk (npm), each a
+//! script under `tests/clients/` that exits 0 and prints a marker line when every step
+//! passed. The Python with matrix-nio is `KITH_TEST_PYTHON` (`.ci/run` sets up
+//! `.ci/venv`), else `python3`; the js-sdk's packages are in `tests/clients/js/node_modules`
+//! (`.ci/run` installs them with `npm ci`).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::Server;
+
+/// The longest any client script may take.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs `program args…` and checks that it passed.
+async fn run_client(server: &Server, program: &str, args: &[&str], marker: &str) {
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (`bash .ci/run` installs it)"));
+    let pid = child.id();
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let output = match tokio::time::timeout(SCRIPT_TIMEOUT, waiting).await {
+        Ok(output) => output.unwrap().expect("client output"),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("{program} {args:?} took over {SCRIPT_TIMEOUT:?}");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(marker),
+        "{program} {args:?} failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        server.log()
+    );
+}
+
+fn python() -> String {
+    std::env::var("KITH_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[tokio::test]
+async fn matrix_nio_registers_logs_in_refreshes_and_logs_out() {
+    let server = Server::start(&[("KITH_REGISTRATION__MODE", "token")]);
+    let token = server
+        .printed_token()
+        .expect("first start prints a registration token");
+    let args = ["tests/clients/nio_session.py", &server.base, &token];
+    run_client(&server, &python(), &args, "nio session test passed").await;
+}
+
+/// Two nio users: a direct room, invite, join, messages both ways by long-poll, receipts,
+/// typing, history back to the room's start, unread counts.
+#[tokio::test]
+async fn matrix_nio_users_chat_in_a_direct_room() {
+    let server = Server::start(&[]);
+    let args = ["tests/clients/nio_chat.py", &server.base];
+    run_client(&server, &python(), &args, "nio chat test passed").await;
+}
+
+/// A matrix-js-sdk client starts, reaches PREPARED, joins a direct room it is invited to
+/// and exchanges messages.
+#[tokio::test]
+async fn matrix_js_sdk_client_starts_and_chats() {
+    let server = Server::start(&[]);
+    let args = ["tests/clients/js/chat.mjs", &server.base];
+    run_client(&server, "node", &args, "js-sdk chat test passed").await;
+}
