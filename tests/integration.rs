@@ -16,6 +16,10 @@ mod crash;
 mod ephemeral;
 #[path = "integration/gateway.rs"]
 mod gateway;
+#[path = "integration/history.rs"]
+mod history;
+#[path = "integration/membership.rs"]
+mod membership;
 #[path = "integration/refresh.rs"]
 mod refresh;
 #[path = "integration/rooms.rs"]

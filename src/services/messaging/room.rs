@@ -77,7 +77,8 @@ impl StoredPdu {
         }
         // Since v11 a redaction names its target in `content`; clients still read it top-level.
         let in_content = event["content"].get("redacts").cloned();
-        if let Some(target) = in_content.filter(|_| event.get("redacts").is_none()) {
+        let redaction = event["type"] == "m.room.redaction" && event.get("redacts").is_none();
+        if let Some(target) = in_content.filter(|_| redaction) {
             event["redacts"] = target;
         }
         if let Some(because) = &self.redacted_because {

@@ -1,0 +1,184 @@
+//! Reading a room's past: `/messages` both ways with `to` and a filter, `/context`, and
+//! redactions (one's own, others' with the power to, idempotent per transaction).
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{Server, assert_error};
+
+fn bodies(chunk: &Value) -> Vec<String> {
+    chunk
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn messages_page_both_ways_through_filters_and_context() {
+    let server = Server::start(&[]);
+    let (bob, bob_token) = server.user("bob").await;
+    let (_, alice_token) = server.user("alice").await;
+    let room = server.shared_room(&alice_token, (&bob, &bob_token)).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let token = if i % 2 == 0 { &alice_token } else { &bob_token };
+        ids.push(server.say(token, &room, &format!("m{i}")).await);
+    }
+    let messages = format!("/_matrix/client/v3/rooms/{room}/messages");
+
+    // Forwards from the start: the create event first, then on in pages.
+    let (status, first) = server
+        .get(&format!("{messages}?dir=f&limit=3"), Some(&bob_token))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["chunk"][0]["type"], "m.room.create");
+    let mut forward = Vec::new();
+    let mut from = first["end"].as_str().unwrap().to_owned();
+    for _ in 0..20 {
+        let (_, page) = server
+            .get(
+                &format!("{messages}?dir=f&limit=3&from={from}"),
+                Some(&bob_token),
+            )
+            .await;
+        forward.extend(bodies(&page["chunk"]));
+        match page["end"].as_str() {
+            Some(end) => from = end.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(forward, ["m0", "m1", "m2", "m3", "m4", "m5"]);
+
+    // Backwards through a filter: only Bob's messages, stopping at a token.
+    let filter = format!("{{\"types\":[\"m.room.mes*\"],\"senders\":[\"{bob}\"]}}");
+    let filter = filter
+        .replace('"', "%22")
+        .replace('{', "%7B")
+        .replace('}', "%7D");
+    let (status, mine) = server
+        .get(
+            &format!("{messages}?dir=b&limit=10&filter={filter}"),
+            Some(&bob_token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    assert_eq!(bodies(&mine["chunk"]), ["m5", "m3", "m1"]);
+    // The token just after m2: where a page of the newest three ends.
+    let (_, three) = server
+        .get(&format!("{messages}?dir=b&limit=3"), Some(&bob_token))
+        .await;
+    let m2_token = three["end"].as_str().unwrap();
+    let (_, tail) = server
+        .get(
+            &format!("{messages}?dir=b&limit=10&to={m2_token}"),
+            Some(&bob_token),
+        )
+        .await;
+    assert_eq!(bodies(&tail["chunk"]), ["m5", "m4", "m3"]);
+    assert!(tail["end"].is_null(), "{tail}");
+
+    // Context: two before, two after (the limit split in half).
+    let path = format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=4", ids[3]);
+    let (status, context) = server.get(&path, Some(&bob_token)).await;
+    assert_eq!(status, StatusCode::OK, "{context}");
+    assert_eq!(context["event"]["content"]["body"], "m3");
+    assert_eq!(bodies(&context["events_before"]), ["m2", "m1"]);
+    assert_eq!(bodies(&context["events_after"]), ["m4", "m5"]);
+    assert!(
+        context["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create")
+    );
+    let (_, earlier) = server
+        .get(
+            &format!(
+                "{messages}?dir=b&limit=1&from={}",
+                context["start"].as_str().unwrap()
+            ),
+            Some(&bob_token),
+        )
+        .await;
+    assert_eq!(bodies(&earlier["chunk"]), ["m0"]);
+
+    // Bad tokens, unknown events, outsiders.
+    let result = server
+        .get(&format!("{messages}?dir=b&from=nonsense"), Some(&bob_token))
+        .await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let result = server
+        .get(&format!("{messages}?dir=f&to=x"), Some(&bob_token))
+        .await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let unknown = format!("/_matrix/client/v3/rooms/{room}/context/$unknown");
+    let result = server.get(&unknown, Some(&bob_token)).await;
+    assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let (_, carol_token) = server.user("carol").await;
+    let result = server.get(&path, Some(&carol_token)).await;
+    assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn redactions_strip_events_for_their_sender_or_a_moderator() {
+    let server = Server::start(&[]);
+    let (_, alice_token) = server.user("alice").await;
+    let (bob, bob_token) = server.user("bob").await;
+    for version in ["10", "11", "12"] {
+        let body = json!({ "room_version": version, "invite": [bob] });
+        let (_, created) = server
+            .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
+            .await;
+        let room = created["room_id"].as_str().unwrap().to_owned();
+        let join = format!("/_matrix/client/v3/rooms/{room}/join");
+        assert_eq!(
+            server.post(&join, Some(&bob_token), json!({})).await.0,
+            StatusCode::OK
+        );
+        let alices = server.say(&alice_token, &room, "from alice").await;
+        let bobs = server.say(&bob_token, &room, "from bob").await;
+        let redact = |event: &str, txn: &str| {
+            format!("/_matrix/client/v3/rooms/{room}/redact/{event}/{txn}")
+        };
+
+        // Bob may not redact Alice's message, may redact his own (once per transaction).
+        let result = server
+            .put(&redact(&alices, "r1"), Some(&bob_token), json!({}))
+            .await;
+        assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+        let reason = json!({ "reason": "typo" });
+        let (status, first) = server
+            .put(&redact(&bobs, "r2"), Some(&bob_token), reason.clone())
+            .await;
+        assert_eq!(status, StatusCode::OK, "v{version}: {first}");
+        let (_, replay) = server
+            .put(&redact(&bobs, "r2"), Some(&bob_token), reason)
+            .await;
+        assert_eq!(first["event_id"], replay["event_id"]);
+        let path = format!("/_matrix/client/v3/rooms/{room}/event/{bobs}");
+        let (_, stripped) = server.get(&path, Some(&alice_token)).await;
+        assert_eq!(stripped["content"], json!({}), "v{version}: {stripped}");
+        let because = &stripped["unsigned"]["redacted_because"];
+        assert_eq!(because["event_id"], first["event_id"]);
+        assert_eq!(because["redacts"], bobs.as_str());
+        assert_eq!(because["content"]["reason"], "typo");
+
+        // Alice, the room's creator and moderator, may redact Bob's; unknown events are 404.
+        let again = server.say(&bob_token, &room, "again").await;
+        let (status, _) = server
+            .put(&redact(&again, "r3"), Some(&alice_token), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "v{version}");
+        let path = format!("/_matrix/client/v3/rooms/{room}/event/{again}");
+        assert_eq!(
+            server.get(&path, Some(&bob_token)).await.1["content"],
+            json!({})
+        );
+        let result = server
+            .put(&redact("$missing", "r4"), Some(&alice_token), json!({}))
+            .await;
+        assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    }
+}
