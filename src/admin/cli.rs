@@ -34,6 +34,8 @@ pub enum AdminCommand {
     /// Registration tokens.
     #[command(subcommand)]
     Tokens(TokenCommand),
+    /// Re-check the content hash and signatures of every stored event.
+    VerifyEvents,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,7 +67,13 @@ pub async fn run(config: Config, command: AdminCommand) -> Result<(), String> {
         "{}",
         serde_json::to_string_pretty(&result).unwrap_or_default()
     );
-    Ok(())
+    // A verification that found bad events fails, so scripts notice.
+    match result["failed"].as_array() {
+        Some(failed) if !failed.is_empty() => {
+            Err(format!("{} events failed verification", failed.len()))
+        }
+        _ => Ok(()),
+    }
 }
 
 enum HttpFailure {
@@ -95,6 +103,7 @@ async fn over_http(config: &Config, command: &AdminCommand) -> Result<Value, Htt
         AdminCommand::Tokens(TokenCommand::Create { token, uses, expires_in_days }) => client
             .post(format!("{base}/registration_tokens"))
             .json(&json!({ "token": token, "uses_allowed": uses, "expiry_time": expiry(*expires_in_days) })),
+        AdminCommand::VerifyEvents => client.post(format!("{base}/events/verify")),
     };
     let response = match request.bearer_auth(secret.trim()).send().await {
         Ok(response) => response,
@@ -174,6 +183,7 @@ async fn directly(config: Config, command: AdminCommand) -> Result<Value, String
                 .await
                 .map(|t| json!(t))
         }
+        AdminCommand::VerifyEvents => services.messaging.verify_all().map(|r| json!(r)),
     };
     result.map_err(|e| e.to_string())
 }

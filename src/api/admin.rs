@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/users/{user}/password", post(reset_password))
         .route("/users/{user}/deactivate", post(deactivate))
         .route("/registration_tokens", get(list_tokens).post(create_token))
+        .route("/events/verify", post(verify_events))
         .route_layer(middleware::from_fn_with_state(state, require_secret))
 }
 
@@ -78,6 +79,17 @@ async fn deactivate(
 ) -> Result<Json<Value>> {
     ops::deactivate(&state, &user).await?;
     Ok(Json(json!({})))
+}
+
+/// `POST /_kith/admin/v1/events/verify` → `{verified, redacted, failed}`: every stored event
+/// re-checked (hash and signatures); reads the whole event table, so it runs off the
+/// async workers.
+async fn verify_events(State(state): State<AppState>) -> Result<Json<Value>> {
+    let checking = state.clone();
+    let report = tokio::task::spawn_blocking(move || checking.messaging.verify_all())
+        .await
+        .map_err(Error::internal)??;
+    Ok(Json(json!(report)))
 }
 
 /// `GET /_kith/admin/v1/registration_tokens` → `{tokens}`

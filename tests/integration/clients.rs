@@ -60,6 +60,8 @@ async fn matrix_nio_users_chat_in_a_direct_room() {
     let server = Server::start(&[]);
     let args = ["tests/clients/nio_chat.py", &server.base];
     run_client(&server, &python(), &args, "nio chat test passed").await;
+    // The room, its 27 messages and the membership changes, every one a valid signed PDU.
+    assert!(server.assert_events_verify() > 30);
 }
 
 /// A matrix-js-sdk client starts, reaches PREPARED, joins a direct room it is invited to
@@ -69,4 +71,5 @@ async fn matrix_js_sdk_client_starts_and_chats() {
     let server = Server::start(&[]);
     let args = ["tests/clients/js/chat.mjs", &server.base];
     run_client(&server, "node", &args, "js-sdk chat test passed").await;
+    assert!(server.assert_events_verify() > 8);
 }

@@ -266,6 +266,18 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Every event in the database re-verifies (hash and signatures; redacted events by
+    /// signature), as `kith admin verify-events` checks them; returns how many did.
+    pub fn assert_events_verify(&self) -> u64 {
+        let (ok, output) = self.admin(&["verify-events"]);
+        assert!(ok, "verify-events: {output}");
+        let report: Value = serde_json::from_str(&output).expect("verify-events prints JSON");
+        assert_eq!(report["failed"], json!([]), "{report}");
+        report["verified"].as_u64().unwrap() + report["redacted"].as_u64().unwrap()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
