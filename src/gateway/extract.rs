@@ -2,6 +2,7 @@
 //! the request as the endpoint's ruma metadata demands, and parses it into the ruma type.
 //! [`RumaResponse`] turns a ruma response back into HTTP.
 
+use std::any::TypeId;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::body::Body;
@@ -62,7 +63,7 @@ impl AuthPolicy for auth_scheme::AppserviceTokenOptional {
 
 impl<T> FromRequest<AppState> for Ruma<T>
 where
-    T: IncomingRequest + Send,
+    T: IncomingRequest + Send + 'static,
     T::Authentication: AuthPolicy,
 {
     type Rejection = Error;
@@ -97,11 +98,11 @@ where
         let body = match parse(&bytes) {
             Ok(body) => body,
             Err(error) => {
-                // Where every body field is optional, clients (matrix-nio's join) may send no
-                // body at all, which Synapse takes as `{}`. And Synapse treats an `auth`
-                // object with neither `type` nor `session` as no auth at all (matrix-nio's
-                // token registration sends one); ruma rejects both.
-                let fixed = if bytes.is_empty() {
+                // Synapse takes no body as `{}` where every field is optional (matrix-nio
+                // joins without one), and an `auth` object with neither `type` nor
+                // `session` as no auth at all (matrix-nio's token registration sends one);
+                // ruma rejects both.
+                let fixed = if bytes.is_empty() && empty_body_is_object::<T>() {
                     Some(b"{}".to_vec())
                 } else {
                     without_empty_auth(&bytes)
@@ -173,6 +174,24 @@ fn parse_error(error: FromHttpRequestError, body: &[u8]) -> Error {
         },
         other => Error::bad_json(other.to_string()),
     }
+}
+
+/// Whether `T` is a request whose body fields are all optional and that clients send with
+/// no body at all. Elsewhere an empty body stays an error, so an empty send is never an
+/// event with empty content.
+fn empty_body_is_object<T: 'static>() -> bool {
+    use ruma::api::client::membership::{
+        forget_room, join_room_by_id, join_room_by_id_or_alias, leave_room,
+    };
+    use ruma::api::client::receipt::create_receipt;
+    [
+        TypeId::of::<join_room_by_id::v3::Request>(),
+        TypeId::of::<join_room_by_id_or_alias::v3::Request>(),
+        TypeId::of::<leave_room::v3::Request>(),
+        TypeId::of::<forget_room::v3::Request>(),
+        TypeId::of::<create_receipt::v3::Request>(),
+    ]
+    .contains(&TypeId::of::<T>())
 }
 
 /// The body with an `auth` object that has neither `type` nor `session` removed, if it has one.

@@ -43,16 +43,17 @@ async fn receipts_reset_unread_counts_and_typing_comes_and_goes() {
     assert_eq!(counts["highlight_count"], 1, "{view}");
     let alice_since = next_batch(&server.sync(&alice_token, None, 0).await);
 
-    // A public receipt for the first: Alice sees it, Bob's count drops to one.
+    // A public receipt for the first, on the main thread as Element sends them: Alice sees
+    // it, Bob's count drops to one.
     let path = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{first}");
-    let (status, _) = server.post(&path, Some(&bob_token), json!({})).await;
+    let main = json!({ "thread_id": "main" });
+    let (status, _) = server.post(&path, Some(&bob_token), main).await;
     assert_eq!(status, StatusCode::OK);
     let seen = server.sync(&alice_token, Some(&alice_since), 5000).await;
     let receipt = ephemeral(&seen, &room, "m.receipt").expect("receipt for Alice");
-    assert!(
-        receipt["content"][&first]["m.read"][&bob]["ts"].is_u64(),
-        "{receipt}"
-    );
+    let by_bob = &receipt["content"][&first]["m.read"][&bob];
+    assert!(by_bob["ts"].is_u64(), "{receipt}");
+    assert_eq!(by_bob["thread_id"], "main");
     let view = server.sync(&bob_token, None, 0).await;
     assert_eq!(
         joined(&view, &room)["unread_notifications"]["notification_count"],
@@ -171,7 +172,7 @@ async fn account_data_filters_and_push_rules_belong_to_their_user() {
     assert_error(&result, StatusCode::BAD_REQUEST, "M_BAD_JSON");
     let rules_path = format!("/_matrix/client/v3/user/{alice}/account_data/m.push_rules");
     let result = server.put(&rules_path, Some(&alice_token), json!({})).await;
-    assert_error(&result, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    assert_error(&result, StatusCode::METHOD_NOT_ALLOWED, "M_BAD_JSON");
     assert_eq!(server.get(&path, Some(&alice_token)).await.1, direct);
 
     // Filters: stored as sent, by ID, usable in sync; unknown IDs are 404.

@@ -143,11 +143,20 @@ async fn redactions_strip_events_for_their_sender_or_a_moderator() {
             format!("/_matrix/client/v3/rooms/{room}/redact/{event}/{txn}")
         };
 
-        // Bob may not redact Alice's message, may redact his own (once per transaction).
+        // Bob may not redact Alice's message, not even by sending the redaction event
+        // himself; he may redact his own (once per transaction).
         let result = server
             .put(&redact(&alices, "r1"), Some(&bob_token), json!({}))
             .await;
         assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+        let sneaky = format!("/_matrix/client/v3/rooms/{room}/send/m.room.redaction/r0");
+        let result = server
+            .put(&sneaky, Some(&bob_token), json!({ "redacts": alices }))
+            .await;
+        assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+        let path = format!("/_matrix/client/v3/rooms/{room}/event/{alices}");
+        let (_, intact) = server.get(&path, Some(&bob_token)).await;
+        assert_eq!(intact["content"]["body"], "from alice");
         let reason = json!({ "reason": "typo" });
         let (status, first) = server
             .put(&redact(&bobs, "r2"), Some(&bob_token), reason.clone())
@@ -176,6 +185,10 @@ async fn redactions_strip_events_for_their_sender_or_a_moderator() {
             server.get(&path, Some(&bob_token)).await.1["content"],
             json!({})
         );
+        // Both of Bob's messages are gone, and so are they from Alice's unread count.
+        let view = server.sync(&alice_token, None, 0).await;
+        let counts = &view["rooms"]["join"][&room]["unread_notifications"];
+        assert_eq!(counts["notification_count"], 0, "v{version}: {counts}");
         let result = server
             .put(&redact("$missing", "r4"), Some(&alice_token), json!({}))
             .await;

@@ -2,6 +2,7 @@
 //! Only the owner reads or writes them.
 
 use axum::extract::State;
+use http::StatusCode;
 use ruma::api::client::config::{
     get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data,
 };
@@ -31,9 +32,12 @@ fn own(session: &Session, user_id: &UserId) -> Result<()> {
 
 fn writable(kind: &str, content: &Value) -> Result<()> {
     if let Some((_, endpoint)) = SERVER_MANAGED.iter().find(|(k, _)| *k == kind) {
-        return Err(Error::bad_json(format!(
-            "Cannot set {kind} through this API; use {endpoint}"
-        )));
+        // The spec's answer: 405 with M_BAD_JSON.
+        return Err(Error::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "M_BAD_JSON",
+            format!("Cannot set {kind} through this API; use {endpoint}"),
+        ));
     }
     if !content.is_object() {
         return Err(Error::bad_json("Account data must be a JSON object"));

@@ -13,10 +13,9 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomOrAliasId};
 use serde_json::{Value, json};
 
 use super::raw;
-use super::rooms::{append, member, require_joined};
+use super::rooms::{append, member, not_in_room, require_joined};
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
-use crate::services::messaging::StoredPdu;
 use crate::services::profile;
 use crate::services::session::Session;
 
@@ -53,17 +52,36 @@ async fn join_room(
     Ok(())
 }
 
-/// Sets `target`'s membership as `session`'s user (kick, ban, unban).
+/// Sets `target`'s membership as `session`'s user (kick, ban, unban), if the target's
+/// current membership is one of `from` (any, if empty). The caller's own membership is
+/// checked first, so strangers learn nothing of who is in the room; the target's under the
+/// room's lock, so it cannot change between the check and the event.
 async fn set_membership(
     state: &AppState,
     session: &Session,
     room_id: &RoomId,
     target: &OwnedUserId,
-    membership: &str,
+    (membership, from): (&str, &[&str]),
     reason: Option<&String>,
 ) -> Result<()> {
-    let spec = member(session, target.as_str(), membership, reason_only(reason));
-    append(state, room_id, spec).await?;
+    require_joined(state, session, room_id)?;
+    let mut draft = state
+        .messaging
+        .draft(room_id)
+        .await
+        .map_err(|_| not_in_room())?;
+    let current = state
+        .messaging
+        .membership(target.as_str(), room_id.as_str())?;
+    let current = current.as_ref().map_or("leave", |m| m.membership.as_str());
+    if !from.is_empty() && !from.contains(&current) {
+        return Err(Error::forbidden(format!(
+            "Cannot change membership {current} to {membership}"
+        )));
+    }
+    let content = reason_only(reason);
+    draft.add(member(session, target.as_str(), membership, content))?;
+    draft.commit(state.storage.batch()).await?;
     Ok(())
 }
 
@@ -139,30 +157,16 @@ pub async fn leave(
     Ok(RumaResponse(leave_room::v3::Response::new()))
 }
 
-/// `POST /_matrix/client/v3/rooms/{roomId}/kick`: the target must be in the room.
+/// `POST /_matrix/client/v3/rooms/{roomId}/kick`: only someone in the room (a leave
+/// event for a stranger would mean nothing).
 pub async fn kick(
     State(state): State<AppState>,
     request: Ruma<kick_user::v3::Request>,
 ) -> Result<RumaResponse<kick_user::v3::Response>> {
     let body = &request.body;
-    let target = state
-        .messaging
-        .membership(body.user_id.as_str(), body.room_id.as_str())?;
-    // Kicking someone not in the room would be a leave event for a stranger.
-    if !target.is_some_and(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock")) {
-        return Err(Error::forbidden("The user is not in the room"));
-    }
-    let session = request.session()?;
-    let reason = body.reason.as_ref();
-    set_membership(
-        &state,
-        session,
-        &body.room_id,
-        &body.user_id,
-        "leave",
-        reason,
-    )
-    .await?;
+    let change = ("leave", &["join", "invite", "knock"][..]);
+    let (room, target, reason) = (&body.room_id, &body.user_id, body.reason.as_ref());
+    set_membership(&state, request.session()?, room, target, change, reason).await?;
     Ok(RumaResponse(kick_user::v3::Response::new()))
 }
 
@@ -172,9 +176,9 @@ pub async fn ban(
     request: Ruma<ban_user::v3::Request>,
 ) -> Result<RumaResponse<ban_user::v3::Response>> {
     let body = &request.body;
-    let session = request.session()?;
-    let reason = body.reason.as_ref();
-    set_membership(&state, session, &body.room_id, &body.user_id, "ban", reason).await?;
+    let change = ("ban", &[][..]);
+    let (room, target, reason) = (&body.room_id, &body.user_id, body.reason.as_ref());
+    set_membership(&state, request.session()?, room, target, change, reason).await?;
     Ok(RumaResponse(ban_user::v3::Response::new()))
 }
 
@@ -184,23 +188,9 @@ pub async fn unban(
     request: Ruma<unban_user::v3::Request>,
 ) -> Result<RumaResponse<unban_user::v3::Response>> {
     let body = &request.body;
-    let target = state
-        .messaging
-        .membership(body.user_id.as_str(), body.room_id.as_str())?;
-    if target.is_none_or(|m| m.membership != "ban") {
-        return Err(Error::forbidden("The user is not banned"));
-    }
-    let session = request.session()?;
-    let reason = body.reason.as_ref();
-    set_membership(
-        &state,
-        session,
-        &body.room_id,
-        &body.user_id,
-        "leave",
-        reason,
-    )
-    .await?;
+    let change = ("leave", &["ban"][..]);
+    let (room, target, reason) = (&body.room_id, &body.user_id, body.reason.as_ref());
+    set_membership(&state, request.session()?, room, target, change, reason).await?;
     Ok(RumaResponse(unban_user::v3::Response::new()))
 }
 
@@ -258,21 +248,11 @@ pub async fn members(
             None => state.messaging.stored_pdu(current.event_id.as_str())?,
         };
         let Some(event) = event else { continue };
-        if wanted(membership_of(&event)) {
+        if wanted(event.membership()) {
             chunk.push(raw(&event.client_event())?);
         }
     }
     Ok(RumaResponse(get_member_events::v3::Response::new(chunk)))
-}
-
-fn membership_of(event: &StoredPdu) -> &str {
-    event
-        .json
-        .get("content")
-        .and_then(|c| c.as_object())
-        .and_then(|c| c.get("membership"))
-        .and_then(|m| m.as_str())
-        .unwrap_or_default()
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/joined_members`

@@ -40,16 +40,23 @@ pub fn known(presence: &PresenceState) -> Result<&'static str> {
     }
 }
 
-/// `GET /_matrix/client/v3/presence/{userId}/status`: anyone's, for a signed-in user; a
-/// user who never set one is offline.
+/// `GET /_matrix/client/v3/presence/{userId}/status`: one's own, or that of someone
+/// sharing a room (403 otherwise, as Synapse); a user who never set one is offline.
 pub async fn get(
     State(state): State<AppState>,
     request: Ruma<get_presence::v3::Request>,
 ) -> Result<RumaResponse<get_presence::v3::Response>> {
-    request.session()?;
+    let session = request.session()?;
     let user_id = &request.body.user_id;
     if state.auth.account(user_id)?.is_none() {
         return Err(Error::not_found("Unknown user"));
+    }
+    if *user_id != session.user_id {
+        let theirs = state.messaging.joined_rooms(user_id.as_str())?;
+        let mine = state.messaging.joined_rooms(session.user_id.as_str())?;
+        if !theirs.iter().any(|room| mine.contains(room)) {
+            return Err(Error::forbidden("You do not share a room with this user"));
+        }
     }
     let Some(presence) = state.presence.get(user_id.as_str())? else {
         return Ok(RumaResponse(get_presence::v3::Response::new(

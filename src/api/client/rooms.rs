@@ -52,6 +52,14 @@ pub(super) fn member(session: &Session, target: &str, membership: &str, extra: V
     state_spec(session, "m.room.member", target, content)
 }
 
+/// An event's content as sent: no body at all is not JSON (ruma would take it as `{}`).
+fn content_of<T>(raw_body: &[u8], content: &ruma::serde::Raw<T>) -> Result<Value> {
+    if raw_body.is_empty() {
+        return Err(Error::not_json());
+    }
+    json_of(content)
+}
+
 /// Whether `value` is a JSON object; room content must be.
 fn object(value: Value, what: &str) -> Result<Value> {
     if value.is_object() {
@@ -214,7 +222,7 @@ pub async fn send_message(
 ) -> Result<RumaResponse<send_message_event::v3::Response>> {
     let session = request.session()?;
     let body = &request.body;
-    let content = object(json_of(&body.body)?, "Event content")?;
+    let content = object(content_of(&request.raw_body, &body.body)?, "Event content")?;
     let spec = EventSpec {
         sender: session.user_id.clone(),
         kind: TimelineEventType::from(body.event_type.to_string()),
@@ -272,7 +280,7 @@ pub async fn send_state(
 ) -> Result<RumaResponse<send_state_event::v3::Response>> {
     let session = request.session()?;
     let body = &request.body;
-    let content: Value = json_of(&body.body)?;
+    let content = content_of(&request.raw_body, &body.body)?;
     let content = object(content, "State content")?;
     let spec = state_spec(
         session,

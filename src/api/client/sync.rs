@@ -132,10 +132,11 @@ fn assemble(
         };
         // A membership that changed after `upto` committed early (a lower position is still
         // in flight): it has not happened yet for this sync; the next one shows it.
-        if membership.changed_at > upto || membership.forgotten {
+        let changed = membership.changed_at > after;
+        // A forgotten room's last leave still reaches the user's other devices once.
+        if membership.changed_at > upto || (membership.forgotten && !changed) {
             continue;
         }
-        let changed = membership.changed_at > after;
         match membership.membership.as_str() {
             "join" => {
                 // A room joined since the last sync is sent whole.
@@ -176,13 +177,24 @@ fn assemble(
                 response.rooms.invite.insert(room_id, invited);
             }
             "leave" | "ban" if changed && since.is_some() => {
-                // What happened in the room between the last sync and the leave, ending with it.
+                // Someone who was joined sees what happened between the last sync and their
+                // leave, ending with it; someone only invited (or a stranger banned) sees
+                // only the leave or ban itself, nothing of the room.
                 let upto_leave = membership.changed_at;
-                let gap = messaging.joined_sync(&room, since, upto_leave, limit, false)?;
+                let before =
+                    messaging.member_event_at(user, &membership, upto_leave.saturating_sub(1))?;
+                let was_joined = before.is_some_and(|e| e.membership() == "join");
                 let mut timeline = Timeline::new();
-                if let Some(gap) = gap {
-                    timeline.limited = gap.limited;
-                    timeline.events = events(&gap.timeline, session)?;
+                if was_joined {
+                    let gap = messaging.joined_sync(&room, since, upto_leave, limit, false)?;
+                    if let Some(gap) = gap {
+                        timeline.limited = gap.limited;
+                        timeline.events = events(&gap.timeline, session)?;
+                    }
+                } else if let Some(own) =
+                    messaging.member_event_at(user, &membership, upto_leave)?
+                {
+                    timeline.events = events(&[own], session)?;
                 }
                 let mut left = LeftRoom::new();
                 left.timeline = timeline;

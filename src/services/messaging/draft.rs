@@ -16,7 +16,7 @@ use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionI
 use serde::Deserialize;
 use tokio::sync::MutexGuard;
 
-use super::{LocalTransaction, Membership, Messaging, Room, StoredPdu};
+use super::{LocalTransaction, Membership, Messaging, Room, StoredPdu, UnreadCounts};
 use crate::events::{self, DomainEvent};
 use crate::gateway::{Error, Result};
 use crate::util::now_ms;
@@ -164,6 +164,9 @@ impl Draft<'_> {
                 .and_then(|t| t.as_str())
                 .and_then(|t| OwnedEventId::try_from(t).ok());
         }
+        if spec.kind == TimelineEventType::RoomRedaction {
+            self.check_redaction(&spec, redacts.as_deref())?;
+        }
         let raw = serde_json::value::to_raw_value(&spec.content).map_err(Error::internal)?;
         let authz = &self.rules.authorization;
         let auth_types = auth_types_for_event(
@@ -222,10 +225,45 @@ impl Draft<'_> {
         self.transactions.insert(event_id.to_owned(), transaction);
     }
 
+    /// The auth rules let anyone who may send a redaction send one; which events it may
+    /// strip is the server's check: one's own, or anyone's with the `redact` power level.
+    /// Checked here, under the room's lock, whichever endpoint the redaction came through.
+    fn check_redaction(&self, spec: &EventSpec, top_level: Option<&EventId>) -> Result<()> {
+        let in_content = spec.content.get("redacts").and_then(|r| r.as_str());
+        let target = top_level.map(EventId::as_str).or(in_content);
+        let (Some(target), Some(room_id)) = (target, self.room_id.as_deref()) else {
+            return Ok(());
+        };
+        let Some(event) = self.messaging.stored_pdu(target)? else {
+            return Ok(());
+        };
+        let theirs =
+            event.json.get("sender").and_then(|s| s.as_str()) != Some(spec.sender.as_str());
+        if event.room_id == room_id.as_str()
+            && theirs
+            && !self
+                .messaging
+                .may_redact_others(room_id, spec.sender.as_str())?
+        {
+            return Err(Error::forbidden(
+                "You need the room's redact power level to redact others' events",
+            ));
+        }
+        Ok(())
+    }
+
     /// Strips the event a redaction names (in this room) to what its room version keeps,
-    /// remembering the redaction for clients. The hashes and signatures stay, so the event
-    /// still verifies as the redacted form of a signed PDU.
-    fn redact(&self, batch: &mut Batch, target: &EventId, redaction: &StoredPdu) -> Result<()> {
+    /// remembering the redaction for clients, and takes it out of unread counts. The
+    /// hashes and signatures stay, so the event still verifies as the redacted form of a
+    /// signed PDU.
+    fn redact(
+        &self,
+        batch: &mut Batch,
+        unread: &mut HashMap<String, UnreadCounts>,
+        members: &[String],
+        target: &EventId,
+        redaction: &StoredPdu,
+    ) -> Result<()> {
         let Some(mut event) = self.messaging.stored_pdu(target.as_str())? else {
             return Ok(());
         };
@@ -236,7 +274,8 @@ impl Draft<'_> {
             .map_err(Error::internal)?;
         event.redacted_because = Some(redaction.client_event());
         batch.put(&catalog::EVENTID_PDU, &target.as_str(), &event)?;
-        Ok(())
+        self.messaging
+            .uncount_notification(batch, unread, members, &event)
     }
 
     /// Writes the drafted events, their state, memberships, the room's new head and their
@@ -325,7 +364,7 @@ impl Draft<'_> {
                 .count_notifications(&mut batch, &mut unread, &room_id, &members, &record)
                 .await?;
             if let Some(target) = &pdu.redacts {
-                self.redact(&mut batch, target, &record)?;
+                self.redact(&mut batch, &mut unread, &members, target, &record)?;
             }
             stored.push(record);
         }

@@ -20,7 +20,7 @@ use kith_storage::{Storage, catalog};
 use ruma::{OwnedEventId, RoomId};
 
 pub use draft::EventSpec;
-pub use push::PUSH_RULES;
+pub use push::{PUSH_RULES, UnreadCounts};
 pub use receipts::PRIVATE_READ;
 pub use room::{LocalTransaction, Membership, Room, StoredPdu};
 pub use sync::JoinedSync;

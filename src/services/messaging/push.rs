@@ -104,6 +104,39 @@ impl Messaging {
         Ok(())
     }
 
+    /// Takes a (redacted) event out of the unread counts of the members it notified.
+    pub(super) fn uncount_notification(
+        &self,
+        batch: &mut Batch,
+        pending: &mut HashMap<String, UnreadCounts>,
+        members: &[String],
+        event: &StoredPdu,
+    ) -> Result<()> {
+        let room = event.room_id.as_str();
+        for member in members {
+            let row = (member.as_str(), room, event.position);
+            let highlight: Option<bool> = self
+                .storage
+                .get(&catalog::USERID_ROOMID_POSITION_NOTIFICATION, &row)?;
+            let Some(highlight) = highlight else {
+                continue;
+            };
+            batch.delete(&catalog::USERID_ROOMID_POSITION_NOTIFICATION, &row)?;
+            let counts = match pending.entry(member.clone()) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => entry.insert(self.unread(member, room)?),
+            };
+            counts.notifications = counts.notifications.saturating_sub(1);
+            counts.highlights = counts.highlights.saturating_sub(u64::from(highlight));
+            batch.put(
+                &catalog::USERID_ROOMID_UNREAD,
+                &(member.as_str(), room),
+                counts,
+            )?;
+        }
+        Ok(())
+    }
+
     /// The member's display name in the room (their user ID if they have none).
     fn display_name(&self, room_id: &RoomId, user_id: &str) -> Result<String> {
         let event = match self.state_event_id(room_id, "m.room.member", user_id)? {

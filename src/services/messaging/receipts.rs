@@ -16,6 +16,10 @@ use crate::util::now_ms;
 /// The receipt type that only its owner sees.
 pub const PRIVATE_READ: &str = "m.read.private";
 
+/// The thread of receipts on the main timeline (kith does not count threads apart, so an
+/// unthreaded receipt and one for `main` both read the room).
+const MAIN_THREADS: [&str; 2] = ["", "main"];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Receipt {
     pub event_id: String,
@@ -70,7 +74,7 @@ impl Messaging {
             position: batch.new_position()?,
         };
         batch.put(&catalog::ROOMID_USERID_TYPE_THREAD_RECEIPT, &key, &receipt)?;
-        if thread.is_none() {
+        if MAIN_THREADS.contains(&thread.unwrap_or("")) {
             let read_upto = self.read_up_to(room, user_id)?.max(event.position);
             self.recount_unread(&mut batch, user_id, room, read_upto)?;
         }
@@ -85,12 +89,15 @@ impl Messaging {
         Ok(true)
     }
 
-    /// The user's own unthreaded read receipt position in a room (public or private, the
-    /// later), for unread counts.
+    /// How far the user has read the room's main timeline (the latest of their public and
+    /// private receipts, unthreaded or `main`), for unread counts.
     pub fn read_up_to(&self, room_id: &str, user_id: &str) -> Result<u64> {
         let mut upto = 0;
-        for kind in ["m.read", PRIVATE_READ] {
-            let key = (room_id, user_id, kind, "");
+        for (kind, thread) in [("m.read", ""), (PRIVATE_READ, "")]
+            .into_iter()
+            .chain([("m.read", "main"), (PRIVATE_READ, "main")])
+        {
+            let key = (room_id, user_id, kind, thread);
             let found: Option<Receipt> = self
                 .storage
                 .get(&catalog::ROOMID_USERID_TYPE_THREAD_RECEIPT, &key)?;

@@ -59,6 +59,16 @@ impl StoredPdu {
         event
     }
 
+    /// `content.membership`, for member events.
+    pub fn membership(&self) -> &str {
+        self.json
+            .get("content")
+            .and_then(|c| c.as_object())
+            .and_then(|c| c.get("membership"))
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+    }
+
     /// The event in the client-server format.
     pub fn client_event(&self) -> Value {
         let mut event =

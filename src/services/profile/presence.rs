@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::gateway::Result;
-use crate::util::now_ms;
+use crate::util::{StripedLocks, now_ms};
 
 /// Counts as "currently active" this long after the last change.
 const ACTIVE_MS: u64 = 5 * 60 * 1000;
@@ -41,6 +41,8 @@ impl Presence {
 
 pub struct Presences {
     storage: Storage,
+    /// Per user, across the read-compare-write of `set` (two devices set at once).
+    locks: StripedLocks,
     /// The position of the newest change, so a sync can skip looking when nothing changed
     /// since its token. Starts at the current position: after a restart, one look each.
     latest: AtomicU64,
@@ -49,7 +51,11 @@ pub struct Presences {
 impl Presences {
     pub fn new(storage: Storage) -> Presences {
         let latest = AtomicU64::new(storage.position());
-        Presences { storage, latest }
+        Presences {
+            storage,
+            locks: StripedLocks::new(16),
+            latest,
+        }
     }
 
     pub fn get(&self, user_id: &str) -> Result<Option<Presence>> {
@@ -63,6 +69,7 @@ impl Presences {
         presence: &str,
         status_msg: Option<String>,
     ) -> Result<()> {
+        let _guard = self.locks.lock(user_id).await;
         let current = self.get(user_id)?;
         let status_msg = status_msg.or_else(|| current.as_ref().and_then(|c| c.status_msg.clone()));
         if current
@@ -73,6 +80,9 @@ impl Presences {
         }
         let mut batch = self.storage.batch();
         let position = batch.new_position()?;
+        // Raised before the commit makes the position visible and wakes syncs, so none of
+        // them can pass this change by.
+        self.latest.fetch_max(position, Ordering::Relaxed);
         let record = Presence {
             presence: presence.to_owned(),
             status_msg,
@@ -80,9 +90,7 @@ impl Presences {
             position,
         };
         batch.put(&catalog::USERID_PRESENCE, &user_id, &record)?;
-        self.storage.commit(batch).await?;
-        self.latest.fetch_max(position, Ordering::Relaxed);
-        Ok(())
+        Ok(self.storage.commit(batch).await?)
     }
 
     /// Whether anyone's presence may have changed after `since`.
