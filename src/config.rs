@@ -23,7 +23,50 @@ pub struct Config {
     pub auth: Auth,
     pub limits: Limits,
     pub well_known: WellKnown,
+    pub contacts: Contacts,
     pub log: Log,
+}
+
+/// Who needs to be friends before a chat (contact-service's policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DmPolicy {
+    /// Anyone may invite anyone.
+    Off,
+    /// Direct chats (an `is_direct` room, or one of at most two members) need friendship.
+    DmOnly,
+    /// Every invite needs friendship.
+    AllInvites,
+}
+
+impl DmPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DmPolicy::Off => "off",
+            DmPolicy::DmOnly => "dm_only",
+            DmPolicy::AllInvites => "all_invites",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Contacts {
+    pub dm_requires_friendship: DmPolicy,
+    /// Friend requests a user may send in a burst...
+    pub request_burst: u32,
+    /// ...and regains per minute after it.
+    pub requests_per_minute: f64,
+}
+
+impl Default for Contacts {
+    fn default() -> Self {
+        Contacts {
+            dm_requires_friendship: DmPolicy::DmOnly,
+            request_burst: 20,
+            requests_per_minute: 2.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +145,7 @@ impl Default for Config {
             auth: Auth::default(),
             limits: Limits::default(),
             well_known: WellKnown::default(),
+            contacts: Contacts::default(),
             log: Log::default(),
         }
     }
@@ -214,6 +258,10 @@ impl Config {
         let rate = self.limits.login_failures_per_minute;
         if !rate.is_finite() || rate < 0.0 {
             return Err("limits.login_failures_per_minute must be a number >= 0".into());
+        }
+        let rate = self.contacts.requests_per_minute;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err("contacts.requests_per_minute must be a number >= 0".into());
         }
         Ok(())
     }

@@ -10,6 +10,8 @@ mod admin;
 mod clients;
 #[path = "integration/common.rs"]
 mod common;
+#[path = "integration/contacts.rs"]
+mod contacts;
 #[path = "integration/crash.rs"]
 mod crash;
 #[path = "integration/ephemeral.rs"]
@@ -20,6 +22,8 @@ mod gateway;
 mod history;
 #[path = "integration/membership.rs"]
 mod membership;
+#[path = "integration/profiles.rs"]
+mod profiles;
 #[path = "integration/refresh.rs"]
 mod refresh;
 #[path = "integration/rooms.rs"]

@@ -6,16 +6,32 @@ mod client;
 mod server;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use ruma::api::client::{
     account, alias, backup, config, context, device, discovery, filter, membership, message,
     presence, profile, push, read_marker, receipt, redact, room, session, state as room_state,
-    thirdparty, typing, voip,
+    thirdparty, typing, user_directory, voip,
 };
 use ruma::api::federation::discovery::{discover_homeserver as server_discovery, get_server_keys};
 
 use crate::gateway::{self, RumaRouter};
 use crate::services::AppState;
+
+/// The contacts API (`spec/contacts.yaml`).
+fn contacts_api() -> Router<AppState> {
+    use client::contacts;
+    Router::new()
+        .route("/friends", get(contacts::friends))
+        .route("/friends/{user_id}", delete(contacts::remove_friend))
+        .route(
+            "/requests",
+            post(contacts::send_request).get(contacts::requests),
+        )
+        .route("/requests/{request_id}", delete(contacts::cancel))
+        .route("/requests/{request_id}/accept", post(contacts::accept))
+        .route("/requests/{request_id}/decline", post(contacts::decline))
+        .route("/search", post(contacts::search))
+}
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -111,10 +127,19 @@ pub fn router(state: AppState) -> Router {
         )
         // profile-service
         .ruma::<profile::get_profile::v3::Request, _, _>(client::profile::get_profile)
+        .ruma::<profile::get_profile_field::v3::Request, _, _>(client::profile::get_field)
+        .ruma::<profile::set_profile_field::v3::Request, _, _>(client::profile::set_field)
+        .ruma::<profile::delete_profile_field::v3::Request, _, _>(client::profile::delete_field)
         .ruma::<presence::set_presence::v3::Request, _, _>(client::presence::set)
         .ruma::<presence::get_presence::v3::Request, _, _>(client::presence::get)
         // federation keys
         .ruma::<get_server_keys::v2::Request, _, _>(server::keys::server_keys)
+        // contact-service
+        .nest(
+            "/_matrix/client/unstable/org.kith.contacts/v1",
+            contacts_api(),
+        )
+        .ruma::<user_directory::search_users::v3::Request, _, _>(client::contacts::user_directory)
         // kith's own admin API
         .nest("/_kith/admin/v1", admin::router(state.clone()));
     gateway::finish(api, state)

@@ -137,7 +137,7 @@ fn client_ip(parts: &Parts) -> IpAddr {
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413 `M_TOO_LARGE`.
-async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes> {
+pub(super) async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes> {
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)

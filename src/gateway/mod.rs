@@ -2,6 +2,7 @@
 //! request extractor, CORS and the fallbacks that make unknown paths and methods look the
 //! way Matrix clients feature-detect them.
 
+mod authed;
 mod error;
 mod extract;
 
@@ -20,6 +21,7 @@ use ruma::api::path_builder::PathBuilder;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+pub use authed::Authed;
 pub use error::{Error, Result};
 pub use extract::{Ruma, RumaResponse};
 

@@ -2,6 +2,7 @@
 //! axum `State` as [`AppState`].
 
 pub mod auth;
+pub mod contacts;
 pub mod messaging;
 pub mod profile;
 pub mod session;
@@ -25,7 +26,10 @@ pub struct Services {
     pub messaging: messaging::Messaging,
     pub auth: auth::AuthService,
     pub sessions: session::Sessions,
+    pub contacts: contacts::Contacts,
     pub presence: profile::Presences,
+    /// Per user, across a profile's read-modify-write.
+    pub profile_locks: crate::util::StripedLocks,
     /// Guards the local admin API (`<data>/admin.secret`).
     pub admin_secret: String,
 }
@@ -88,6 +92,9 @@ impl Services {
         let sessions =
             session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
         let presence = profile::Presences::new(storage.clone());
+        let contacts = contacts::Contacts::new(storage.clone(), &config);
+        profile::directory::ensure_indexed(&storage)
+            .map_err(|e| format!("cannot index the user directory: {e}"))?;
         let admin_secret = crate::admin::secret::load_or_create(&config.admin_secret_path())
             .map_err(|e| format!("cannot write {}: {e}", config.admin_secret_path().display()))?;
         Ok(Arc::new(Services {
@@ -97,7 +104,9 @@ impl Services {
             messaging,
             auth,
             sessions,
+            contacts,
             presence,
+            profile_locks: crate::util::StripedLocks::new(16),
             admin_secret,
         }))
     }
@@ -105,6 +114,7 @@ impl Services {
     /// Starts the event-log subscribers.
     pub fn start_subscribers(&self) {
         events::spawn(self.storage.clone(), Arc::new(profile::ProfileCreator));
+        events::spawn(self.storage.clone(), Arc::new(contacts::ContactsCreator));
     }
 
     /// In `token` mode, the first start of an empty server makes a registration token and

@@ -175,6 +175,43 @@ pub const ALIAS_ROOMID: Table = Table {
     value: "Alias JSON: room ID, creator",
 };
 
+/// The user directory (profile-service): every word of each local user's ID and display
+/// name, normalized (lower case, accents removed), for word-prefix search.
+pub const WORD_USERID: Table = Table {
+    name: "word_userid",
+    key: "(normalized word, user ID)",
+    value: "null",
+};
+
+/// Each user's contacts record (contact-service), created from `user.created`.
+pub const USERID_CONTACTS: Table = Table {
+    name: "userid_contacts",
+    key: "user ID (str)",
+    value: "ContactsRecord JSON: creation time",
+};
+
+/// Friendships, written both ways in one batch.
+pub const USERID_OTHERID_FRIENDSHIP: Table = Table {
+    name: "userid_otherid_friendship",
+    key: "(user ID, friend's user ID)",
+    value: "Friendship JSON: since (ms)",
+};
+
+/// Open friend requests.
+pub const REQUESTID_REQUEST: Table = Table {
+    name: "requestid_request",
+    key: "request ID (str)",
+    value: "FriendRequest JSON: from, to, message, creation time, hidden (sender ignored)",
+};
+
+/// Each user's open requests by the other user: outgoing for the sender, incoming for the
+/// recipient (none for a recipient who ignores the sender).
+pub const USERID_OTHERID_REQUEST: Table = Table {
+    name: "userid_otherid_request",
+    key: "(user ID, other user ID)",
+    value: "RequestRef JSON: request ID, direction (incoming | outgoing)",
+};
+
 /// Every table, in the order they are created.
 pub const ALL: &[&Table] = &[
     &GLOBAL_VALUE,
@@ -200,6 +237,11 @@ pub const ALL: &[&Table] = &[
     &USERID_ROOMID_UNREAD,
     &USERID_ROOMID_POSITION_NOTIFICATION,
     &ALIAS_ROOMID,
+    &WORD_USERID,
+    &USERID_CONTACTS,
+    &USERID_OTHERID_FRIENDSHIP,
+    &REQUESTID_REQUEST,
+    &USERID_OTHERID_REQUEST,
 ];
 
 #[cfg(test)]

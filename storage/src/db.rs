@@ -164,6 +164,29 @@ impl Storage {
         Ok(out)
     }
 
+    /// Up to `limit` entries whose key starts with a string that starts with `text` (a
+    /// prefix of the first key part itself, not a whole part): for word-prefix search.
+    pub fn scan_text_prefix<K: KeyCodec, V: DeserializeOwned>(
+        &self,
+        table: &Table,
+        text: &str,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>> {
+        // Strings are stored as their UTF-8 bytes and a 0xFF end marker, which UTF-8 never
+        // contains, so the raw bytes of `text` are exactly the keys' common prefix.
+        let prefix = text.as_bytes();
+        let mode = IteratorMode::From(prefix, Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(table)?, mode) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((K::decode(&key)?, serde_json::from_slice(&value)?));
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` entries from `start` (inclusive) onwards, in key order.
     pub fn scan_from<K: KeyCodec, V: DeserializeOwned>(
         &self,
@@ -384,6 +407,33 @@ mod tests {
             .scan_prefix_after(&catalog::ROOMID_POSITION_EVENTID, &("!a",), &("!a",), 1)
             .unwrap();
         assert_eq!(first.iter().map(|(_, p)| *p).collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn text_prefix_scans_match_inside_the_first_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut batch = storage.batch();
+        for (word, user) in [
+            ("ali", "@1:x"),
+            ("alice", "@2:x"),
+            ("alicia", "@3:x"),
+            ("bob", "@4:x"),
+        ] {
+            batch
+                .put(&catalog::WORD_USERID, &(word, user), &())
+                .unwrap();
+        }
+        storage.commit_blocking(batch).unwrap();
+        let found: Vec<((String, String), ())> = storage
+            .scan_text_prefix(&catalog::WORD_USERID, "alic", 10)
+            .unwrap();
+        let users: Vec<&str> = found.iter().map(|((_, u), ())| u.as_str()).collect();
+        assert_eq!(users, ["@2:x", "@3:x"]);
+        let capped: Vec<((String, String), ())> = storage
+            .scan_text_prefix(&catalog::WORD_USERID, "a", 2)
+            .unwrap();
+        assert_eq!(capped.len(), 2);
     }
 
     #[test]

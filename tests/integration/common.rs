@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 pub const SERVER_NAME: &str = "kith.test";
 pub const PASSWORD: &str = "correct horse battery";
+/// The friendship policy's variable.
+pub const POLICY: &str = "KITH_CONTACTS__DM_REQUIRES_FRIENDSHIP";
 
 pub struct Server {
     child: Child,
@@ -24,10 +26,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// A fresh server with open registration, plus `env` overrides (`KITH_*`).
+    /// A fresh server with open registration and no friendship policy (the tests of rooms
+    /// and sync are not about who may chat; `contacts.rs` and the nio chat test run the
+    /// default `dm_only`), plus `env` overrides (`KITH_*`).
     pub fn start(env: &[(&str, &str)]) -> Server {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let mut all = vec![("KITH_REGISTRATION__MODE".to_owned(), "open".to_owned())];
+        let mut all = vec![
+            ("KITH_REGISTRATION__MODE".to_owned(), "open".to_owned()),
+            (POLICY.to_owned(), "off".to_owned()),
+        ];
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Server::spawn(dir, all)
     }

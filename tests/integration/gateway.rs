@@ -246,9 +246,11 @@ async fn discovery_endpoints() {
         assert_eq!(rooms["available"][version], "stable");
     }
     // Capabilities at their spec default are omitted (ruma does, clients read absence as the
-    // default): password changes are on; profile writes are off until they are served.
+    // default): password changes and profile writes are on, third-party IDs off.
     assert_ne!(caps["capabilities"]["m.change_password"]["enabled"], false);
-    assert_eq!(caps["capabilities"]["m.set_displayname"]["enabled"], false);
+    assert_ne!(caps["capabilities"]["m.set_displayname"]["enabled"], false);
+    assert_eq!(caps["capabilities"]["m.profile_fields"]["enabled"], true);
+    assert_eq!(caps["capabilities"]["m.3pid_changes"]["enabled"], false);
 }
 
 #[tokio::test]

@@ -13,12 +13,14 @@ use serde_json::Value;
 use super::{json_of, raw};
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
+use crate::services::contacts::CONTACTS_EVENT;
 use crate::services::session::Session;
 
 /// Account data types kith keeps itself; clients change them through their own endpoints.
-const SERVER_MANAGED: [(&str, &str); 2] = [
+const SERVER_MANAGED: [(&str, &str); 3] = [
     ("m.push_rules", "/pushrules"),
     ("m.fully_read", "/read_markers"),
+    (CONTACTS_EVENT, "the contacts API"),
 ];
 
 fn own(session: &Session, user_id: &UserId) -> Result<()> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use ruma::api::client::discovery::get_capabilities::v3::{
-    Capabilities, RoomVersionStability, RoomVersionsCapability,
+    Capabilities, ProfileFieldsCapability, RoomVersionStability, RoomVersionsCapability,
 };
 use ruma::api::client::discovery::{discover_homeserver, get_capabilities, get_supported_versions};
 use ruma::api::federation::discovery::discover_homeserver as server_discovery;
@@ -56,8 +56,9 @@ pub async fn well_known_server(
 
 /// `GET /_matrix/client/v3/capabilities`
 pub async fn capabilities(
+    State(state): State<AppState>,
     _request: Ruma<get_capabilities::v3::Request>,
-) -> RumaResponse<get_capabilities::v3::Response> {
+) -> Result<RumaResponse<get_capabilities::v3::Response>> {
     let available = [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12]
         .into_iter()
         .map(|v| (v, RoomVersionStability::Stable))
@@ -65,12 +66,20 @@ pub async fn capabilities(
     let mut capabilities = Capabilities::new();
     capabilities.room_versions = RoomVersionsCapability::new(RoomVersionId::V12, available);
     capabilities.change_password.enabled = true;
-    // Profile writes and third-party IDs are not served yet: say so, so clients hide them.
     #[allow(deprecated)] // still what clients before v1.16 read
     {
-        capabilities.set_displayname.enabled = false;
-        capabilities.set_avatar_url.enabled = false;
+        capabilities.set_displayname.enabled = true;
+        capabilities.set_avatar_url.enabled = true;
     }
+    capabilities.profile_fields = Some(ProfileFieldsCapability::new(true));
+    // Third-party IDs are not served yet: say so, so clients hide them.
     capabilities.thirdparty_id_changes.enabled = false;
-    RumaResponse(get_capabilities::v3::Response::new(capabilities))
+    let policy = state.config.contacts.dm_requires_friendship.as_str();
+    let contacts = serde_json::json!({ "enabled": true, "dm_requires_friendship": policy });
+    capabilities
+        .set("org.kith.contacts", contacts)
+        .map_err(Error::internal)?;
+    Ok(RumaResponse(get_capabilities::v3::Response::new(
+        capabilities,
+    )))
 }

@@ -16,6 +16,7 @@ use super::raw;
 use super::rooms::{append, member, not_in_room, require_joined};
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
+use crate::services::contacts::DIRECT_MAX_MEMBERS;
 use crate::services::profile;
 use crate::services::session::Session;
 
@@ -139,6 +140,22 @@ pub async fn invite(
             "Third-party invites are not supported",
         ));
     };
+    // A room that would have at most two members with the invitee is a direct chat.
+    let room = request.body.room_id.as_str();
+    let others = state
+        .messaging
+        .members(room)?
+        .into_iter()
+        .filter(|(user, m)| {
+            matches!(m.membership.as_str(), "join" | "invite") && *user != invitee.user_id.as_str()
+        })
+        .count();
+    let direct = others < DIRECT_MAX_MEMBERS;
+    let policy = state.config.contacts.dm_requires_friendship;
+    let me = session.user_id.as_str();
+    state
+        .contacts
+        .check_invite(policy, me, invitee.user_id.as_str(), direct)?;
     let extra = reason_only(invitee.reason.as_ref());
     let spec = member(session, invitee.user_id.as_str(), "invite", extra);
     append(&state, &request.body.room_id, spec).await?;

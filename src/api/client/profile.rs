@@ -1,20 +1,34 @@
-//! Public profiles (profile-service). Only reading for now; profiles are created from the
-//! event log when a user is created.
+//! Public profiles (profile-service): anyone signed in reads them, only the owner writes.
+//! Profiles are created from the event log when a user is created.
 
 use axum::extract::State;
-use ruma::api::client::profile::get_profile;
+use ruma::api::client::profile::{
+    delete_profile_field, get_profile, get_profile_field, set_profile_field,
+};
+use ruma::profile::ProfileFieldValue;
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::profile::Profile;
+use crate::services::session::Session;
 use crate::services::{AppState, profile};
+
+fn found(state: &AppState, user_id: &str) -> Result<Profile> {
+    profile::profile(&state.storage, user_id)?.ok_or_else(|| Error::not_found("Profile not found"))
+}
+
+fn owner(session: &Session, user_id: &ruma::UserId) -> Result<()> {
+    if session.user_id != user_id {
+        return Err(Error::forbidden("Cannot change another user's profile"));
+    }
+    Ok(())
+}
 
 /// `GET /_matrix/client/v3/profile/{userId}`: 404 for users without a profile.
 pub async fn get_profile(
     State(state): State<AppState>,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<RumaResponse<get_profile::v3::Response>> {
-    let user_id = request.body.user_id.as_str();
-    let found = profile::profile(&state.storage, user_id)?
-        .ok_or_else(|| Error::not_found("Profile not found"))?;
+    let found = found(&state, request.body.user_id.as_str())?;
     let mut response = get_profile::v3::Response::new();
     if let Some(name) = found.displayname {
         response.set("displayname".into(), name.into());
@@ -22,5 +36,57 @@ pub async fn get_profile(
     if let Some(url) = found.avatar_url {
         response.set("avatar_url".into(), url.into());
     }
+    for (field, value) in found.fields {
+        response.set(field, value);
+    }
     Ok(RumaResponse(response))
+}
+
+/// `GET /_matrix/client/v3/profile/{userId}/{field}` (`displayname`, `avatar_url`, others)
+pub async fn get_field(
+    State(state): State<AppState>,
+    request: Ruma<get_profile_field::v3::Request>,
+) -> Result<RumaResponse<get_profile_field::v3::Response>> {
+    let body = &request.body;
+    let found = found(&state, body.user_id.as_str())?;
+    let field = body.field.as_str();
+    let value = match field {
+        "displayname" => found.displayname.map(Into::into),
+        "avatar_url" => found.avatar_url.map(Into::into),
+        _ => found.fields.get(field).cloned(),
+    };
+    let value = value.ok_or_else(|| Error::not_found(format!("No {field} set")))?;
+    let value = ProfileFieldValue::new(field, value).map_err(Error::internal)?;
+    Ok(RumaResponse(get_profile_field::v3::Response::new(value)))
+}
+
+/// `PUT /_matrix/client/v3/profile/{userId}/{field}`: the owner only; a new name or avatar
+/// goes into every joined room.
+pub async fn set_field(
+    State(state): State<AppState>,
+    request: Ruma<set_profile_field::v3::Request>,
+) -> Result<RumaResponse<set_profile_field::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    owner(session, &body.user_id)?;
+    let field = body.value.field_name();
+    let value = body.value.value().into_owned();
+    state
+        .set_profile_field(&body.user_id, field.as_str(), Some(value))
+        .await?;
+    Ok(RumaResponse(set_profile_field::v3::Response::new()))
+}
+
+/// `DELETE /_matrix/client/v3/profile/{userId}/{field}`: the owner only.
+pub async fn delete_field(
+    State(state): State<AppState>,
+    request: Ruma<delete_profile_field::v3::Request>,
+) -> Result<RumaResponse<delete_profile_field::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    owner(session, &body.user_id)?;
+    state
+        .set_profile_field(&body.user_id, body.field.as_str(), None)
+        .await?;
+    Ok(RumaResponse(delete_profile_field::v3::Response::new()))
 }

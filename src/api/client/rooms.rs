@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::{json_of, raw};
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
+use crate::services::contacts::DIRECT_MAX_MEMBERS;
 use crate::services::messaging::{EventSpec, LocalTransaction, StoredPdu};
 use crate::services::session::Session;
 
@@ -85,6 +86,16 @@ pub async fn create_room(
             "M_UNSUPPORTED_ROOM_VERSION",
             "Unsupported room version",
         ));
+    }
+    // The friendship policy, before anything is built: no orphan room on refusal.
+    // With its creator, a room of at most two members is a direct chat.
+    let direct = body.is_direct || body.invite.len() < DIRECT_MAX_MEMBERS;
+    let policy = state.config.contacts.dm_requires_friendship;
+    for invitee in &body.invite {
+        let me = session.user_id.as_str();
+        state
+            .contacts
+            .check_invite(policy, me, invitee.as_str(), direct)?;
     }
     let preset = body.preset.clone().unwrap_or(match body.visibility {
         Visibility::Public => RoomPreset::PublicChat,
@@ -223,6 +234,11 @@ pub async fn send_message(
     let session = request.session()?;
     let body = &request.body;
     let content = object(content_of(&request.raw_body, &body.body)?, "Event content")?;
+    let members = state.messaging.joined_members(body.room_id.as_str())?;
+    let policy = state.config.contacts.dm_requires_friendship;
+    state
+        .contacts
+        .check_send(policy, session.user_id.as_str(), &members)?;
     let spec = EventSpec {
         sender: session.user_id.clone(),
         kind: TimelineEventType::from(body.event_type.to_string()),

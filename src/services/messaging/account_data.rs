@@ -1,7 +1,7 @@
 //! Account data (global and per room) and sync filters: what a user's clients store on the
 //! server for themselves. Each change takes a stream position, so `/sync` delivers it once.
 
-use kith_storage::catalog;
+use kith_storage::{Batch, catalog};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -16,6 +16,22 @@ const GLOBAL: &str = "";
 pub struct AccountData {
     pub position: u64,
     pub content: Value,
+}
+
+/// Writes an account data entry into `batch` at a new stream position (for changes made
+/// together with the data they describe, such as contacts).
+pub fn put_account_data(
+    batch: &mut Batch,
+    user_id: &str,
+    room: Option<&str>,
+    kind: &str,
+    content: Value,
+) -> Result<()> {
+    let position = batch.new_position()?;
+    let key = (user_id, room.unwrap_or(GLOBAL), kind);
+    let data = AccountData { position, content };
+    batch.put(&catalog::USERID_ROOMID_TYPE_ACCOUNTDATA, &key, &data)?;
+    Ok(())
 }
 
 impl Messaging {
@@ -41,10 +57,7 @@ impl Messaging {
         content: Value,
     ) -> Result<()> {
         let mut batch = self.storage.batch();
-        let position = batch.new_position()?;
-        let key = (user_id, room.unwrap_or(GLOBAL), kind);
-        let data = AccountData { position, content };
-        batch.put(&catalog::USERID_ROOMID_TYPE_ACCOUNTDATA, &key, &data)?;
+        put_account_data(&mut batch, user_id, room, kind, content)?;
         Ok(self.storage.commit(batch).await?)
     }
 

@@ -1,11 +1,16 @@
-//! profile-service: public user information. Every new user gets a profile through the
-//! event log (`user.created`), so account creation and profile creation are decoupled yet
-//! nothing is lost if the server stops between them.
+//! profile-service: public user information, presence and the user directory. Every new
+//! user gets a profile through the event log (`user.created`), so account creation and
+//! profile creation are decoupled yet nothing is lost if the server stops between them.
 
+pub mod directory;
 mod presence;
+mod update;
+
+use std::collections::BTreeMap;
 
 use kith_storage::{Batch, Storage, catalog};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::events::{DomainEvent, Subscriber};
 
@@ -15,6 +20,9 @@ pub use presence::Presences;
 pub struct Profile {
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
+    /// Other fields (extended profiles, v1.16: `m.tz` and custom ones), as set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, Value>,
 }
 
 pub fn profile(storage: &Storage, user_id: &str) -> kith_storage::Result<Option<Profile>> {
@@ -48,8 +56,9 @@ impl Subscriber for ProfileCreator {
             .unwrap_or_default();
         let profile = Profile {
             displayname: Some(localpart.to_owned()),
-            avatar_url: None,
+            ..Profile::default()
         };
+        directory::reindex(batch, user_id, None, &profile)?;
         batch.put(&catalog::USERID_PROFILE, &user_id.as_str(), &profile)
     }
 }

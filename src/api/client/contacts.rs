@@ -1,0 +1,240 @@
+//! The contacts API (contact-service), kith's own, under
+//! `/_matrix/client/unstable/org.kith.contacts/v1` (see `spec/contacts.yaml`).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::{Value, json};
+
+use crate::gateway::{Authed, Error, Result};
+use crate::services::AppState;
+use crate::services::contacts::{Direction, Relationship, SendOutcome};
+use crate::services::profile::{self, directory};
+
+/// The most results one search returns.
+const MAX_RESULTS: usize = 50;
+
+/// A local user named by a client: garbage is `M_INVALID_PARAM`, a stranger `M_NOT_FOUND`.
+fn local_user(state: &AppState, user_id: &str) -> Result<ruma::OwnedUserId> {
+    let user_id = ruma::UserId::parse(user_id)
+        .map_err(|_| Error::invalid_param(format!("{user_id:?} is not a user ID")))?;
+    if user_id.server_name().as_str() != state.config.server_name {
+        return Err(Error::invalid_param(
+            "Friend requests to other servers are not supported yet",
+        ));
+    }
+    match state.auth.account(&user_id)? {
+        Some(account) if !account.deactivated => Ok(user_id),
+        _ => Err(Error::not_found("No such user")),
+    }
+}
+
+/// `GET /friends` → `{friends: [{user_id, since_ts}]}`
+pub async fn friends(
+    State(state): State<AppState>,
+    request: Authed<IgnoredAny>,
+) -> Result<Json<Value>> {
+    let view = state.contacts.view(request.session.user_id.as_str())?;
+    Ok(Json(json!({ "friends": view["friends"] })))
+}
+
+/// `DELETE /friends/{userId}` → `{}`; 404 if not friends.
+pub async fn remove_friend(
+    State(state): State<AppState>,
+    Path(other): Path<String>,
+    request: Authed<IgnoredAny>,
+) -> Result<Json<Value>> {
+    state
+        .contacts
+        .remove_friend(request.session.user_id.as_str(), &other)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+pub struct NewRequest {
+    user_id: String,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// `POST /requests` `{user_id, message?}` → `{request_id, state}`: `pending`, or `accepted`
+/// when the other user had already asked.
+pub async fn send_request(
+    State(state): State<AppState>,
+    request: Authed<NewRequest>,
+) -> Result<Json<Value>> {
+    let me = request.session.user_id.as_str();
+    let to = local_user(&state, &request.body.user_id)?;
+    let ignored = state
+        .messaging
+        .account_data(to.as_str(), None, "m.ignored_user_list")?
+        .is_some_and(|list| list["ignored_users"].get(me).is_some());
+    let message = request.body.message.clone();
+    let outcome = state
+        .contacts
+        .send_request(me, to.as_str(), message, ignored)
+        .await?;
+    let (id, outcome) = match outcome {
+        SendOutcome::Pending(id) => (id, "pending"),
+        SendOutcome::Accepted(id) => (id, "accepted"),
+    };
+    Ok(Json(json!({ "request_id": id, "state": outcome })))
+}
+
+#[derive(Deserialize)]
+pub struct RequestsQuery {
+    #[serde(default)]
+    dir: Option<Direction>,
+}
+
+/// `GET /requests?dir=incoming|outgoing` → `{requests}` (both directions without `dir`)
+pub async fn requests(
+    State(state): State<AppState>,
+    query: Result<Query<RequestsQuery>, axum::extract::rejection::QueryRejection>,
+    request: Authed<IgnoredAny>,
+) -> Result<Json<Value>> {
+    let Query(query) = query.map_err(|_| Error::invalid_param("dir is incoming or outgoing"))?;
+    let me = request.session.user_id.as_str();
+    let dirs = match query.dir {
+        Some(dir) => vec![dir],
+        None => vec![Direction::Incoming, Direction::Outgoing],
+    };
+    let mut listed = Vec::new();
+    for dir in dirs {
+        listed.extend(state.contacts.requests(me, dir)?);
+    }
+    Ok(Json(json!({ "requests": listed })))
+}
+
+/// `POST /requests/{requestId}/accept` → `{state: "accepted"}`
+pub async fn accept(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Authed<IgnoredAny>,
+) -> Result<Json<Value>> {
+    let me = request.session.user_id.as_str();
+    state.contacts.accept(me, &id).await?;
+    Ok(Json(json!({ "state": "accepted" })))
+}
+
+/// `POST /requests/{requestId}/decline` → `{state: "declined"}`
+pub async fn decline(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Authed<IgnoredAny>,
+) -> Result<Json<Value>> {
+    let me = request.session.user_id.as_str();
+    state
+        .contacts
+        .withdraw(me, &id, Direction::Incoming)
+        .await?;
+    Ok(Json(json!({ "state": "declined" })))
+}
+
+/// `DELETE /requests/{requestId}`: the sender cancels → `{}`
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Authed<IgnoredAny>,
+) -> Result<Json<Value>> {
+    let me = request.session.user_id.as_str();
+    state
+        .contacts
+        .withdraw(me, &id, Direction::Outgoing)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+pub struct Search {
+    search_term: String,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `POST /search` `{search_term, limit?}` → `{results, limited}`: local users by words of
+/// their ID or display name, each with what they are to the searcher.
+pub async fn search(State(state): State<AppState>, request: Authed<Search>) -> Result<Json<Value>> {
+    let me = request.session.user_id.as_str();
+    let limit = request.body.limit.unwrap_or(10).clamp(1, MAX_RESULTS);
+    let (results, limited) = find_users(&state, me, &request.body.search_term, limit, false)?;
+    Ok(Json(json!({ "results": results, "limited": limited })))
+}
+
+/// The users matching `term`, best first: more whole-word matches, then friends, then
+/// those with a request either way. Deactivated users are never found; the searcher only
+/// if `include_self`. Each result carries `user_id`, `display_name`, `avatar_url` and
+/// `relationship`.
+pub fn find_users(
+    state: &AppState,
+    me: &str,
+    term: &str,
+    limit: usize,
+    include_self: bool,
+) -> Result<(Vec<Value>, bool)> {
+    let (hits, mut limited) = directory::search(&state.storage, term)?;
+    let rank = |r: Relationship| match r {
+        Relationship::Friend => 0,
+        Relationship::Incoming => 1,
+        Relationship::Outgoing => 2,
+        Relationship::None => 3,
+    };
+    let mut found = Vec::new();
+    for hit in hits {
+        if hit.user_id == me && !include_self {
+            continue;
+        }
+        let Ok(user_id) = ruma::UserId::parse(hit.user_id.as_str()) else {
+            continue;
+        };
+        if state.auth.account(&user_id)?.is_none_or(|a| a.deactivated) {
+            continue;
+        }
+        let relationship = state.contacts.relationship(me, &hit.user_id)?;
+        found.push((hit, relationship));
+    }
+    found.sort_by(|(a, ra), (b, rb)| {
+        b.exact_words
+            .cmp(&a.exact_words)
+            .then(rank(*ra).cmp(&rank(*rb)))
+            .then(a.user_id.cmp(&b.user_id))
+    });
+    limited |= found.len() > limit;
+    let mut results = Vec::new();
+    for (hit, relationship) in found.into_iter().take(limit) {
+        let profile = profile::profile(&state.storage, &hit.user_id)?.unwrap_or_default();
+        let mut result = json!({ "user_id": hit.user_id, "relationship": relationship });
+        if let Some(name) = profile.displayname {
+            result["display_name"] = name.into();
+        }
+        if let Some(avatar) = profile.avatar_url {
+            result["avatar_url"] = avatar.into();
+        }
+        results.push(result);
+    }
+    Ok((results, limited))
+}
+
+/// `POST /_matrix/client/v3/user_directory/search`: every local user (not only those
+/// sharing a room, as Synapse's default), each with `org.kith.contacts.relationship`.
+pub async fn user_directory(
+    State(state): State<AppState>,
+    request: crate::gateway::Ruma<ruma::api::client::user_directory::search_users::v3::Request>,
+) -> Result<Json<Value>> {
+    let me = request.session()?.user_id.as_str();
+    let limit = usize::try_from(request.body.limit)
+        .unwrap_or(MAX_RESULTS)
+        .clamp(1, MAX_RESULTS);
+    let (mut results, limited) = find_users(&state, me, &request.body.search_term, limit, true)?;
+    for result in &mut results {
+        if let Some(relationship) = result
+            .as_object_mut()
+            .and_then(|r| r.remove("relationship"))
+        {
+            result["org.kith.contacts.relationship"] = relationship;
+        }
+    }
+    Ok(Json(json!({ "results": results, "limited": limited })))
+}

@@ -1,0 +1,180 @@
+//! contact-service: friend requests and friendships, and the policy messaging asks about
+//! ("are these two friends?"). Every change writes both users' views and their live
+//! `org.kith.contacts` account data in the same batch as the change itself.
+
+mod policy;
+mod requests;
+mod view;
+
+use kith_storage::{Batch, Storage, catalog};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::events::{DomainEvent, Subscriber};
+use crate::gateway::Result;
+use crate::services::auth::RateLimiter;
+use crate::util::{StripedLocks, now_ms};
+
+pub use policy::DIRECT_MAX_MEMBERS;
+pub use requests::SendOutcome;
+pub use view::CONTACTS_EVENT;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContactsRecord {
+    pub created_ts: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Friendship {
+    pub since_ts: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FriendRequest {
+    pub request_id: String,
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub created_ts: u64,
+    /// The recipient ignores the sender: the request exists for the sender only.
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Incoming,
+    Outgoing,
+}
+
+/// A user's entry for a request between them and another user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestRef {
+    pub request_id: String,
+    pub dir: Direction,
+}
+
+/// What one user is to another, as search results show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Relationship {
+    None,
+    Friend,
+    /// They asked this user.
+    Incoming,
+    /// This user asked them.
+    Outgoing,
+}
+
+pub struct Contacts {
+    storage: Storage,
+    /// Per pair of users, across every read-check-write between them (two mutual requests
+    /// at once end in one friendship).
+    pair_locks: StripedLocks,
+    request_limiter: RateLimiter,
+}
+
+impl Contacts {
+    pub fn new(storage: Storage, config: &Config) -> Contacts {
+        let limits = &config.contacts;
+        Contacts {
+            storage,
+            pair_locks: StripedLocks::new(64),
+            request_limiter: RateLimiter::new(limits.request_burst, limits.requests_per_minute),
+        }
+    }
+
+    async fn lock_pair(&self, a: &str, b: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let key = if a < b {
+            format!("{a}\n{b}")
+        } else {
+            format!("{b}\n{a}")
+        };
+        self.pair_locks.lock(&key).await
+    }
+
+    pub fn friendship(&self, user: &str, other: &str) -> Result<Option<Friendship>> {
+        Ok(self
+            .storage
+            .get(&catalog::USERID_OTHERID_FRIENDSHIP, &(user, other))?)
+    }
+
+    pub fn are_friends(&self, user: &str, other: &str) -> Result<bool> {
+        Ok(self.friendship(user, other)?.is_some())
+    }
+
+    /// The user's friends, with since when.
+    pub fn friends(&self, user: &str) -> Result<Vec<(String, Friendship)>> {
+        let rows: Vec<((String, String), Friendship)> = self
+            .storage
+            .scan_prefix(&catalog::USERID_OTHERID_FRIENDSHIP, &(user,))?;
+        Ok(rows.into_iter().map(|((_, other), f)| (other, f)).collect())
+    }
+
+    pub fn request_ref(&self, user: &str, other: &str) -> Result<Option<RequestRef>> {
+        Ok(self
+            .storage
+            .get(&catalog::USERID_OTHERID_REQUEST, &(user, other))?)
+    }
+
+    pub fn relationship(&self, user: &str, other: &str) -> Result<Relationship> {
+        if self.are_friends(user, other)? {
+            return Ok(Relationship::Friend);
+        }
+        Ok(match self.request_ref(user, other)? {
+            Some(r) if r.dir == Direction::Incoming => Relationship::Incoming,
+            Some(_) => Relationship::Outgoing,
+            None => Relationship::None,
+        })
+    }
+
+    /// Ends a friendship (404 if there is none); both users' views change with it.
+    pub async fn remove_friend(&self, user: &str, other: &str) -> Result<()> {
+        let _guard = self.lock_pair(user, other).await;
+        if !self.are_friends(user, other)? {
+            return Err(crate::gateway::Error::not_found("Not friends"));
+        }
+        let mut batch = self.storage.batch();
+        let mut change = view::Change::default();
+        for (a, b) in [(user, other), (other, user)] {
+            batch.delete(&catalog::USERID_OTHERID_FRIENDSHIP, &(a, b))?;
+            change.friends_removed.push((a.to_owned(), b.to_owned()));
+        }
+        let removed = DomainEvent::FriendshipRemoved {
+            user_id: user.to_owned(),
+            other_user_id: other.to_owned(),
+        };
+        crate::events::append(&mut batch, removed)?;
+        self.write_views(&mut batch, &[user, other], &change)?;
+        Ok(self.storage.commit(batch).await?)
+    }
+}
+
+/// Gives every new user a contacts record.
+pub struct ContactsCreator;
+
+impl Subscriber for ContactsCreator {
+    fn name(&self) -> &'static str {
+        "contacts.create_on_user_created"
+    }
+
+    fn handle(
+        &self,
+        storage: &Storage,
+        event: &DomainEvent,
+        batch: &mut Batch,
+    ) -> kith_storage::Result<()> {
+        let DomainEvent::UserCreated { user_id, .. } = event else {
+            return Ok(());
+        };
+        if storage.contains(&catalog::USERID_CONTACTS, &user_id.as_str())? {
+            return Ok(());
+        }
+        let record = ContactsRecord {
+            created_ts: now_ms(),
+        };
+        batch.put(&catalog::USERID_CONTACTS, &user_id.as_str(), &record)
+    }
+}

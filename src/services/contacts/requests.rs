@@ -1,0 +1,215 @@
+//! Friend requests: sending (a request to someone who already asked you is a friendship at
+//! once), accepting, declining, cancelling. Each runs under the pair's lock, so its checks
+//! still hold when its batch commits.
+
+use http::StatusCode;
+use kith_storage::{Batch, catalog};
+use serde_json::Value;
+
+use super::view::Change;
+use super::{Contacts, Direction, FriendRequest, Friendship, RequestRef};
+use crate::events::{self, DomainEvent};
+use crate::gateway::{Error, Result};
+use crate::util::{now_ms, random_string};
+
+/// The longest message a request may carry, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1000;
+
+/// How a new request ended.
+pub enum SendOutcome {
+    Pending(String),
+    /// The other user had already asked: now friends, by their request.
+    Accepted(String),
+}
+
+fn conflict(errcode: &str, message: &str) -> Error {
+    Error::new(StatusCode::CONFLICT, errcode, message)
+}
+
+impl Contacts {
+    /// `from` asks `to` to be friends. `to` must be a local user (checked by the caller)
+    /// who is not `from`; `ignored_by_recipient` hides the request from them.
+    pub async fn send_request(
+        &self,
+        from: &str,
+        to: &str,
+        message: Option<String>,
+        ignored_by_recipient: bool,
+    ) -> Result<SendOutcome> {
+        if from == to {
+            return Err(Error::invalid_param(
+                "You cannot send yourself a friend request",
+            ));
+        }
+        if message
+            .as_ref()
+            .is_some_and(|m| m.len() > MAX_MESSAGE_BYTES)
+        {
+            return Err(Error::invalid_param(format!(
+                "A request's message holds at most {MAX_MESSAGE_BYTES} bytes"
+            )));
+        }
+        let _guard = self.lock_pair(from, to).await;
+        if self.are_friends(from, to)? {
+            return Err(conflict(
+                "ORG.KITH.CONTACTS_ALREADY_FRIENDS",
+                "Already friends",
+            ));
+        }
+        if self
+            .request_ref(from, to)?
+            .is_some_and(|r| r.dir == Direction::Outgoing)
+        {
+            return Err(conflict(
+                "ORG.KITH.CONTACTS_REQUEST_EXISTS",
+                "You have already asked this user",
+            ));
+        }
+        // They asked first (even unseen, if this user ignores them): that request is accepted.
+        if let Some(theirs) = self
+            .request_ref(to, from)?
+            .filter(|r| r.dir == Direction::Outgoing)
+        {
+            let request = self.request(&theirs.request_id)?;
+            let request = request.ok_or_else(|| Error::internal("request ref without request"))?;
+            let mut batch = self.storage.batch();
+            self.befriend(&mut batch, &request)?;
+            self.storage.commit(batch).await?;
+            return Ok(SendOutcome::Accepted(request.request_id));
+        }
+        // Counted only for requests that would reach someone: retries of errors are free.
+        self.request_limiter
+            .take(from)
+            .map_err(Error::limit_exceeded)?;
+        let request = FriendRequest {
+            request_id: random_string(18),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            message,
+            created_ts: now_ms(),
+            hidden: ignored_by_recipient,
+        };
+        let mut batch = self.storage.batch();
+        let id = request.request_id.as_str();
+        batch.put(&catalog::REQUESTID_REQUEST, &id, &request)?;
+        let outgoing = RequestRef {
+            request_id: id.to_owned(),
+            dir: Direction::Outgoing,
+        };
+        batch.put(&catalog::USERID_OTHERID_REQUEST, &(from, to), &outgoing)?;
+        let mut views = vec![from];
+        // An ignored sender's request stays theirs alone: pending for them, unseen by the
+        // recipient, and in no log event another part of the server would act on.
+        if !request.hidden {
+            let incoming = RequestRef {
+                request_id: id.to_owned(),
+                dir: Direction::Incoming,
+            };
+            batch.put(&catalog::USERID_OTHERID_REQUEST, &(to, from), &incoming)?;
+            let created = DomainEvent::FriendshipCreated {
+                request_id: id.to_owned(),
+                from: from.to_owned(),
+                to: to.to_owned(),
+            };
+            events::append(&mut batch, created)?;
+            views.push(to);
+        }
+        let change = Change {
+            requests_added: vec![request.clone()],
+            ..Change::default()
+        };
+        self.write_views(&mut batch, &views, &change)?;
+        self.storage.commit(batch).await?;
+        Ok(SendOutcome::Pending(request.request_id))
+    }
+
+    /// Removes a request and its refs in `batch`.
+    fn drop_request(&self, batch: &mut Batch, request: &FriendRequest) -> Result<()> {
+        batch.delete(&catalog::REQUESTID_REQUEST, &request.request_id.as_str())?;
+        let (from, to) = (request.from.as_str(), request.to.as_str());
+        batch.delete(&catalog::USERID_OTHERID_REQUEST, &(from, to))?;
+        batch.delete(&catalog::USERID_OTHERID_REQUEST, &(to, from))?;
+        Ok(())
+    }
+
+    /// Turns a request into a friendship, in `batch`.
+    fn befriend(&self, batch: &mut Batch, request: &FriendRequest) -> Result<()> {
+        let (from, to) = (request.from.as_str(), request.to.as_str());
+        self.drop_request(batch, request)?;
+        let friendship = Friendship { since_ts: now_ms() };
+        let mut change = Change {
+            requests_removed: vec![request.request_id.clone()],
+            ..Change::default()
+        };
+        for (a, b) in [(from, to), (to, from)] {
+            batch.put(&catalog::USERID_OTHERID_FRIENDSHIP, &(a, b), &friendship)?;
+            change
+                .friends_added
+                .push((a.to_owned(), b.to_owned(), friendship.clone()));
+        }
+        let accepted = DomainEvent::FriendshipAccepted {
+            request_id: request.request_id.clone(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+        };
+        events::append(batch, accepted)?;
+        self.write_views(batch, &[from, to], &change)
+    }
+
+    /// A request `user` may act on as `role`: 404 if there is none, 403 if it is someone
+    /// else's. A request hidden from its recipient does not exist for them.
+    fn own_request(&self, request_id: &str, user: &str, role: Direction) -> Result<FriendRequest> {
+        let request = self.request(request_id)?;
+        let request = request
+            .filter(|r| !(r.hidden && r.to == user))
+            .ok_or_else(|| Error::not_found("No such friend request"))?;
+        let theirs = match role {
+            Direction::Incoming => request.to == user,
+            Direction::Outgoing => request.from == user,
+        };
+        if !theirs {
+            return Err(Error::forbidden("This request is not yours to act on"));
+        }
+        Ok(request)
+    }
+
+    /// The recipient accepts: friends from now on.
+    pub async fn accept(&self, user: &str, request_id: &str) -> Result<()> {
+        let request = self.own_request(request_id, user, Direction::Incoming)?;
+        let _guard = self.lock_pair(&request.from, &request.to).await;
+        // Looked up again under the lock: the sender may have cancelled meanwhile.
+        let request = self.own_request(request_id, user, Direction::Incoming)?;
+        let mut batch = self.storage.batch();
+        self.befriend(&mut batch, &request)?;
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// The recipient declines (`Incoming`) or the sender cancels (`Outgoing`).
+    pub async fn withdraw(&self, user: &str, request_id: &str, role: Direction) -> Result<()> {
+        let request = self.own_request(request_id, user, role)?;
+        let _guard = self.lock_pair(&request.from, &request.to).await;
+        let request = self.own_request(request_id, user, role)?;
+        let mut batch = self.storage.batch();
+        self.drop_request(&mut batch, &request)?;
+        let change = Change {
+            requests_removed: vec![request.request_id.clone()],
+            ..Change::default()
+        };
+        let mut views = vec![request.from.as_str()];
+        if !request.hidden {
+            views.push(request.to.as_str());
+        }
+        self.write_views(&mut batch, &views, &change)?;
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// The user's requests in one direction, oldest first.
+    pub fn requests(&self, user: &str, dir: Direction) -> Result<Vec<Value>> {
+        let view = self.view(user)?;
+        let key = match dir {
+            Direction::Incoming => "incoming",
+            Direction::Outgoing => "outgoing",
+        };
+        Ok(view[key].as_array().cloned().unwrap_or_default())
+    }
+}
