@@ -24,7 +24,26 @@ pub struct Config {
     pub limits: Limits,
     pub well_known: WellKnown,
     pub contacts: Contacts,
+    pub media: Media,
     pub log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Media {
+    /// Largest upload accepted, in bytes; larger ones get 413 `M_TOO_LARGE`.
+    pub max_upload_size: usize,
+    /// Where uploaded files are kept; defaults to `<database.path>/media`.
+    pub path: Option<PathBuf>,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            max_upload_size: 50 * 1024 * 1024,
+            path: None,
+        }
+    }
 }
 
 /// Who needs to be friends before a chat (contact-service's policy).
@@ -146,6 +165,7 @@ impl Default for Config {
             limits: Limits::default(),
             well_known: WellKnown::default(),
             contacts: Contacts::default(),
+            media: Media::default(),
             log: Log::default(),
         }
     }
@@ -275,6 +295,13 @@ impl Config {
 
     pub fn db_path(&self) -> PathBuf {
         self.database.path.join("db")
+    }
+
+    pub fn media_path(&self) -> PathBuf {
+        self.media
+            .path
+            .clone()
+            .unwrap_or_else(|| self.database.path.join("media"))
     }
 
     pub fn admin_secret_path(&self) -> PathBuf {

@@ -20,6 +20,8 @@ mod ephemeral;
 mod gateway;
 #[path = "integration/history.rs"]
 mod history;
+#[path = "integration/media.rs"]
+mod media;
 #[path = "integration/membership.rs"]
 mod membership;
 #[path = "integration/profiles.rs"]

@@ -8,9 +8,9 @@ mod server;
 use axum::Router;
 use axum::routing::{delete, get, post};
 use ruma::api::client::{
-    account, alias, backup, config, context, device, discovery, filter, membership, message,
-    presence, profile, push, read_marker, receipt, redact, room, session, state as room_state,
-    thirdparty, typing, user_directory, voip,
+    account, alias, authenticated_media, backup, config, context, device, discovery, filter, media,
+    membership, message, presence, profile, push, read_marker, receipt, redact, room, session,
+    state as room_state, thirdparty, typing, user_directory, voip,
 };
 use ruma::api::federation::discovery::{discover_homeserver as server_discovery, get_server_keys};
 
@@ -31,6 +31,17 @@ fn contacts_api() -> Router<AppState> {
         .route("/requests/{request_id}/accept", post(contacts::accept))
         .route("/requests/{request_id}/decline", post(contacts::decline))
         .route("/search", post(contacts::search))
+}
+
+/// The unauthenticated media reads from before v1.11, which older clients still use.
+#[allow(deprecated)]
+fn legacy_media(api: Router<AppState>) -> Router<AppState> {
+    api.ruma::<media::get_content::v3::Request, _, _>(client::media::legacy_get)
+        .ruma::<media::get_content_as_filename::v3::Request, _, _>(client::media::legacy_get_named)
+        .ruma::<media::get_content_thumbnail::v3::Request, _, _>(
+            client::media::legacy_get_thumbnail,
+        )
+        .ruma::<media::get_media_config::v3::Request, _, _>(client::media::legacy_config)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -134,6 +145,18 @@ pub fn router(state: AppState) -> Router {
         .ruma::<presence::get_presence::v3::Request, _, _>(client::presence::get)
         // federation keys
         .ruma::<get_server_keys::v2::Request, _, _>(server::keys::server_keys)
+        // media
+        .ruma::<media::create_content::v3::Request, _, _>(client::media::upload)
+        .ruma::<media::create_mxc_uri::v1::Request, _, _>(client::media::create)
+        .ruma::<media::create_content_async::v3::Request, _, _>(client::media::upload_reserved)
+        .ruma::<authenticated_media::get_content::v1::Request, _, _>(client::media::get)
+        .ruma::<authenticated_media::get_content_as_filename::v1::Request, _, _>(
+            client::media::get_named,
+        )
+        .ruma::<authenticated_media::get_content_thumbnail::v1::Request, _, _>(
+            client::media::get_thumbnail,
+        )
+        .ruma::<authenticated_media::get_media_config::v1::Request, _, _>(client::media::config)
         // contact-service
         .nest(
             "/_matrix/client/unstable/org.kith.contacts/v1",
@@ -142,5 +165,5 @@ pub fn router(state: AppState) -> Router {
         .ruma::<user_directory::search_users::v3::Request, _, _>(client::contacts::user_directory)
         // kith's own admin API
         .nest("/_kith/admin/v1", admin::router(state.clone()));
-    gateway::finish(api, state)
+    gateway::finish(legacy_media(api), state)
 }

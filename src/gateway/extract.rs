@@ -75,7 +75,7 @@ where
             path_args.push(String::new());
         }
         let client_ip = client_ip(&parts);
-        let bytes = read_body(&parts, body, state.config.limits.max_request_size).await?;
+        let bytes = read_body(&parts, body, body_limit::<T>(state)).await?;
 
         let session = match T::Authentication::ACCESS_TOKEN {
             None => None,
@@ -173,6 +173,20 @@ fn parse_error(error: FromHttpRequestError, body: &[u8]) -> Error {
             other => Error::bad_json(other.to_string()),
         },
         other => Error::bad_json(other.to_string()),
+    }
+}
+
+/// The largest body `T` takes: uploads may be as large as media allows.
+fn body_limit<T: 'static>(state: &AppState) -> usize {
+    use ruma::api::client::media::{create_content, create_content_async};
+    let uploads = [
+        TypeId::of::<create_content::v3::Request>(),
+        TypeId::of::<create_content_async::v3::Request>(),
+    ];
+    if uploads.contains(&TypeId::of::<T>()) {
+        state.media.max_upload_size
+    } else {
+        state.config.limits.max_request_size
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod contacts;
+pub mod media;
 pub mod messaging;
 pub mod profile;
 pub mod session;
@@ -27,6 +28,7 @@ pub struct Services {
     pub auth: auth::AuthService,
     pub sessions: session::Sessions,
     pub contacts: contacts::Contacts,
+    pub media: media::Media,
     pub presence: profile::Presences,
     /// Per user, across a profile's read-modify-write.
     pub profile_locks: crate::util::StripedLocks,
@@ -93,6 +95,7 @@ impl Services {
             session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
         let presence = profile::Presences::new(storage.clone());
         let contacts = contacts::Contacts::new(storage.clone(), &config);
+        let media = media::Media::new(storage.clone(), &config)?;
         profile::directory::ensure_indexed(&storage)
             .map_err(|e| format!("cannot index the user directory: {e}"))?;
         let admin_secret = crate::admin::secret::load_or_create(&config.admin_secret_path())
@@ -105,6 +108,7 @@ impl Services {
             auth,
             sessions,
             contacts,
+            media,
             presence,
             profile_locks: crate::util::StripedLocks::new(16),
             admin_secret,

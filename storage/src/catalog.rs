@@ -212,6 +212,20 @@ pub const USERID_OTHERID_REQUEST: Table = Table {
     value: "RequestRef JSON: request ID, direction (incoming | outgoing)",
 };
 
+/// Media metadata; the files themselves are on disk, named by their SHA-256.
+pub const MEDIAID_MEDIA: Table = Table {
+    name: "mediaid_media",
+    key: "(server name, media ID)",
+    value: "MediaRecord JSON: SHA-256 (none while awaiting an upload), content type, file name, size, uploader, creation time",
+};
+
+/// Thumbnails made, by size and method, so each is made once.
+pub const MEDIAID_SIZE_THUMBNAIL: Table = Table {
+    name: "mediaid_size_thumbnail",
+    key: "(server name, media ID, width, height, method `crop` | `scale`)",
+    value: "ThumbnailRecord JSON: SHA-256 of the thumbnail file, content type",
+};
+
 /// Every table, in the order they are created.
 pub const ALL: &[&Table] = &[
     &GLOBAL_VALUE,
@@ -242,6 +256,8 @@ pub const ALL: &[&Table] = &[
     &USERID_OTHERID_FRIENDSHIP,
     &REQUESTID_REQUEST,
     &USERID_OTHERID_REQUEST,
+    &MEDIAID_MEDIA,
+    &MEDIAID_SIZE_THUMBNAIL,
 ];
 
 #[cfg(test)]

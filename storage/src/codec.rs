@@ -101,6 +101,7 @@ tuple_codec!(A);
 tuple_codec!(A, B);
 tuple_codec!(A, B, C);
 tuple_codec!(A, B, C, D);
+tuple_codec!(A, B, C, D, E);
 
 #[cfg(test)]
 mod tests {

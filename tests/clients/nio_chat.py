@@ -2,6 +2,12 @@
 delivered by long-poll, read receipts, typing notices, back-pagination to the room's start,
 and unread notification counts.
 
+kith's default friendship policy only lets friends open a direct chat, so first the two
+become friends the way a kith client does: alice's direct room is refused (M_INVITE_BLOCKED),
+she finds bob in the user directory, sends him a friend request (kith's
+org.kith.contacts API), bob's pending long-poll delivers it as org.kith.contacts global
+account data, he accepts, and alice's pending long-poll shows him among her friends.
+
 Usage: nio_chat.py BASE_URL
 The server must have open registration (a one-shot m.login.dummy registration).
 Every wait is bounded: a step that does not see what it expects within STEP_DEADLINE
@@ -13,6 +19,7 @@ import json
 import secrets
 import sys
 import time
+from urllib.parse import quote
 
 from nio import (
     AsyncClient,
@@ -21,6 +28,7 @@ from nio import (
     MessageDirection,
     ReceiptEvent,
     RegisterResponse,
+    RoomCreateError,
     RoomCreateResponse,
     RoomMessagesResponse,
     RoomPreset,
@@ -29,12 +37,15 @@ from nio import (
     RoomTypingResponse,
     SyncResponse,
     TypingNoticeEvent,
+    UnknownAccountDataEvent,
 )
 
 STEP_DEADLINE = 20.0  # seconds a step may wait for what it expects
 LONG_POLL_MS = 15_000  # the long-poll timeout asked of the server
 WOKE_WITHIN = 5.0  # a long-poll woken by a commit must return this soon after it
 MAX_PAGES = 20
+CONTACTS = "org.kith.contacts"  # kith's global account data type for a user's contacts
+CONTACTS_API = "/_matrix/client/unstable/org.kith.contacts/v1"
 
 
 class Failed(Exception):
@@ -123,6 +134,72 @@ class User:
             return f"GET /sync?since={since} -> {resp.status} {clip(await resp.text())}"
         except Exception as error:  # diagnostics only
             return f"GET /sync?since={since} failed: {error!r}"
+
+    async def api(self, method, path, body=None):
+        """A raw JSON request with the user's access token, through nio's session.
+        Returns (HTTP status, the parsed JSON body or None, the exchange as text)."""
+        data = json.dumps(body) if body is not None else None
+        headers = {"Authorization": f"Bearer {self.client.access_token}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        resp = await asyncio.wait_for(self.client.send(method, path, data, headers), STEP_DEADLINE)
+        text = await asyncio.wait_for(resp.text(), STEP_DEADLINE)
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        return resp.status, parsed, f"{method} {path} {data or ''} -> {resp.status} {clip(text)}"
+
+    async def contacts_around(self, action, predicate, expected):
+        """Start a long-poll /sync, then run action(); the long-poll must wake on the commit
+        with org.kith.contacts global account data whose content satisfies predicate.
+        Reads the event from nio's account_data_events, or, if nio dropped it, from a raw
+        GET /sync with the same since token. Returns (predicate's result, which way worked)."""
+        started = time.monotonic()
+        start_since = self.since
+        task = asyncio.create_task(self.sync(timeout_ms=LONG_POLL_MS))
+        await asyncio.sleep(1.0)
+        if task.done():
+            early = task.result()
+            raise Failed(
+                f"{self.localpart}: long-poll (timeout {LONG_POLL_MS} ms) returned after "
+                f"{time.monotonic() - started:.2f}s, before anything was sent: "
+                f"account data {clip([vars(e) for e in early.account_data_events])}"
+            )
+        acted = time.monotonic()
+        await action()
+        resp = await asyncio.wait_for(task, LONG_POLL_MS / 1000 + 15)
+        done = time.monotonic()
+        from_action, total = done - acted, done - started
+        note(f"{self.localpart}'s long-poll returned {from_action:.3f}s after the request ({total:.3f}s after it began)")
+        parsed = [e for e in resp.account_data_events if isinstance(e, UnknownAccountDataEvent) and e.type == CONTACTS]
+        if parsed:
+            content, way = parsed[-1].content, "nio (UnknownAccountDataEvent in account_data_events)"
+        else:
+            note(
+                f"nio's account_data_events hold no {CONTACTS}: "
+                f"{[type(e).__name__ + ':' + str(getattr(e, 'type', '')) for e in resp.account_data_events]}"
+            )
+            status, body, exchange = await self.api("GET", f"/_matrix/client/v3/sync?timeout=0&since={start_since}")
+            check(status == 200 and isinstance(body, dict), f"raw /sync fallback: {exchange}")
+            raw = [
+                e for e in (body.get("account_data") or {}).get("events") or [] if e.get("type") == CONTACTS
+            ]
+            check(raw, f"{self.localpart}: the long-poll carried no {CONTACTS} account data\n    raw: {exchange}")
+            content, way = raw[-1].get("content") or {}, "raw GET /sync (nio did not surface it)"
+        note(f"{CONTACTS} read via {way}: {clip(content, 1000)}")
+        result = predicate(content)
+        if not result:
+            raise Failed(
+                f"{self.localpart}: the long-poll's {CONTACTS} content lacks {expected}: {clip(content)}\n"
+                f"    raw: {await self.raw_sync(start_since)}"
+            )
+        check(
+            from_action < WOKE_WITHIN,
+            f"{self.localpart}: the long-poll took {from_action:.2f}s after the request to return "
+            f"(timeout {LONG_POLL_MS} ms): it did not wake on the commit",
+        )
+        return result, way
 
     async def sync_until(self, room_id, predicate, expected, deadline=STEP_DEADLINE, poll_ms=5000):
         """Sync (long-polls of up to poll_ms) until predicate(resp) gives something truthy."""
@@ -224,8 +301,96 @@ async def main(base_url: str) -> int:
             check(bool(resp.next_batch), f"{user.localpart}: initial sync has no next_batch")
             note(f"{user.user_id} device {user.client.device_id}, next_batch {user.since}")
 
-        # 2. Alice creates a direct room inviting Bob.
-        step("2. alice creates a direct, trusted_private_chat room inviting bob")
+        # 2. Alice and Bob become friends: kith's default policy refuses a direct chat otherwise.
+        step("2a. before they are friends, alice's direct room inviting bob is refused (M_INVITE_BLOCKED)")
+        # (nio logs "Error validating response: 'room_id' is a required property" for the 403
+        # body before parsing it as a RoomCreateError; that line is expected.)
+        refused = await asyncio.wait_for(
+            alice.client.room_create(is_direct=True, invite=[bob.user_id], preset=RoomPreset.trusted_private_chat),
+            STEP_DEADLINE,
+        )
+        http = getattr(getattr(refused, "transport_response", None), "status", None)
+        check(
+            isinstance(refused, RoomCreateError),
+            f"room_create(is_direct, invite bob) before friendship must fail, got {refused}",
+        )
+        check(
+            refused.status_code == "M_INVITE_BLOCKED" and http == 403,
+            f"room_create before friendship: expected 403 M_INVITE_BLOCKED, got HTTP {http} {refused}",
+        )
+        note(f"HTTP {http} {refused.status_code}: {refused.message}")
+
+        step("2b. alice finds bob in the user directory by the start of his name")
+        term = bob.localpart[:3]
+        status, body, exchange = await alice.api(
+            "POST", "/_matrix/client/v3/user_directory/search", {"search_term": term, "limit": 50}
+        )
+        check(status == 200 and isinstance(body, dict), f"user directory search: {exchange}")
+        found = [r for r in body.get("results") or [] if r.get("user_id") == bob.user_id]
+        check(found, f"{bob.user_id} is not among the results for {term!r}: {exchange}")
+        relationship = found[0].get(f"{CONTACTS}.relationship")
+        check(
+            relationship == "none",
+            f"{bob.user_id}'s {CONTACTS}.relationship is {relationship!r}, expected 'none': {exchange}",
+        )
+        note(f"{term!r}: {len(body['results'])} results, bob among them with relationship 'none'")
+
+        step("2c. alice sends bob a friend request while bob's long-poll /sync is pending")
+        await bob.sync()  # catch up, so the long-poll has nothing pending
+        greeting = "hi, it's alice"
+        sent_request = {}
+
+        async def alice_asks_bob():
+            status, body, exchange = await alice.api(
+                "POST", f"{CONTACTS_API}/requests", {"user_id": bob.user_id, "message": greeting}
+            )
+            check(status == 200 and isinstance(body, dict), f"friend request: {exchange}")
+            check(
+                isinstance(body.get("request_id"), str) and body["request_id"] and body.get("state") == "pending",
+                f"friend request: expected {{request_id, state: 'pending'}}: {exchange}",
+            )
+            sent_request["id"] = body["request_id"]
+            note(f"request {body['request_id']} pending")
+
+        def alice_incoming(content):
+            for entry in content.get("incoming") or []:
+                if entry.get("user_id") == alice.user_id and entry.get("message") == greeting:
+                    return entry
+            return None
+
+        entry, way = await bob.contacts_around(
+            alice_asks_bob, alice_incoming, f"an 'incoming' entry from {alice.user_id} with message {greeting!r}"
+        )
+        step("2d. bob's long-poll delivered the request as org.kith.contacts account data")
+        check(
+            entry.get("request_id") == sent_request["id"],
+            f"bob's incoming entry has request_id {entry.get('request_id')!r}, alice was given {sent_request['id']!r}",
+        )
+        note(f"incoming entry {entry}, read via {way}")
+        contacts_ways = {"bob <- friend request": way}
+
+        step("2e. bob accepts; alice's pending long-poll shows bob among her friends")
+        await alice.sync()  # catch up past her own outgoing request
+
+        async def bob_accepts():
+            status, body, exchange = await bob.api(
+                "POST", f"{CONTACTS_API}/requests/{quote(entry['request_id'], safe='')}/accept", {}
+            )
+            check(
+                status == 200 and isinstance(body, dict) and body.get("state") == "accepted",
+                f"accept: expected 200 {{state: 'accepted'}}: {exchange}",
+            )
+
+        def bob_friend(content):
+            friends = [f for f in content.get("friends") or [] if f.get("user_id") == bob.user_id]
+            return friends[0] if friends else None
+
+        friend, way = await alice.contacts_around(bob_accepts, bob_friend, f"{bob.user_id} in 'friends'")
+        note(f"friends entry {friend}, read via {way}")
+        contacts_ways["alice <- accepted"] = way
+
+        # 3. Alice creates a direct room inviting Bob, now that they are friends.
+        step("3. alice creates a direct, trusted_private_chat room inviting bob (now friends)")
         created = await alice.client.room_create(
             is_direct=True, invite=[bob.user_id], preset=RoomPreset.trusted_private_chat
         )
@@ -233,8 +398,8 @@ async def main(base_url: str) -> int:
         room_id = created.room_id
         note(f"room {room_id}")
 
-        # 3. Bob sees the invite, flagged direct, and joins.
-        step("3. bob sees the invite (is_direct) and joins")
+        # 4. Bob sees the invite, flagged direct, and joins.
+        step("4. bob sees the invite (is_direct) and joins")
 
         def invited(resp):
             info = resp.rooms.invite.get(room_id)
@@ -277,8 +442,8 @@ async def main(base_url: str) -> int:
         await alice.sync_until(room_id, joined_in(alice), f"bob's join in {room_id}'s timeline")
         note("both see bob joined")
 
-        # 4. Messages both ways, each delivered by a long-poll that began before the send.
-        step("4. alice -> bob and bob -> alice, each delivered by a pending long-poll")
+        # 5. Messages both ways, each delivered by a long-poll that began before the send.
+        step("5. alice -> bob and bob -> alice, each delivered by a pending long-poll")
         await bob.sync()  # catch up, so the long-poll has nothing pending
         hello_bob = {}
 
@@ -305,8 +470,8 @@ async def main(base_url: str) -> int:
         check(event.sender == bob.user_id, f"'hello alice' sender {event.sender}")
         long_polls["alice <- 'hello alice'"] = elapsed
 
-        # 5. Bob's read receipt reaches Alice.
-        step("5. bob marks 'hello bob' read; alice sees the m.receipt")
+        # 6. Bob's read receipt reaches Alice.
+        step("6. bob marks 'hello bob' read; alice sees the m.receipt")
         marked = await bob.client.room_read_markers(
             room_id, fully_read_event=hello_bob["id"], read_event=hello_bob["id"]
         )
@@ -327,8 +492,8 @@ async def main(base_url: str) -> int:
         )
         note(f"receipt: {receipt}")
 
-        # 6. Typing notices, each delivered to a pending long-poll.
-        step("6. alice types; bob's long-poll sees it, then sees it stop")
+        # 7. Typing notices, each delivered to a pending long-poll.
+        step("7. alice types; bob's long-poll sees it, then sees it stop")
         await bob.sync()  # catch up
 
         async def alice_types():
@@ -356,8 +521,8 @@ async def main(base_url: str) -> int:
         _, _, elapsed = await bob.long_poll_around(room_id, alice_stops, nobody_typing, "an m.typing with user_ids []")
         long_polls["bob <- typing off"] = elapsed
 
-        # 7. History by back-pagination from Bob's latest sync.
-        step("7. alice sends m0..m24; bob back-paginates to the room's creation")
+        # 8. History by back-pagination from Bob's latest sync.
+        step("8. alice sends m0..m24; bob back-paginates to the room's creation")
         sent = {}
         for n in range(25):
             sent[f"m{n}"] = await send_text(alice, room_id, f"m{n}")
@@ -411,8 +576,8 @@ async def main(base_url: str) -> int:
         check(kinds.count("m.room.create") == 1, f"m.room.create appears {kinds.count('m.room.create')} times")
         note(f"oldest: {collected[-1].source.get('event_id')} m.room.create; newest: {bodies[0]}")
 
-        # 8. Unread notification counts.
-        step("8. bob's unread notification count: >= 25 before reading, 0 after")
+        # 9. Unread notification counts.
+        step("9. bob's unread notification count: >= 25 before reading, 0 after")
         check(
             unread_before is not None and unread_before >= 25,
             f"bob's sync showing m24 must report unread_notifications.notification_count >= 25, saw {unread_before}",
@@ -438,6 +603,7 @@ async def main(base_url: str) -> int:
         note("notification_count after reading: 0")
 
         print("long-poll wake-up times: " + ", ".join(f"{k} {v:.3f}s" for k, v in long_polls.items()))
+        print(f"{CONTACTS} account data read via: " + ", ".join(f"{k}: {v}" for k, v in contacts_ways.items()))
         print("nio chat test passed")
         return 0
     except Failed as failure:

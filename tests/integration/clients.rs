@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::Server;
+use crate::common::{POLICY, Server};
 
 /// The longest any client script may take.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -53,15 +53,25 @@ async fn matrix_nio_registers_logs_in_refreshes_and_logs_out() {
     run_client(&server, &python(), &args, "nio session test passed").await;
 }
 
-/// Two nio users: a direct room, invite, join, messages both ways by long-poll, receipts,
-/// typing, history back to the room's start, unread counts.
+/// Two nio users under the default friendship policy: refused a direct chat as strangers,
+/// they find each other, become friends (seen live in sync), then chat in a direct room:
+/// invite, join, messages both ways by long-poll, receipts, typing, history back to the
+/// room's start, unread counts.
 #[tokio::test]
-async fn matrix_nio_users_chat_in_a_direct_room() {
-    let server = Server::start(&[]);
+async fn matrix_nio_users_befriend_and_chat_in_a_direct_room() {
+    let server = Server::start(&[(POLICY, "dm_only")]);
     let args = ["tests/clients/nio_chat.py", &server.base];
     run_client(&server, &python(), &args, "nio chat test passed").await;
     // The room, its 27 messages and the membership changes, every one a valid signed PDU.
     assert!(server.assert_events_verify() > 30);
+}
+
+/// matrix-nio uploads a picture, sets it as avatar, downloads it and gets a thumbnail.
+#[tokio::test]
+async fn matrix_nio_sets_an_avatar() {
+    let server = Server::start(&[]);
+    let args = ["tests/clients/nio_avatar.py", &server.base];
+    run_client(&server, &python(), &args, "nio avatar test passed").await;
 }
 
 /// A matrix-js-sdk client starts, reaches PREPARED, joins a direct room it is invited to

@@ -1,0 +1,55 @@
+//! Content-addressed files: `<media dir>/<first two hex digits>/<SHA-256 hex>`. Written to a
+//! temporary name, synced, then renamed, so a file under its name is always whole.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::gateway::{Error, Result};
+use crate::util::random_string;
+
+fn path_of(dir: &Path, sha256: &str) -> PathBuf {
+    dir.join(&sha256[..2]).join(sha256)
+}
+
+/// Stores `bytes` (once, however often uploaded); their SHA-256.
+pub async fn store(dir: &Path, bytes: Vec<u8>) -> Result<String> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        let path = path_of(&dir, &sha256);
+        if path.exists() {
+            return Ok(sha256);
+        }
+        let parent = path.parent().ok_or_else(|| Error::internal("media path"))?;
+        std::fs::create_dir_all(parent).map_err(Error::internal)?;
+        let temporary = parent.join(format!(".{}.tmp", random_string(12)));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &path)?;
+            // The rename itself is durable once the directory is synced.
+            std::fs::File::open(parent)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&temporary);
+            Error::internal(format!("cannot store media: {e}"))
+        })?;
+        Ok(sha256)
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
+/// The bytes stored under `sha256`.
+pub async fn load(dir: &Path, sha256: &str) -> Result<Vec<u8>> {
+    if sha256.len() < 2 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::internal("bad media hash"));
+    }
+    let path = path_of(dir, sha256);
+    tokio::fs::read(&path)
+        .await
+        .map_err(|e| Error::internal(format!("cannot read media {}: {e}", path.display())))
+}

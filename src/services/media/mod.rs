@@ -1,0 +1,180 @@
+//! Media (for avatars and attachments): files on disk under the media directory, named by
+//! their SHA-256 (the same bytes uploaded twice are kept once), metadata in RocksDB. A file
+//! is written and synced before the metadata that names it, so a crash leaves at most an
+//! unnamed file, never a name without its file.
+
+mod files;
+mod thumbnail;
+
+use std::path::PathBuf;
+
+use http::StatusCode;
+use kith_storage::{Storage, catalog};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::gateway::{Error, Result};
+use crate::util::{now_ms, random_string};
+
+pub use thumbnail::Fit;
+
+/// How long a media ID made by `/create` waits for its upload.
+const PENDING_TTL_MS: u64 = 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MediaRecord {
+    /// The file's SHA-256 (hex), or `None` while a `/create`d ID awaits its upload.
+    pub sha256: Option<String>,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    pub size: u64,
+    pub uploader: String,
+    pub created_ts: u64,
+}
+
+/// A file to serve.
+pub struct Content {
+    pub bytes: Vec<u8>,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+}
+
+pub struct Media {
+    storage: Storage,
+    dir: PathBuf,
+    server_name: String,
+    pub max_upload_size: usize,
+}
+
+fn not_found() -> Error {
+    Error::not_found("Media not found")
+}
+
+impl Media {
+    pub fn new(storage: Storage, config: &Config) -> Result<Media, String> {
+        let dir = config.media_path();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create media directory {}: {e}", dir.display()))?;
+        Ok(Media {
+            storage,
+            dir,
+            server_name: config.server_name.clone(),
+            max_upload_size: config.media.max_upload_size,
+        })
+    }
+
+    pub fn record(&self, server: &str, media_id: &str) -> Result<Option<MediaRecord>> {
+        if server != self.server_name {
+            // Other servers' media comes with federation.
+            return Ok(None);
+        }
+        Ok(self
+            .storage
+            .get(&catalog::MEDIAID_MEDIA, &(server, media_id))?)
+    }
+
+    fn mxc(&self, media_id: &str) -> String {
+        format!("mxc://{}/{media_id}", self.server_name)
+    }
+
+    /// Stores an upload under a new media ID; its `mxc://` URI.
+    pub async fn upload(
+        &self,
+        uploader: &str,
+        bytes: Vec<u8>,
+        content_type: Option<String>,
+        filename: Option<String>,
+    ) -> Result<String> {
+        let media_id = random_string(24);
+        let size = bytes.len() as u64;
+        let sha256 = files::store(&self.dir, bytes).await?;
+        let record = MediaRecord {
+            sha256: Some(sha256),
+            content_type,
+            filename,
+            size,
+            uploader: uploader.to_owned(),
+            created_ts: now_ms(),
+        };
+        let key = (self.server_name.as_str(), media_id.as_str());
+        self.storage
+            .put(&catalog::MEDIAID_MEDIA, &key, &record)
+            .await?;
+        Ok(self.mxc(&media_id))
+    }
+
+    /// Reserves a media ID for a later upload; its `mxc://` URI and when it expires.
+    pub async fn create(&self, uploader: &str) -> Result<(String, u64)> {
+        let media_id = random_string(24);
+        let now = now_ms();
+        let record = MediaRecord {
+            sha256: None,
+            content_type: None,
+            filename: None,
+            size: 0,
+            uploader: uploader.to_owned(),
+            created_ts: now,
+        };
+        let key = (self.server_name.as_str(), media_id.as_str());
+        self.storage
+            .put(&catalog::MEDIAID_MEDIA, &key, &record)
+            .await?;
+        Ok((self.mxc(&media_id), now + PENDING_TTL_MS))
+    }
+
+    /// Uploads the content of a `/create`d ID: only by who made it, only once, only before
+    /// it expires.
+    pub async fn upload_reserved(
+        &self,
+        uploader: &str,
+        server: &str,
+        media_id: &str,
+        bytes: Vec<u8>,
+        content_type: Option<String>,
+        filename: Option<String>,
+    ) -> Result<()> {
+        let mut record = self.record(server, media_id)?.ok_or_else(not_found)?;
+        if record.uploader != uploader {
+            return Err(Error::forbidden("This media ID was made by someone else"));
+        }
+        if record.sha256.is_some() {
+            return Err(Error::new(
+                StatusCode::CONFLICT,
+                "M_CANNOT_OVERWRITE_MEDIA",
+                "This media already has content",
+            ));
+        }
+        if now_ms() > record.created_ts + PENDING_TTL_MS {
+            return Err(not_found());
+        }
+        record.size = bytes.len() as u64;
+        record.sha256 = Some(files::store(&self.dir, bytes).await?);
+        record.content_type = content_type;
+        record.filename = filename;
+        let key = (server, media_id);
+        Ok(self
+            .storage
+            .put(&catalog::MEDIAID_MEDIA, &key, &record)
+            .await?)
+    }
+
+    /// The content of a media ID: 404 if unknown, 504 `M_NOT_YET_UPLOADED` if reserved but
+    /// still empty.
+    pub async fn content(&self, server: &str, media_id: &str) -> Result<(MediaRecord, Content)> {
+        let record = self.record(server, media_id)?.ok_or_else(not_found)?;
+        let Some(sha256) = &record.sha256 else {
+            return Err(Error::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "M_NOT_YET_UPLOADED",
+                "The media has not been uploaded yet",
+            ));
+        };
+        let bytes = files::load(&self.dir, sha256).await?;
+        let content = Content {
+            bytes,
+            content_type: record.content_type.clone(),
+            filename: record.filename.clone(),
+        };
+        Ok((record, content))
+    }
+}

@@ -1,0 +1,300 @@
+//! Media: uploads (direct, and reserved then uploaded), authenticated and legacy downloads,
+//! real thumbnails, safe serving, limits.
+
+use std::io::Cursor;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::{Server, assert_error};
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 4) as u8, 90])
+    });
+    let mut out = Cursor::new(Vec::new());
+    image.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+struct Fetched {
+    status: StatusCode,
+    content_type: String,
+    disposition: String,
+    bytes: Vec<u8>,
+}
+
+async fn fetch(server: &Server, path: &str, token: Option<&str>) -> Fetched {
+    let mut request = server.http.get(format!("{}{path}", server.base));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (content_type, disposition) = (header("content-type"), header("content-disposition"));
+    let status = response.status();
+    if status.is_success() {
+        assert_eq!(header("x-content-type-options"), "nosniff");
+    }
+    Fetched {
+        status,
+        content_type,
+        disposition,
+        bytes: response.bytes().await.unwrap().to_vec(),
+    }
+}
+
+async fn upload(
+    server: &Server,
+    token: &str,
+    bytes: Vec<u8>,
+    content_type: &str,
+    name: &str,
+) -> (StatusCode, Value) {
+    let response = server
+        .http
+        .post(format!(
+            "{}/_matrix/media/v3/upload?filename={name}",
+            server.base
+        ))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+fn dimensions(bytes: &[u8]) -> (u32, u32) {
+    let image = image::load_from_memory(bytes).expect("an image");
+    (image.width(), image.height())
+}
+
+#[tokio::test]
+async fn uploads_downloads_and_thumbnails() {
+    let server = Server::start(&[("KITH_MEDIA__MAX_UPLOAD_SIZE", "200000")]);
+    let (_, alice) = server.user("alice").await;
+    let (_, bob) = server.user("bob").await;
+    let picture = png(64, 48);
+    let (status, uploaded) = upload(&server, &alice, picture.clone(), "image/png", "cat.png").await;
+    assert_eq!(status, StatusCode::OK, "{uploaded}");
+    let uri = uploaded["content_uri"].as_str().unwrap();
+    let id = uri.strip_prefix("mxc://").expect("an mxc URI");
+
+    // Authenticated download: the same bytes, inline, with the name.
+    let path = format!("/_matrix/client/v1/media/download/{id}");
+    let got = fetch(&server, &path, Some(&bob)).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.bytes, picture);
+    assert_eq!(got.content_type, "image/png");
+    assert_eq!(got.disposition, "inline; filename*=utf-8''cat.png");
+    assert_eq!(
+        fetch(&server, &path, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let named = fetch(&server, &format!("{path}/other%20name.png"), Some(&bob)).await;
+    assert_eq!(
+        named.disposition,
+        "inline; filename*=utf-8''other%20name.png"
+    );
+    // The legacy route, for older clients, needs no token.
+    let legacy = fetch(&server, &format!("/_matrix/media/v3/download/{id}"), None).await;
+    assert_eq!(
+        (legacy.status, legacy.bytes.len()),
+        (StatusCode::OK, picture.len())
+    );
+
+    // Thumbnails: cropped to the shape asked, scaled to fit, never enlarged.
+    let thumb = |query: &str| format!("/_matrix/client/v1/media/thumbnail/{id}?{query}");
+    let crop = fetch(
+        &server,
+        &thumb("width=32&height=32&method=crop"),
+        Some(&bob),
+    )
+    .await;
+    assert_eq!(crop.status, StatusCode::OK);
+    assert_eq!(crop.content_type, "image/png");
+    assert_eq!(dimensions(&crop.bytes), (32, 32));
+    let scale = fetch(
+        &server,
+        &thumb("width=32&height=32&method=scale"),
+        Some(&bob),
+    )
+    .await;
+    assert_eq!(dimensions(&scale.bytes), (32, 24));
+    let big = fetch(
+        &server,
+        &thumb("width=800&height=600&method=scale"),
+        Some(&bob),
+    )
+    .await;
+    assert_eq!(dimensions(&big.bytes), (64, 48));
+    let wide = fetch(
+        &server,
+        &thumb("width=640&height=160&method=crop"),
+        Some(&bob),
+    )
+    .await;
+    assert_eq!(dimensions(&wide.bytes), (64, 16));
+    let again = fetch(
+        &server,
+        &thumb("width=32&height=32&method=crop"),
+        Some(&bob),
+    )
+    .await;
+    assert_eq!(again.bytes, crop.bytes, "made once, kept");
+    let legacy = fetch(
+        &server,
+        &format!("/_matrix/media/v3/thumbnail/{id}?width=32&height=32"),
+        None,
+    )
+    .await;
+    assert_eq!(dimensions(&legacy.bytes), (32, 24));
+
+    // A page someone uploads is never served as one.
+    let (_, page) = upload(
+        &server,
+        &alice,
+        b"<script>alert(1)</script>".to_vec(),
+        "text/html",
+        "x.html",
+    )
+    .await;
+    let page_id = page["content_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mxc://");
+    let got = fetch(
+        &server,
+        &format!("/_matrix/client/v1/media/download/{page_id}"),
+        Some(&bob),
+    )
+    .await;
+    assert!(
+        got.disposition.starts_with("attachment"),
+        "{}",
+        got.disposition
+    );
+    let result = server
+        .get(
+            &format!("/_matrix/client/v1/media/thumbnail/{page_id}?width=32&height=32"),
+            Some(&bob),
+        )
+        .await;
+    assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+
+    // Limits, unknown media, bad parameters.
+    let (status, too_big) = upload(
+        &server,
+        &alice,
+        vec![0; 200_001],
+        "application/octet-stream",
+        "big",
+    )
+    .await;
+    assert_eq!(
+        (status, &too_big["errcode"]),
+        (StatusCode::PAYLOAD_TOO_LARGE, &json!("M_TOO_LARGE"))
+    );
+    let (_, config) = server
+        .get("/_matrix/client/v1/media/config", Some(&bob))
+        .await;
+    assert_eq!(config["m.upload.size"], 200_000);
+    for missing in ["kith.test/nothing", "elsewhere.test/abc"] {
+        let result = server
+            .get(
+                &format!("/_matrix/client/v1/media/download/{missing}"),
+                Some(&bob),
+            )
+            .await;
+        assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    }
+    let result = server.get(&thumb("width=0&height=32"), Some(&bob)).await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let result = server.get(&thumb("height=32"), Some(&bob)).await;
+    assert_eq!(result.0, StatusCode::BAD_REQUEST, "{}", result.1);
+
+    // The same bytes uploaded again are kept once on disk (the picture, the page, two
+    // thumbnails: crop 32x32 and scale 32x24; 640x160 crop made a third).
+    let (_, twice) = upload(&server, &bob, picture.clone(), "image/png", "same.png").await;
+    assert_ne!(twice["content_uri"], uploaded["content_uri"]);
+    let files = walk(&server.data.join("media"));
+    assert_eq!(files, 5, "content-addressed files");
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            if path.is_dir() { walk(&path) } else { 1 }
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn reserved_ids_are_uploaded_once_by_their_maker() {
+    let server = Server::start(&[]);
+    let (_, alice) = server.user("alice").await;
+    let (_, bob) = server.user("bob").await;
+    let (status, created) = server
+        .post("/_matrix/media/v1/create", Some(&alice), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert!(created["unused_expires_at"].is_u64());
+    let id = created["content_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mxc://")
+        .to_owned();
+    let download = format!("/_matrix/client/v1/media/download/{id}");
+    let result = server.get(&download, Some(&bob)).await;
+    assert_error(&result, StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED");
+
+    let put = |token: &str, body: &'static [u8]| {
+        let request = server
+            .http
+            .put(format!("{}/_matrix/media/v3/upload/{id}", server.base))
+            .bearer_auth(token.to_owned())
+            .header("content-type", "text/plain")
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    assert_error(
+        &put(&bob, b"mine now").await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(put(&alice, b"hello").await.0, StatusCode::OK);
+    assert_error(
+        &put(&alice, b"again").await,
+        StatusCode::CONFLICT,
+        "M_CANNOT_OVERWRITE_MEDIA",
+    );
+    let got = fetch(&server, &download, Some(&bob)).await;
+    assert_eq!(
+        (got.bytes.as_slice(), got.content_type.as_str()),
+        (&b"hello"[..], "text/plain")
+    );
+    let unknown = format!("{}/_matrix/media/v3/upload/kith.test/unknown", server.base);
+    let response = server
+        .http
+        .request(Method::PUT, unknown)
+        .bearer_auth(&alice)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
