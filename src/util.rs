@@ -52,11 +52,27 @@ impl StripedLocks {
         }
     }
 
-    pub async fn lock(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+    fn stripe(&self, key: &str) -> usize {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
-        self.locks[(hash % self.locks.len() as u64) as usize]
-            .lock()
-            .await
+        (hash % self.locks.len() as u64) as usize
+    }
+
+    pub async fn lock(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        self.locks[self.stripe(key)].lock().await
+    }
+
+    /// Both keys' locks (one, if they share a stripe), always taken in stripe order so two
+    /// callers locking the same pair either way round cannot deadlock.
+    pub async fn lock_both(&self, a: &str, b: &str) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let (first, second) = {
+            let (x, y) = (self.stripe(a), self.stripe(b));
+            (x.min(y), x.max(y))
+        };
+        let mut guards = vec![self.locks[first].lock().await];
+        if second != first {
+            guards.push(self.locks[second].lock().await);
+        }
+        guards
     }
 }

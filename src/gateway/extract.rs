@@ -75,7 +75,6 @@ where
             path_args.push(String::new());
         }
         let client_ip = client_ip(&parts);
-        let bytes = read_body(&parts, body, body_limit::<T>(state)).await?;
 
         let session = match T::Authentication::ACCESS_TOKEN {
             None => None,
@@ -90,6 +89,10 @@ where
                 }
             }
         };
+
+        // Only now the body: a caller without a valid token never gets a large upload
+        // buffered.
+        let bytes = read_body(&parts, body, body_limit::<T>(state)).await?;
 
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let parse = |bytes: &[u8]| {

@@ -168,6 +168,11 @@ async fn strangers_become_friends_then_chat_and_unfriending_ends_it() {
     let text = json!({ "msgtype": "m.text", "body": "still there?" });
     let result = server.put(&send, Some(&alice_token), text).await;
     assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let topic = format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/");
+    let result = server
+        .put(&topic, Some(&alice_token), json!({ "topic": "psst" }))
+        .await;
+    assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     assert_error(
         &create_dm(&server, &alice_token, &bob).await,
         StatusCode::FORBIDDEN,
@@ -410,7 +415,45 @@ async fn the_policy_in_its_three_modes() {
         for blocked in [&dm, &group, &invite].into_iter().filter(|r| !outcome(r)) {
             assert_error(blocked, StatusCode::FORBIDDEN, "M_INVITE_BLOCKED");
         }
+        if mode == "off" {
+            continue;
+        }
+        // No way around it: an invitee named twice is one, a made-up one is refused.
+        let twice = json!({ "invite": [bob, bob] });
+        let result = server
+            .post("/_matrix/client/v3/createRoom", Some(&alice_token), twice)
+            .await;
+        assert_error(&result, StatusCode::FORBIDDEN, "M_INVITE_BLOCKED");
+        let ghost = json!({ "invite": [bob, "@ghost:kith.test"] });
+        let result = server
+            .post("/_matrix/client/v3/createRoom", Some(&alice_token), ghost)
+            .await;
+        assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
     }
+}
+
+/// Two strangers who meet in a public room may talk there: only direct chats need
+/// friendship.
+#[tokio::test]
+async fn strangers_talk_in_a_public_room_of_two() {
+    let server = Server::start(&[(POLICY, "dm_only")]);
+    let (_, alice_token) = server.user("alice").await;
+    let (_, bob_token) = server.user("bob").await;
+    let (_, created) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            json!({ "preset": "public_chat", "invite": [] }),
+        )
+        .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let join = format!("/_matrix/client/v3/rooms/{room}/join");
+    assert_eq!(
+        server.post(&join, Some(&bob_token), json!({})).await.0,
+        StatusCode::OK
+    );
+    server.say(&bob_token, &room, "hello stranger").await;
+    server.say(&alice_token, &room, "hello to you").await;
 }
 
 #[tokio::test]
@@ -481,6 +524,8 @@ async fn requests_are_rate_limited_and_search_ranks_and_folds_accents() {
     assert_eq!(found["results"][0]["relationship"], "incoming");
     assert_eq!(found["results"][2]["relationship"], "outgoing");
     assert!(users(&search("nobody").await).is_empty());
+    // A full user ID, pasted, finds its user.
+    assert_eq!(users(&search(&alicia).await), [alicia.as_str()]);
 
     // The directory search says the same, under its own key.
     let (status, dir) = server

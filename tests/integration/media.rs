@@ -80,10 +80,10 @@ fn dimensions(bytes: &[u8]) -> (u32, u32) {
 
 #[tokio::test]
 async fn uploads_downloads_and_thumbnails() {
-    let server = Server::start(&[("KITH_MEDIA__MAX_UPLOAD_SIZE", "200000")]);
+    let server = Server::start(&[("KITH_MEDIA__MAX_UPLOAD_SIZE", "4000000")]);
     let (_, alice) = server.user("alice").await;
     let (_, bob) = server.user("bob").await;
-    let picture = png(64, 48);
+    let picture = png(1000, 750);
     let (status, uploaded) = upload(&server, &alice, picture.clone(), "image/png", "cat.png").await;
     assert_eq!(status, StatusCode::OK, "{uploaded}");
     let uri = uploaded["content_uri"].as_str().unwrap();
@@ -112,44 +112,31 @@ async fn uploads_downloads_and_thumbnails() {
         (StatusCode::OK, picture.len())
     );
 
-    // Thumbnails: cropped to the shape asked, scaled to fit, never enlarged.
+    // Thumbnails come in the spec's recommended sizes, the smallest covering the request:
+    // cropped to fill, scaled to fit, never enlarged (past the largest, the original).
     let thumb = |query: &str| format!("/_matrix/client/v1/media/thumbnail/{id}?{query}");
-    let crop = fetch(
-        &server,
-        &thumb("width=32&height=32&method=crop"),
-        Some(&bob),
-    )
-    .await;
-    assert_eq!(crop.status, StatusCode::OK);
-    assert_eq!(crop.content_type, "image/png");
-    assert_eq!(dimensions(&crop.bytes), (32, 32));
-    let scale = fetch(
-        &server,
-        &thumb("width=32&height=32&method=scale"),
-        Some(&bob),
-    )
-    .await;
-    assert_eq!(dimensions(&scale.bytes), (32, 24));
-    let big = fetch(
-        &server,
-        &thumb("width=800&height=600&method=scale"),
-        Some(&bob),
-    )
-    .await;
-    assert_eq!(dimensions(&big.bytes), (64, 48));
-    let wide = fetch(
-        &server,
-        &thumb("width=640&height=160&method=crop"),
-        Some(&bob),
-    )
-    .await;
-    assert_eq!(dimensions(&wide.bytes), (64, 16));
-    let again = fetch(
-        &server,
-        &thumb("width=32&height=32&method=crop"),
-        Some(&bob),
-    )
-    .await;
+    let sized = |query: &'static str| {
+        let (server, bob, path) = (&server, bob.clone(), thumb(query));
+        async move {
+            let got = fetch(server, &path, Some(&bob)).await;
+            assert_eq!(got.status, StatusCode::OK, "{query}");
+            (dimensions(&got.bytes), got)
+        }
+    };
+    let ((w, h), crop) = sized("width=32&height=32&method=crop").await;
+    assert_eq!(
+        ((w, h), crop.content_type.as_str()),
+        ((32, 32), "image/png")
+    );
+    assert_eq!(sized("width=50&height=50&method=crop").await.0, (96, 96));
+    assert_eq!(sized("width=32&height=32&method=scale").await.0, (320, 240));
+    assert_eq!(
+        sized("width=700&height=500&method=scale").await.0,
+        (800, 600)
+    );
+    let (size, original) = sized("width=2000&height=2000&method=scale").await;
+    assert_eq!((size, original.bytes == picture), ((1000, 750), true));
+    let (_, again) = sized("width=32&height=32&method=crop").await;
     assert_eq!(again.bytes, crop.bytes, "made once, kept");
     let legacy = fetch(
         &server,
@@ -157,7 +144,7 @@ async fn uploads_downloads_and_thumbnails() {
         None,
     )
     .await;
-    assert_eq!(dimensions(&legacy.bytes), (32, 24));
+    assert_eq!(dimensions(&legacy.bytes), (320, 240));
 
     // A page someone uploads is never served as one.
     let (_, page) = upload(
@@ -189,25 +176,9 @@ async fn uploads_downloads_and_thumbnails() {
             Some(&bob),
         )
         .await;
-    assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    assert_error(&result, StatusCode::BAD_REQUEST, "M_UNKNOWN");
 
     // Limits, unknown media, bad parameters.
-    let (status, too_big) = upload(
-        &server,
-        &alice,
-        vec![0; 200_001],
-        "application/octet-stream",
-        "big",
-    )
-    .await;
-    assert_eq!(
-        (status, &too_big["errcode"]),
-        (StatusCode::PAYLOAD_TOO_LARGE, &json!("M_TOO_LARGE"))
-    );
-    let (_, config) = server
-        .get("/_matrix/client/v1/media/config", Some(&bob))
-        .await;
-    assert_eq!(config["m.upload.size"], 200_000);
     for missing in ["kith.test/nothing", "elsewhere.test/abc"] {
         let result = server
             .get(
@@ -222,12 +193,12 @@ async fn uploads_downloads_and_thumbnails() {
     let result = server.get(&thumb("height=32"), Some(&bob)).await;
     assert_eq!(result.0, StatusCode::BAD_REQUEST, "{}", result.1);
 
-    // The same bytes uploaded again are kept once on disk (the picture, the page, two
-    // thumbnails: crop 32x32 and scale 32x24; 640x160 crop made a third).
+    // The same bytes uploaded again are kept once on disk: the picture, the page and four
+    // thumbnails (32 and 96 cropped, 320x240 and 800x600 scaled).
     let (_, twice) = upload(&server, &bob, picture.clone(), "image/png", "same.png").await;
     assert_ne!(twice["content_uri"], uploaded["content_uri"]);
     let files = walk(&server.data.join("media"));
-    assert_eq!(files, 5, "content-addressed files");
+    assert_eq!(files, 6, "content-addressed files");
 }
 
 fn walk(dir: &std::path::Path) -> usize {
@@ -242,9 +213,27 @@ fn walk(dir: &std::path::Path) -> usize {
 
 #[tokio::test]
 async fn reserved_ids_are_uploaded_once_by_their_maker() {
-    let server = Server::start(&[]);
+    let server = Server::start(&[("KITH_MEDIA__MAX_UPLOAD_SIZE", "2048")]);
     let (_, alice) = server.user("alice").await;
     let (_, bob) = server.user("bob").await;
+    // Past the configured size: 413, as the config endpoint says.
+    let (status, too_big) = upload(
+        &server,
+        &alice,
+        vec![0; 2049],
+        "application/octet-stream",
+        "big",
+    )
+    .await;
+    assert_eq!(
+        (status, &too_big["errcode"]),
+        (StatusCode::PAYLOAD_TOO_LARGE, &json!("M_TOO_LARGE"))
+    );
+    let (_, config) = server
+        .get("/_matrix/client/v1/media/config", Some(&bob))
+        .await;
+    assert_eq!(config["m.upload.size"], 2048);
+
     let (status, created) = server
         .post("/_matrix/media/v1/create", Some(&alice), json!({}))
         .await;

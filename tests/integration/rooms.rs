@@ -93,7 +93,7 @@ async fn direct_rooms_in_every_version_with_history_and_idempotent_sends() {
         let invite = find("m.room.member", "@bob:kith.test").unwrap();
         assert_eq!(
             invite["content"],
-            json!({ "membership": "invite", "is_direct": true })
+            json!({ "membership": "invite", "is_direct": true, "displayname": "bob" })
         );
         assert_eq!(
             find("m.room.power_levels", "").unwrap()["content"]["users"]["@bob:kith.test"],

@@ -21,7 +21,11 @@ use crate::services::profile;
 use crate::services::session::Session;
 
 /// A member event's extra content: the user's profile (as Synapse adds it) and a reason.
-fn member_content(state: &AppState, user: &str, reason: Option<&String>) -> Result<Value> {
+pub(super) fn member_content(
+    state: &AppState,
+    user: &str,
+    reason: Option<&String>,
+) -> Result<Value> {
     let mut content = json!({});
     if let Some(profile) = profile::profile(&state.storage, user)? {
         if let Some(name) = profile.displayname {
@@ -128,7 +132,8 @@ fn resolve(state: &AppState, target: &RoomOrAliasId) -> Result<OwnedRoomId> {
     OwnedRoomId::try_from(found.room_id).map_err(Error::internal)
 }
 
-/// `POST /_matrix/client/v3/rooms/{roomId}/invite`
+/// `POST /_matrix/client/v3/rooms/{roomId}/invite`: the friendship policy first (the
+/// caller's membership before it, so strangers learn nothing), then the auth rules.
 pub async fn invite(
     State(state): State<AppState>,
     request: Ruma<invite_user::v3::Request>,
@@ -140,25 +145,32 @@ pub async fn invite(
             "Third-party invites are not supported",
         ));
     };
-    // A room that would have at most two members with the invitee is a direct chat.
-    let room = request.body.room_id.as_str();
+    let room_id = &request.body.room_id;
+    require_joined(&state, session, room_id)?;
+    let mut draft = state
+        .messaging
+        .draft(room_id)
+        .await
+        .map_err(|_| not_in_room())?;
+    // Under the room's lock: a room that would have at most two members with the invitee
+    // is a direct chat, and stays one.
+    let target = invitee.user_id.as_str();
     let others = state
         .messaging
-        .members(room)?
+        .members(room_id.as_str())?
         .into_iter()
-        .filter(|(user, m)| {
-            matches!(m.membership.as_str(), "join" | "invite") && *user != invitee.user_id.as_str()
-        })
+        .filter(|(user, m)| matches!(m.membership.as_str(), "join" | "invite") && user != target)
         .count();
-    let direct = others < DIRECT_MAX_MEMBERS;
+    let direct = draft.is_direct() || others < DIRECT_MAX_MEMBERS;
     let policy = state.config.contacts.dm_requires_friendship;
     let me = session.user_id.as_str();
-    state
-        .contacts
-        .check_invite(policy, me, invitee.user_id.as_str(), direct)?;
-    let extra = reason_only(invitee.reason.as_ref());
-    let spec = member(session, invitee.user_id.as_str(), "invite", extra);
-    append(&state, &request.body.room_id, spec).await?;
+    state.contacts.check_invite(policy, me, target, direct)?;
+    if direct {
+        draft.mark_direct();
+    }
+    let content = member_content(&state, target, invitee.reason.as_ref())?;
+    draft.add(member(session, target, "invite", content))?;
+    draft.commit(state.storage.batch()).await?;
     Ok(RumaResponse(invite_user::v3::Response::new()))
 }
 

@@ -11,7 +11,9 @@ use ruma::events::TimelineEventType;
 use ruma::{OwnedEventId, RoomId, RoomVersionId, TransactionId};
 use serde_json::{Value, json};
 
+use super::membership::member_content;
 use super::{json_of, raw};
+use crate::config::DmPolicy;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
 use crate::services::contacts::DIRECT_MAX_MEMBERS;
@@ -87,12 +89,26 @@ pub async fn create_room(
             "Unsupported room version",
         ));
     }
-    // The friendship policy, before anything is built: no orphan room on refusal.
-    // With its creator, a room of at most two members is a direct chat.
-    let direct = body.is_direct || body.invite.len() < DIRECT_MAX_MEMBERS;
-    let policy = state.config.contacts.dm_requires_friendship;
+    // The friendship policy, before anything is built: no orphan room on refusal. Each
+    // invitee counts once, the creator not at all, and local invitees must exist.
+    let me = session.user_id.as_str();
+    let mut invitees: Vec<&ruma::UserId> = Vec::new();
     for invitee in &body.invite {
-        let me = session.user_id.as_str();
+        if invitee.as_str() != me && !invitees.contains(&invitee.as_ref()) {
+            invitees.push(invitee);
+        }
+    }
+    for invitee in &invitees {
+        let local = invitee.server_name().as_str() == state.config.server_name;
+        if local && state.auth.account(invitee)?.is_none_or(|a| a.deactivated) {
+            return Err(Error::not_found(format!("No such user {invitee}")));
+        }
+    }
+    // With its creator and an invitee, a room of two is a direct chat (a room made alone
+    // is not yet anything; inviting into it decides).
+    let direct = body.is_direct || invitees.len() + 1 == DIRECT_MAX_MEMBERS;
+    let policy = state.config.contacts.dm_requires_friendship;
+    for invitee in &invitees {
         state
             .contacts
             .check_invite(policy, me, invitee.as_str(), direct)?;
@@ -102,7 +118,6 @@ pub async fn create_room(
         _ => RoomPreset::PrivateChat,
     });
     let public = preset == RoomPreset::PublicChat;
-    let me = session.user_id.as_str();
 
     let mut create = match &body.creation_content {
         Some(content) => object(json_of(content)?, "creation_content")?,
@@ -142,7 +157,12 @@ pub async fn create_room(
     }
 
     draft.add(state_spec(session, "m.room.create", "", create))?;
-    draft.add(member(session, me, "join", json!({})))?;
+    draft.add(member(
+        session,
+        me,
+        "join",
+        member_content(&state, me, None)?,
+    ))?;
     draft.add(state_spec(session, "m.room.power_levels", "", power_levels))?;
     let join_rule = if public { "public" } else { "invite" };
     draft.add(state_spec(
@@ -192,13 +212,15 @@ pub async fn create_room(
             json!({ "topic": topic }),
         ))?;
     }
-    for invitee in &body.invite {
-        let extra = if body.is_direct {
-            json!({ "is_direct": true })
-        } else {
-            json!({})
-        };
-        draft.add(member(session, invitee.as_str(), "invite", extra))?;
+    if direct {
+        draft.mark_direct();
+    }
+    for invitee in &invitees {
+        let mut content = member_content(&state, invitee.as_str(), None)?;
+        if body.is_direct {
+            content["is_direct"] = true.into();
+        }
+        draft.add(member(session, invitee.as_str(), "invite", content))?;
     }
     let room_id = draft
         .room_id()
@@ -234,11 +256,6 @@ pub async fn send_message(
     let session = request.session()?;
     let body = &request.body;
     let content = object(content_of(&request.raw_body, &body.body)?, "Event content")?;
-    let members = state.messaging.joined_members(body.room_id.as_str())?;
-    let policy = state.config.contacts.dm_requires_friendship;
-    state
-        .contacts
-        .check_send(policy, session.user_id.as_str(), &members)?;
     let spec = EventSpec {
         sender: session.user_id.clone(),
         kind: TimelineEventType::from(body.event_type.to_string()),
@@ -250,6 +267,24 @@ pub async fn send_message(
     Ok(RumaResponse(send_message_event::v3::Response::new(
         event_id,
     )))
+}
+
+/// The friendship policy for writing into a direct chat (under its lock): its two members
+/// must still be friends.
+fn check_direct_send(
+    state: &AppState,
+    session: &Session,
+    room_id: &RoomId,
+    direct: bool,
+) -> Result<()> {
+    let policy = state.config.contacts.dm_requires_friendship;
+    if !direct || policy == DmPolicy::Off {
+        return Ok(());
+    }
+    let members = state.messaging.joined_members(room_id.as_str())?;
+    state
+        .contacts
+        .check_send(policy, session.user_id.as_str(), &members)
 }
 
 /// Sends one event for a device under a transaction ID: a replay with the same `scope`
@@ -272,6 +307,10 @@ pub(super) async fn send_once(
     // Checked under the room's lock: a concurrent replay waits, then finds the first answer.
     if let Some(event_id) = state.messaging.transaction(txn)? {
         return Ok(event_id);
+    }
+    // One may still take back (redact) what one said after a friendship ended.
+    if spec.kind != TimelineEventType::RoomRedaction {
+        check_direct_send(state, session, room_id, draft.is_direct())?;
     }
     let pdu = draft.add(spec)?;
     let transaction = LocalTransaction {
@@ -304,7 +343,17 @@ pub async fn send_state(
         &body.state_key,
         content,
     );
-    let stored = append(&state, &body.room_id, spec).await?;
+    let mut draft = state
+        .messaging
+        .draft(&body.room_id)
+        .await
+        .map_err(|_| not_in_room())?;
+    check_direct_send(&state, session, &body.room_id, draft.is_direct())?;
+    draft.add(spec)?;
+    let mut stored = draft.commit(state.storage.batch()).await?;
+    let stored = stored
+        .pop()
+        .ok_or_else(|| Error::internal("nothing committed"))?;
     Ok(RumaResponse(send_state_event::v3::Response::new(
         stored.event_id,
     )))

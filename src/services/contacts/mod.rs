@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::events::{DomainEvent, Subscriber};
 use crate::gateway::Result;
 use crate::services::auth::RateLimiter;
+use crate::services::messaging::{has_account_data, put_account_data};
 use crate::util::{StripedLocks, now_ms};
 
 pub use policy::DIRECT_MAX_MEMBERS;
@@ -70,9 +71,10 @@ pub enum Relationship {
 
 pub struct Contacts {
     storage: Storage,
-    /// Per pair of users, across every read-check-write between them (two mutual requests
-    /// at once end in one friendship).
-    pair_locks: StripedLocks,
+    /// Per user, across every read-check-write involving them: two mutual requests at once
+    /// end in one friendship, and two changes touching one user (two people asking them at
+    /// once) cannot each write a view of that user missing the other's change.
+    user_locks: StripedLocks,
     request_limiter: RateLimiter,
 }
 
@@ -81,18 +83,13 @@ impl Contacts {
         let limits = &config.contacts;
         Contacts {
             storage,
-            pair_locks: StripedLocks::new(64),
+            user_locks: StripedLocks::new(64),
             request_limiter: RateLimiter::new(limits.request_burst, limits.requests_per_minute),
         }
     }
 
-    async fn lock_pair(&self, a: &str, b: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        let key = if a < b {
-            format!("{a}\n{b}")
-        } else {
-            format!("{b}\n{a}")
-        };
-        self.pair_locks.lock(&key).await
+    async fn lock_pair(&self, a: &str, b: &str) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        self.user_locks.lock_both(a, b).await
     }
 
     pub fn friendship(&self, user: &str, other: &str) -> Result<Option<Friendship>> {
@@ -175,6 +172,12 @@ impl Subscriber for ContactsCreator {
         let record = ContactsRecord {
             created_ts: now_ms(),
         };
-        batch.put(&catalog::USERID_CONTACTS, &user_id.as_str(), &record)
+        batch.put(&catalog::USERID_CONTACTS, &user_id.as_str(), &record)?;
+        // The live view exists from the start (empty), unless a change already wrote it.
+        if !has_account_data(storage, user_id, CONTACTS_EVENT)? {
+            let empty = serde_json::json!({ "friends": [], "incoming": [], "outgoing": [] });
+            put_account_data(batch, user_id, None, CONTACTS_EVENT, empty)?;
+        }
+        Ok(())
     }
 }

@@ -36,8 +36,8 @@ impl Contacts {
         Ok(())
     }
 
-    /// Whether `sender` may write into a room whose joined members are `members`: under any
-    /// policy but `off`, two people in a room of their own must still be friends.
+    /// Whether `sender` may write into a direct chat whose joined members are `members`:
+    /// under any policy but `off`, the two people in it must still be friends.
     pub fn check_send(&self, policy: DmPolicy, sender: &str, members: &[String]) -> Result<()> {
         if policy == DmPolicy::Off || members.len() != DIRECT_MAX_MEMBERS {
             return Ok(());

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::gateway::{Error, Result};
-use crate::util::{now_ms, random_string};
+use crate::util::{StripedLocks, now_ms, random_string};
 
 pub use thumbnail::Fit;
 
@@ -44,6 +44,10 @@ pub struct Media {
     dir: PathBuf,
     server_name: String,
     pub max_upload_size: usize,
+    /// Bounds the memory and CPU thumbnails take.
+    decodes: tokio::sync::Semaphore,
+    /// Per media ID, across the check-and-write of a reserved ID's upload.
+    reserved_locks: StripedLocks,
 }
 
 fn not_found() -> Error {
@@ -60,6 +64,8 @@ impl Media {
             dir,
             server_name: config.server_name.clone(),
             max_upload_size: config.media.max_upload_size,
+            decodes: tokio::sync::Semaphore::new(thumbnail::DECODES_AT_ONCE),
+            reserved_locks: StripedLocks::new(16),
         })
     }
 
@@ -133,6 +139,7 @@ impl Media {
         content_type: Option<String>,
         filename: Option<String>,
     ) -> Result<()> {
+        let _guard = self.reserved_locks.lock(media_id).await;
         let mut record = self.record(server, media_id)?.ok_or_else(not_found)?;
         if record.uploader != uploader {
             return Err(Error::forbidden("This media ID was made by someone else"));

@@ -1,10 +1,12 @@
 //! Thumbnails: real resizing of JPEG, PNG, GIF (first frame) and WebP images, scaled to fit
-//! or cropped to fill the requested size, never enlarged; made once per size and kept like
-//! any other file.
+//! or cropped to fill, never enlarged. Requests snap to the spec's recommended sizes (the
+//! smallest at least as big as asked; the original past the largest), so each image has at
+//! most five thumbnails, each made once and kept like any other file. Decoding is bounded
+//! in pixels and runs at most two at a time.
 
 use std::io::Cursor;
 
-use image::imageops::FilterType;
+use http::StatusCode;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 use kith_storage::catalog;
 use serde::{Deserialize, Serialize};
@@ -12,11 +14,31 @@ use serde::{Deserialize, Serialize};
 use super::{Content, Media, files};
 use crate::gateway::{Error, Result};
 
-/// The largest thumbnail side made; bigger requests get this size.
-pub const MAX_THUMBNAIL_SIDE: u32 = 1600;
-/// Images larger than this (per side) are not decoded: a small file can claim a huge
+/// The sizes made, as the spec recommends: (width, height, method).
+const SIZES: [(u32, u32, Fit); 5] = [
+    (32, 32, Fit::Crop),
+    (96, 96, Fit::Crop),
+    (320, 240, Fit::Scale),
+    (640, 480, Fit::Scale),
+    (800, 600, Fit::Scale),
+];
+/// Images with more pixels than this are not decoded (413): a small file can claim a huge
 /// canvas.
-const MAX_SOURCE_SIDE: u32 = 12_000;
+const MAX_SOURCE_PIXELS: u64 = 32_000_000;
+/// How many images are decoded at once.
+pub const DECODES_AT_ONCE: usize = 2;
+
+/// The size made for a request: the smallest of its method at least as big, else any
+/// method's; `None` past the largest (the original serves).
+fn snap(width: u32, height: u32, fit: Fit) -> Option<(u32, u32, Fit)> {
+    let fits = |&&(w, h, _): &&(u32, u32, Fit)| w >= width && h >= height;
+    SIZES
+        .iter()
+        .filter(|(_, _, f)| *f == fit)
+        .find(fits)
+        .or_else(|| SIZES.iter().find(fits))
+        .copied()
+}
 
 /// How a thumbnail fits the requested size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +56,8 @@ struct ThumbnailRecord {
 }
 
 fn format_of(content_type: Option<&str>) -> Option<ImageFormat> {
-    match content_type? {
+    let essence = content_type?.split(';').next()?.trim().to_ascii_lowercase();
+    match essence.as_str() {
         "image/jpeg" | "image/jpg" => Some(ImageFormat::Jpeg),
         "image/png" => Some(ImageFormat::Png),
         "image/gif" => Some(ImageFormat::Gif),
@@ -52,32 +75,45 @@ fn render(
     height: u32,
     fit: Fit,
 ) -> Result<Option<(Vec<u8>, &'static str)>> {
+    let cannot = |e: image::ImageError| {
+        Error::unknown(
+            StatusCode::BAD_REQUEST,
+            format!("Cannot make a thumbnail of this image: {e}"),
+        )
+    };
+    let reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let (source_w, source_h) = reader.into_dimensions().map_err(cannot)?;
+    if u64::from(source_w) * u64::from(source_h) > MAX_SOURCE_PIXELS {
+        return Err(Error::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            "The image is too large to thumbnail",
+        ));
+    }
+    // Smaller than asked either way: the original serves (nothing is ever enlarged).
+    if source_w <= width && source_h <= height {
+        return Ok(None);
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SOURCE_SIDE);
-    limits.max_image_height = Some(MAX_SOURCE_SIDE);
-    limits.max_alloc = Some(512 * 1024 * 1024);
+    limits.max_alloc = Some(4 * MAX_SOURCE_PIXELS * 4);
     reader.limits(limits);
-    let image = reader
-        .decode()
-        .map_err(|e| Error::not_found(format!("Cannot make a thumbnail of this image: {e}")))?;
-    let (source_w, source_h) = (image.width(), image.height());
+    let image = reader.decode().map_err(cannot)?;
     let resized: DynamicImage = match fit {
-        Fit::Scale if source_w <= width && source_h <= height => return Ok(None),
-        Fit::Scale => image.resize(width, height, FilterType::Triangle),
+        Fit::Scale => image.thumbnail(width, height),
         Fit::Crop => {
-            // The largest box of the requested shape that the image holds, if the request
-            // is bigger than the image: cropping never enlarges.
-            let scale = f64::min(
-                1.0,
-                f64::min(
-                    f64::from(source_w) / f64::from(width),
-                    f64::from(source_h) / f64::from(height),
-                ),
-            );
-            let w = ((f64::from(width) * scale).round() as u32).max(1);
-            let h = ((f64::from(height) * scale).round() as u32).max(1);
-            image.resize_to_fill(w, h, FilterType::Triangle)
+            // Scaled (quickly) until it covers the box, then its middle cut out; a side
+            // already shorter than the box stays as it is.
+            let cover = f64::max(
+                f64::from(width) / f64::from(source_w),
+                f64::from(height) / f64::from(source_h),
+            )
+            .min(1.0);
+            let w = ((f64::from(source_w) * cover).round() as u32).max(1);
+            let h = ((f64::from(source_h) * cover).round() as u32).max(1);
+            let covering = image.thumbnail_exact(w, h);
+            let (crop_w, crop_h) = (width.min(w), height.min(h));
+            covering.crop_imm((w - crop_w) / 2, (h - crop_h) / 2, crop_w, crop_h)
         }
     };
     let lossless = format != ImageFormat::Jpeg || resized.color().has_alpha();
@@ -99,8 +135,8 @@ fn render(
 }
 
 impl Media {
-    /// A thumbnail of a local image at most `width`×`height` (each clamped to
-    /// 1..=[`MAX_THUMBNAIL_SIDE`]); the original when it is small enough already.
+    /// A thumbnail of a local image for a request of `width`×`height`: the recommended size
+    /// that covers it, or the original when that is no bigger.
     pub async fn thumbnail(
         &self,
         server: &str,
@@ -109,10 +145,21 @@ impl Media {
         height: u32,
         fit: Fit,
     ) -> Result<Content> {
-        let (width, height) = (
-            width.clamp(1, MAX_THUMBNAIL_SIDE),
-            height.clamp(1, MAX_THUMBNAIL_SIDE),
-        );
+        let record = self.record(server, media_id)?;
+        let record = record.ok_or_else(|| Error::not_found("Media not found"))?;
+        if record.sha256.is_none() {
+            // Not uploaded yet: the download's answer (504 M_NOT_YET_UPLOADED).
+            return Ok(self.content(server, media_id).await?.1);
+        }
+        let format = format_of(record.content_type.as_deref()).ok_or_else(|| {
+            Error::unknown(
+                StatusCode::BAD_REQUEST,
+                "No thumbnails of this type of media",
+            )
+        })?;
+        let Some((width, height, fit)) = snap(width, height, fit) else {
+            return Ok(self.content(server, media_id).await?.1);
+        };
         let method = match fit {
             Fit::Crop => "crop",
             Fit::Scale => "scale",
@@ -134,9 +181,8 @@ impl Media {
             });
         }
         let (_, original) = self.content(server, media_id).await?;
-        let format = format_of(original.content_type.as_deref())
-            .ok_or_else(|| Error::not_found("No thumbnail for this type of media"))?;
         let source = original.bytes;
+        let _decoding = self.decodes.acquire().await.map_err(Error::internal)?;
         let rendered = tokio::task::spawn_blocking(move || {
             render(&source, format, width, height, fit).map(|r| (r, source))
         })

@@ -26,12 +26,23 @@ pub fn put_account_data(
     room: Option<&str>,
     kind: &str,
     content: Value,
-) -> Result<()> {
+) -> kith_storage::Result<()> {
     let position = batch.new_position()?;
     let key = (user_id, room.unwrap_or(GLOBAL), kind);
     let data = AccountData { position, content };
-    batch.put(&catalog::USERID_ROOMID_TYPE_ACCOUNTDATA, &key, &data)?;
-    Ok(())
+    batch.put(&catalog::USERID_ROOMID_TYPE_ACCOUNTDATA, &key, &data)
+}
+
+/// Whether the user has global account data of this type.
+pub fn has_account_data(
+    storage: &kith_storage::Storage,
+    user_id: &str,
+    kind: &str,
+) -> kith_storage::Result<bool> {
+    storage.contains(
+        &catalog::USERID_ROOMID_TYPE_ACCOUNTDATA,
+        &(user_id, GLOBAL, kind),
+    )
 }
 
 impl Messaging {

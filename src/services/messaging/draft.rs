@@ -87,6 +87,7 @@ impl Messaging {
                 version,
                 extremities: Vec::new(),
                 depth: 0,
+                direct: false,
             },
             rules,
             stored: false,
@@ -123,6 +124,16 @@ impl Messaging {
 impl Draft<'_> {
     pub fn room_id(&self) -> Option<&RoomId> {
         self.room_id.as_deref()
+    }
+
+    /// Whether the room is a direct chat (see [`Room::direct`]).
+    pub fn is_direct(&self) -> bool {
+        self.room.direct
+    }
+
+    /// Marks the room a direct chat, from this commit on.
+    pub fn mark_direct(&mut self) {
+        self.room.direct = true;
     }
 
     fn state_id(&self, kind: &str, key: &str) -> Option<OwnedEventId> {

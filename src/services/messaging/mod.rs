@@ -19,7 +19,7 @@ use kith_federation::ServerKeys;
 use kith_storage::{Storage, catalog};
 use ruma::{OwnedEventId, RoomId};
 
-pub use account_data::put_account_data;
+pub use account_data::{has_account_data, put_account_data};
 pub use draft::EventSpec;
 pub use push::{PUSH_RULES, UnreadCounts};
 pub use receipts::PRIVATE_READ;

@@ -14,6 +14,9 @@ pub struct Room {
     pub extremities: Vec<OwnedEventId>,
     /// The depth of the newest event.
     pub depth: u64,
+    /// Made or joined as a direct chat: the friendship policy watches who writes into it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
 }
 
 /// An event as kept: the signed PDU and where it sits.

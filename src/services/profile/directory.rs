@@ -77,6 +77,11 @@ pub struct Hit {
 /// The users matching every word of `term` as a word prefix, best first, and whether the
 /// candidates were cut short.
 pub fn search(storage: &Storage, term: &str) -> Result<(Vec<Hit>, bool)> {
+    // A full user ID is searched by its localpart (server names are not indexed).
+    let term = match term.trim().strip_prefix('@') {
+        Some(id) => id.split(':').next().unwrap_or_default(),
+        None => term,
+    };
     let terms: Vec<String> = words_of(term).collect();
     let mut limited = false;
     // user → exact matches, intersected over the terms.

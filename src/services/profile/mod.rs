@@ -25,6 +25,19 @@ pub struct Profile {
     pub fields: BTreeMap<String, Value>,
 }
 
+/// A new user's profile: the localpart as display name, as Synapse does.
+pub fn new_profile(user_id: &str) -> Profile {
+    let localpart = user_id
+        .trim_start_matches('@')
+        .split(':')
+        .next()
+        .unwrap_or_default();
+    Profile {
+        displayname: Some(localpart.to_owned()),
+        ..Profile::default()
+    }
+}
+
 pub fn profile(storage: &Storage, user_id: &str) -> kith_storage::Result<Option<Profile>> {
     storage.get(&catalog::USERID_PROFILE, &user_id)
 }
@@ -49,15 +62,7 @@ impl Subscriber for ProfileCreator {
         if storage.contains(&catalog::USERID_PROFILE, &user_id.as_str())? {
             return Ok(());
         }
-        let localpart = user_id
-            .trim_start_matches('@')
-            .split(':')
-            .next()
-            .unwrap_or_default();
-        let profile = Profile {
-            displayname: Some(localpart.to_owned()),
-            ..Profile::default()
-        };
+        let profile = new_profile(user_id);
         directory::reindex(batch, user_id, None, &profile)?;
         batch.put(&catalog::USERID_PROFILE, &user_id.as_str(), &profile)
     }

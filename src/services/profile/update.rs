@@ -7,7 +7,7 @@ use ruma::UserId;
 use ruma::events::TimelineEventType;
 use serde_json::Value;
 
-use super::{Profile, directory, profile};
+use super::{Profile, directory, new_profile, profile};
 use crate::events::{self, DomainEvent};
 use crate::gateway::{Error, Result};
 use crate::services::Services;
@@ -15,6 +15,13 @@ use crate::services::messaging::EventSpec;
 
 /// The most bytes a profile field may hold, as JSON.
 const MAX_FIELD_BYTES: usize = 1024;
+/// The most bytes a field's name may have, and a whole profile, as the spec sets them.
+const MAX_KEY_BYTES: usize = 255;
+const MAX_PROFILE_BYTES: usize = 64 * 1024;
+
+fn too_large(message: String) -> Error {
+    Error::new(StatusCode::BAD_REQUEST, "M_PROFILE_TOO_LARGE", message)
+}
 
 impl Services {
     /// Sets (`Some`) or removes (`None`) one field of the user's profile.
@@ -28,15 +35,21 @@ impl Services {
             .as_ref()
             .is_some_and(|v| v.to_string().len() > MAX_FIELD_BYTES)
         {
+            return Err(too_large(format!(
+                "A profile field holds at most {MAX_FIELD_BYTES} bytes"
+            )));
+        }
+        if field.len() > MAX_KEY_BYTES {
             return Err(Error::new(
                 StatusCode::BAD_REQUEST,
-                "M_PROFILE_TOO_LARGE",
-                format!("A profile field holds at most {MAX_FIELD_BYTES} bytes"),
+                "M_KEY_TOO_LARGE",
+                format!("A profile field's name has at most {MAX_KEY_BYTES} bytes"),
             ));
         }
         let user = user_id.as_str();
         let _guard = self.profile_locks.lock(user).await;
-        let old = profile(&self.storage, user)?.unwrap_or_default();
+        let stored = self.created_profile(user).await?;
+        let old = stored.clone().unwrap_or_else(|| new_profile(user));
         let mut new = old.clone();
         let text = |v: Option<Value>| match v {
             None | Some(Value::Null) => Ok(None),
@@ -64,8 +77,14 @@ impl Services {
                 }
             },
         }
+        let size = serde_json::to_vec(&new).map_or(usize::MAX, |v| v.len());
+        if size > MAX_PROFILE_BYTES {
+            return Err(too_large(format!(
+                "A profile holds at most {MAX_PROFILE_BYTES} bytes"
+            )));
+        }
         let mut batch = self.storage.batch();
-        directory::reindex(&mut batch, user, Some(&old), &new)?;
+        directory::reindex(&mut batch, user, stored.as_ref(), &new)?;
         batch.put(&kith_storage::catalog::USERID_PROFILE, &user, &new)?;
         let public_change = new.displayname != old.displayname || new.avatar_url != old.avatar_url;
         if public_change {
@@ -81,6 +100,18 @@ impl Services {
             self.announce_profile(user_id, &new).await;
         }
         Ok(())
+    }
+
+    /// The user's profile, waiting briefly for the event log to create a new user's, so a
+    /// change right after registration neither races the creation nor is undone by it.
+    async fn created_profile(&self, user: &str) -> Result<Option<Profile>> {
+        for _ in 0..50 {
+            if let Some(found) = profile(&self.storage, user)? {
+                return Ok(Some(found));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(None)
     }
 
     /// A new member event with the profile in every room the user has joined. A room that
