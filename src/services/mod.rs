@@ -60,15 +60,19 @@ impl Services {
             .await
     }
 
-    /// Deactivates the account and ends all its sessions.
+    /// Deactivates the account and ends all its sessions, then its friendships and
+    /// requests (a write per other user, as each changes that user's view too).
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
-        let _guard = self.auth.registering().await;
-        let mut batch = self.storage.batch();
-        self.auth.deactivate_into(&mut batch, user_id)?;
-        let reason = RevokeReason::Deactivated;
-        self.sessions
-            .remove_all_devices(batch, user_id.as_str(), None, reason)
-            .await
+        {
+            let _guard = self.auth.registering().await;
+            let mut batch = self.storage.batch();
+            self.auth.deactivate_into(&mut batch, user_id)?;
+            let reason = RevokeReason::Deactivated;
+            self.sessions
+                .remove_all_devices(batch, user_id.as_str(), None, reason)
+                .await?;
+        }
+        self.contacts.forget_user(user_id.as_str()).await
     }
 }
 

@@ -150,9 +150,7 @@ class Client:
 
     def matrix(self, method: str, path: str, user: User | None = None, **kw):
         headers = {"Authorization": f"Bearer {user.token}"} if user else {}
-        r = self.http.request(
-            method, f"{self.base}{path}", headers=headers, timeout=HTTP_TIMEOUT, **kw
-        )
+        r = self.http.request(method, f"{self.base}{path}", headers=headers, timeout=HTTP_TIMEOUT, **kw)
         try:
             body = r.json()
         except ValueError:
@@ -236,9 +234,7 @@ class Client:
                 )
         expected = expect if isinstance(expect, tuple) else (expect,)
         if status not in expected:
-            mismatch(
-                f"{op_id} [{label}]: expected status {expect}, got {status}: {short(r.text)}"
-            )
+            mismatch(f"{op_id} [{label}]: expected status {expect}, got {status}: {short(r.text)}")
         elif errcode is not None and isinstance(body, dict) and body.get("errcode") != errcode:
             mismatch(f"{op_id} [{label}]: expected errcode {errcode}, got {short(r.text)}")
         return body if isinstance(body, dict) else None
@@ -289,10 +285,23 @@ def scenario(c: Client, rate_limit_probe: int) -> None:
     params = {"userId": bob.user_id, "requestId": "nonexistent"}
     for op_id, (method, template, _) in c.spec.ops.items():
         pp = {k: v for k, v in params.items() if "{" + k + "}" in template}
-        c.call(op_id, path_params=pp, json_body=bodies.get(op_id), expect=401,
-               errcode="M_MISSING_TOKEN", what="(no token)")
-        c.call(op_id, path_params=pp, json_body=bodies.get(op_id), token="not-a-token",
-               expect=401, errcode="M_UNKNOWN_TOKEN", what="(bad token)")
+        c.call(
+            op_id,
+            path_params=pp,
+            json_body=bodies.get(op_id),
+            expect=401,
+            errcode="M_MISSING_TOKEN",
+            what="(no token)",
+        )
+        c.call(
+            op_id,
+            path_params=pp,
+            json_body=bodies.get(op_id),
+            token="not-a-token",
+            expect=401,
+            errcode="M_UNKNOWN_TOKEN",
+            what="(bad token)",
+        )
 
     # --- empty start; listing variants -------------------------------------------------
     body = c.call("getFriends", alice)
@@ -303,12 +312,13 @@ def scenario(c: Client, rate_limit_probe: int) -> None:
         body = c.call("getFriendRequests", alice, query=query)
         check(field(body, "requests") == [], f"a new user has requests ({query}): {short(body)}")
     c.call("getFriendRequests", alice, query="dir=sideways", expect=400, errcode="M_INVALID_PARAM")
-    c.call("getFriendRequests", alice, query="dir=incoming&dir=outgoing", expect=400,
-           errcode="M_INVALID_PARAM")
-    c.call("getFriendRequests", alice, data="{not json", expect=400, errcode="M_NOT_JSON",
-           what="(non-JSON body)")
-    c.call("getFriends", alice, data="{not json", expect=400, errcode="M_NOT_JSON",
-           what="(non-JSON body)")
+    c.call(
+        "getFriendRequests", alice, query="dir=incoming&dir=outgoing", expect=400, errcode="M_INVALID_PARAM"
+    )
+    c.call(
+        "getFriendRequests", alice, data="{not json", expect=400, errcode="M_NOT_JSON", what="(non-JSON body)"
+    )
+    c.call("getFriends", alice, data="{not json", expect=400, errcode="M_NOT_JSON", what="(non-JSON body)")
 
     # --- sending: invalid input --------------------------------------------------------
     bad = [
@@ -316,10 +326,13 @@ def scenario(c: Client, rate_limit_probe: int) -> None:
         ({"user_id": "not a user id"}, 400, "M_INVALID_PARAM", "(garbage user ID)"),
         ({"user_id": "@someone:other.example"}, 400, "M_INVALID_PARAM", "(other server)"),
         ({"user_id": f"@{tag}_nobody:{server}"}, 404, "M_NOT_FOUND", "(unknown user)"),
-        ({"user_id": bob.user_id, "message": "x" * 1001}, 400, "M_INVALID_PARAM",
-         "(1001-byte message)"),
-        ({"user_id": bob.user_id, "message": "é" * 500 + "x"}, 400, "M_INVALID_PARAM",
-         "(500 characters, 1001 bytes)"),
+        ({"user_id": bob.user_id, "message": "x" * 1001}, 400, "M_INVALID_PARAM", "(1001-byte message)"),
+        (
+            {"user_id": bob.user_id, "message": "é" * 500 + "x"},
+            400,
+            "M_INVALID_PARAM",
+            "(500 characters, 1001 bytes)",
+        ),
         ({"user_id": 42}, 400, "M_BAD_JSON", "(user_id not a string)"),
         ({"message": "hi"}, 400, "M_BAD_JSON", "(no user_id)"),
         ({"user_id": bob.user_id, "message": 7}, 400, "M_BAD_JSON", "(message not a string)"),
@@ -327,11 +340,23 @@ def scenario(c: Client, rate_limit_probe: int) -> None:
     ]
     for payload, status, code, what in bad:
         c.call("sendFriendRequest", alice, json_body=payload, expect=status, errcode=code, what=what)
-    c.call("sendFriendRequest", alice, data='{"user_id": ', expect=400, errcode="M_NOT_JSON",
-           what="(truncated JSON)")
+    c.call(
+        "sendFriendRequest",
+        alice,
+        data='{"user_id": ',
+        expect=400,
+        errcode="M_NOT_JSON",
+        what="(truncated JSON)",
+    )
     c.call("sendFriendRequest", alice, data=b"", expect=400, errcode="M_BAD_JSON", what="(no body)")
-    c.call("sendFriendRequest", alice, data=b'{"user_id": "' + b"a" * (1 << 20) + b'"}',
-           expect=413, errcode="M_TOO_LARGE", what="(body over 1 MiB)")
+    c.call(
+        "sendFriendRequest",
+        alice,
+        data=b'{"user_id": "' + b"a" * (1 << 20) + b'"}',
+        expect=413,
+        errcode="M_TOO_LARGE",
+        what="(body over 1 MiB)",
+    )
     body = c.call("getFriendRequests", alice, query="dir=outgoing")
     check(field(body, "requests") == [], f"refused requests were stored: {short(body)}")
 
@@ -340,25 +365,43 @@ def scenario(c: Client, rate_limit_probe: int) -> None:
     sent = c.call("sendFriendRequest", alice, json_body={"user_id": bob.user_id, "message": note})
     rid = field(sent, "request_id", "missing")
     check(field(sent, "state") == "pending", f"first request not pending: {short(sent)}")
-    c.call("sendFriendRequest", alice, json_body={"user_id": bob.user_id}, expect=409,
-           errcode="ORG.KITH.CONTACTS_REQUEST_EXISTS", what="(again)")
+    c.call(
+        "sendFriendRequest",
+        alice,
+        json_body={"user_id": bob.user_id},
+        expect=409,
+        errcode="ORG.KITH.CONTACTS_REQUEST_EXISTS",
+        what="(again)",
+    )
     out = field(c.call("getFriendRequests", alice, query="dir=outgoing"), "requests", [])
     check(
-        len(out) == 1 and out[0].get("request_id") == rid and out[0].get("user_id") == bob.user_id
-        and out[0].get("dir") == "outgoing" and out[0].get("message") == note,
+        len(out) == 1
+        and out[0].get("request_id") == rid
+        and out[0].get("user_id") == bob.user_id
+        and out[0].get("dir") == "outgoing"
+        and out[0].get("message") == note,
         f"alice's outgoing requests after asking bob: {short(out)}",
     )
     inc = field(c.call("getFriendRequests", bob, query="dir=incoming"), "requests", [])
     check(
-        len(inc) == 1 and inc[0].get("request_id") == rid and inc[0].get("user_id") == alice.user_id
-        and inc[0].get("dir") == "incoming" and inc[0].get("message") == note,
+        len(inc) == 1
+        and inc[0].get("request_id") == rid
+        and inc[0].get("user_id") == alice.user_id
+        and inc[0].get("dir") == "incoming"
+        and inc[0].get("message") == note,
         f"bob's incoming requests after alice asked: {short(inc)}",
     )
-    check(field(c.call("getFriendRequests", bob, query="dir=outgoing"), "requests") == [],
-          "bob has outgoing requests he never sent")
+    check(
+        field(c.call("getFriendRequests", bob, query="dir=outgoing"), "requests") == [],
+        "bob has outgoing requests he never sent",
+    )
     # A message of exactly 1000 bytes (500 two-byte characters) is fine.
-    body = c.call("sendFriendRequest", alice, json_body={"user_id": gina.user_id, "message": "é" * 500},
-                  what="(1000-byte message)")
+    body = c.call(
+        "sendFriendRequest",
+        alice,
+        json_body={"user_id": gina.user_id, "message": "é" * 500},
+        what="(1000-byte message)",
+    )
     gina_rid = field(body, "request_id", "missing")
 
     # --- acting on requests that are not yours, or do not exist ------------------------
@@ -370,77 +413,158 @@ def scenario(c: Client, rate_limit_probe: int) -> None:
         ("cancelFriendRequest", bob, "(recipient cancels)"),
         ("cancelFriendRequest", carol, "(stranger cancels)"),
     ]:
-        c.call(op_id, actor, path_params={"requestId": rid}, expect=403, errcode="M_FORBIDDEN",
-               what=what)
+        c.call(op_id, actor, path_params={"requestId": rid}, expect=403, errcode="M_FORBIDDEN", what=what)
     for op_id in ("acceptFriendRequest", "declineFriendRequest", "cancelFriendRequest"):
-        c.call(op_id, bob, path_params={"requestId": f"{tag}nonexistent"}, expect=404,
-               errcode="M_NOT_FOUND")
+        c.call(op_id, bob, path_params={"requestId": f"{tag}nonexistent"}, expect=404, errcode="M_NOT_FOUND")
         # Not valid UTF-8 once percent-decoded: a Matrix error like any other bad input.
-        c.call(op_id, bob, raw_path=f"/requests/%FF{tag}" + ("" if op_id == "cancelFriendRequest"
-               else "/" + op_id.replace("FriendRequest", "")), expect=400, errcode="M_INVALID_PARAM",
-               what="(request ID not UTF-8)")
+        c.call(
+            op_id,
+            bob,
+            raw_path=f"/requests/%FF{tag}"
+            + ("" if op_id == "cancelFriendRequest" else "/" + op_id.replace("FriendRequest", "")),
+            expect=400,
+            errcode="M_INVALID_PARAM",
+            what="(request ID not UTF-8)",
+        )
     for op_id in ("acceptFriendRequest", "declineFriendRequest"):
-        c.call(op_id, bob, path_params={"requestId": rid}, data="{nope", expect=400,
-               errcode="M_NOT_JSON", what="(non-JSON body)")
-        c.call(op_id, bob, path_params={"requestId": rid}, data=b"[" + b"0," * (1 << 19) + b"0]",
-               expect=413, errcode="M_TOO_LARGE", what="(body over 1 MiB)")
-    c.call("cancelFriendRequest", alice, path_params={"requestId": rid}, data="{nope", expect=400,
-           errcode="M_NOT_JSON", what="(non-JSON body)")
-    check(len(field(c.call("getFriendRequests", bob, query="dir=incoming"), "requests", [])) == 1,
-          "a refused action changed bob's incoming requests")
+        c.call(
+            op_id,
+            bob,
+            path_params={"requestId": rid},
+            data="{nope",
+            expect=400,
+            errcode="M_NOT_JSON",
+            what="(non-JSON body)",
+        )
+        c.call(
+            op_id,
+            bob,
+            path_params={"requestId": rid},
+            data=b"[" + b"0," * (1 << 19) + b"0]",
+            expect=413,
+            errcode="M_TOO_LARGE",
+            what="(body over 1 MiB)",
+        )
+    c.call(
+        "cancelFriendRequest",
+        alice,
+        path_params={"requestId": rid},
+        data="{nope",
+        expect=400,
+        errcode="M_NOT_JSON",
+        what="(non-JSON body)",
+    )
+    check(
+        len(field(c.call("getFriendRequests", bob, query="dir=incoming"), "requests", [])) == 1,
+        "a refused action changed bob's incoming requests",
+    )
 
     # --- accept -----------------------------------------------------------------------
     body = c.call("acceptFriendRequest", bob, path_params={"requestId": rid}, json_body={})
     check(field(body, "state") == "accepted", f"accept answered {short(body)}")
-    c.call("acceptFriendRequest", bob, path_params={"requestId": rid}, expect=404,
-           errcode="M_NOT_FOUND", what="(twice)")
-    c.call("declineFriendRequest", bob, path_params={"requestId": rid}, expect=404,
-           errcode="M_NOT_FOUND", what="(after accept)")
-    c.call("cancelFriendRequest", alice, path_params={"requestId": rid}, expect=404,
-           errcode="M_NOT_FOUND", what="(after accept)")
+    c.call(
+        "acceptFriendRequest",
+        bob,
+        path_params={"requestId": rid},
+        expect=404,
+        errcode="M_NOT_FOUND",
+        what="(twice)",
+    )
+    c.call(
+        "declineFriendRequest",
+        bob,
+        path_params={"requestId": rid},
+        expect=404,
+        errcode="M_NOT_FOUND",
+        what="(after accept)",
+    )
+    c.call(
+        "cancelFriendRequest",
+        alice,
+        path_params={"requestId": rid},
+        expect=404,
+        errcode="M_NOT_FOUND",
+        what="(after accept)",
+    )
     for me, other in ((alice, bob), (bob, alice)):
         friends = field(c.call("getFriends", me), "friends", [])
         check(ids(friends) == [other.user_id], f"{me.localpart}'s friends after accept: {short(friends)}")
-    check(field(c.call("getFriendRequests", bob), "requests") == [],
-          "the accepted request is still listed for bob")
-    c.call("sendFriendRequest", alice, json_body={"user_id": bob.user_id}, expect=409,
-           errcode="ORG.KITH.CONTACTS_ALREADY_FRIENDS", what="(already friends)")
-    c.call("sendFriendRequest", bob, json_body={"user_id": alice.user_id}, expect=409,
-           errcode="ORG.KITH.CONTACTS_ALREADY_FRIENDS", what="(already friends, other way)")
+    check(
+        field(c.call("getFriendRequests", bob), "requests") == [],
+        "the accepted request is still listed for bob",
+    )
+    c.call(
+        "sendFriendRequest",
+        alice,
+        json_body={"user_id": bob.user_id},
+        expect=409,
+        errcode="ORG.KITH.CONTACTS_ALREADY_FRIENDS",
+        what="(already friends)",
+    )
+    c.call(
+        "sendFriendRequest",
+        bob,
+        json_body={"user_id": alice.user_id},
+        expect=409,
+        errcode="ORG.KITH.CONTACTS_ALREADY_FRIENDS",
+        what="(already friends, other way)",
+    )
 
     # --- mutual requests: the second is an acceptance ----------------------------------
     first = c.call("sendFriendRequest", carol, json_body={"user_id": alice.user_id})
-    second = c.call("sendFriendRequest", alice, json_body={"user_id": carol.user_id},
-                    what="(they asked first)")
+    second = c.call(
+        "sendFriendRequest", alice, json_body={"user_id": carol.user_id}, what="(they asked first)"
+    )
     check(
         field(second, "state") == "accepted" and field(second, "request_id") == field(first, "request_id"),
         f"asking someone who asked first: {short(first)} then {short(second)}",
     )
     friends = field(c.call("getFriends", alice), "friends", [])
-    check(ids(friends) == sorted([bob.user_id, carol.user_id]),
-          f"alice's friends (ordered by user ID) after the mutual request: {short(friends)}")
+    check(
+        ids(friends) == sorted([bob.user_id, carol.user_id]),
+        f"alice's friends (ordered by user ID) after the mutual request: {short(friends)}",
+    )
 
     # --- decline and cancel ------------------------------------------------------------
     body = c.call("sendFriendRequest", dave, json_body={"user_id": alice.user_id, "message": "hello"})
     decline_rid = field(body, "request_id", "missing")
     body = c.call("declineFriendRequest", alice, path_params={"requestId": decline_rid})
     check(field(body, "state") == "declined", f"decline answered {short(body)}")
-    check(field(c.call("getFriendRequests", dave, query="dir=outgoing"), "requests") == [],
-          "a declined request is still in the sender's outgoing list")
-    c.call("cancelFriendRequest", dave, path_params={"requestId": decline_rid}, expect=404,
-           errcode="M_NOT_FOUND", what="(after decline)")
+    check(
+        field(c.call("getFriendRequests", dave, query="dir=outgoing"), "requests") == [],
+        "a declined request is still in the sender's outgoing list",
+    )
+    c.call(
+        "cancelFriendRequest",
+        dave,
+        path_params={"requestId": decline_rid},
+        expect=404,
+        errcode="M_NOT_FOUND",
+        what="(after decline)",
+    )
     c.call("cancelFriendRequest", alice, path_params={"requestId": gina_rid})
-    check(field(c.call("getFriendRequests", gina, query="dir=incoming"), "requests") == [],
-          "a cancelled request is still in the recipient's incoming list")
-    c.call("acceptFriendRequest", gina, path_params={"requestId": gina_rid}, expect=404,
-           errcode="M_NOT_FOUND", what="(after cancel)")
+    check(
+        field(c.call("getFriendRequests", gina, query="dir=incoming"), "requests") == [],
+        "a cancelled request is still in the recipient's incoming list",
+    )
+    c.call(
+        "acceptFriendRequest",
+        gina,
+        path_params={"requestId": gina_rid},
+        expect=404,
+        errcode="M_NOT_FOUND",
+        what="(after cancel)",
+    )
 
     # --- both directions in one list, oldest first, incoming first ---------------------
     in_rid = field(c.call("sendFriendRequest", gina, json_body={"user_id": alice.user_id}), "request_id")
     out_rid = field(c.call("sendFriendRequest", alice, json_body={"user_id": dave.user_id}), "request_id")
     both = field(c.call("getFriendRequests", alice), "requests", [])
-    check(ids(both, "request_id") == [in_rid, out_rid] and [r.get("dir") for r in both] == ["incoming", "outgoing"],
-          f"alice's requests without dir: {short(both)}")
+    check(
+        ids(both, "request_id") == [in_rid, out_rid]
+        and [r.get("dir") for r in both] == ["incoming", "outgoing"],
+        f"alice's requests without dir: {short(both)}",
+    )
 
     # --- account data and /sync ----------------------------------------------------------
     def view(user):
@@ -460,152 +584,293 @@ def scenario(c: Client, rate_limit_probe: int) -> None:
     if check(status == 200, f"GET {account_data_path}: {status} {short(content)}"):
         for e in c.spec.component_errors("ContactsAccountDataContent", content):
             mismatch(f"org.kith.contacts account data {short(content)}: {e}")
-        check(content == view(alice), f"account data {short(content)} differs from the API's lists {short(view(alice))}")
-    status, body = c.matrix("PUT", account_data_path, alice, json={"friends": [], "incoming": [], "outgoing": []})
-    check(status == 405 and field(body, "errcode") == "M_BAD_JSON",
-          f"PUT {account_data_path}: expected 405 M_BAD_JSON, got {status} {short(body)}")
+        check(
+            content == view(alice),
+            f"account data {short(content)} differs from the API's lists {short(view(alice))}",
+        )
+    status, body = c.matrix(
+        "PUT", account_data_path, alice, json={"friends": [], "incoming": [], "outgoing": []}
+    )
+    check(
+        status == 405 and field(body, "errcode") == "M_BAD_JSON",
+        f"PUT {account_data_path}: expected 405 M_BAD_JSON, got {status} {short(body)}",
+    )
     status, synced = c.matrix("GET", f"{CS}/sync", alice, params={"timeout": "0"})
     content = contacts_event(synced)
-    if check(status == 200 and content is not None, f"initial /sync lacks org.kith.contacts: {status} {short(synced)}"):
+    if check(
+        status == 200 and content is not None,
+        f"initial /sync lacks org.kith.contacts: {status} {short(synced)}",
+    ):
         for e in c.spec.component_errors("ContactsAccountDataContent", content):
             mismatch(f"org.kith.contacts in /sync {short(content)}: {e}")
-        check(content == view(alice), f"/sync's org.kith.contacts {short(content)} differs from the API's lists")
+        check(
+            content == view(alice), f"/sync's org.kith.contacts {short(content)} differs from the API's lists"
+        )
     since = field(synced, "next_batch")
     eve_rid = field(c.call("sendFriendRequest", eve, json_body={"user_id": alice.user_id}), "request_id")
     status, synced = c.matrix("GET", f"{CS}/sync", alice, params={"timeout": "5000", "since": since})
     content = contacts_event(synced)
-    if check(status == 200 and content is not None,
-             f"incremental /sync after a new request lacks org.kith.contacts: {status} {short(synced)}"):
+    if check(
+        status == 200 and content is not None,
+        f"incremental /sync after a new request lacks org.kith.contacts: {status} {short(synced)}",
+    ):
         for e in c.spec.component_errors("ContactsAccountDataContent", content):
             mismatch(f"org.kith.contacts in incremental /sync {short(content)}: {e}")
-        check(eve_rid in ids(field(content, "incoming"), "request_id"),
-              f"incremental /sync's org.kith.contacts lacks eve's new request: {short(content)}")
+        check(
+            eve_rid in ids(field(content, "incoming"), "request_id"),
+            f"incremental /sync's org.kith.contacts lacks eve's new request: {short(content)}",
+        )
 
     # --- an ignoring recipient never sees the request ----------------------------------
-    status, body = c.matrix("PUT", f"{CS}/user/{frank.user_id}/account_data/m.ignored_user_list", frank,
-                            json={"ignored_users": {alice.user_id: {}}})
+    status, body = c.matrix(
+        "PUT",
+        f"{CS}/user/{frank.user_id}/account_data/m.ignored_user_list",
+        frank,
+        json={"ignored_users": {alice.user_id: {}}},
+    )
     check(status == 200, f"setting m.ignored_user_list: {status} {short(body)}")
-    hidden = c.call("sendFriendRequest", alice, json_body={"user_id": frank.user_id}, what="(recipient ignores sender)")
+    hidden = c.call(
+        "sendFriendRequest", alice, json_body={"user_id": frank.user_id}, what="(recipient ignores sender)"
+    )
     hidden_rid = field(hidden, "request_id", "missing")
     check(field(hidden, "state") == "pending", f"request to an ignoring user: {short(hidden)}")
-    check(field(c.call("getFriendRequests", frank), "requests") == [],
-          "an ignoring recipient sees the ignored sender's request")
-    c.call("acceptFriendRequest", frank, path_params={"requestId": hidden_rid}, expect=404,
-           errcode="M_NOT_FOUND", what="(hidden from the ignoring recipient)")
-    check(hidden_rid in ids(field(c.call("getFriendRequests", alice, query="dir=outgoing"), "requests"), "request_id"),
-          "the sender does not see the request the recipient ignores")
+    check(
+        field(c.call("getFriendRequests", frank), "requests") == [],
+        "an ignoring recipient sees the ignored sender's request",
+    )
+    c.call(
+        "acceptFriendRequest",
+        frank,
+        path_params={"requestId": hidden_rid},
+        expect=404,
+        errcode="M_NOT_FOUND",
+        what="(hidden from the ignoring recipient)",
+    )
+    check(
+        hidden_rid
+        in ids(field(c.call("getFriendRequests", alice, query="dir=outgoing"), "requests"), "request_id"),
+        "the sender does not see the request the recipient ignores",
+    )
 
     # --- search ----------------------------------------------------------------------
-    status, body = c.matrix("PUT", f"{CS}/profile/{bob.user_id}/avatar_url", bob,
-                            json={"avatar_url": f"mxc://{server}/{tag}avatar"})
+    status, body = c.matrix(
+        "PUT",
+        f"{CS}/profile/{bob.user_id}/avatar_url",
+        bob,
+        json={"avatar_url": f"mxc://{server}/{tag}avatar"},
+    )
     check(status == 200, f"setting bob's avatar: {status} {short(body)}")
     body = c.call("searchContacts", alice, json_body={"search_term": f"{tag} bob"})
     results = field(body, "results", [])
     check(
-        ids(results) == [bob.user_id] and results[0].get("relationship") == "friend"
-        and results[0].get("avatar_url") == f"mxc://{server}/{tag}avatar" and "display_name" in results[0]
+        ids(results) == [bob.user_id]
+        and results[0].get("relationship") == "friend"
+        and results[0].get("avatar_url") == f"mxc://{server}/{tag}avatar"
+        and "display_name" in results[0]
         and field(body, "limited") is False,
         f"searching for bob: {short(body)}",
     )
+    body = c.call("searchContacts", alice, json_body={"search_term": bob.user_id}, what="(full user ID)")
+    check(ids(field(body, "results", []))[:1] == [bob.user_id], f"searching for bob's user ID: {short(body)}")
     body = c.call("searchContacts", alice, json_body={"search_term": tag, "limit": 50})
     results = field(body, "results", [])
     rel = {r.get("user_id"): r.get("relationship") for r in results if isinstance(r, dict)}
-    expected = {bob.user_id: "friend", carol.user_id: "friend", gina.user_id: "incoming",
-                eve.user_id: "incoming", dave.user_id: "outgoing", frank.user_id: "outgoing"}
-    check(all(rel.get(u) == r for u, r in expected.items()) and alice.user_id not in rel,
-          f"relationships in search for {tag}: {short(rel)}; expected {short(expected)} and no alice")
+    expected = {
+        bob.user_id: "friend",
+        carol.user_id: "friend",
+        gina.user_id: "incoming",
+        eve.user_id: "incoming",
+        dave.user_id: "outgoing",
+        frank.user_id: "outgoing",
+    }
+    check(
+        all(rel.get(u) == r for u, r in expected.items()) and alice.user_id not in rel,
+        f"relationships in search for {tag}: {short(rel)}; expected {short(expected)} and no alice",
+    )
     rank = {"friend": 0, "incoming": 1, "outgoing": 2, "none": 3}
     order = [rank.get(r.get("relationship"), 9) for r in results if isinstance(r, dict)]
     check(order == sorted(order), f"search results not friends, incoming, outgoing, none: {short(results)}")
     body = c.call("searchContacts", alice, json_body={"search_term": tag, "limit": 1}, what="(limit 1)")
-    check(len(field(body, "results", [])) == 1 and field(body, "limited") is True, f"search with limit 1: {short(body)}")
+    check(
+        len(field(body, "results", [])) == 1 and field(body, "limited") is True,
+        f"search with limit 1: {short(body)}",
+    )
     body = c.call("searchContacts", alice, json_body={"search_term": tag, "limit": 0}, what="(limit 0)")
     check(len(field(body, "results", [])) == 1, f"search with limit 0 (taken as 1): {short(body)}")
     body = c.call("searchContacts", alice, json_body={"search_term": "!!!"}, what="(no words)")
     check(field(body, "results") == [], f"a search term with no words found: {short(body)}")
-    for payload, what in [({}, "(no search_term)"), ({"search_term": 5}, "(search_term not a string)"),
-                          ({"search_term": tag, "limit": -1}, "(negative limit)"),
-                          ({"search_term": tag, "limit": 2.5}, "(fractional limit)"),
-                          ({"search_term": tag, "limit": "10"}, "(limit a string)")]:
+    for payload, what in [
+        ({}, "(no search_term)"),
+        ({"search_term": 5}, "(search_term not a string)"),
+        ({"search_term": tag, "limit": -1}, "(negative limit)"),
+        ({"search_term": tag, "limit": 2.5}, "(fractional limit)"),
+        ({"search_term": tag, "limit": "10"}, "(limit a string)"),
+    ]:
         c.call("searchContacts", alice, json_body=payload, expect=400, errcode="M_BAD_JSON", what=what)
     c.call("searchContacts", alice, data="search_term=x", expect=400, errcode="M_NOT_JSON", what="(not JSON)")
-    c.call("searchContacts", alice, data=b'{"search_term": "' + b"a" * (1 << 20) + b'"}',
-           expect=413, errcode="M_TOO_LARGE", what="(body over 1 MiB)")
+    c.call(
+        "searchContacts",
+        alice,
+        data=b'{"search_term": "' + b"a" * (1 << 20) + b'"}',
+        expect=413,
+        errcode="M_TOO_LARGE",
+        what="(body over 1 MiB)",
+    )
 
     # --- deactivated users ---------------------------------------------------------------
-    auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": eve.user_id},
-            "password": PASSWORD}
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": eve.user_id},
+        "password": PASSWORD,
+    }
     status, body = c.matrix("POST", f"{CS}/account/deactivate", eve, json={"auth": auth})
     if check(status == 200, f"deactivating eve: {status} {short(body)}"):
-        c.call("sendFriendRequest", alice, json_body={"user_id": eve.user_id}, expect=404,
-               errcode="M_NOT_FOUND", what="(deactivated user)")
-        body = c.call("searchContacts", alice, json_body={"search_term": f"{tag} eve"}, what="(deactivated user)")
+        c.call(
+            "sendFriendRequest",
+            alice,
+            json_body={"user_id": eve.user_id},
+            expect=404,
+            errcode="M_NOT_FOUND",
+            what="(deactivated user)",
+        )
+        body = c.call(
+            "searchContacts", alice, json_body={"search_term": f"{tag} eve"}, what="(deactivated user)"
+        )
         check(field(body, "results") == [], f"search finds a deactivated user: {short(body)}")
 
     # --- the friendship policy ---------------------------------------------------------
     if policy in ("dm_only", "all_invites"):
-        status, body = c.matrix("POST", f"{CS}/createRoom", alice,
-                                json={"is_direct": True, "preset": "trusted_private_chat", "invite": [gina.user_id]})
-        check(status == 403 and field(body, "errcode") == "M_INVITE_BLOCKED",
-              f"createRoom inviting a non-friend under {policy}: expected 403 M_INVITE_BLOCKED, got {status} {short(body)}")
-        status, body = c.matrix("POST", f"{CS}/createRoom", alice,
-                                json={"is_direct": True, "preset": "trusted_private_chat", "invite": [bob.user_id]})
+        status, body = c.matrix(
+            "POST",
+            f"{CS}/createRoom",
+            alice,
+            json={"is_direct": True, "preset": "trusted_private_chat", "invite": [gina.user_id]},
+        )
+        check(
+            status == 403 and field(body, "errcode") == "M_INVITE_BLOCKED",
+            f"createRoom inviting a non-friend under {policy}: expected 403 M_INVITE_BLOCKED, got {status} {short(body)}",
+        )
+        status, body = c.matrix(
+            "POST",
+            f"{CS}/createRoom",
+            alice,
+            json={"is_direct": True, "preset": "trusted_private_chat", "invite": [bob.user_id]},
+        )
         room = field(body, "room_id")
         if check(status == 200 and room, f"createRoom inviting a friend: {status} {short(body)}"):
             status, body = c.matrix("POST", f"{CS}/join/{requests.utils.quote(room)}", bob, json={})
             check(status == 200, f"bob joining the direct room: {status} {short(body)}")
             c.call("removeFriend", alice, path_params={"userId": bob.user_id}, what="(to test the policy)")
-            status, body = c.matrix("PUT", f"{CS}/rooms/{requests.utils.quote(room)}/send/m.room.message/{tag}1",
-                                    alice, json={"msgtype": "m.text", "body": "still there?"})
-            check(status == 403 and field(body, "errcode") == "M_FORBIDDEN",
-                  f"sending into the direct room after unfriending: expected 403 M_FORBIDDEN, got {status} {short(body)}")
+            status, body = c.matrix(
+                "PUT",
+                f"{CS}/rooms/{requests.utils.quote(room)}/send/m.room.message/{tag}1",
+                alice,
+                json={"msgtype": "m.text", "body": "still there?"},
+            )
+            check(
+                status == 403 and field(body, "errcode") == "M_FORBIDDEN",
+                f"sending into the direct room after unfriending: expected 403 M_FORBIDDEN, got {status} {short(body)}",
+            )
     else:
         c.call("removeFriend", alice, path_params={"userId": bob.user_id})
         print(f"policy is {policy!r}: the M_INVITE_BLOCKED checks do not apply", flush=True)
 
     # --- removing friends ------------------------------------------------------------
-    check(ids(field(c.call("getFriends", bob), "friends", [])) == [], "bob still has alice as a friend after removal")
-    c.call("removeFriend", alice, path_params={"userId": bob.user_id}, expect=404, errcode="M_NOT_FOUND",
-           what="(no longer friends)")
-    c.call("removeFriend", alice, path_params={"userId": "not a user id"}, expect=404, errcode="M_NOT_FOUND",
-           what="(garbage user ID)")
-    c.call("removeFriend", alice, raw_path="/friends/%FF%FE", expect=400, errcode="M_INVALID_PARAM",
-           what="(user ID not UTF-8)")
-    c.call("removeFriend", alice, path_params={"userId": carol.user_id}, data="{nope", expect=400,
-           errcode="M_NOT_JSON", what="(non-JSON body)")
+    check(
+        ids(field(c.call("getFriends", bob), "friends", [])) == [],
+        "bob still has alice as a friend after removal",
+    )
+    c.call(
+        "removeFriend",
+        alice,
+        path_params={"userId": bob.user_id},
+        expect=404,
+        errcode="M_NOT_FOUND",
+        what="(no longer friends)",
+    )
+    c.call(
+        "removeFriend",
+        alice,
+        path_params={"userId": "not a user id"},
+        expect=400,
+        errcode="M_INVALID_PARAM",
+        what="(garbage user ID)",
+    )
+    c.call(
+        "removeFriend",
+        alice,
+        raw_path="/friends/%FF%FE",
+        expect=400,
+        errcode="M_INVALID_PARAM",
+        what="(user ID not UTF-8)",
+    )
+    c.call(
+        "removeFriend",
+        alice,
+        path_params={"userId": carol.user_id},
+        data="{nope",
+        expect=400,
+        errcode="M_NOT_JSON",
+        what="(non-JSON body)",
+    )
     c.call("removeFriend", carol, path_params={"userId": alice.user_id}, what="(the other side removes)")
     check(field(c.call("getFriends", alice), "friends") == [], "alice still has friends after both removals")
     body = c.call("searchContacts", alice, json_body={"search_term": f"{tag} carol"})
-    check([r.get("relationship") for r in field(body, "results", [])] == ["none"],
-          f"a removed friend's relationship in search: {short(body)}")
+    check(
+        [r.get("relationship") for r in field(body, "results", [])] == ["none"],
+        f"a removed friend's relationship in search: {short(body)}",
+    )
 
     # --- unknown paths and methods -----------------------------------------------------
     base = c.spec.base_path
-    for method, path, code in [("GET", f"{base}/nowhere", 404), ("PUT", f"{base}/friends", 405),
-                               ("GET", f"{base}/requests/{rid}", 405), ("GET", f"{base}/search", 405)]:
+    for method, path, code in [
+        ("GET", f"{base}/nowhere", 404),
+        ("PUT", f"{base}/friends", 405),
+        ("GET", f"{base}/requests/{rid}", 405),
+        ("GET", f"{base}/search", 405),
+    ]:
         status, body = c.matrix(method, path, alice)
-        check(status == code and field(body, "errcode") == "M_UNRECOGNIZED" and not c.spec.schema_errors(
-            "#/components/schemas/Error", body), f"{method} {path}: expected {code} M_UNRECOGNIZED, got {status} {short(body)}")
+        check(
+            status == code
+            and field(body, "errcode") == "M_UNRECOGNIZED"
+            and not c.spec.schema_errors("#/components/schemas/Error", body),
+            f"{method} {path}: expected {code} M_UNRECOGNIZED, got {status} {short(body)}",
+        )
 
     # --- the rate limit ---------------------------------------------------------------
     if rate_limit_probe > 0:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            targets = list(pool.map(lambda i: c.register(f"{tag}_t{i}", login=False), range(rate_limit_probe)))
+            targets = list(
+                pool.map(lambda i: c.register(f"{tag}_t{i}", login=False), range(rate_limit_probe))
+            )
         limited = None
         for i, target in enumerate(targets):
-            body = c.call("sendFriendRequest", gina, json_body={"user_id": target.user_id},
-                          expect=(200, 429), what=f"(rate limit probe {i + 1})")
+            body = c.call(
+                "sendFriendRequest",
+                gina,
+                json_body={"user_id": target.user_id},
+                expect=(200, 429),
+                what=f"(rate limit probe {i + 1})",
+            )
             if field(body, "errcode") == "M_LIMIT_EXCEEDED":
                 limited = i + 1
                 break
-        check(limited is not None,
-              f"no 429 M_LIMIT_EXCEEDED after {rate_limit_probe} new friend requests from one user "
-              "(is contacts.request_burst above that? run kith with the default, or pass --rate-limit-probe 0)")
+        check(
+            limited is not None,
+            f"no 429 M_LIMIT_EXCEEDED after {rate_limit_probe} new friend requests from one user "
+            "(is contacts.request_burst above that? run kith with the default, or pass --rate-limit-probe 0)",
+        )
         if limited:
             print(f"rate limit reached at probe request {limited}", flush=True)
             # Refused requests are not counted, and an acceptance is not a new request.
-            c.call("sendFriendRequest", gina, json_body={"user_id": gina.user_id}, expect=400,
-                   errcode="M_INVALID_PARAM", what="(while rate-limited)")
+            c.call(
+                "sendFriendRequest",
+                gina,
+                json_body={"user_id": gina.user_id},
+                expect=400,
+                errcode="M_INVALID_PARAM",
+                what="(while rate-limited)",
+            )
 
 
 # ----------------------------------------------------------------------------------------
@@ -615,8 +880,12 @@ def scenario(c: Client, rate_limit_probe: int) -> None:
 def run_schemathesis(c: Client, max_examples: int, budget: int) -> None:
     tag = "st" + uuid.uuid4().hex[:8]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        logged_in = list(pool.map(lambda n: c.register(f"{tag}_{n}"), ["me", "f1", "f2", "a1", "a2", "a3", "a4"]))
-        others = list(pool.map(lambda n: c.register(f"{tag}_{n}", login=False), ["o1", "o2", "u1", "u2", "u3"]))
+        logged_in = list(
+            pool.map(lambda n: c.register(f"{tag}_{n}"), ["me", "f1", "f2", "a1", "a2", "a3", "a4"])
+        )
+        others = list(
+            pool.map(lambda n: c.register(f"{tag}_{n}", login=False), ["o1", "o2", "u1", "u2", "u3"])
+        )
     me, friends, askers = logged_in[0], logged_in[1:3], logged_in[3:]
     # State for the generated requests to find: friends, incoming and outgoing requests,
     # and users to ask. schemathesis draws path and body values from these half the time.
@@ -625,9 +894,16 @@ def run_schemathesis(c: Client, max_examples: int, budget: int) -> None:
         rid = field(c.call("sendFriendRequest", friend, json_body={"user_id": me.user_id}), "request_id")
         c.call("acceptFriendRequest", me, path_params={"requestId": rid or "missing"})
     for asker in askers:
-        request_ids.append(field(c.call("sendFriendRequest", asker, json_body={"user_id": me.user_id, "message": "hi"}), "request_id"))
+        request_ids.append(
+            field(
+                c.call("sendFriendRequest", asker, json_body={"user_id": me.user_id, "message": "hi"}),
+                "request_id",
+            )
+        )
     for target in others[:2]:
-        request_ids.append(field(c.call("sendFriendRequest", me, json_body={"user_id": target.user_id}), "request_id"))
+        request_ids.append(
+            field(c.call("sendFriendRequest", me, json_body={"user_id": target.user_id}), "request_id")
+        )
     config = {
         "dictionaries": {
             "request_ids": {"values": [r for r in request_ids if r]},
@@ -646,27 +922,46 @@ def run_schemathesis(c: Client, max_examples: int, budget: int) -> None:
         config_path = pathlib.Path(reports) / "schemathesis.toml"
         config_path.write_text(to_toml(config))
         cmd = [
-            sys.executable, "-m", "schemathesis.cli", "--config-file", str(config_path),
-            "run", str(SPEC_PATH),
-            "--url", c.base + c.spec.base_path,
-            "--header", f"Authorization: Bearer {me.token}",
-            "--checks", checks,
-            "--phases", "examples,coverage,fuzzing",
-            "--max-examples", str(max_examples),
-            "--workers", "1",
-            "--seed", "1",
-            "--request-timeout", "10",
-            "--suppress-health-check", "all",
-            "--output-truncate", "false",
-            "--report-dir", reports,
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "--config-file",
+            str(config_path),
+            "run",
+            str(SPEC_PATH),
+            "--url",
+            c.base + c.spec.base_path,
+            "--header",
+            f"Authorization: Bearer {me.token}",
+            "--checks",
+            checks,
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-examples",
+            str(max_examples),
+            "--workers",
+            "1",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "10",
+            "--suppress-health-check",
+            "all",
+            "--output-truncate",
+            "false",
+            "--report-dir",
+            reports,
         ]
         env = dict(os.environ, NO_COLOR="1", COLUMNS="200")
         started = time.monotonic()
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget + 120,
-                                  env=env, cwd=reports)
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=budget + 120, env=env, cwd=reports
+            )
         except subprocess.TimeoutExpired as e:
-            mismatch(f"schemathesis did not finish within {budget + 120} s; output: {short(str(e.stdout), 4000)}")
+            mismatch(
+                f"schemathesis did not finish within {budget + 120} s; output: {short(str(e.stdout), 4000)}"
+            )
             return
         took = time.monotonic() - started
     output = done.stdout + done.stderr
@@ -725,8 +1020,11 @@ def main() -> None:
     skipped = {(op, "429") for op in spec.ops} if args.rate_limit_probe == 0 else set()
     for op_id, status in sorted(documented - spec.seen - skipped):
         mismatch(f"{op_id}: documented status {status} was never exercised by the scenario")
-    print(f"scenario done in {time.monotonic() - started:.1f} s: "
-          f"{len(spec.seen)} (operation, status) pairs seen", flush=True)
+    print(
+        f"scenario done in {time.monotonic() - started:.1f} s: "
+        f"{len(spec.seen)} (operation, status) pairs seen",
+        flush=True,
+    )
 
     if not args.no_schemathesis:
         run_schemathesis(client, args.max_examples, args.schemathesis_time)

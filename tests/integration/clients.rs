@@ -1,6 +1,6 @@
-//! Real clients against a real kith: matrix-nio (PyPI) and matrix-js-sdk (npm), each a
-//! script under `tests/clients/` that exits 0 and prints a marker line when every step
-//! passed. The Python with matrix-nio is `KITH_TEST_PYTHON` (`.ci/run` sets up
+//! Real clients against a real kith: matrix-nio (PyPI), matrix-js-sdk (npm), and a schema
+//! check of the contacts API with schemathesis (PyPI); each a script under
+//! `tests/clients/` that exits 0 and prints a marker line when every step passed. The Python with matrix-nio is `KITH_TEST_PYTHON` (`.ci/run` sets up
 //! `.ci/venv`), else `python3`; the js-sdk's packages are in `tests/clients/js/node_modules`
 //! (`.ci/run` installs them with `npm ci`).
 
@@ -72,6 +72,15 @@ async fn matrix_nio_sets_an_avatar() {
     let server = Server::start(&[]);
     let args = ["tests/clients/nio_avatar.py", &server.base];
     run_client(&server, &python(), &args, "nio avatar test passed").await;
+}
+
+/// The contacts API answers as `spec/contacts.yaml` describes it: every operation with good
+/// and bad input checked against the documented statuses and schemas, then schemathesis.
+#[tokio::test]
+async fn contacts_api_matches_its_openapi_description() {
+    let server = Server::start(&[(POLICY, "dm_only")]);
+    let args = ["tests/clients/contacts_schema.py", &server.base];
+    run_client(&server, &python(), &args, "contacts schema test passed").await;
 }
 
 /// A matrix-js-sdk client starts, reaches PREPARED, joins a direct room it is invited to

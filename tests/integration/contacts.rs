@@ -549,3 +549,51 @@ async fn requests_are_rate_limited_and_search_ranks_and_folds_accents() {
     let result = ask(&server, &me, &alina, None).await;
     assert_error(&result, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
 }
+
+/// A deactivated account leaves nobody's contacts with anything to act on.
+#[tokio::test]
+async fn deactivation_ends_friendships_and_requests() {
+    let server = Server::start(&[]);
+    let (alice, alice_token) = server.user("alice").await;
+    let (_, bob_token) = server.user("bob").await;
+    let (erin, erin_token) = server.user("erin").await;
+    let (status, sent) = ask(&server, &erin_token, &alice, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let pending = sent["request_id"].as_str().unwrap().to_owned();
+    let (_, asked) = ask(&server, &bob_token, &erin, None).await;
+    let id = asked["request_id"].as_str().unwrap();
+    let accept = format!("{API}/requests/{id}/accept");
+    assert_eq!(
+        server.post(&accept, Some(&erin_token), json!({})).await.0,
+        StatusCode::OK
+    );
+
+    let auth = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "erin" }, "password": crate::common::PASSWORD });
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            Some(&erin_token),
+            json!({ "auth": auth }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (_, incoming) = server
+        .get(&format!("{API}/requests"), Some(&alice_token))
+        .await;
+    assert_eq!(incoming["requests"], json!([]));
+    let result = server
+        .post(
+            &format!("{API}/requests/{pending}/accept"),
+            Some(&alice_token),
+            json!({}),
+        )
+        .await;
+    assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let (_, friends) = server
+        .get(&format!("{API}/friends"), Some(&bob_token))
+        .await;
+    assert_eq!(friends["friends"], json!([]));
+    let view = server.sync(&bob_token, None, 0).await;
+    assert_eq!(contacts_data(&view).unwrap()["friends"], json!([]));
+}

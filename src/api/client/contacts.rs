@@ -2,6 +2,7 @@
 //! `/_matrix/client/unstable/org.kith.contacts/v1` (see `spec/contacts.yaml`).
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -14,6 +15,14 @@ use crate::services::profile::{self, directory};
 
 /// The most results one search returns.
 const MAX_RESULTS: usize = 50;
+
+/// A path parameter, its rejection (not UTF-8, say) kept to answer as a Matrix error after
+/// the caller is authenticated.
+type PathParam = Result<Path<String>, PathRejection>;
+
+fn bad_path(_: PathRejection) -> Error {
+    Error::invalid_param("Malformed path parameter")
+}
 
 /// A local user named by a client: garbage is `M_INVALID_PARAM`, a stranger `M_NOT_FOUND`.
 fn local_user(state: &AppState, user_id: &str) -> Result<ruma::OwnedUserId> {
@@ -42,9 +51,13 @@ pub async fn friends(
 /// `DELETE /friends/{userId}` → `{}`; 404 if not friends.
 pub async fn remove_friend(
     State(state): State<AppState>,
-    Path(other): Path<String>,
+    other: PathParam,
     request: Authed<IgnoredAny>,
 ) -> Result<Json<Value>> {
+    let other = other.map_err(bad_path)?.0;
+    if ruma::UserId::parse(other.as_str()).is_err() {
+        return Err(Error::invalid_param(format!("{other:?} is not a user ID")));
+    }
     state
         .contacts
         .remove_friend(request.session.user_id.as_str(), &other)
@@ -111,10 +124,10 @@ pub async fn requests(
 /// `POST /requests/{requestId}/accept` → `{state: "accepted"}`
 pub async fn accept(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: PathParam,
     request: Authed<IgnoredAny>,
 ) -> Result<Json<Value>> {
-    let me = request.session.user_id.as_str();
+    let (me, id) = (request.session.user_id.as_str(), id.map_err(bad_path)?.0);
     state.contacts.accept(me, &id).await?;
     Ok(Json(json!({ "state": "accepted" })))
 }
@@ -122,10 +135,10 @@ pub async fn accept(
 /// `POST /requests/{requestId}/decline` → `{state: "declined"}`
 pub async fn decline(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: PathParam,
     request: Authed<IgnoredAny>,
 ) -> Result<Json<Value>> {
-    let me = request.session.user_id.as_str();
+    let (me, id) = (request.session.user_id.as_str(), id.map_err(bad_path)?.0);
     state
         .contacts
         .withdraw(me, &id, Direction::Incoming)
@@ -136,10 +149,10 @@ pub async fn decline(
 /// `DELETE /requests/{requestId}`: the sender cancels → `{}`
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: PathParam,
     request: Authed<IgnoredAny>,
 ) -> Result<Json<Value>> {
-    let me = request.session.user_id.as_str();
+    let (me, id) = (request.session.user_id.as_str(), id.map_err(bad_path)?.0);
     state
         .contacts
         .withdraw(me, &id, Direction::Outgoing)

@@ -149,6 +149,48 @@ impl Contacts {
     }
 }
 
+impl Contacts {
+    /// Ends everything a deactivated user had: friendships and open requests, both ways,
+    /// each other user's view rewritten with it.
+    pub async fn forget_user(&self, user: &str) -> Result<()> {
+        let mut others: Vec<String> = self.friends(user)?.into_iter().map(|(o, _)| o).collect();
+        let refs: Vec<((String, String), RequestRef)> = self
+            .storage
+            .scan_prefix(&catalog::USERID_OTHERID_REQUEST, &(user,))?;
+        others.extend(refs.into_iter().map(|((_, other), _)| other));
+        others.sort();
+        others.dedup();
+        for other in others {
+            let _guard = self.lock_pair(user, &other).await;
+            let mut batch = self.storage.batch();
+            let mut change = view::Change::default();
+            if self.are_friends(user, &other)? {
+                for (a, b) in [(user, other.as_str()), (other.as_str(), user)] {
+                    batch.delete(&catalog::USERID_OTHERID_FRIENDSHIP, &(a, b))?;
+                    change.friends_removed.push((a.to_owned(), b.to_owned()));
+                }
+                let removed = DomainEvent::FriendshipRemoved {
+                    user_id: user.to_owned(),
+                    other_user_id: other.clone(),
+                };
+                crate::events::append(&mut batch, removed)?;
+            }
+            for (a, b) in [(user, other.as_str()), (other.as_str(), user)] {
+                let Some(reference) = self.request_ref(a, b)? else {
+                    continue;
+                };
+                if let Some(request) = self.request(&reference.request_id)? {
+                    self.drop_request(&mut batch, &request)?;
+                    change.requests_removed.push(request.request_id);
+                }
+            }
+            self.write_views(&mut batch, &[user, other.as_str()], &change)?;
+            self.storage.commit(batch).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Gives every new user a contacts record.
 pub struct ContactsCreator;
 

@@ -124,7 +124,7 @@ impl Contacts {
     }
 
     /// Removes a request and its refs in `batch`.
-    fn drop_request(&self, batch: &mut Batch, request: &FriendRequest) -> Result<()> {
+    pub(super) fn drop_request(&self, batch: &mut Batch, request: &FriendRequest) -> Result<()> {
         batch.delete(&catalog::REQUESTID_REQUEST, &request.request_id.as_str())?;
         let (from, to) = (request.from.as_str(), request.to.as_str());
         batch.delete(&catalog::USERID_OTHERID_REQUEST, &(from, to))?;

@@ -15,6 +15,8 @@ use crate::gateway::Result;
 /// The most index entries one search word reads; a word that matches more (a single
 /// letter on a big server) gives the first ones, and the search says it was limited.
 const MAX_CANDIDATES: usize = 500;
+/// The most words of a search term looked up.
+const MAX_TERMS: usize = 8;
 
 /// `text` folded for matching: no accents, lower case.
 pub fn normalize(text: &str) -> String {
@@ -82,7 +84,13 @@ pub fn search(storage: &Storage, term: &str) -> Result<(Vec<Hit>, bool)> {
         Some(id) => id.split(':').next().unwrap_or_default(),
         None => term,
     };
-    let terms: Vec<String> = words_of(term).collect();
+    // Each word once, and only the first few: every word is an index scan.
+    let mut terms: Vec<String> = Vec::new();
+    for word in words_of(term) {
+        if !terms.contains(&word) && terms.len() < MAX_TERMS {
+            terms.push(word);
+        }
+    }
     let mut limited = false;
     // user → exact matches, intersected over the terms.
     let mut found: Option<BTreeMap<String, usize>> = None;
