@@ -14,6 +14,8 @@ mod common;
 mod contacts;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/e2ee.rs"]
+mod e2ee;
 #[path = "integration/ephemeral.rs"]
 mod ephemeral;
 #[path = "integration/gateway.rs"]

@@ -8,9 +8,9 @@ mod server;
 use axum::Router;
 use axum::routing::{delete, get, post};
 use ruma::api::client::{
-    account, alias, authenticated_media, backup, config, context, device, discovery, filter, media,
-    membership, message, presence, profile, push, read_marker, receipt, redact, room, session,
-    state as room_state, thirdparty, typing, user_directory, voip,
+    account, alias, authenticated_media, backup, config, context, device, discovery, filter, keys,
+    media, membership, message, presence, profile, push, read_marker, receipt, redact, room,
+    session, state as room_state, thirdparty, to_device, typing, user_directory, voip,
 };
 use ruma::api::federation::discovery::{discover_homeserver as server_discovery, get_server_keys};
 
@@ -145,6 +145,14 @@ pub fn router(state: AppState) -> Router {
         .ruma::<presence::get_presence::v3::Request, _, _>(client::presence::get)
         // federation keys
         .ruma::<get_server_keys::v2::Request, _, _>(server::keys::server_keys)
+        // the E2EE relay
+        .ruma::<keys::upload_keys::v3::Request, _, _>(client::keys::upload)
+        .ruma::<keys::get_keys::v3::Request, _, _>(client::keys::query)
+        .ruma::<keys::claim_keys::v3::Request, _, _>(client::keys::claim)
+        .ruma::<keys::get_key_changes::v3::Request, _, _>(client::keys::changes)
+        .ruma::<keys::upload_signing_keys::v3::Request, _, _>(client::keys::upload_cross_signing)
+        .ruma::<keys::upload_signatures::v3::Request, _, _>(client::keys::upload_signatures)
+        .ruma::<to_device::send_event_to_device::v3::Request, _, _>(client::keys::send_to_device)
         // media
         .ruma::<media::create_content::v3::Request, _, _>(client::media::upload)
         .ruma::<media::create_mxc_uri::v1::Request, _, _>(client::media::create)

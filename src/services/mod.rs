@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod contacts;
+pub mod e2ee;
 pub mod media;
 pub mod messaging;
 pub mod profile;
@@ -28,6 +29,7 @@ pub struct Services {
     pub auth: auth::AuthService,
     pub sessions: session::Sessions,
     pub contacts: contacts::Contacts,
+    pub e2ee: e2ee::E2ee,
     pub media: media::Media,
     pub presence: profile::Presences,
     /// Per user, across a profile's read-modify-write.
@@ -99,6 +101,7 @@ impl Services {
             session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
         let presence = profile::Presences::new(storage.clone());
         let contacts = contacts::Contacts::new(storage.clone(), &config);
+        let e2ee = e2ee::E2ee::new(storage.clone());
         let media = media::Media::new(storage.clone(), &config)?;
         profile::directory::ensure_indexed(&storage)
             .map_err(|e| format!("cannot index the user directory: {e}"))?;
@@ -112,6 +115,7 @@ impl Services {
             auth,
             sessions,
             contacts,
+            e2ee,
             media,
             presence,
             profile_locks: crate::util::StripedLocks::new(16),

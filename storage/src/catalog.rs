@@ -106,8 +106,8 @@ pub const USERID_ROOMID_MEMBERSHIP: Table = Table {
 /// Transaction IDs of sends, per device, so a replay returns the first answer.
 pub const USERID_DEVICEID_TXNID_EVENTID: Table = Table {
     name: "userid_deviceid_txnid_eventid",
-    key: "(user ID, device ID, request scope: `send/<room>/<type>/<transaction ID>`)",
-    value: "event ID (JSON string)",
+    key: "(user ID, device ID, request scope: `send/<room>/<type>/<transaction ID>`, `redact/…`, `sendToDevice/<type>/<transaction ID>`)",
+    value: "event ID (JSON string); null for to-device sends",
 };
 
 /// Each room's members, the mirror of `userid_roomid_membership`, for member lists and
@@ -226,6 +226,48 @@ pub const MEDIAID_SIZE_THUMBNAIL: Table = Table {
     value: "ThumbnailRecord JSON: SHA-256 of the thumbnail file, content type",
 };
 
+/// Device keys (E2EE relay), as the device signed them, with signatures others added.
+pub const USERID_DEVICEID_KEYS: Table = Table {
+    name: "userid_deviceid_keys",
+    key: "(user ID, device ID)",
+    value: "DeviceKeys JSON, verbatim plus uploaded signatures",
+};
+
+/// One-time keys, each handed out once.
+pub const USERID_DEVICEID_ALGORITHM_KEYID_ONETIMEKEY: Table = Table {
+    name: "userid_deviceid_algorithm_keyid_onetimekey",
+    key: "(user ID, device ID, algorithm, key ID)",
+    value: "the one-time key JSON",
+};
+
+/// Fallback keys, handed out when a device's one-time keys run out.
+pub const USERID_DEVICEID_ALGORITHM_FALLBACKKEY: Table = Table {
+    name: "userid_deviceid_algorithm_fallbackkey",
+    key: "(user ID, device ID, algorithm)",
+    value: "FallbackKey JSON: key ID, key, whether it was handed out",
+};
+
+/// Cross-signing keys: `master`, `self_signing`, `user_signing`.
+pub const USERID_KIND_CROSSSIGNINGKEY: Table = Table {
+    name: "userid_kind_crosssigningkey",
+    key: "(user ID, key kind)",
+    value: "CrossSigningKey JSON, plus uploaded signatures",
+};
+
+/// Where each user's keys or devices last changed, for `device_lists` and `/keys/changes`.
+pub const USERID_KEYCHANGE: Table = Table {
+    name: "userid_keychange",
+    key: "user ID (str)",
+    value: "stream position (u64 JSON)",
+};
+
+/// Send-to-device messages waiting for their device's next sync.
+pub const USERID_DEVICEID_POSITION_TODEVICE: Table = Table {
+    name: "userid_deviceid_position_todevice",
+    key: "(user ID, device ID, stream position)",
+    value: "ToDevice JSON: sender, type, content",
+};
+
 /// Every table, in the order they are created.
 pub const ALL: &[&Table] = &[
     &GLOBAL_VALUE,
@@ -258,6 +300,12 @@ pub const ALL: &[&Table] = &[
     &USERID_OTHERID_REQUEST,
     &MEDIAID_MEDIA,
     &MEDIAID_SIZE_THUMBNAIL,
+    &USERID_DEVICEID_KEYS,
+    &USERID_DEVICEID_ALGORITHM_KEYID_ONETIMEKEY,
+    &USERID_DEVICEID_ALGORITHM_FALLBACKKEY,
+    &USERID_KIND_CROSSSIGNINGKEY,
+    &USERID_KEYCHANGE,
+    &USERID_DEVICEID_POSITION_TODEVICE,
 ];
 
 #[cfg(test)]

@@ -73,7 +73,18 @@ pub async fn sync(
     loop {
         commits.borrow_and_update();
         let upto = state.storage.position();
-        let (response, empty) = assemble(&state, &session, since, upto, limit, body.full_state)?;
+        let (mut response, mut empty) =
+            assemble(&state, &session, since, upto, limit, body.full_state)?;
+        // To-device messages up to here; those up to `since` arrived, so they go.
+        let (user, device) = (session.user_id.as_str(), session.device_id.as_str());
+        let to_device = state
+            .e2ee
+            .to_device_for_sync(user, device, since, upto)
+            .await?;
+        if !to_device.is_empty() {
+            empty = false;
+            response.to_device.events = to_device.iter().map(raw).collect::<Result<_>>()?;
+        }
         if !empty || since.is_none() || body.full_state {
             return Ok(RumaResponse(response));
         }
@@ -206,15 +217,95 @@ fn assemble(
     if since.is_none_or(|s| state.presence.changed_since(s)) {
         response.presence.events = presence_events(state, user, &joined_rooms, since, upto)?;
     }
+    if let Some(since) = since {
+        let (changed, left) = device_lists(state, user, &joined_rooms, since, upto)?;
+        response.device_lists.changed = changed
+            .iter()
+            .filter_map(|u| u.as_str().try_into().ok())
+            .collect();
+        response.device_lists.left = left
+            .iter()
+            .filter_map(|u| u.as_str().try_into().ok())
+            .collect();
+    }
     let empty = response.rooms.is_empty()
         && response.account_data.is_empty()
-        && response.presence.is_empty();
-    // Always present, as clients rely on (no E2EE keys yet, so zero and none).
+        && response.presence.is_empty()
+        && response.device_lists.is_empty();
+    // Always present, as clients rely on: signed_curve25519 even at zero.
+    let device = session.device_id.as_str();
     response
         .device_one_time_keys_count
         .insert(OneTimeKeyAlgorithm::SignedCurve25519, UInt::MIN);
-    response.device_unused_fallback_key_types = Some(Vec::new());
+    for (algorithm, count) in state.e2ee.one_time_key_counts(user, device)? {
+        response
+            .device_one_time_keys_count
+            .insert(algorithm.into(), UInt::new_saturating(count));
+    }
+    let fallbacks = state.e2ee.unused_fallback_types(user, device)?;
+    response.device_unused_fallback_key_types =
+        Some(fallbacks.into_iter().map(Into::into).collect());
     Ok((response, empty))
+}
+
+/// Everyone in a room the user has joined, the user included.
+pub(super) fn users_sharing_rooms(state: &AppState, user: &str) -> Result<BTreeSet<String>> {
+    let mut users = BTreeSet::from([user.to_owned()]);
+    for room in state.messaging.joined_rooms(user)? {
+        users.extend(state.messaging.joined_members(&room)?);
+    }
+    Ok(users)
+}
+
+/// Whose device lists the client should refresh after `since` (`changed`: keys changed,
+/// or newly sharing a room) and stop tracking (`left`: no room shared any more).
+fn device_lists(
+    state: &AppState,
+    user: &str,
+    joined_rooms: &[String],
+    since: u64,
+    upto: u64,
+) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+    let in_range = |p: u64| p > since && p <= upto;
+    let mut shared = BTreeSet::from([user.to_owned()]);
+    let mut changed = BTreeSet::new();
+    // Who stopped sharing some room with the user in the range: `left` unless they still
+    // share another.
+    let mut parted = BTreeSet::new();
+    for room in joined_rooms {
+        let members = state.messaging.members(room)?;
+        let i_joined = members
+            .iter()
+            .any(|(u, m)| u == user && in_range(m.changed_at));
+        for (member, membership) in members {
+            if membership.membership != "join" {
+                if in_range(membership.changed_at) {
+                    parted.insert(member);
+                }
+                continue;
+            }
+            if i_joined || in_range(membership.changed_at) {
+                changed.insert(member.clone());
+            }
+            shared.insert(member);
+        }
+    }
+    for (room, mine) in state.messaging.memberships(user)? {
+        if mine.membership != "join" && in_range(mine.changed_at) {
+            parted.extend(state.messaging.joined_members(&room)?);
+        }
+    }
+    for other in &shared {
+        if state.e2ee.last_change(other)?.is_some_and(in_range) {
+            changed.insert(other.clone());
+        }
+    }
+    let left = parted.difference(&shared).cloned().collect();
+    changed.remove(user);
+    if state.e2ee.last_change(user)?.is_some_and(in_range) {
+        changed.insert(user.to_owned());
+    }
+    Ok((changed, left))
 }
 
 fn fill_joined(out: &mut JoinedRoom, joined: &JoinedSync, session: &Session) -> Result<()> {

@@ -167,7 +167,11 @@ impl Sessions {
                 let display_name = display_name.or(old.display_name);
                 Device::new(display_name, old.created_ts)
             }
-            None => Device::new(display_name, now),
+            None => {
+                // A new device: whoever shares a room with the user hears of it.
+                crate::services::e2ee::note_key_change(&mut batch, user_id.as_str())?;
+                Device::new(display_name, now)
+            }
         };
         device.seen(now, ip);
         let tokens = self.issue(&mut batch, &session, &mut device, want_refresh)?;
@@ -360,6 +364,8 @@ impl Sessions {
     ) -> Result<()> {
         device.forget_refresh_tokens(batch)?;
         batch.delete(&catalog::USERID_DEVICEID_DEVICE, &(user_id, device_id))?;
+        // Its keys and waiting messages go with it, and its owner's device list changes.
+        crate::services::e2ee::forget_device_into(&self.storage, batch, user_id, device_id)?;
         events::append(
             batch,
             DomainEvent::SessionRevoked {

@@ -1,0 +1,241 @@
+//! The end-to-end encryption relay: keys and send-to-device messages. The server stores
+//! and hands out; it never decrypts.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use ruma::api::client::keys::{
+    claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys,
+};
+use ruma::api::client::to_device::send_event_to_device;
+use ruma::to_device::DeviceIdOrAllDevices;
+use ruma::{OneTimeKeyAlgorithm, UInt};
+use serde_json::{Value, json};
+
+use super::account::PASSWORD_FLOWS;
+use super::json_of;
+use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::AppState;
+use crate::services::e2ee::{Target, Upload};
+
+/// `POST /_matrix/client/v3/keys/upload`: device keys, one-time and fallback keys.
+pub async fn upload(
+    State(state): State<AppState>,
+    request: Ruma<upload_keys::v3::Request>,
+) -> Result<RumaResponse<upload_keys::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    let keys = |map: &BTreeMap<ruma::OwnedOneTimeKeyId, ruma::serde::Raw<_>>| -> Result<BTreeMap<String, Value>> {
+        map.iter().map(|(id, key)| Ok((id.to_string(), json_of(key)?))).collect()
+    };
+    let upload = Upload {
+        device_keys: body.device_keys.as_ref().map(json_of).transpose()?,
+        one_time_keys: keys(&body.one_time_keys)?,
+        fallback_keys: keys(&body.fallback_keys)?,
+    };
+    let (user, device) = (session.user_id.as_str(), session.device_id.as_str());
+    let counts = state.e2ee.upload(user, device, upload).await?;
+    let counts = counts
+        .into_iter()
+        .map(|(algorithm, n)| {
+            (
+                OneTimeKeyAlgorithm::from(algorithm),
+                UInt::new_saturating(n),
+            )
+        })
+        .collect();
+    Ok(RumaResponse(upload_keys::v3::Response::new(counts)))
+}
+
+/// `POST /_matrix/client/v3/keys/query`
+pub async fn query(
+    State(state): State<AppState>,
+    request: Ruma<get_keys::v3::Request>,
+) -> Result<Json<Value>> {
+    let session = request.session()?;
+    let asked: BTreeMap<String, Vec<String>> = request
+        .body
+        .device_keys
+        .iter()
+        .map(|(user, devices)| {
+            (
+                user.to_string(),
+                devices.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .collect();
+    let display_name = |user: &str, device: &str| {
+        state
+            .sessions
+            .device(user, device)
+            .ok()
+            .flatten()
+            .and_then(|d| d.display_name)
+    };
+    Ok(Json(state.e2ee.query(
+        session.user_id.as_str(),
+        &asked,
+        display_name,
+    )?))
+}
+
+/// `POST /_matrix/client/v3/keys/claim`
+pub async fn claim(
+    State(state): State<AppState>,
+    request: Ruma<claim_keys::v3::Request>,
+) -> Result<Json<Value>> {
+    request.session()?;
+    let asked: BTreeMap<String, BTreeMap<String, String>> = request
+        .body
+        .one_time_keys
+        .iter()
+        .map(|(user, devices)| {
+            let devices = devices
+                .iter()
+                .map(|(device, algorithm)| (device.to_string(), algorithm.to_string()))
+                .collect();
+            (user.to_string(), devices)
+        })
+        .collect();
+    Ok(Json(state.e2ee.claim(&asked).await?))
+}
+
+/// `GET /_matrix/client/v3/keys/changes?from=&to=`: users sharing a room with the caller
+/// whose keys changed in between.
+pub async fn changes(
+    State(state): State<AppState>,
+    request: Ruma<get_key_changes::v3::Request>,
+) -> Result<Json<Value>> {
+    let session = request.session()?;
+    let token = |t: &str| {
+        t.parse::<u64>()
+            .map_err(|_| Error::invalid_param("Invalid from or to token"))
+    };
+    let (from, to) = (token(&request.body.from)?, token(&request.body.to)?);
+    let shared = super::sync::users_sharing_rooms(&state, session.user_id.as_str())?;
+    let changed: Vec<String> = state
+        .e2ee
+        .changed_between(from, to)?
+        .into_iter()
+        .filter(|user| shared.contains(user))
+        .collect();
+    Ok(Json(json!({ "changed": changed, "left": [] })))
+}
+
+/// `POST /_matrix/client/v3/keys/device_signing/upload`: the first upload needs no UIA;
+/// replacing the master key needs the password.
+pub async fn upload_cross_signing(
+    State(state): State<AppState>,
+    request: Ruma<upload_signing_keys::v3::Request>,
+) -> Result<RumaResponse<upload_signing_keys::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    let mut uploaded = BTreeMap::new();
+    for (kind, key) in [
+        ("master", &body.master_key),
+        ("self_signing", &body.self_signing_key),
+        ("user_signing", &body.user_signing_key),
+    ] {
+        if let Some(key) = key {
+            uploaded.insert(kind, json_of(key)?);
+        }
+    }
+    let user = session.user_id.as_str();
+    let uia = if state.e2ee.replaces_master(user, uploaded.get("master"))? {
+        let auth = body.auth.as_ref();
+        let uia = state.auth.uia(
+            "device_signing",
+            PASSWORD_FLOWS,
+            auth,
+            Some(&session.user_id),
+        );
+        Some(uia.await?)
+    } else {
+        None
+    };
+    state.e2ee.upload_cross_signing(user, uploaded).await?;
+    if let Some(uia) = &uia {
+        state.auth.finish_uia(uia);
+    }
+    Ok(RumaResponse(upload_signing_keys::v3::Response::new()))
+}
+
+/// `POST /_matrix/client/v3/keys/signatures/upload`
+pub async fn upload_signatures(
+    State(state): State<AppState>,
+    request: Ruma<upload_signatures::v3::Request>,
+) -> Result<Json<Value>> {
+    let session = request.session()?;
+    let body: Value =
+        serde_json::from_slice(&request.raw_body).map_err(|e| Error::bad_json(e.to_string()))?;
+    let signed: BTreeMap<String, BTreeMap<String, Value>> =
+        serde_json::from_value(body).map_err(|e| Error::bad_json(e.to_string()))?;
+    Ok(Json(
+        state
+            .e2ee
+            .upload_signatures(session.user_id.as_str(), &signed)
+            .await?,
+    ))
+}
+
+/// `PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId}`: idempotent per device;
+/// `*` for all of a user's devices. Only this server's users until federation; unknown
+/// users and devices are skipped.
+pub async fn send_to_device(
+    State(state): State<AppState>,
+    request: Ruma<send_event_to_device::v3::Request>,
+) -> Result<Json<Value>> {
+    let session = request.session()?;
+    let body = &request.body;
+    let scope = format!("sendToDevice/{}/{}", body.event_type, body.txn_id);
+    let txn = (
+        session.user_id.as_str(),
+        session.device_id.as_str(),
+        scope.as_str(),
+    );
+    let _guard = state
+        .e2ee
+        .lock_device(session.user_id.as_str(), session.device_id.as_str())
+        .await;
+    if state
+        .storage
+        .contains(&kith_storage::catalog::USERID_DEVICEID_TXNID_EVENTID, &txn)?
+    {
+        return Ok(Json(json!({})));
+    }
+    let mut messages = Vec::new();
+    for (user, devices) in &body.messages {
+        if user.server_name().as_str() != state.config.server_name {
+            continue;
+        }
+        for (target, content) in devices {
+            let target = match target {
+                DeviceIdOrAllDevices::AllDevices => Target::All,
+                DeviceIdOrAllDevices::DeviceId(device) => Target::Device(device.to_string()),
+            };
+            messages.push((user.to_string(), target, json_of(content)?));
+        }
+    }
+    let devices_of = |user: &str| -> Result<Vec<String>> {
+        Ok(state
+            .sessions
+            .devices(user)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    };
+    let mut batch = state.storage.batch();
+    // A to-device send has no event ID to remember: its transaction is marked with null.
+    batch.put(
+        &kith_storage::catalog::USERID_DEVICEID_TXNID_EVENTID,
+        &txn,
+        &Value::Null,
+    )?;
+    let kind = body.event_type.to_string();
+    state
+        .e2ee
+        .send_to_device(session.user_id.as_str(), &kind, messages, devices_of, batch)
+        .await?;
+    Ok(Json(json!({})))
+}

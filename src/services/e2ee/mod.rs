@@ -1,0 +1,137 @@
+//! The end-to-end encryption relay: the server never decrypts, but stores and hands out
+//! what the clients' crypto needs — device keys, one-time and fallback keys, cross-signing
+//! keys and their signatures, and send-to-device messages — and tells clients whose keys
+//! changed. Every change that clients must hear of takes a stream position, so `/sync`
+//! reports it once.
+
+mod cross_signing;
+mod keys;
+mod signed;
+mod to_device;
+
+use std::collections::BTreeMap;
+
+use kith_storage::{Batch, Storage, catalog};
+
+use crate::gateway::Result;
+use crate::util::StripedLocks;
+
+pub use keys::Upload;
+pub use to_device::Target;
+
+pub struct E2ee {
+    storage: Storage,
+    /// Per device, across one-time key claims and uploads (no key is handed out twice),
+    /// and per user across cross-signing changes.
+    locks: StripedLocks,
+}
+
+impl E2ee {
+    pub fn new(storage: Storage) -> E2ee {
+        E2ee {
+            storage,
+            locks: StripedLocks::new(64),
+        }
+    }
+
+    /// The device's lock: one-time key claims and uploads, and to-device sends (so a
+    /// replayed transaction waits for the first).
+    pub async fn lock_device(&self, user: &str, device: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        self.locks.lock(&format!("{user}\n{device}")).await
+    }
+
+    /// Records in `batch` that `user_id`'s devices or keys changed.
+    fn note_change(&self, batch: &mut Batch, user_id: &str) -> kith_storage::Result<()> {
+        note_key_change(batch, user_id).map(drop)
+    }
+
+    /// Where the user's keys last changed, if ever.
+    pub fn last_change(&self, user_id: &str) -> Result<Option<u64>> {
+        Ok(self.storage.get(&catalog::USERID_KEYCHANGE, &user_id)?)
+    }
+
+    /// Users whose keys changed in (`from`, `to`].
+    pub fn changed_between(&self, from: u64, to: u64) -> Result<Vec<String>> {
+        let rows: Vec<(String, u64)> = self.storage.scan_prefix(&catalog::USERID_KEYCHANGE, &())?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, p)| *p > from && *p <= to)
+            .map(|(user, _)| user)
+            .collect())
+    }
+
+    /// The device's unclaimed one-time keys, by algorithm.
+    pub fn one_time_key_counts(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<BTreeMap<String, u64>> {
+        let rows: Vec<((String, String, String, String), serde::de::IgnoredAny)> =
+            self.storage.scan_prefix(
+                &catalog::USERID_DEVICEID_ALGORITHM_KEYID_ONETIMEKEY,
+                &(user_id, device_id),
+            )?;
+        let mut counts = BTreeMap::new();
+        for ((_, _, algorithm, _), _) in rows {
+            *counts.entry(algorithm).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
+    /// The algorithms of the device's fallback keys not yet handed out.
+    pub fn unused_fallback_types(&self, user_id: &str, device_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<((String, String, String), keys::FallbackKey)> = self.storage.scan_prefix(
+            &catalog::USERID_DEVICEID_ALGORITHM_FALLBACKKEY,
+            &(user_id, device_id),
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, key)| !key.used)
+            .map(|((_, _, algorithm), _)| algorithm)
+            .collect())
+    }
+}
+
+/// Takes a position in `batch` for a change to `user_id`'s devices or keys; returns it.
+pub fn note_key_change(batch: &mut Batch, user_id: &str) -> kith_storage::Result<u64> {
+    let position = batch.new_position()?;
+    batch.put(&catalog::USERID_KEYCHANGE, &user_id, &position)?;
+    Ok(position)
+}
+
+/// Adds to `batch` the removal of everything a device had: its keys, one-time and fallback
+/// keys and waiting to-device messages; the owner's device list changes with it.
+pub fn forget_device_into(
+    storage: &Storage,
+    batch: &mut Batch,
+    user_id: &str,
+    device_id: &str,
+) -> kith_storage::Result<()> {
+    let device = (user_id, device_id);
+    batch.delete(&catalog::USERID_DEVICEID_KEYS, &device)?;
+    let otks: Vec<((String, String, String, String), serde::de::IgnoredAny)> = storage
+        .scan_prefix(
+            &catalog::USERID_DEVICEID_ALGORITHM_KEYID_ONETIMEKEY,
+            &device,
+        )?;
+    for ((_, _, algorithm, key_id), _) in otks {
+        let key = (user_id, device_id, algorithm.as_str(), key_id.as_str());
+        batch.delete(&catalog::USERID_DEVICEID_ALGORITHM_KEYID_ONETIMEKEY, &key)?;
+    }
+    let fallbacks: Vec<((String, String, String), serde::de::IgnoredAny)> =
+        storage.scan_prefix(&catalog::USERID_DEVICEID_ALGORITHM_FALLBACKKEY, &device)?;
+    for ((_, _, algorithm), _) in fallbacks {
+        let key = (user_id, device_id, algorithm.as_str());
+        batch.delete(&catalog::USERID_DEVICEID_ALGORITHM_FALLBACKKEY, &key)?;
+    }
+    let waiting: Vec<((String, String, u64), serde::de::IgnoredAny)> =
+        storage.scan_prefix(&catalog::USERID_DEVICEID_POSITION_TODEVICE, &device)?;
+    for ((_, _, position), _) in waiting {
+        batch.delete(
+            &catalog::USERID_DEVICEID_POSITION_TODEVICE,
+            &(user_id, device_id, position),
+        )?;
+    }
+    note_key_change(batch, user_id)?;
+    Ok(())
+}
