@@ -83,6 +83,17 @@ async fn contacts_api_matches_its_openapi_description() {
     run_client(&server, &python(), &args, "contacts schema test passed").await;
 }
 
+/// Two matrix-js-sdk clients with the Rust crypto (npm `@matrix-org/matrix-sdk-crypto-wasm`)
+/// become friends, hold an encrypted direct chat and decrypt each other; a newly logged-in
+/// device shows in the other's `device_lists.changed` and decrypts too.
+#[tokio::test]
+async fn matrix_js_sdk_clients_chat_end_to_end_encrypted() {
+    let server = Server::start(&[(POLICY, "dm_only")]);
+    let args = ["tests/clients/js/e2ee.mjs", &server.base];
+    run_client(&server, "node", &args, "js-sdk e2ee test passed").await;
+    assert!(server.assert_events_verify() > 8);
+}
+
 /// A matrix-js-sdk client starts, reaches PREPARED, joins a direct room it is invited to
 /// and exchanges messages.
 #[tokio::test]
