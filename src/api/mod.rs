@@ -133,9 +133,6 @@ pub fn router(state: AppState) -> Router {
         )
         .ruma::<voip::get_turn_server_info::v3::Request, _, _>(client::unconfigured::turn_server)
         .ruma::<thirdparty::get_protocols::v3::Request, _, _>(client::unconfigured::protocols)
-        .ruma::<backup::get_latest_backup_info::v3::Request, _, _>(
-            client::unconfigured::backup_version,
-        )
         // profile-service
         .ruma::<profile::get_profile::v3::Request, _, _>(client::profile::get_profile)
         .ruma::<profile::get_profile_field::v3::Request, _, _>(client::profile::get_field)
@@ -153,6 +150,22 @@ pub fn router(state: AppState) -> Router {
         .ruma::<keys::upload_signing_keys::v3::Request, _, _>(client::keys::upload_cross_signing)
         .ruma::<keys::upload_signatures::v3::Request, _, _>(client::keys::upload_signatures)
         .ruma::<to_device::send_event_to_device::v3::Request, _, _>(client::keys::send_to_device)
+        .ruma::<backup::create_backup_version::v3::Request, _, _>(client::backup::create)
+        .ruma::<backup::get_latest_backup_info::v3::Request, _, _>(client::backup::latest)
+        .ruma::<backup::get_backup_info::v3::Request, _, _>(client::backup::info)
+        .ruma::<backup::update_backup_version::v3::Request, _, _>(client::backup::update)
+        .ruma::<backup::delete_backup_version::v3::Request, _, _>(client::backup::delete)
+        .ruma::<backup::add_backup_keys::v3::Request, _, _>(client::backup::put_all)
+        .ruma::<backup::add_backup_keys_for_room::v3::Request, _, _>(client::backup::put_room)
+        .ruma::<backup::add_backup_keys_for_session::v3::Request, _, _>(client::backup::put_session)
+        .ruma::<backup::get_backup_keys::v3::Request, _, _>(client::backup::get_all)
+        .ruma::<backup::get_backup_keys_for_room::v3::Request, _, _>(client::backup::get_room)
+        .ruma::<backup::get_backup_keys_for_session::v3::Request, _, _>(client::backup::get_session)
+        .ruma::<backup::delete_backup_keys::v3::Request, _, _>(client::backup::delete_all)
+        .ruma::<backup::delete_backup_keys_for_room::v3::Request, _, _>(client::backup::delete_room)
+        .ruma::<backup::delete_backup_keys_for_session::v3::Request, _, _>(
+            client::backup::delete_session,
+        )
         // media
         .ruma::<media::create_content::v3::Request, _, _>(client::media::upload)
         .ruma::<media::create_mxc_uri::v1::Request, _, _>(client::media::create)

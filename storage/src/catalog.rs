@@ -268,6 +268,20 @@ pub const USERID_DEVICEID_POSITION_TODEVICE: Table = Table {
     value: "ToDevice JSON: sender, type, content",
 };
 
+/// Server-side key backups, one per version; the newest not deleted is current.
+pub const USERID_VERSION_BACKUP: Table = Table {
+    name: "userid_version_backup",
+    key: "(user ID, version (u64))",
+    value: "Backup JSON: algorithm, auth_data, etag counter, deleted",
+};
+
+/// The room keys in each backup version.
+pub const USERID_VERSION_ROOMID_SESSIONID_KEY: Table = Table {
+    name: "userid_version_roomid_sessionid_key",
+    key: "(user ID, version (u64), room ID, session ID)",
+    value: "KeyBackupData JSON, as uploaded",
+};
+
 /// Every table, in the order they are created.
 pub const ALL: &[&Table] = &[
     &GLOBAL_VALUE,
@@ -306,6 +320,8 @@ pub const ALL: &[&Table] = &[
     &USERID_KIND_CROSSSIGNINGKEY,
     &USERID_KEYCHANGE,
     &USERID_DEVICEID_POSITION_TODEVICE,
+    &USERID_VERSION_BACKUP,
+    &USERID_VERSION_ROOMID_SESSIONID_KEY,
 ];
 
 #[cfg(test)]

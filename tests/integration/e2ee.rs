@@ -372,3 +372,106 @@ async fn cross_signing_keys_and_signatures() {
     let (status, done) = server.post(upload, Some(&bob_token), with_auth).await;
     assert_eq!(status, StatusCode::OK, "{done}");
 }
+
+#[tokio::test]
+async fn key_backup_keeps_the_better_key_in_the_current_version() {
+    let server = Server::start(&[]);
+    let (_, token) = server.user("alice").await;
+    let (_, other) = server.user("bob").await;
+    let versions = "/_matrix/client/v3/room_keys/version";
+    assert_error(
+        &server.get(versions, Some(&token)).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    let algorithm = json!({ "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": { "public_key": "abc" } });
+    let (status, created) = server.post(versions, Some(&token), algorithm.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let v1 = created["version"].as_str().unwrap().to_owned();
+
+    let key = |index: u64, verified: bool| json!({ "first_message_index": index, "forwarded_count": 0, "is_verified": verified, "session_data": { "ciphertext": format!("c{index}{verified}") } });
+    let path = |room: &str, session: &str, version: &str| {
+        format!("/_matrix/client/v3/room_keys/keys/{room}/{session}?version={version}")
+    };
+    let (status, put) = server
+        .put(
+            &path("!r:kith.test", "s1", &v1),
+            Some(&token),
+            key(5, false),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{put}");
+    assert_eq!(put["count"], 1);
+    // A later index does not replace an earlier one; a verified key does.
+    server
+        .put(
+            &path("!r:kith.test", "s1", &v1),
+            Some(&token),
+            key(9, false),
+        )
+        .await;
+    let (_, stored) = server
+        .get(&path("!r:kith.test", "s1", &v1), Some(&token))
+        .await;
+    assert_eq!(stored["first_message_index"], 5);
+    server
+        .put(&path("!r:kith.test", "s1", &v1), Some(&token), key(7, true))
+        .await;
+    let (_, stored) = server
+        .get(&path("!r:kith.test", "s1", &v1), Some(&token))
+        .await;
+    assert_eq!(
+        (
+            stored["first_message_index"].clone(),
+            stored["is_verified"].clone()
+        ),
+        (json!(7), json!(true))
+    );
+    let all = format!("/_matrix/client/v3/room_keys/keys?version={v1}");
+    let body = json!({ "rooms": { "!q:kith.test": { "sessions": { "s2": key(0, false) } } } });
+    let (_, put) = server.put(&all, Some(&token), body).await;
+    assert_eq!(put["count"], 2);
+    let (_, info) = server.get(versions, Some(&token)).await;
+    assert_eq!(
+        (info["version"].as_str(), info["count"].as_u64()),
+        (Some(v1.as_str()), Some(2))
+    );
+    let (_, everything) = server.get(&all, Some(&token)).await;
+    assert!(
+        everything["rooms"]["!q:kith.test"]["sessions"]["s2"].is_object(),
+        "{everything}"
+    );
+
+    // Another user sees none of it; a newer version takes over; the old one takes no keys.
+    assert_error(
+        &server.get(&all, Some(&other)).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+    let (_, created) = server.post(versions, Some(&token), algorithm).await;
+    let v2 = created["version"].as_str().unwrap().to_owned();
+    let result = server
+        .put(
+            &path("!r:kith.test", "s3", &v1),
+            Some(&token),
+            key(0, false),
+        )
+        .await;
+    assert_error(&result, StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION");
+    assert_eq!(result.1["current_version"], v2.as_str());
+    let missing = server
+        .get(&path("!r:kith.test", "nope", &v1), Some(&token))
+        .await;
+    assert_error(&missing, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let (status, _) = server
+        .request(
+            Method::DELETE,
+            &format!("{versions}/{v2}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, info) = server.get(versions, Some(&token)).await;
+    assert_eq!(info["version"], v1.as_str());
+}

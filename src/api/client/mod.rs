@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod account_data;
+pub mod backup;
 pub mod contacts;
 pub mod devices;
 pub mod directory;

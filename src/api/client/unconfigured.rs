@@ -2,12 +2,11 @@
 //! Synapse answers them, so clients that call them at start carry on.
 
 use axum::Json;
-use ruma::api::client::backup::get_latest_backup_info;
 use ruma::api::client::thirdparty::get_protocols;
 use ruma::api::client::voip::get_turn_server_info;
 use serde_json::{Value, json};
 
-use crate::gateway::{Error, Result, Ruma};
+use crate::gateway::{Result, Ruma};
 
 /// `GET /_matrix/client/v3/voip/turnServer`: no TURN server configured, so `{}`.
 pub async fn turn_server(request: Ruma<get_turn_server_info::v3::Request>) -> Result<Json<Value>> {
@@ -19,12 +18,4 @@ pub async fn turn_server(request: Ruma<get_turn_server_info::v3::Request>) -> Re
 pub async fn protocols(request: Ruma<get_protocols::v3::Request>) -> Result<Json<Value>> {
     request.session()?;
     Ok(Json(json!({})))
-}
-
-/// `GET /_matrix/client/v3/room_keys/version`: no key backup yet (the E2EE issue adds it).
-pub async fn backup_version(
-    request: Ruma<get_latest_backup_info::v3::Request>,
-) -> Result<Json<Value>> {
-    request.session()?;
-    Err(Error::not_found("No current backup version"))
 }

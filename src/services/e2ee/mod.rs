@@ -4,6 +4,7 @@
 //! changed. Every change that clients must hear of takes a stream position, so `/sync`
 //! reports it once.
 
+mod backup;
 mod cross_signing;
 mod keys;
 mod signed;
@@ -16,6 +17,7 @@ use kith_storage::{Batch, Storage, catalog};
 use crate::gateway::Result;
 use crate::util::StripedLocks;
 
+pub use backup::BackupKeys;
 pub use keys::Upload;
 pub use to_device::Target;
 
