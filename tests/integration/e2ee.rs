@@ -168,7 +168,8 @@ async fn keys_are_uploaded_signed_queried_and_claimed_once() {
 
 #[tokio::test]
 async fn to_device_messages_arrive_once_and_device_lists_follow_changes() {
-    let server = Server::start(&[]);
+    // A small body limit, so the oversized payload below is small too.
+    let server = Server::start(&[("KITH_LIMITS__MAX_REQUEST_SIZE", "65536")]);
     let (alice, alice_token) = server.user("alice").await;
     let (bob, _) = server.user("bob").await;
     let bob_token = login_device(&server, "bob", "BOBPHONE").await;
@@ -221,6 +222,24 @@ async fn to_device_messages_arrive_once_and_device_lists_follow_changes() {
             .as_array()
             .is_none_or(Vec::is_empty),
         "{again}"
+    );
+    // Unknown users get nothing (and break nobody's batch); a huge payload is refused.
+    let ghost = json!({ "messages": { "@ghost:kith.test": { "*": { "n": 3 } } } });
+    assert_eq!(
+        server.put(&send("t3"), Some(&alice_token), ghost).await.0,
+        StatusCode::OK
+    );
+    let huge = json!({ "messages": { bob.clone(): { "*": { "pad": "x".repeat(70_000) } } } });
+    let result = server.put(&send("t4"), Some(&alice_token), huge).await;
+    assert_error(&result, StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE");
+    let quiet = server
+        .sync(&bob_token, again["next_batch"].as_str(), 0)
+        .await;
+    assert!(
+        quiet["to_device"]["events"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{quiet}"
     );
 
     // A new device of Bob's and new keys show in Alice's device lists; his logout too.
