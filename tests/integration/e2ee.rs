@@ -82,7 +82,20 @@ async fn keys_are_uploaded_signed_queried_and_claimed_once() {
         .post(upload, Some(&bob_token), json!({ "device_keys": forged }))
         .await;
     assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let mut malformed = device_keys(&bob, "BOBPHONE", &device);
+    malformed["unsigned"] = "not an object".into();
+    let result = server
+        .post(
+            upload,
+            Some(&bob_token),
+            json!({ "device_keys": malformed }),
+        )
+        .await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "M_BAD_JSON");
     let keys = device_keys(&bob, "BOBPHONE", &device);
+    let bare = json!({ "device_keys": keys, "one_time_keys": { "signed_curve25519:X": "k" } });
+    let result = server.post(upload, Some(&bob_token), bare).await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     let unsigned =
         json!({ "device_keys": keys, "one_time_keys": { "signed_curve25519:X": { "key": "k" } } });
     let result = server.post(upload, Some(&bob_token), unsigned).await;
@@ -106,7 +119,7 @@ async fn keys_are_uploaded_signed_queried_and_claimed_once() {
     let fallback = device.sign(&bob, json!({ "key": "fallback", "fallback": true }));
     let body = json!({
         "device_keys": keys, "one_time_keys": one_time,
-        "fallback_keys": { "signed_curve25519:F": fallback },
+        "fallback_keys": { "signed_curve25519:F": fallback.clone() },
     });
     let (status, counts) = server.post(upload, Some(&bob_token), body).await;
     assert_eq!(status, StatusCode::OK, "{counts}");
@@ -163,6 +176,14 @@ async fn keys_are_uploaded_signed_queried_and_claimed_once() {
     assert_eq!(ids, expected);
     let view = server.sync(&bob_token, None, 0).await;
     assert_eq!(view["device_one_time_keys_count"]["signed_curve25519"], 0);
+    assert_eq!(view["device_unused_fallback_key_types"], json!([]));
+    // The same fallback key uploaded again (a retry) is still used up.
+    let again = json!({ "fallback_keys": { "signed_curve25519:F": fallback } });
+    assert_eq!(
+        server.post(upload, Some(&bob_token), again).await.0,
+        StatusCode::OK
+    );
+    let view = server.sync(&bob_token, None, 0).await;
     assert_eq!(view["device_unused_fallback_key_types"], json!([]));
 }
 
@@ -379,6 +400,28 @@ async fn cross_signing_keys_and_signatures() {
         result["failures"][&bob]["BOBPHONE"]["errcode"], "M_INVALID_SIGNATURE",
         "{result}"
     );
+
+    // Alice may not sign Bob's devices; the same keys again change nothing and need no
+    // password; a new self-signing key does need it.
+    let body = json!({ bob.clone(): { "BOBPHONE": keys.clone() } });
+    let signatures = "/_matrix/client/v3/keys/signatures/upload";
+    let (_, result) = server.post(signatures, Some(&alice_token), body).await;
+    assert!(result["failures"][&bob]["BOBPHONE"].is_object(), "{result}");
+    let same = json!({ "master_key": master_key, "self_signing_key": self_signing });
+    assert_eq!(
+        server.post(upload, Some(&bob_token), same).await.0,
+        StatusCode::OK
+    );
+    let other_self = Signer::cross();
+    let other = master.sign(&bob, cross_key(&other_self, "self_signing"));
+    let (status, _) = server
+        .post(
+            upload,
+            Some(&bob_token),
+            json!({ "self_signing_key": other }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Replacing the master key needs the password (UIA).
     let new_master = Signer::cross();

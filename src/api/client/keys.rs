@@ -101,8 +101,8 @@ pub async fn claim(
     Ok(Json(state.e2ee.claim(&asked).await?))
 }
 
-/// `GET /_matrix/client/v3/keys/changes?from=&to=`: users sharing a room with the caller
-/// whose keys changed in between.
+/// `GET /_matrix/client/v3/keys/changes?from=&to=`: what `/sync`'s `device_lists` would
+/// have said between the two tokens.
 pub async fn changes(
     State(state): State<AppState>,
     request: Ruma<get_key_changes::v3::Request>,
@@ -113,18 +113,14 @@ pub async fn changes(
             .map_err(|_| Error::invalid_param("Invalid from or to token"))
     };
     let (from, to) = (token(&request.body.from)?, token(&request.body.to)?);
-    let shared = super::sync::users_sharing_rooms(&state, session.user_id.as_str())?;
-    let changed: Vec<String> = state
-        .e2ee
-        .changed_between(from, to)?
-        .into_iter()
-        .filter(|user| shared.contains(user))
-        .collect();
-    Ok(Json(json!({ "changed": changed, "left": [] })))
+    let user = session.user_id.as_str();
+    let rooms = state.messaging.joined_rooms(user)?;
+    let (changed, left) = super::sync::device_lists(&state, user, &rooms, from, to)?;
+    Ok(Json(json!({ "changed": changed, "left": left })))
 }
 
-/// `POST /_matrix/client/v3/keys/device_signing/upload`: the first upload needs no UIA;
-/// replacing the master key needs the password.
+/// `POST /_matrix/client/v3/keys/device_signing/upload`: the first upload (and the same
+/// keys again) needs no UIA; changing existing keys needs the password.
 pub async fn upload_cross_signing(
     State(state): State<AppState>,
     request: Ruma<upload_signing_keys::v3::Request>,
@@ -142,7 +138,7 @@ pub async fn upload_cross_signing(
         }
     }
     let user = session.user_id.as_str();
-    let uia = if state.e2ee.replaces_master(user, uploaded.get("master"))? {
+    let uia = if state.e2ee.upload_needs_auth(user, &uploaded)? {
         let auth = body.auth.as_ref();
         let uia = state.auth.uia(
             "device_signing",
@@ -154,7 +150,10 @@ pub async fn upload_cross_signing(
     } else {
         None
     };
-    state.e2ee.upload_cross_signing(user, uploaded).await?;
+    state
+        .e2ee
+        .upload_cross_signing(user, uploaded, uia.is_some())
+        .await?;
     if let Some(uia) = &uia {
         state.auth.finish_uia(uia);
     }

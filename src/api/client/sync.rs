@@ -248,18 +248,9 @@ fn assemble(
     Ok((response, empty))
 }
 
-/// Everyone in a room the user has joined, the user included.
-pub(super) fn users_sharing_rooms(state: &AppState, user: &str) -> Result<BTreeSet<String>> {
-    let mut users = BTreeSet::from([user.to_owned()]);
-    for room in state.messaging.joined_rooms(user)? {
-        users.extend(state.messaging.joined_members(&room)?);
-    }
-    Ok(users)
-}
-
 /// Whose device lists the client should refresh after `since` (`changed`: keys changed,
 /// or newly sharing a room) and stop tracking (`left`: no room shared any more).
-fn device_lists(
+pub(super) fn device_lists(
     state: &AppState,
     user: &str,
     joined_rooms: &[String],
@@ -279,7 +270,14 @@ fn device_lists(
             .any(|(u, m)| u == user && in_range(m.changed_at));
         for (member, membership) in members {
             if membership.membership != "join" {
-                if in_range(membership.changed_at) {
+                // Only someone who was joined can have stopped sharing the room.
+                let before = membership.changed_at.saturating_sub(1);
+                if in_range(membership.changed_at)
+                    && state
+                        .messaging
+                        .member_event_at(&member, &membership, before)?
+                        .is_some_and(|e| e.membership() == "join")
+                {
                     parted.insert(member);
                 }
                 continue;

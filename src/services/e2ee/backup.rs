@@ -142,11 +142,17 @@ impl E2ee {
             .await?)
     }
 
-    /// Deletes a version and its keys.
+    /// Deletes a version and its keys (again: nothing to do).
     pub async fn delete_backup(&self, user: &str, version: &str) -> Result<()> {
         let _guard = self.locks.lock(&format!("backup\n{user}")).await;
         let v = parse_version(version)?;
-        let mut backup = self.backup(user, v)?;
+        let found: Option<Backup> = self
+            .storage
+            .get(&catalog::USERID_VERSION_BACKUP, &(user, v))?;
+        let mut backup = found.ok_or_else(no_version)?;
+        if backup.deleted {
+            return Ok(());
+        }
         backup.deleted = true;
         let mut batch = self.storage.batch();
         self.delete_keys_into(&mut batch, user, v, None, None)?;

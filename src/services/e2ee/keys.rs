@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::E2ee;
-use super::signed::{ed25519_key, signed_by};
+use super::signed::{ed25519_key, signed_by, well_formed};
 use crate::gateway::{Error, Result};
+
+/// The most devices one claim asks about (each is a write).
+const MAX_CLAIMS: usize = 1000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FallbackKey {
@@ -44,9 +47,13 @@ fn check_key(
     device: &str,
     device_key: Option<&str>,
 ) -> Result<()> {
+    let algorithm = id.split(':').next().unwrap_or_default();
     match key {
-        Value::String(_) => Ok(()),
+        // Only plain curve25519 keys come unsigned.
+        Value::String(_) if algorithm == "curve25519" => Ok(()),
+        Value::String(_) => Err(invalid(format!("Key {id} must be a signed object"))),
         Value::Object(object) => {
+            well_formed(key)?;
             if !object.get("key").is_some_and(Value::is_string) {
                 return Err(invalid(format!("Key {id} has no key")));
             }
@@ -82,10 +89,16 @@ impl E2ee {
         device: &str,
         upload: Upload,
     ) -> Result<BTreeMap<String, u64>> {
-        let _guard = self.locks.lock(&format!("{user}\n{device}")).await;
+        let _guard = self.lock_device(user, device).await;
+        // Under the lock: a device logged out since the request was authenticated gets
+        // no keys stored for it.
+        if !self.device_exists(user, device)? {
+            return Err(Error::unknown_token(false));
+        }
         let stored = self.device_keys(user, device)?;
         let mut batch = self.storage.batch();
         if let Some(keys) = &upload.device_keys {
+            well_formed(keys)?;
             if keys["user_id"] != user || keys["device_id"] != device {
                 return Err(invalid("Device keys must be for this user and device"));
             }
@@ -132,10 +145,16 @@ impl E2ee {
         for (id, key) in &upload.fallback_keys {
             let (algorithm, key_id) = split_key_id(id)?;
             check_key(id, key, user, device, public.as_deref())?;
+            let row = (user, device, algorithm);
+            let stored: Option<FallbackKey> = self
+                .storage
+                .get(&catalog::USERID_DEVICEID_ALGORITHM_FALLBACKKEY, &row)?;
+            // The same key again (a retried upload) stays as used as it was.
+            let used = stored.is_some_and(|s| s.key_id == key_id && s.key == *key && s.used);
             let fallback = FallbackKey {
                 key_id: key_id.to_owned(),
                 key: key.clone(),
-                used: false,
+                used,
             };
             batch.put(
                 &catalog::USERID_DEVICEID_ALGORITHM_FALLBACKKEY,
@@ -168,8 +187,17 @@ impl E2ee {
                 if !devices.is_empty() && !devices.contains(&device) {
                     continue;
                 }
-                if let Some(name) = display_name(user, &device) {
-                    keys["unsigned"]["device_display_name"] = name.into();
+                // A device gone meanwhile is not encrypted to.
+                if !self.device_exists(user, &device)? {
+                    continue;
+                }
+                if let Some(name) = display_name(user, &device)
+                    && let Some(keys) = keys.as_object_mut()
+                {
+                    let unsigned = keys.entry("unsigned").or_insert_with(|| json!({}));
+                    if let Some(unsigned) = unsigned.as_object_mut() {
+                        unsigned.insert("device_display_name".into(), name.into());
+                    }
                 }
                 found.insert(device, keys);
             }
@@ -201,11 +229,15 @@ impl E2ee {
     /// Hands out one key per asked device: a one-time key (removed, under the device's
     /// lock, so two claimers never get the same) or else the fallback key.
     pub async fn claim(&self, asked: &BTreeMap<String, BTreeMap<String, String>>) -> Result<Value> {
+        let devices: usize = asked.values().map(BTreeMap::len).sum();
+        if devices > MAX_CLAIMS {
+            return Err(invalid(format!("At most {MAX_CLAIMS} devices per claim")));
+        }
         let mut claimed = Map::new();
         for (user, devices) in asked {
             let mut for_user = Map::new();
             for (device, algorithm) in devices {
-                let _guard = self.locks.lock(&format!("{user}\n{device}")).await;
+                let _guard = self.lock_device(user, device).await;
                 let prefix = (user.as_str(), device.as_str(), algorithm.as_str());
                 let first: Vec<((String, String, String, String), Value)> =
                     self.storage.scan_prefix_after(

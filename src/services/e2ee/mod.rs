@@ -42,6 +42,12 @@ impl E2ee {
         self.locks.lock(&format!("{user}\n{device}")).await
     }
 
+    fn device_exists(&self, user: &str, device: &str) -> Result<bool> {
+        Ok(self
+            .storage
+            .contains(&catalog::USERID_DEVICEID_DEVICE, &(user, device))?)
+    }
+
     /// Records in `batch` that `user_id`'s devices or keys changed.
     fn note_change(&self, batch: &mut Batch, user_id: &str) -> kith_storage::Result<()> {
         note_key_change(batch, user_id).map(drop)
@@ -50,16 +56,6 @@ impl E2ee {
     /// Where the user's keys last changed, if ever.
     pub fn last_change(&self, user_id: &str) -> Result<Option<u64>> {
         Ok(self.storage.get(&catalog::USERID_KEYCHANGE, &user_id)?)
-    }
-
-    /// Users whose keys changed in (`from`, `to`].
-    pub fn changed_between(&self, from: u64, to: u64) -> Result<Vec<String>> {
-        let rows: Vec<(String, u64)> = self.storage.scan_prefix(&catalog::USERID_KEYCHANGE, &())?;
-        Ok(rows
-            .into_iter()
-            .filter(|(_, p)| *p > from && *p <= to)
-            .map(|(user, _)| user)
-            .collect())
     }
 
     /// The device's unclaimed one-time keys, by algorithm.

@@ -34,6 +34,40 @@ pub fn signed_by(object: &Value, user: &str, key_id: &str, public_key: &str) -> 
     .is_ok()
 }
 
+/// Whether a key object is shaped so it can be stored and added to: an object whose
+/// `signatures` (if any) map users to objects of strings and whose `unsigned` (if any) is
+/// an object. Anything else is `M_BAD_JSON`, so nothing malformed is ever relayed.
+pub fn well_formed(object: &Value) -> crate::gateway::Result<()> {
+    let bad = |what: &str| {
+        Err(crate::gateway::Error::bad_json(format!(
+            "Malformed key: {what}"
+        )))
+    };
+    let Some(object) = object.as_object() else {
+        return bad("not an object");
+    };
+    if object.get("unsigned").is_some_and(|u| !u.is_object()) {
+        return bad("unsigned must be an object");
+    }
+    if let Some(signatures) = object.get("signatures") {
+        let Some(signatures) = signatures.as_object() else {
+            return bad("signatures must be an object");
+        };
+        for by_user in signatures.values() {
+            let Some(by_user) = by_user.as_object() else {
+                return bad("signatures must map users to objects");
+            };
+            if !by_user.values().all(Value::is_string) {
+                return bad("signatures must be strings");
+            }
+        }
+    }
+    if object.get("keys").is_some_and(|k| !k.is_object()) {
+        return bad("keys must be an object");
+    }
+    Ok(())
+}
+
 /// The `ed25519:…` public key of a key object (device keys or a cross-signing key):
 /// `keys["ed25519:<id>"]`.
 pub fn ed25519_key<'a>(object: &'a Value, id: &str) -> Option<&'a str> {

@@ -168,8 +168,16 @@ impl Sessions {
                 Device::new(display_name, old.created_ts)
             }
             None => {
-                // A new device: whoever shares a room with the user hears of it.
-                crate::services::e2ee::note_key_change(&mut batch, user_id.as_str())?;
+                // A new device: whoever shares a room with the user hears of it, and nothing
+                // an earlier device of that ID left behind (a message sent while it was
+                // being deleted) reaches it.
+                let user = user_id.as_str();
+                crate::services::e2ee::forget_device_into(
+                    &self.storage,
+                    &mut batch,
+                    user,
+                    &device_id,
+                )?;
                 Device::new(display_name, now)
             }
         };
