@@ -68,12 +68,27 @@ impl E2ee {
     }
 
     fn count(&self, user: &str, version: u64) -> Result<u64> {
-        let rows: Vec<((String, u64, String, String), serde::de::IgnoredAny)> =
-            self.storage.scan_prefix(
-                &catalog::USERID_VERSION_ROOMID_SESSIONID_KEY,
-                &(user, version),
-            )?;
-        Ok(rows.len() as u64)
+        Ok(self.stored_keys(user, version, None, None)?.len() as u64)
+    }
+
+    /// A version's keys, all or one room's or one session's: (room, session, key data).
+    fn stored_keys(
+        &self,
+        user: &str,
+        version: u64,
+        room: Option<&str>,
+        session: Option<&str>,
+    ) -> Result<Vec<(String, String, Value)>> {
+        let table = &catalog::USERID_VERSION_ROOMID_SESSIONID_KEY;
+        let rows: Vec<((String, u64, String, String), Value)> = match room {
+            Some(room) => self.storage.scan_prefix(table, &(user, version, room))?,
+            None => self.storage.scan_prefix(table, &(user, version))?,
+        };
+        Ok(rows
+            .into_iter()
+            .filter(|((_, _, _, s), _)| session.is_none_or(|wanted| wanted == s))
+            .map(|((_, _, room, session), data)| (room, session, data))
+            .collect())
     }
 
     fn info(&self, user: &str, version: u64, backup: &Backup) -> Result<Value> {
@@ -214,20 +229,8 @@ impl E2ee {
     ) -> Result<Value> {
         let v = parse_version(version)?;
         self.backup(user, v)?;
-        let rows: Vec<((String, u64, String, String), Value)> = match room {
-            Some(room) => self.storage.scan_prefix(
-                &catalog::USERID_VERSION_ROOMID_SESSIONID_KEY,
-                &(user, v, room),
-            )?,
-            None => self
-                .storage
-                .scan_prefix(&catalog::USERID_VERSION_ROOMID_SESSIONID_KEY, &(user, v))?,
-        };
         let mut rooms = json!({});
-        for ((_, _, room_id, session_id), data) in rows {
-            if session.is_some_and(|s| s != session_id) {
-                continue;
-            }
+        for (room_id, session_id, data) in self.stored_keys(user, v, room, session)? {
             rooms[room_id]["sessions"][session_id] = data;
         }
         Ok(json!({ "rooms": rooms }))
@@ -260,19 +263,7 @@ impl E2ee {
         room: Option<&str>,
         session: Option<&str>,
     ) -> Result<()> {
-        let rows: Vec<((String, u64, String, String), serde::de::IgnoredAny)> = match room {
-            Some(room) => self.storage.scan_prefix(
-                &catalog::USERID_VERSION_ROOMID_SESSIONID_KEY,
-                &(user, v, room),
-            )?,
-            None => self
-                .storage
-                .scan_prefix(&catalog::USERID_VERSION_ROOMID_SESSIONID_KEY, &(user, v))?,
-        };
-        for ((_, _, room_id, session_id), _) in rows {
-            if session.is_some_and(|s| s != session_id) {
-                continue;
-            }
+        for (room_id, session_id, _) in self.stored_keys(user, v, room, session)? {
             let key = (user, v, room_id.as_str(), session_id.as_str());
             batch.delete(&catalog::USERID_VERSION_ROOMID_SESSIONID_KEY, &key)?;
         }

@@ -78,18 +78,12 @@ impl Messaging {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, StoredPdu)>> {
-        let rows: Vec<((String, u64), ruma::OwnedEventId)> = self.storage.scan_prefix_after(
+        let rows = self.storage.scan_prefix_after(
             &kith_storage::catalog::ROOMID_POSITION_EVENTID,
             &(room_id,),
             &(room_id, after),
             limit,
         )?;
-        let mut out = Vec::new();
-        for ((_, position), event_id) in rows {
-            if let Some(stored) = self.stored_pdu(event_id.as_str())? {
-                out.push((position, stored));
-            }
-        }
-        Ok(out)
+        self.timeline_events(rows)
     }
 }

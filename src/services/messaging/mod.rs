@@ -197,12 +197,20 @@ impl Messaging {
         before: u64,
         limit: usize,
     ) -> Result<Vec<(u64, StoredPdu)>> {
-        let rows: Vec<((String, u64), OwnedEventId)> = self.storage.scan_prefix_back(
+        let rows = self.storage.scan_prefix_back(
             &catalog::ROOMID_POSITION_EVENTID,
             &(room_id,),
             &(room_id, before),
             limit,
         )?;
+        self.timeline_events(rows)
+    }
+
+    /// The stored events of timeline rows, with their positions.
+    fn timeline_events(
+        &self,
+        rows: Vec<((String, u64), OwnedEventId)>,
+    ) -> Result<Vec<(u64, StoredPdu)>> {
         let mut out = Vec::new();
         for ((_, position), event_id) in rows {
             if let Some(stored) = self.stored_pdu(event_id.as_str())? {
