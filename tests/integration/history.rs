@@ -198,3 +198,65 @@ async fn redactions_strip_events_for_their_sender_or_a_moderator() {
     // redactions), the redacted ones verifying by signature.
     assert_eq!(server.assert_events_verify(), 39);
 }
+
+/// History visibility: under `joined`, a member reads only what happened while joined;
+/// under `invited`, from their invite on; under the default `shared`, everything.
+#[tokio::test]
+async fn history_visibility_hides_what_came_before() {
+    let server = Server::start(&[]);
+    let (_, alice_token) = server.user("alice").await;
+    let (bob, bob_token) = server.user("bob").await;
+    let cases: [(&str, &[&str]); 3] = [
+        ("joined", &["after"]),
+        ("invited", &["after", "while invited"]),
+        ("shared", &["after", "while invited", "before"]),
+    ];
+    for (setting, expected) in cases {
+        let body = json!({ "preset": "public_chat", "initial_state": [
+            { "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": setting } }
+        ] });
+        let (_, created) = server
+            .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
+            .await;
+        let room = created["room_id"].as_str().unwrap().to_owned();
+        let before = server.say(&alice_token, &room, "before").await;
+        let invite = format!("/_matrix/client/v3/rooms/{room}/invite");
+        server
+            .post(&invite, Some(&alice_token), json!({ "user_id": bob }))
+            .await;
+        server.say(&alice_token, &room, "while invited").await;
+        let join = format!("/_matrix/client/v3/rooms/{room}/join");
+        assert_eq!(
+            server.post(&join, Some(&bob_token), json!({})).await.0,
+            StatusCode::OK
+        );
+        let after = server.say(&alice_token, &room, "after").await;
+
+        let messages = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50");
+        let (_, page) = server.get(&messages, Some(&bob_token)).await;
+        assert_eq!(bodies(&page["chunk"]), expected, "{setting}");
+        let event = format!("/_matrix/client/v3/rooms/{room}/event/{before}");
+        let result = server.get(&event, Some(&bob_token)).await;
+        let context = format!("/_matrix/client/v3/rooms/{room}/context/{after}?limit=10");
+        let (_, around) = server.get(&context, Some(&bob_token)).await;
+        let before_after = bodies(&around["events_before"]);
+        if setting == "shared" {
+            assert_eq!(result.0, StatusCode::OK);
+            assert_eq!(before_after, ["while invited", "before"]);
+        } else {
+            assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+            assert_eq!(before_after, expected[1..].to_vec(), "{setting}");
+        }
+        // Bob's sync shows the room from where he may read it.
+        let view = server.sync(&bob_token, None, 0).await;
+        let timeline = bodies(&view["rooms"]["join"][&room]["timeline"]["events"]);
+        assert_eq!(
+            timeline.contains(&"before".to_owned()),
+            setting == "shared",
+            "{setting}"
+        );
+        // Alice, there all along, sees everything.
+        let (_, hers) = server.get(&messages, Some(&alice_token)).await;
+        assert_eq!(bodies(&hers["chunk"]), ["after", "while invited", "before"]);
+    }
+}

@@ -72,6 +72,13 @@ pub async fn get_event(
     let body = &request.body;
     require_joined(&state, session, &body.room_id)?;
     let event = room_event(&state, &body.room_id, &body.event_id)?;
+    let visibility = state.messaging.visibility(&body.room_id)?;
+    if !state
+        .messaging
+        .may_see(&visibility, session.user_id.as_str(), &event)?
+    {
+        return Err(Error::not_found("Event not found"));
+    }
     Ok(RumaResponse(get_room_event::v3::Response::new(raw(
         &event.client_event(),
     )?)))
@@ -93,13 +100,22 @@ pub async fn messages(
         (None, Direction::Forward) => 0,
     };
     let to = body.to.as_deref().map(|t| token(t, "to")).transpose()?;
+    let reader = session.user_id.as_str();
+    let visibility = state.messaging.visibility(&body.room_id)?;
     let page = state.messaging.page(
         body.room_id.as_str(),
         from,
         body.dir,
         to,
         limit(body.limit),
-        |event| matches(&body.filter, event),
+        |event| {
+            // An event whose visibility cannot be read (a storage error) is not shown.
+            matches(&body.filter, event)
+                && state
+                    .messaging
+                    .may_see(&visibility, reader, event)
+                    .unwrap_or(false)
+        },
     )?;
     let mut response = get_message_events::v3::Response::new();
     response.start = from.to_string();
@@ -126,7 +142,20 @@ pub async fn context(
     let total = usize::try_from(body.limit)
         .unwrap_or(MAX_LIMIT)
         .min(MAX_LIMIT);
-    let keep = |e: &StoredPdu| matches(&body.filter, e);
+    let (reader, visibility) = (
+        session.user_id.as_str(),
+        state.messaging.visibility(&body.room_id)?,
+    );
+    if !state.messaging.may_see(&visibility, reader, &event)? {
+        return Err(Error::not_found("Event not found"));
+    }
+    let keep = |e: &StoredPdu| {
+        matches(&body.filter, e)
+            && state
+                .messaging
+                .may_see(&visibility, reader, e)
+                .unwrap_or(false)
+    };
     let (before_limit, after_limit) = (total / 2, total - total / 2);
     let mut response = get_context::v3::Response::new();
     let position = event.position;

@@ -154,7 +154,20 @@ fn assemble(
                 let full = full_state || (since.is_some() && changed);
                 let room_since = if full { None } else { since };
                 let mut out = JoinedRoom::new();
-                if let Some(joined) = messaging.joined_sync(&room, room_since, upto, limit, full)? {
+                if let Some(mut joined) =
+                    messaging.joined_sync(&room, room_since, upto, limit, full)?
+                {
+                    // A newly joined member sees what history visibility lets them.
+                    let visibility = messaging.visibility(&room_id)?;
+                    let mut hidden = Ok(());
+                    joined.timeline.retain(|event| {
+                        let seen = messaging.may_see(&visibility, user, event);
+                        seen.unwrap_or_else(|e| {
+                            hidden = Err(e);
+                            false
+                        })
+                    });
+                    hidden?;
                     fill_joined(&mut out, &joined, session)?;
                 }
                 let ephemeral = [

@@ -12,6 +12,7 @@ mod receipts;
 mod room;
 mod sync;
 mod verify;
+mod visibility;
 
 use std::sync::Arc;
 
