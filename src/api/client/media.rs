@@ -120,10 +120,6 @@ fn serve(content: Content, filename: Option<&str>) -> Response {
     response
 }
 
-fn mxc(uri: String) -> Result<OwnedMxcUri> {
-    Ok(OwnedMxcUri::from(uri))
-}
-
 /// `POST /_matrix/media/v3/upload` (`filename`, `Content-Type`)
 pub async fn upload(
     State(state): State<AppState>,
@@ -135,9 +131,9 @@ pub async fn upload(
         .media
         .upload(user.as_str(), body.file, body.content_type, body.filename)
         .await?;
-    Ok(RumaResponse(v3::create_content::v3::Response::new(mxc(
-        uri,
-    )?)))
+    Ok(RumaResponse(v3::create_content::v3::Response::new(
+        OwnedMxcUri::from(uri),
+    )))
 }
 
 /// `POST /_matrix/media/v1/create`: an ID now, the content within 24 hours.
@@ -147,7 +143,7 @@ pub async fn create(
 ) -> Result<RumaResponse<v3::create_mxc_uri::v1::Response>> {
     let session = request.session()?;
     let (uri, expires) = state.media.create(session.user_id.as_str()).await?;
-    let mut response = v3::create_mxc_uri::v1::Response::new(mxc(uri)?);
+    let mut response = v3::create_mxc_uri::v1::Response::new(OwnedMxcUri::from(uri));
     response.unused_expires_at = Some(MilliSecondsSinceUnixEpoch(UInt::new_saturating(expires)));
     Ok(RumaResponse(response))
 }
