@@ -135,15 +135,7 @@ impl Contacts {
         }
         let mut batch = self.storage.batch();
         let mut change = view::Change::default();
-        for (a, b) in [(user, other), (other, user)] {
-            batch.delete(&catalog::USERID_OTHERID_FRIENDSHIP, &(a, b))?;
-            change.friends_removed.push((a.to_owned(), b.to_owned()));
-        }
-        let removed = DomainEvent::FriendshipRemoved {
-            user_id: user.to_owned(),
-            other_user_id: other.to_owned(),
-        };
-        crate::events::append(&mut batch, removed)?;
+        unfriend_into(&mut batch, &mut change, user, other)?;
         self.write_views(&mut batch, &[user, other], &change)?;
         Ok(self.storage.commit(batch).await?)
     }
@@ -165,15 +157,7 @@ impl Contacts {
             let mut batch = self.storage.batch();
             let mut change = view::Change::default();
             if self.are_friends(user, &other)? {
-                for (a, b) in [(user, other.as_str()), (other.as_str(), user)] {
-                    batch.delete(&catalog::USERID_OTHERID_FRIENDSHIP, &(a, b))?;
-                    change.friends_removed.push((a.to_owned(), b.to_owned()));
-                }
-                let removed = DomainEvent::FriendshipRemoved {
-                    user_id: user.to_owned(),
-                    other_user_id: other.clone(),
-                };
-                crate::events::append(&mut batch, removed)?;
+                unfriend_into(&mut batch, &mut change, user, &other)?;
             }
             for (a, b) in [(user, other.as_str()), (other.as_str(), user)] {
                 let Some(reference) = self.request_ref(a, b)? else {
@@ -189,6 +173,25 @@ impl Contacts {
         }
         Ok(())
     }
+}
+
+/// Ends the friendship of `user` and `other` (both ways) in `batch`, as `user`'s doing.
+fn unfriend_into(
+    batch: &mut Batch,
+    change: &mut view::Change,
+    user: &str,
+    other: &str,
+) -> Result<()> {
+    for (a, b) in [(user, other), (other, user)] {
+        batch.delete(&catalog::USERID_OTHERID_FRIENDSHIP, &(a, b))?;
+        change.friends_removed.push((a.to_owned(), b.to_owned()));
+    }
+    let removed = DomainEvent::FriendshipRemoved {
+        user_id: user.to_owned(),
+        other_user_id: other.to_owned(),
+    };
+    crate::events::append(batch, removed)?;
+    Ok(())
 }
 
 /// Gives every new user a contacts record.
