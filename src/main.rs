@@ -91,20 +91,56 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let router = api::router(services.clone());
+    // The federation listener serves the same routes over TLS; X-Matrix, not the port,
+    // is what makes a request a server's.
+    let federation = match services.config.federation.enabled {
+        true => Some(federation_listener(&services.config, router.clone()).await?),
+        false => None,
+    };
+    services.start_federation();
     tracing::info!(
         server_name = %services.config.server_name,
         client_api = %local,
+        federation_api = %federation.as_ref().map_or("off".to_owned(), |(addr, _)| addr.to_string()),
         startup_ms = started.elapsed().as_millis() as u64,
         "kith is listening"
     );
-    let app = api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
+    if let Some((_, handle)) = federation {
+        handle.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    }
     services.storage.flush().map_err(|e| e.to_string())?;
     tracing::info!("kith stopped");
     Ok(())
+}
+
+/// Binds the TLS federation listener and serves `router` on it in the background.
+async fn federation_listener(
+    config: &Config,
+    router: axum::Router,
+) -> Result<(SocketAddr, axum_server::Handle<SocketAddr>), String> {
+    let address = config.listen.federation;
+    let tls = gateway::tls::rustls_config(config).await?;
+    let listener = std::net::TcpListener::bind(address)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| format!("cannot listen on {address} for federation: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, tls)
+        .map_err(|e| format!("cannot listen on {address} for federation: {e}"))?
+        .handle(handle.clone());
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(app).await {
+            tracing::error!("federation listener failed: {e}");
+        }
+    });
+    Ok((local, handle))
 }
 
 /// Resolves on SIGINT or SIGTERM.

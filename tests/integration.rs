@@ -18,6 +18,8 @@ mod crash;
 mod e2ee;
 #[path = "integration/ephemeral.rs"]
 mod ephemeral;
+#[path = "integration/federation.rs"]
+mod federation;
 #[path = "integration/gateway.rs"]
 mod gateway;
 #[path = "integration/history.rs"]

@@ -1,10 +1,18 @@
 //! kith's federation crate: the server's ed25519 signing key (generated on first start,
-//! kept in the database, served self-signed at `GET /_matrix/key/v2/server`) and the PDU
-//! type every room event is, signed with it. X-Matrix, discovery and the send queue come
-//! later.
+//! kept in the database, served self-signed at `GET /_matrix/key/v2/server`), the PDU type
+//! every room event is, and the transport to other servers: discovery, X-Matrix-signed
+//! requests both ways, other servers' keys, and the persisted outbound queue. It knows
+//! nothing of rooms or contacts beyond the PDUs and EDUs it carries.
 
+mod client;
+mod discovery;
 mod keys;
 pub mod pdu;
+mod queue;
+mod remote_keys;
 
+pub use client::{AuthError, FederationClient, FederationError, Settings};
 pub use keys::{KeyError, ServerKeys};
 pub use pdu::{NewEvent, Pdu, PduError};
+pub use queue::{Outgoing, Queue};
+pub use remote_keys::RemoteKey;

@@ -91,7 +91,6 @@ pub fn rules(version: &RoomVersionId) -> Result<RoomVersionRules, PduError> {
 impl ServerKeys {
     /// Builds, hashes, signs and names a local event, and checks its format.
     pub fn build_pdu(&self, version: &RoomVersionId, new: NewEvent) -> Result<Pdu, PduError> {
-        let rules = rules(version)?;
         let format = |e: &dyn std::fmt::Display| PduError::Format(e.to_string());
         let ids = |ids: &[OwnedEventId]| {
             CanonicalJsonValue::Array(ids.iter().map(|id| id.as_str().into()).collect())
@@ -118,6 +117,20 @@ impl ServerKeys {
         if let Some(redacts) = &new.redacts {
             object.insert("redacts".into(), redacts.as_str().into());
         }
+        self.sign_new_pdu(version, object)
+    }
+
+    /// Hashes, signs and names an event whose fields are all set (a local event, or a
+    /// join or leave built on a resident server's template).
+    pub fn sign_new_pdu(
+        &self,
+        version: &RoomVersionId,
+        mut object: CanonicalJsonObject,
+    ) -> Result<Pdu, PduError> {
+        let rules = rules(version)?;
+        object.remove("signatures");
+        object.remove("hashes");
+        object.remove("event_id");
         ruma::signatures::hash_and_sign_event(
             self.server_name(),
             self.key_pair(),
@@ -125,11 +138,49 @@ impl ServerKeys {
             &rules.redaction,
         )
         .map_err(|e| PduError::Signing(e.to_string()))?;
+        Pdu::received(version, object)
+    }
+
+    /// Adds this server's signature to another server's event (an invite for one of our
+    /// users), leaving its ID as it is.
+    pub fn countersign(
+        &self,
+        version: &RoomVersionId,
+        object: &mut CanonicalJsonObject,
+    ) -> Result<(), PduError> {
+        let rules = rules(version)?;
+        let redacted = ruma::canonical_json::redact(object.clone(), &rules.redaction, None)
+            .map_err(|e| PduError::Format(e.to_string()))?;
+        let mut signed = redacted;
+        ruma::signatures::sign_json(self.server_name(), self.key_pair(), &mut signed)
+            .map_err(|e| PduError::Signing(e.to_string()))?;
+        if let Some(signatures) = signed.remove("signatures") {
+            object.insert("signatures".into(), signatures);
+        }
+        Ok(())
+    }
+}
+
+impl Pdu {
+    /// Parses an event as another server sends it: checks its format and names it by its
+    /// reference hash (its signatures are checked separately, with [`Pdu::verify`]).
+    pub fn received(
+        version: &RoomVersionId,
+        mut object: CanonicalJsonObject,
+    ) -> Result<Pdu, PduError> {
+        let rules = rules(version)?;
+        let format = |e: &dyn std::fmt::Display| PduError::Format(e.to_string());
+        object.remove("event_id");
         ruma::state_res::check_pdu_format(&object, &rules.event_format)
             .map_err(PduError::Format)?;
         let hash = ruma::signatures::reference_hash(&object, &rules).map_err(|e| format(&e))?;
         let event_id = EventId::new_v2_or_v3(&hash).map_err(|e| format(&e))?;
         Pdu::from_json(event_id, object)
+    }
+
+    /// The server the sender belongs to.
+    pub fn origin(&self) -> &ruma::ServerName {
+        self.sender.server_name()
     }
 }
 

@@ -12,7 +12,11 @@ use ruma::api::client::{
     media, membership, message, presence, profile, push, read_marker, receipt, redact, room,
     session, state as room_state, thirdparty, to_device, typing, user_directory, voip,
 };
-use ruma::api::federation::discovery::{discover_homeserver as server_discovery, get_server_keys};
+use ruma::api::federation::discovery::{
+    discover_homeserver as server_discovery, get_server_keys, get_server_version,
+};
+use ruma::api::federation::membership::{create_invite, create_join_event, prepare_join_event};
+use ruma::api::federation::transactions::send_transaction_message;
 
 use crate::gateway::{self, RumaRouter};
 use crate::services::AppState;
@@ -140,8 +144,13 @@ pub fn router(state: AppState) -> Router {
         .ruma::<profile::delete_profile_field::v3::Request, _, _>(client::profile::delete_field)
         .ruma::<presence::set_presence::v3::Request, _, _>(client::presence::set)
         .ruma::<presence::get_presence::v3::Request, _, _>(client::presence::get)
-        // federation keys
+        // federation
         .ruma::<get_server_keys::v2::Request, _, _>(server::keys::server_keys)
+        .ruma::<get_server_version::v1::Request, _, _>(server::version::version)
+        .ruma::<send_transaction_message::v1::Request, _, _>(server::transactions::send)
+        .ruma::<prepare_join_event::v1::Request, _, _>(server::membership::make_join)
+        .ruma::<create_join_event::v2::Request, _, _>(server::membership::send_join)
+        .ruma::<create_invite::v2::Request, _, _>(server::membership::invite)
         // the E2EE relay
         .ruma::<keys::upload_keys::v3::Request, _, _>(client::keys::upload)
         .ruma::<keys::get_keys::v3::Request, _, _>(client::keys::query)

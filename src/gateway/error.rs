@@ -78,6 +78,16 @@ impl Error {
         Error::new(status, "M_UNKNOWN", message)
     }
 
+    /// The `error` text.
+    pub fn message(&self) -> String {
+        let text = self.body.get("error").and_then(|e| e.as_str());
+        text.unwrap_or_default().to_owned()
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Error {
+        Error::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", message)
+    }
+
     pub fn missing_token() -> Error {
         Error::new(
             StatusCode::UNAUTHORIZED,

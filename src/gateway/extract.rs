@@ -6,14 +6,18 @@ use std::any::TypeId;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::extract::{
+    ConnectInfo, FromRequest, FromRequestParts, OriginalUri, RawPathParams, Request,
+};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http::request::Parts;
 use ruma::api::auth_scheme::{self, extract_bearer_or_query_token};
 use ruma::api::error::{DeserializationError, FromHttpRequestError};
+use ruma::api::federation::authentication::ServerSignatures;
 use ruma::api::{IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt};
+use ruma::{OwnedServerName, ServerName};
 
 use super::{Error, Result};
 use crate::services::AppState;
@@ -28,6 +32,8 @@ pub struct Ruma<T> {
     pub client_ip: IpAddr,
     /// The body as sent, for what is stored verbatim (filters).
     pub raw_body: Bytes,
+    /// The server that signed the request, for federation endpoints.
+    pub origin: Option<OwnedServerName>,
 }
 
 impl<T> Ruma<T> {
@@ -35,12 +41,29 @@ impl<T> Ruma<T> {
     pub fn session(&self) -> Result<&Session> {
         self.session.as_ref().ok_or_else(Error::missing_token)
     }
+
+    /// The calling server of a federation endpoint.
+    pub fn origin(&self) -> Result<&ServerName> {
+        self.origin
+            .as_deref()
+            .ok_or_else(|| Error::unauthorized("Missing X-Matrix authorization"))
+    }
 }
+
+/// A transaction holds up to 50 PDUs of up to 64 KiB each, and EDUs.
+const FEDERATION_BODY_LIMIT: usize = 8 << 20;
 
 /// What the gateway does about access tokens for a given ruma auth scheme.
 pub trait AuthPolicy {
     /// `Some(true)`: required; `Some(false)`: optional; `None`: ignored.
     const ACCESS_TOKEN: Option<bool>;
+    /// Whether the request must be X-Matrix-signed by a server.
+    const SERVER_SIGNATURES: bool = false;
+}
+
+impl AuthPolicy for ServerSignatures {
+    const ACCESS_TOKEN: Option<bool> = None;
+    const SERVER_SIGNATURES: bool = true;
 }
 
 impl AuthPolicy for auth_scheme::AccessToken {
@@ -92,7 +115,15 @@ where
 
         // Only now the body: a caller without a valid token never gets a large upload
         // buffered.
-        let bytes = read_body(&parts, body, body_limit::<T>(state)).await?;
+        let limit = match T::Authentication::SERVER_SIGNATURES {
+            true => FEDERATION_BODY_LIMIT,
+            false => body_limit::<T>(state),
+        };
+        let bytes = read_body(&parts, body, limit).await?;
+        let origin = match T::Authentication::SERVER_SIGNATURES {
+            true => Some(authenticate_server(&parts, &bytes, state).await?),
+            false => None,
+        };
 
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let parse = |bytes: &[u8]| {
@@ -121,8 +152,37 @@ where
             session,
             client_ip,
             raw_body: bytes,
+            origin,
         })
     }
+}
+
+/// Checks a federation request's X-Matrix signature (over the URI as sent) and returns
+/// its origin: 401 `M_UNAUTHORIZED` for anything unsigned, forged, or not for us.
+pub(super) async fn authenticate_server(
+    parts: &Parts,
+    body: &[u8],
+    state: &AppState,
+) -> Result<OwnedServerName> {
+    let Some(client) = &state.federation else {
+        return Err(Error::forbidden("Federation is disabled on this server"));
+    };
+    let mut request = http::Request::builder().method(parts.method.clone());
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |original| &original.0);
+    request = request.uri(uri.clone());
+    for (name, value) in &parts.headers {
+        request = request.header(name, value);
+    }
+    let request = request.body(body).map_err(Error::internal)?;
+    let origin = client.authenticate(&request).await.map_err(|e| {
+        tracing::info!("refused a federation request: {e}");
+        Error::unauthorized(e.to_string())
+    })?;
+    state.messaging.peer_alive(origin.as_str());
+    Ok(origin)
 }
 
 async fn path_args(parts: &mut Parts, state: &AppState) -> Result<Vec<String>> {

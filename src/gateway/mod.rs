@@ -5,6 +5,7 @@
 mod authed;
 mod error;
 mod extract;
+pub mod tls;
 
 use std::collections::BTreeSet;
 

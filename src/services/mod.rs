@@ -11,7 +11,7 @@ pub mod session;
 
 use std::sync::Arc;
 
-use kith_federation::ServerKeys;
+use kith_federation::{FederationClient, Queue, ServerKeys, Settings};
 use kith_storage::{Storage, catalog};
 use ruma::UserId;
 
@@ -25,6 +25,8 @@ pub struct Services {
     pub config: Config,
     pub storage: Storage,
     pub keys: Arc<ServerKeys>,
+    /// Requests to other servers and the check of theirs; `None` with federation off.
+    pub federation: Option<Arc<FederationClient>>,
     pub messaging: messaging::Messaging,
     pub auth: auth::AuthService,
     pub sessions: session::Sessions,
@@ -95,7 +97,16 @@ impl Services {
         let keys = ServerKeys::load_or_generate(&storage, &config.server_name)
             .map_err(|e| e.to_string())?;
         let keys = Arc::new(keys);
-        let messaging = messaging::Messaging::new(storage.clone(), Arc::clone(&keys));
+        let federation = match config.federation.enabled {
+            true => Some(Arc::new(FederationClient::new(
+                storage.clone(),
+                Arc::clone(&keys),
+                federation_settings(&config)?,
+            )?)),
+            false => None,
+        };
+        let messaging =
+            messaging::Messaging::new(storage.clone(), Arc::clone(&keys), federation.clone());
         let auth = auth::AuthService::new(storage.clone(), &config)?;
         let sessions =
             session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
@@ -111,6 +122,7 @@ impl Services {
             config,
             storage,
             keys,
+            federation,
             messaging,
             auth,
             sessions,
@@ -127,6 +139,14 @@ impl Services {
     pub fn start_subscribers(&self) {
         events::spawn(self.storage.clone(), Arc::new(profile::ProfileCreator));
         events::spawn(self.storage.clone(), Arc::new(contacts::ContactsCreator));
+    }
+
+    /// Starts the outbound federation queue (resuming what a previous run left).
+    pub fn start_federation(&self) {
+        if let Some(client) = &self.federation {
+            let queue = Queue::start(self.storage.clone(), Arc::clone(client));
+            self.messaging.set_queue(queue);
+        }
     }
 
     /// In `token` mode, the first start of an empty server makes a registration token and
@@ -160,4 +180,27 @@ impl Services {
         );
         Ok(())
     }
+}
+
+fn federation_settings(config: &Config) -> Result<Settings, String> {
+    let federation = &config.federation;
+    let ca_pem = match &federation.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read federation.ca_file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let denied_ip_ranges = federation
+        .denied_ip_ranges
+        .iter()
+        .map(|range| range.parse().map_err(|e| format!("{range}: {e}")))
+        .collect::<Result<_, String>>()?;
+    Ok(Settings {
+        verify_certificates: federation.verify_certificates,
+        ca_pem,
+        denied_ip_ranges,
+        allowed_servers: federation.allowed_servers.clone(),
+        denied_servers: federation.denied_servers.clone(),
+    })
 }

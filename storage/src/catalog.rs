@@ -282,6 +282,34 @@ pub const USERID_VERSION_ROOMID_SESSIONID_KEY: Table = Table {
     value: "KeyBackupData JSON, as uploaded",
 };
 
+/// Other servers' signing keys, as fetched and verified (federation).
+pub const SERVERNAME_KEYID_VERIFYKEY: Table = Table {
+    name: "servername_keyid_verifykey",
+    key: "(server name, key ID)",
+    value: "RemoteKey JSON: public key, valid until (capped at 7 days), expired at for old keys",
+};
+
+/// The outbound federation queue: PDUs and EDUs per destination, in commit order.
+pub const DESTINATION_POSITION_OUTGOING: Table = Table {
+    name: "destination_position_outgoing",
+    key: "(destination server name, stream position (u64))",
+    value: "Outgoing JSON: a PDU's event ID or an EDU",
+};
+
+/// Per destination: failed attempts and when to retry, so backoff survives restarts.
+pub const DESTINATION_BACKOFF: Table = Table {
+    name: "destination_backoff",
+    key: "destination server name (str)",
+    value: "Backoff JSON: consecutive failures, retry-at time (ms)",
+};
+
+/// Inbound transactions already handled, so a retried one is answered, not re-applied.
+pub const ORIGIN_TXNID_RESPONSE: Table = Table {
+    name: "origin_txnid_response",
+    key: "(origin server name, transaction ID)",
+    value: "the response JSON sent for it",
+};
+
 /// Every table, in the order they are created.
 pub const ALL: &[&Table] = &[
     &GLOBAL_VALUE,
@@ -322,6 +350,10 @@ pub const ALL: &[&Table] = &[
     &USERID_DEVICEID_POSITION_TODEVICE,
     &USERID_VERSION_BACKUP,
     &USERID_VERSION_ROOMID_SESSIONID_KEY,
+    &SERVERNAME_KEYID_VERIFYKEY,
+    &DESTINATION_POSITION_OUTGOING,
+    &DESTINATION_BACKOFF,
+    &ORIGIN_TXNID_RESPONSE,
 ];
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ impl Server {
         command
             .env("KITH_SERVER_NAME", SERVER_NAME)
             .env("KITH_LISTEN__CLIENT", "127.0.0.1:0")
+            .env("KITH_LISTEN__FEDERATION", "127.0.0.1:0")
             .env("KITH_DATABASE__PATH", &data)
             .env("RUST_LOG", "info,tower_http=warn")
             .env_remove("KITH_CONFIG")
@@ -109,6 +110,24 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("kith did not stop within 10 s of SIGTERM");
+    }
+
+    /// A server that federates on loopback: named `127.0.0.1:PORT` after its federation
+    /// listener's port, trusting peers' self-signed certificates and loopback addresses.
+    pub fn federated(env: &[(&str, &str)]) -> (Server, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let name = format!("127.0.0.1:{port}");
+        let mut all = vec![
+            ("KITH_SERVER_NAME", name.as_str()),
+            ("KITH_LISTEN__FEDERATION", name.as_str()),
+            ("KITH_FEDERATION__VERIFY_CERTIFICATES", "false"),
+            ("KITH_FEDERATION__DENIED_IP_RANGES", "[]"),
+        ];
+        all.extend_from_slice(env);
+        (Server::start(&all), name)
     }
 
     /// Starts a new process on the same data directory and environment.

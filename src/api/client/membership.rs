@@ -9,7 +9,7 @@ use ruma::api::client::membership::{
     join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
 };
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomOrAliasId};
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomOrAliasId};
 use serde_json::{Value, json};
 
 use super::raw;
@@ -17,6 +17,7 @@ use super::rooms::{append, member, not_in_room, require_joined};
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
 use crate::services::contacts::DIRECT_MAX_MEMBERS;
+use crate::services::messaging::{Draft, EventSpec};
 use crate::services::profile;
 use crate::services::session::Session;
 
@@ -50,9 +51,26 @@ async fn join_room(
     session: &Session,
     room_id: &RoomId,
     reason: Option<&String>,
+    via: &[OwnedServerName],
 ) -> Result<()> {
     let user = session.user_id.as_str();
     let content = member_content(state, user, reason)?;
+    if state.messaging.room(room_id)?.is_none() {
+        // A room this server is not in: join through the server that invited us, or the
+        // one the room ID names (before v12), or those the client named.
+        let mut servers: Vec<OwnedServerName> = Vec::new();
+        if let Some(invite) = state.messaging.membership(user, room_id.as_str())? {
+            let inviter = state.messaging.stored_pdu(invite.event_id.as_str())?;
+            let sender = inviter.and_then(|e| e.pdu().ok()).map(|p| p.sender);
+            servers.extend(sender.map(|s| s.server_name().to_owned()));
+        }
+        servers.extend(room_id.server_name().map(ToOwned::to_owned));
+        servers.extend(via.iter().cloned());
+        return state
+            .messaging
+            .join_remote(&session.user_id, room_id, &servers, content)
+            .await;
+    }
     append(state, room_id, member(session, user, "join", content)).await?;
     Ok(())
 }
@@ -101,6 +119,7 @@ pub async fn join(
         request.session()?,
         &body.room_id,
         body.reason.as_ref(),
+        &[],
     )
     .await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(
@@ -115,7 +134,8 @@ pub async fn join_by_id_or_alias(
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
     let body = &request.body;
     let room_id = resolve(&state, &body.room_id_or_alias)?;
-    join_room(&state, request.session()?, &room_id, body.reason.as_ref()).await?;
+    let session = request.session()?;
+    join_room(&state, session, &room_id, body.reason.as_ref(), &body.via).await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,
     )))
@@ -169,9 +189,28 @@ pub async fn invite(
         draft.mark_direct();
     }
     let content = member_content(&state, target, invitee.reason.as_ref())?;
-    draft.add(member(session, target, "invite", content))?;
-    draft.commit(state.storage.batch()).await?;
+    send_invite(&state, draft, member(session, target, "invite", content)).await?;
     Ok(RumaResponse(invite_user::v3::Response::new()))
+}
+
+/// Adds an invite to the draft and commits it; an invitee on another server is asked
+/// first, and its server's refusal (a blocked invite, say) is the answer.
+pub(super) async fn send_invite(
+    state: &AppState,
+    mut draft: Draft<'_>,
+    spec: EventSpec,
+) -> Result<()> {
+    let invite = draft.add(spec)?;
+    let remote = invite
+        .state_key
+        .as_deref()
+        .and_then(|k| k.split_once(':'))
+        .is_some_and(|(_, server)| server != state.config.server_name);
+    if remote {
+        state.messaging.invite_remote(&mut draft, &invite).await?;
+    }
+    draft.commit(state.storage.batch()).await?;
+    Ok(())
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/leave` (also declines an invite)

@@ -215,18 +215,42 @@ pub async fn create_room(
     if direct {
         draft.mark_direct();
     }
-    for invitee in &invitees {
+    let invite_content = |invitee: &ruma::UserId| -> Result<Value> {
         let mut content = member_content(&state, invitee.as_str(), None)?;
         if body.is_direct {
             content["is_direct"] = true.into();
         }
-        draft.add(member(session, invitee.as_str(), "invite", content))?;
+        Ok(content)
+    };
+    let (local, remote): (Vec<&ruma::UserId>, Vec<&ruma::UserId>) = invitees
+        .iter()
+        .copied()
+        .partition(|u| u.server_name().as_str() == state.config.server_name);
+    for invitee in local {
+        draft.add(member(
+            session,
+            invitee.as_str(),
+            "invite",
+            invite_content(invitee)?,
+        ))?;
     }
     let room_id = draft
         .room_id()
         .map(RoomId::to_owned)
         .ok_or_else(|| Error::internal("room without ID"))?;
     draft.commit(state.storage.batch()).await?;
+    // Invitees elsewhere are asked one by one, once the room exists; the first refusal
+    // is the answer (the room stays, as with Synapse).
+    for invitee in remote {
+        let draft = state.messaging.draft(&room_id).await?;
+        let spec = member(
+            session,
+            invitee.as_str(),
+            "invite",
+            invite_content(invitee)?,
+        );
+        super::membership::send_invite(&state, draft, spec).await?;
+    }
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
 }
 

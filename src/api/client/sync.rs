@@ -193,7 +193,7 @@ fn assemble(
                 response.rooms.join.insert(room_id, out);
             }
             "invite" if changed || since.is_none() => {
-                let stripped = messaging.invite_state(&room, membership.event_id.as_str())?;
+                let stripped = messaging.invite_state(&room, &membership)?;
                 let mut invite_state = InviteState::new();
                 invite_state.events = stripped.iter().map(raw).collect::<Result<_>>()?;
                 let mut invited = InvitedRoom::new();

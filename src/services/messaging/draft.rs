@@ -2,10 +2,10 @@
 //! auth rules and the state the drafts before it leave, then written in one batch. Room
 //! creation drafts its whole sequence this way, so a crash never leaves half a room.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use http::StatusCode;
-use kith_federation::{NewEvent, Pdu, PduError, pdu};
+use kith_federation::{NewEvent, Outgoing, Pdu, PduError, Queue, pdu};
 use kith_storage::{Batch, catalog};
 use ruma::events::TimelineEventType;
 use ruma::room_version_rules::RoomVersionRules;
@@ -40,8 +40,16 @@ pub struct Draft<'a> {
     events: HashMap<OwnedEventId, Pdu>,
     built: Vec<Pdu>,
     transactions: HashMap<OwnedEventId, LocalTransaction>,
+    /// Built events that came from another server, which its origin sends on itself.
+    received: HashSet<OwnedEventId>,
+    /// A remote room's state and auth chain, as its resident server gave them on our join:
+    /// stored and made current state, but not part of the timeline.
+    imported: Vec<Pdu>,
     _guard: Option<MutexGuard<'a, ()>>,
 }
+
+/// The most `prev_events` an event names (the spec's limit).
+const MAX_PREV_EVENTS: usize = 20;
 
 fn pdu_error(e: PduError) -> Error {
     match e {
@@ -95,6 +103,8 @@ impl Messaging {
             events: HashMap::new(),
             built: Vec::new(),
             transactions: HashMap::new(),
+            received: HashSet::new(),
+            imported: Vec::new(),
             _guard: None,
         })
     }
@@ -105,17 +115,40 @@ impl Messaging {
         let room = self
             .room(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room"))?;
+        self.draft_locked(room_id, room, true, guard)
+    }
+
+    /// A draft on `room` as given (`stored`: whether its state is in the database).
+    pub(super) async fn draft_on(
+        &self,
+        room_id: &RoomId,
+        room: Room,
+        stored: bool,
+    ) -> Result<Draft<'_>> {
+        let guard = self.room_locks.lock(room_id.as_str()).await;
+        self.draft_locked(room_id, room, stored, guard)
+    }
+
+    fn draft_locked<'a>(
+        &'a self,
+        room_id: &RoomId,
+        room: Room,
+        stored: bool,
+        guard: MutexGuard<'a, ()>,
+    ) -> Result<Draft<'a>> {
         let rules = pdu::rules(&room.version).map_err(pdu_error)?;
         Ok(Draft {
             messaging: self,
             room_id: Some(room_id.to_owned()),
             room,
             rules,
-            stored: true,
+            stored,
             state: HashMap::new(),
             events: HashMap::new(),
             built: Vec::new(),
             transactions: HashMap::new(),
+            received: HashSet::new(),
+            imported: Vec::new(),
             _guard: Some(guard),
         })
     }
@@ -160,7 +193,14 @@ impl Draft<'_> {
 
     /// Builds the next event on the draft, signed, and checks it against the auth rules
     /// (403 `M_FORBIDDEN` with the rule's reason if it fails).
-    pub fn add(&mut self, mut spec: EventSpec) -> Result<Pdu> {
+    pub fn add(&mut self, spec: EventSpec) -> Result<Pdu> {
+        let pdu = self.build(spec)?;
+        self.place(pdu.clone());
+        Ok(pdu)
+    }
+
+    /// The next event, built and checked as [`Draft::add`] does, but not added.
+    pub fn build(&self, mut spec: EventSpec) -> Result<Pdu> {
         // A redaction names its target in `content.redacts`; before v11 that goes top-level.
         let mut redacts = None;
         if spec.kind == TimelineEventType::RoomRedaction
@@ -198,7 +238,7 @@ impl Draft<'_> {
             kind: spec.kind,
             state_key: spec.state_key,
             content: spec.content,
-            prev_events: self.room.extremities.clone(),
+            prev_events: self.prev_events(),
             auth_events,
             depth: self.room.depth + 1,
             origin_server_ts: now_ms(),
@@ -209,9 +249,6 @@ impl Draft<'_> {
             .keys
             .build_pdu(&self.room.version, new)
             .map_err(pdu_error)?;
-        if self.room_id.is_none() {
-            self.room_id = Some(pdu.derived_room_id().map_err(pdu_error)?);
-        }
         check_state_independent_auth_rules(authz, &pdu, |id| self.fetch(id))
             .map_err(Error::forbidden)?;
         let fetch_state = |kind: &ruma::events::StateEventType, key: &str| {
@@ -219,16 +256,104 @@ impl Draft<'_> {
                 .and_then(|id| self.fetch(&id))
         };
         check_state_dependent_auth_rules(authz, &pdu, fetch_state).map_err(Error::forbidden)?;
+        Ok(pdu)
+    }
 
+    /// What the next local event names as `prev_events`: the room's newest events.
+    fn prev_events(&self) -> Vec<OwnedEventId> {
+        let extremities = &self.room.extremities;
+        extremities[extremities.len().saturating_sub(MAX_PREV_EVENTS)..].to_vec()
+    }
+
+    /// Places a new event at the head of the draft: it replaces the events it names as
+    /// `prev_events` among the room's newest.
+    fn place(&mut self, pdu: Pdu) {
+        if self.room_id.is_none() {
+            self.room_id = pdu.derived_room_id().ok();
+        }
         if let Some(key) = &pdu.state_key {
             self.state
                 .insert((pdu.kind.to_string(), key.clone()), pdu.event_id.clone());
         }
-        self.room.extremities = vec![pdu.event_id.clone()];
-        self.room.depth += 1;
+        self.room
+            .extremities
+            .retain(|id| !pdu.prev_events.contains(id));
+        self.room.extremities.push(pdu.event_id.clone());
+        self.room.depth = self.room.depth.max(u64::from(pdu.depth));
         self.events.insert(pdu.event_id.clone(), pdu.clone());
-        self.built.push(pdu.clone());
-        Ok(pdu)
+        self.built.push(pdu);
+    }
+
+    /// Replaces a drafted event's signatures with those of a copy another server signed
+    /// too (an invite its invitee's server countersigned).
+    pub fn set_signatures(&mut self, event_id: &EventId, signed: &ruma::CanonicalJsonObject) {
+        let Some(signatures) = signed.get("signatures") else {
+            return;
+        };
+        for pdu in self.built.iter_mut().filter(|p| p.event_id == event_id) {
+            pdu.json.insert("signatures".into(), signatures.clone());
+        }
+    }
+
+    pub fn version(&self) -> &RoomVersionId {
+        &self.room.version
+    }
+
+    /// Whether the event is already in the draft or stored.
+    pub fn has(&self, event_id: &EventId) -> Result<bool> {
+        Ok(self.events.contains_key(event_id)
+            || self.messaging.stored_pdu(event_id.as_str())?.is_some())
+    }
+
+    /// Takes in an event another server built (its signatures already checked): it must
+    /// pass the auth rules against the auth events it names and against the room's current
+    /// state (403 `M_FORBIDDEN` otherwise). `forward`: whether this server must send it on
+    /// to the room's other servers, as the resident server does with a join it accepted.
+    pub fn accept(&mut self, pdu: Pdu, forward: bool) -> Result<()> {
+        let authz = &self.rules.authorization;
+        check_state_independent_auth_rules(authz, &pdu, |id| self.fetch(id))
+            .map_err(Error::forbidden)?;
+        // From v12 the create event is implied by the room ID rather than named.
+        let create = self.state_id("m.room.create", "");
+        let named: HashMap<(String, String), Pdu> = pdu
+            .auth_events
+            .iter()
+            .chain(create.iter())
+            .filter_map(|id| self.fetch(id))
+            .filter_map(|e| Some(((e.kind.to_string(), e.state_key.clone()?), e)))
+            .collect();
+        let by_auth_events = |kind: &ruma::events::StateEventType, key: &str| {
+            named.get(&(kind.to_string(), key.to_owned())).cloned()
+        };
+        check_state_dependent_auth_rules(authz, &pdu, by_auth_events).map_err(Error::forbidden)?;
+        let by_current_state = |kind: &ruma::events::StateEventType, key: &str| {
+            self.state_id(&kind.to_string(), key)
+                .and_then(|id| self.fetch(&id))
+        };
+        check_state_dependent_auth_rules(authz, &pdu, by_current_state)
+            .map_err(Error::forbidden)?;
+        if !forward {
+            self.received.insert(pdu.event_id.clone());
+        }
+        self.place(pdu);
+        Ok(())
+    }
+
+    /// A remote room's state and auth chain, from the server we joined it through: it
+    /// becomes the draft's state, stored without entering the timeline.
+    pub fn import_state(&mut self, events: Vec<Pdu>, state: &[OwnedEventId]) {
+        for pdu in events {
+            if let Some(key) = pdu
+                .state_key
+                .clone()
+                .filter(|_| state.contains(&pdu.event_id))
+            {
+                self.state
+                    .insert((pdu.kind.to_string(), key), pdu.event_id.clone());
+            }
+            self.events.insert(pdu.event_id.clone(), pdu.clone());
+            self.imported.push(pdu);
+        }
     }
 
     /// Records that a drafted event was sent by a device under a transaction ID.
@@ -289,8 +414,9 @@ impl Draft<'_> {
             .uncount_notification(batch, unread, members, &event)
     }
 
-    /// Writes the drafted events, their state, memberships, the room's new head and their
-    /// log entries, with whatever `batch` already holds, in one write.
+    /// Writes the drafted events, their state, memberships, the room's new head, their
+    /// log entries and the copies queued for the room's other servers, with whatever
+    /// `batch` already holds, in one write.
     pub async fn commit(self, mut batch: Batch) -> Result<Vec<StoredPdu>> {
         let room_id = self
             .room_id
@@ -303,6 +429,24 @@ impl Draft<'_> {
             true => self.messaging.joined_members(room)?,
             false => Vec::new(),
         };
+        for pdu in &self.imported {
+            let position = batch.new_position()?;
+            let record = StoredPdu {
+                event_id: pdu.event_id.clone(),
+                room_id: room.to_owned(),
+                position,
+                json: pdu.json.clone(),
+                transaction: None,
+                redacted_because: None,
+            };
+            batch.put(&catalog::EVENTID_PDU, &pdu.event_id.as_str(), &record)?;
+            let current = pdu.state_key.as_ref().is_some_and(|key| {
+                self.state.get(&(pdu.kind.to_string(), key.clone())) == Some(&pdu.event_id)
+            });
+            if current {
+                self.write_state(&mut batch, &mut memberships, pdu, position)?;
+            }
+        }
         let mut unread = HashMap::new();
         let mut stored = Vec::new();
         for pdu in &self.built {
@@ -322,44 +466,7 @@ impl Draft<'_> {
                 &(room, position),
                 &event_id,
             )?;
-            if let Some(key) = &pdu.state_key {
-                let kind = pdu.kind.to_string();
-                batch.put(
-                    &catalog::ROOMID_TYPE_STATEKEY_EVENTID,
-                    &(room, kind.as_str(), key.as_str()),
-                    &event_id,
-                )?;
-                if pdu.kind == TimelineEventType::RoomMember {
-                    let content: MembershipContent = pdu
-                        .content_as()
-                        .map_err(|e| Error::bad_json(e.to_string()))?;
-                    let previous = match memberships.get(key.as_str()) {
-                        Some(previous) => Some(previous.clone()),
-                        None => self.messaging.membership(key, room)?,
-                    };
-                    let changed_at = previous
-                        .filter(|p| p.membership == content.membership)
-                        .map_or(position, |p| p.changed_at);
-                    let membership = Membership {
-                        membership: content.membership,
-                        event_id: pdu.event_id.clone(),
-                        position,
-                        changed_at,
-                        forgotten: false,
-                    };
-                    memberships.insert(key.clone(), membership.clone());
-                    batch.put(
-                        &catalog::USERID_ROOMID_MEMBERSHIP,
-                        &(key.as_str(), room),
-                        &membership,
-                    )?;
-                    batch.put(
-                        &catalog::ROOMID_USERID_MEMBERSHIP,
-                        &(room, key.as_str()),
-                        &membership,
-                    )?;
-                }
-            }
+            self.write_state(&mut batch, &mut memberships, pdu, position)?;
             if matches!(
                 pdu.kind,
                 TimelineEventType::RoomMessage | TimelineEventType::RoomEncrypted
@@ -379,8 +486,104 @@ impl Draft<'_> {
             }
             stored.push(record);
         }
+        let destinations = self.queue_for_servers(&mut batch, &members, &memberships)?;
         batch.put(&catalog::ROOMID_ROOM, &room, &self.room)?;
         self.messaging.storage.commit(batch).await?;
+        if let Some(queue) = self.messaging.queue.get() {
+            for destination in &destinations {
+                queue.wake(destination);
+            }
+        }
         Ok(stored)
+    }
+
+    /// Makes a state event current: its state row and, for a member event, the member's
+    /// membership in both directions.
+    fn write_state(
+        &self,
+        batch: &mut Batch,
+        memberships: &mut HashMap<String, Membership>,
+        pdu: &Pdu,
+        position: u64,
+    ) -> Result<()> {
+        let Some(key) = &pdu.state_key else {
+            return Ok(());
+        };
+        let room = self
+            .room_id
+            .as_ref()
+            .map(|r| r.as_str())
+            .unwrap_or_default();
+        let kind = pdu.kind.to_string();
+        batch.put(
+            &catalog::ROOMID_TYPE_STATEKEY_EVENTID,
+            &(room, kind.as_str(), key.as_str()),
+            &pdu.event_id.as_str(),
+        )?;
+        if pdu.kind != TimelineEventType::RoomMember {
+            return Ok(());
+        }
+        let content: MembershipContent = pdu
+            .content_as()
+            .map_err(|e| Error::bad_json(e.to_string()))?;
+        let previous = match memberships.get(key.as_str()) {
+            Some(previous) => Some(previous.clone()),
+            None => self.messaging.membership(key, room)?,
+        };
+        let changed_at = previous
+            .filter(|p| p.membership == content.membership)
+            .map_or(position, |p| p.changed_at);
+        let membership = Membership {
+            membership: content.membership,
+            event_id: pdu.event_id.clone(),
+            position,
+            changed_at,
+            forgotten: false,
+            invite_state: Vec::new(),
+        };
+        memberships.insert(key.clone(), membership.clone());
+        batch.put(
+            &catalog::USERID_ROOMID_MEMBERSHIP,
+            &(key.as_str(), room),
+            &membership,
+        )?;
+        batch.put(
+            &catalog::ROOMID_USERID_MEMBERSHIP,
+            &(room, key.as_str()),
+            &membership,
+        )?;
+        Ok(())
+    }
+
+    /// Queues this server's new events for every other server in the room: those of the
+    /// members joined before or by the draft, and of members it removes (so they learn).
+    /// No event goes back to its sender's server. Returns the destinations.
+    fn queue_for_servers(
+        &self,
+        batch: &mut Batch,
+        members: &[String],
+        memberships: &HashMap<String, Membership>,
+    ) -> Result<BTreeSet<String>> {
+        let own = self.messaging.server_name();
+        let server_of = |user: &str| user.split_once(':').map(|(_, s)| s.to_owned());
+        let mut servers: BTreeSet<String> = members.iter().filter_map(|u| server_of(u)).collect();
+        for (user, membership) in memberships {
+            if matches!(membership.membership.as_str(), "join" | "leave" | "ban") {
+                servers.extend(server_of(user));
+            }
+        }
+        servers.remove(own);
+        let mut destinations = BTreeSet::new();
+        for pdu in self
+            .built
+            .iter()
+            .filter(|p| !self.received.contains(&p.event_id))
+        {
+            for server in servers.iter().filter(|s| *s != pdu.origin().as_str()) {
+                Queue::push_into(batch, server, &Outgoing::Pdu(pdu.json.clone()))?;
+                destinations.insert(server.clone());
+            }
+        }
+        Ok(destinations)
     }
 }

@@ -5,6 +5,7 @@
 mod account_data;
 mod aliases;
 mod draft;
+mod federation;
 mod history;
 mod power;
 mod push;
@@ -14,14 +15,15 @@ mod sync;
 mod verify;
 mod visibility;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use kith_federation::ServerKeys;
+use kith_federation::{FederationClient, Queue, ServerKeys};
 use kith_storage::{Storage, catalog};
 use ruma::{OwnedEventId, RoomId};
 
 pub use account_data::{has_account_data, put_account_data};
-pub use draft::EventSpec;
+pub use draft::{Draft, EventSpec};
+
 pub use push::{PUSH_RULES, UnreadCounts};
 pub use receipts::PRIVATE_READ;
 pub use room::{LocalTransaction, Membership, Room, StoredPdu};
@@ -33,6 +35,9 @@ use crate::util::StripedLocks;
 pub struct Messaging {
     storage: Storage,
     keys: Arc<ServerKeys>,
+    federation: Option<Arc<FederationClient>>,
+    /// The outbound queue, once started; events for other servers are queued either way.
+    queue: OnceLock<Arc<Queue>>,
     /// Per room, held from reading the room's head to committing the events built on it.
     room_locks: StripedLocks,
     /// Per room, held across the read-modify-write of its typing state.
@@ -43,13 +48,30 @@ pub struct Messaging {
 }
 
 impl Messaging {
-    pub fn new(storage: Storage, keys: Arc<ServerKeys>) -> Messaging {
+    pub fn new(
+        storage: Storage,
+        keys: Arc<ServerKeys>,
+        federation: Option<Arc<FederationClient>>,
+    ) -> Messaging {
         Messaging {
             storage,
             keys,
+            federation,
+            queue: OnceLock::new(),
             room_locks: StripedLocks::new(64),
             ephemeral_locks: StripedLocks::new(64),
             name_locks: StripedLocks::new(64),
+        }
+    }
+
+    pub fn set_queue(&self, queue: Arc<Queue>) {
+        let _ = self.queue.set(queue);
+    }
+
+    /// A server just proved itself to us: whatever waits for it can go now.
+    pub fn peer_alive(&self, server: &str) {
+        if let Some(queue) = self.queue.get() {
+            queue.peer_alive(server);
         }
     }
 
@@ -239,7 +261,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let keys = Arc::new(ServerKeys::load_or_generate(&storage, "kith.test").unwrap());
-        let messaging = Messaging::new(storage.clone(), Arc::clone(&keys));
+        let messaging = Messaging::new(storage.clone(), Arc::clone(&keys), None);
         let alice: OwnedUserId = "@alice:kith.test".try_into().unwrap();
         let spec = |kind: &str, key: Option<&str>, content| EventSpec {
             sender: alice.clone(),

@@ -114,4 +114,8 @@ pub struct Membership {
     /// Left and forgotten: no longer shown to the user anywhere.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forgotten: bool,
+    /// For an invite from another server: the stripped room state it came with, as the
+    /// invited user sees it before joining.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invite_state: Vec<Value>,
 }

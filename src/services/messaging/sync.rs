@@ -115,13 +115,21 @@ impl Messaging {
         }))
     }
 
-    /// The stripped state an invited user sees, with their own invite event.
-    pub fn invite_state(&self, room_id: &str, invite_event: &str) -> Result<Vec<Value>> {
-        let strip = |s: &StoredPdu| {
-            let event = s.client_event();
-            json!({ "type": event["type"], "state_key": event["state_key"], "content": event["content"], "sender": event["sender"] })
+    /// The stripped state an invited user sees, with their own invite event: for a room
+    /// on another server, the state its invite came with.
+    pub fn invite_state(&self, room_id: &str, membership: &Membership) -> Result<Vec<Value>> {
+        let mut stripped = match membership.invite_state.is_empty() {
+            true => self.stripped_state(room_id)?,
+            false => membership.invite_state.clone(),
         };
-        let mut stripped: Vec<Value> = self
+        let invite = self.stored_pdu(membership.event_id.as_str())?;
+        stripped.extend(invite.as_ref().map(strip));
+        Ok(stripped)
+    }
+
+    /// The room's state that invitees see before joining, stripped.
+    pub fn stripped_state(&self, room_id: &str) -> Result<Vec<Value>> {
+        Ok(self
             .state_events(room_id)?
             .iter()
             .filter(|s| {
@@ -131,8 +139,17 @@ impl Messaging {
                     .is_some_and(|t| INVITE_STATE.contains(&t))
             })
             .map(strip)
-            .collect();
-        stripped.extend(self.stored_pdu(invite_event)?.as_ref().map(strip));
-        Ok(stripped)
+            .collect())
     }
+}
+
+/// An event as invite state shows it: type, state key, content and sender only.
+fn strip(event: &StoredPdu) -> Value {
+    let event = event.client_event();
+    json!({
+        "type": event["type"],
+        "state_key": event["state_key"],
+        "content": event["content"],
+        "sender": event["sender"],
+    })
 }

@@ -1,0 +1,277 @@
+//! The outbound queue: what other servers must receive (PDUs and EDUs), kept in RocksDB per
+//! destination in commit order, written in the same batch as the change that caused it.
+//! One worker per destination sends transactions of at most 50 PDUs and 100 EDUs, one at
+//! a time, and deletes what the peer acknowledged; on failure it backs off exponentially
+//! (persisted, so a restart neither forgets nor hammers) and starts again when the peer
+//! answers or sends to us. A restart resumes every non-empty queue.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kith_storage::{Batch, Storage, catalog};
+use ruma::{CanonicalJsonObject, ServerName};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use crate::client::FederationClient;
+
+const MAX_PDUS: usize = 50;
+const MAX_EDUS: usize = 100;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LONGEST_RETRY: Duration = Duration::from_secs(3600);
+
+/// One queued item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outgoing {
+    /// A PDU, as signed.
+    Pdu(CanonicalJsonObject),
+    /// An EDU: `{edu_type, content}`.
+    Edu(Value),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Backoff {
+    failures: u32,
+    retry_at: u64,
+}
+
+pub struct Queue {
+    storage: Storage,
+    client: Arc<FederationClient>,
+    wake: mpsc::UnboundedSender<String>,
+    /// Destinations with a running worker.
+    active: Mutex<HashSet<String>>,
+    /// Destinations currently backing off, each with what ends its wait early.
+    backing_off: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Queue {
+    /// Starts the dispatcher and resumes every destination with queued items.
+    pub fn start(storage: Storage, client: Arc<FederationClient>) -> Arc<Queue> {
+        let (wake, mut woken) = mpsc::unbounded_channel::<String>();
+        let queue = Arc::new(Queue {
+            storage,
+            client,
+            wake,
+            active: Mutex::new(HashSet::new()),
+            backing_off: Mutex::new(HashMap::new()),
+        });
+        let dispatcher = Arc::clone(&queue);
+        tokio::spawn(async move {
+            while let Some(destination) = woken.recv().await {
+                let fresh = dispatcher
+                    .active
+                    .lock()
+                    .is_ok_and(|mut active| active.insert(destination.clone()));
+                if fresh {
+                    let worker = Arc::clone(&dispatcher);
+                    tokio::spawn(async move { worker.run(destination).await });
+                }
+            }
+        });
+        match queue.pending_destinations() {
+            Ok(destinations) => {
+                for destination in destinations {
+                    queue.wake(&destination);
+                }
+            }
+            Err(e) => tracing::error!("cannot read the federation queue: {e}"),
+        }
+        queue
+    }
+
+    /// Appends `item` for `destination` to `batch`; call [`Queue::wake`] after committing.
+    pub fn push_into(
+        batch: &mut Batch,
+        destination: &str,
+        item: &Outgoing,
+    ) -> Result<(), kith_storage::Error> {
+        let position = batch.new_position()?;
+        batch.put(
+            &catalog::DESTINATION_POSITION_OUTGOING,
+            &(destination, position),
+            item,
+        )
+    }
+
+    /// Has the destination's worker look at its queue.
+    pub fn wake(&self, destination: &str) {
+        let _ = self.wake.send(destination.to_owned());
+    }
+
+    /// The peer is up (it sent us a request): end its backoff and send what waits.
+    pub fn peer_alive(&self, destination: &str) {
+        let waiting = self
+            .backing_off
+            .lock()
+            .ok()
+            .and_then(|mut waiting| waiting.remove(destination));
+        if let Some(waiting) = waiting {
+            let mut batch = self.storage.batch();
+            let cleared = batch
+                .delete(&catalog::DESTINATION_BACKOFF, &destination)
+                .and_then(|()| self.storage.commit_blocking(batch));
+            if let Err(e) = cleared {
+                tracing::warn!(%destination, "cannot clear backoff: {e}");
+            }
+            waiting.notify_one();
+        }
+    }
+
+    fn pending_destinations(&self) -> Result<Vec<String>, kith_storage::Error> {
+        let rows: Vec<((String, u64), Outgoing)> = self
+            .storage
+            .scan_prefix(&catalog::DESTINATION_POSITION_OUTGOING, &())?;
+        let mut destinations: Vec<String> = rows.into_iter().map(|((d, _), _)| d).collect();
+        destinations.dedup();
+        Ok(destinations)
+    }
+
+    async fn run(self: Arc<Self>, destination: String) {
+        loop {
+            match self.send_next(&destination).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    let delay = self.back_off(&destination).await;
+                    tracing::info!(%destination, retry_in_s = delay.as_secs(), "federation send failed: {e}");
+                }
+            }
+        }
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(&destination);
+        }
+        // Anything queued between the last read and leaving `active` needs a worker.
+        if self.has_items(&destination) {
+            self.wake(&destination);
+        }
+    }
+
+    fn has_items(&self, destination: &str) -> bool {
+        let rows: Result<Vec<((String, u64), Outgoing)>, _> = self.storage.scan_prefix_after(
+            &catalog::DESTINATION_POSITION_OUTGOING,
+            &(destination,),
+            &(destination, 0u64),
+            1,
+        );
+        rows.is_ok_and(|rows| !rows.is_empty())
+    }
+
+    /// Sends the next transaction; `Ok(false)` when the queue is empty.
+    async fn send_next(&self, destination: &str) -> Result<bool, String> {
+        let backoff: Option<Backoff> = self
+            .storage
+            .get(&catalog::DESTINATION_BACKOFF, &destination)
+            .map_err(|e| e.to_string())?;
+        if let Some(backoff) = &backoff {
+            let wait = backoff.retry_at.saturating_sub(now_ms());
+            if wait > 0 {
+                let notify = Arc::new(Notify::new());
+                if let Ok(mut waiting) = self.backing_off.lock() {
+                    waiting.insert(destination.to_owned(), Arc::clone(&notify));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    _ = notify.notified() => {}
+                }
+            }
+        }
+        let rows: Vec<((String, u64), Outgoing)> = self
+            .storage
+            .scan_prefix_after(
+                &catalog::DESTINATION_POSITION_OUTGOING,
+                &(destination,),
+                &(destination, 0u64),
+                MAX_PDUS + MAX_EDUS,
+            )
+            .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let (mut pdus, mut edus, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+        for ((_, position), item) in rows {
+            match item {
+                Outgoing::Pdu(pdu) if pdus.len() < MAX_PDUS => pdus.push(pdu),
+                Outgoing::Edu(edu) if edus.len() < MAX_EDUS => edus.push(edu),
+                // Keep the order: stop at the first item that does not fit.
+                _ => break,
+            }
+            sent.push(position);
+        }
+        // The first position names the transaction, so a retry of the same items is
+        // recognised by the peer as the same transaction.
+        let txn_id = sent[0].to_string();
+        let body = json!({
+            "origin": self.client.server_name(),
+            "origin_server_ts": now_ms(),
+            "pdus": pdus,
+            "edus": edus,
+        });
+        let server = ServerName::parse(destination).map_err(|e| e.to_string())?;
+        let path = format!("/_matrix/federation/v1/send/{txn_id}");
+        self.client
+            .send_json(&server, http::Method::PUT, &path, Some(&body))
+            .await
+            .map_err(|e| e.to_string())?;
+
+        let mut batch = self.storage.batch();
+        for position in &sent {
+            batch
+                .delete(
+                    &catalog::DESTINATION_POSITION_OUTGOING,
+                    &(destination, *position),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        if backoff.is_some() {
+            batch
+                .delete(&catalog::DESTINATION_BACKOFF, &destination)
+                .map_err(|e| e.to_string())?;
+        }
+        self.storage
+            .commit(batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut waiting) = self.backing_off.lock() {
+            waiting.remove(destination);
+        }
+        tracing::debug!(%destination, pdus = pdus.len(), edus = edus.len(), "sent a transaction");
+        Ok(true)
+    }
+
+    /// Records one more failure; returns how long to wait.
+    async fn back_off(&self, destination: &str) -> Duration {
+        let previous: Option<Backoff> = self
+            .storage
+            .get(&catalog::DESTINATION_BACKOFF, &destination)
+            .ok()
+            .flatten();
+        let failures = previous.map_or(0, |b| b.failures) + 1;
+        let delay = FIRST_RETRY
+            .saturating_mul(1 << failures.min(12).saturating_sub(1))
+            .min(LONGEST_RETRY);
+        let backoff = Backoff {
+            failures,
+            retry_at: now_ms() + delay.as_millis() as u64,
+        };
+        let mut batch = self.storage.batch();
+        let stored = batch
+            .put(&catalog::DESTINATION_BACKOFF, &destination, &backoff)
+            .map(|()| batch);
+        if let Ok(batch) = stored
+            && let Err(e) = self.storage.commit(batch).await
+        {
+            tracing::warn!(%destination, "cannot record backoff: {e}");
+        }
+        delay
+    }
+}

@@ -1,0 +1,213 @@
+//! Other servers' signing keys: fetched from the server itself
+//! (`GET /_matrix/key/v2/server`), accepted only when the document is signed by the keys it
+//! lists and names that server, and kept in RocksDB until `valid_until_ts`, which is capped
+//! at seven days. Keys a server has retired (`old_verify_keys`) are kept too, for events
+//! it signed before it retired them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kith_storage::{Storage, catalog};
+use ruma::serde::Base64;
+use ruma::signatures::PublicKeyMap;
+use serde::{Deserialize, Serialize};
+
+use crate::ServerKeys;
+use crate::client::FederationClient;
+
+const MAX_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// One key of another server, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteKey {
+    pub key: String,
+    pub valid_until_ts: u64,
+    /// Set for a retired key: valid for what was signed before then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_ts: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct KeyDocument {
+    server_name: String,
+    valid_until_ts: u64,
+    verify_keys: BTreeMap<String, VerifyKey>,
+    #[serde(default)]
+    old_verify_keys: BTreeMap<String, OldVerifyKey>,
+}
+
+#[derive(Deserialize)]
+struct VerifyKey {
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct OldVerifyKey {
+    key: String,
+    expired_ts: u64,
+}
+
+pub struct RemoteKeys {
+    storage: Storage,
+    own: Arc<ServerKeys>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RemoteKeys {
+    pub fn new(storage: Storage, own: Arc<ServerKeys>) -> RemoteKeys {
+        RemoteKeys { storage, own }
+    }
+
+    /// The public keys of `server` for `key_ids`, as ruma's verifiers take them. `at` is
+    /// when the signed thing claims to be from (an event's `origin_server_ts`); `None`
+    /// means now. Fetches from the server when a key is unknown or no longer valid.
+    pub async fn key_map(
+        &self,
+        client: &FederationClient,
+        server: &str,
+        key_ids: &[String],
+        at: Option<u64>,
+    ) -> Result<PublicKeyMap, String> {
+        let mut set = BTreeMap::new();
+        if server == self.own.server_name() {
+            let key = Base64::parse(self.own.public_key_base64()).map_err(|e| e.to_string())?;
+            set.insert(self.own.key_id(), key);
+            return Ok(BTreeMap::from([(server.to_owned(), set)]));
+        }
+        let at = at.unwrap_or_else(now_ms);
+        let usable = |key: &RemoteKey| match key.expired_ts {
+            Some(expired) => at < expired,
+            None => now_ms() < key.valid_until_ts,
+        };
+        let mut missing = false;
+        for key_id in key_ids {
+            let stored: Option<RemoteKey> = self
+                .storage
+                .get(
+                    &catalog::SERVERNAME_KEYID_VERIFYKEY,
+                    &(server, key_id.as_str()),
+                )
+                .map_err(|e| e.to_string())?;
+            match stored.filter(usable) {
+                Some(key) => {
+                    set.insert(
+                        key_id.clone(),
+                        Base64::parse(key.key).map_err(|e| e.to_string())?,
+                    );
+                }
+                None => missing = true,
+            }
+        }
+        if missing {
+            let fetched = self.fetch(client, server).await?;
+            for key_id in key_ids {
+                if let Some(key) = fetched.get(key_id).filter(|k| usable(k)) {
+                    set.insert(
+                        key_id.clone(),
+                        Base64::parse(&key.key).map_err(|e| e.to_string())?,
+                    );
+                }
+            }
+        }
+        if set.is_empty() {
+            return Err(format!("{server} has no valid key among {key_ids:?}"));
+        }
+        Ok(BTreeMap::from([(server.to_owned(), set)]))
+    }
+
+    /// Fetches, verifies and stores `server`'s key document.
+    async fn fetch(
+        &self,
+        client: &FederationClient,
+        server: &str,
+    ) -> Result<BTreeMap<String, RemoteKey>, String> {
+        let body = client
+            .get_unsigned(server, "/_matrix/key/v2/server")
+            .await
+            .map_err(|e| e.to_string())?;
+        let object: ruma::CanonicalJsonObject =
+            serde_json::from_slice(&body).map_err(|e| format!("key document: {e}"))?;
+        let document: KeyDocument =
+            serde_json::from_slice(&body).map_err(|e| format!("key document: {e}"))?;
+        if document.server_name != server {
+            return Err(format!("{server} sent keys for {}", document.server_name));
+        }
+        let mut self_keys = BTreeMap::new();
+        for (id, key) in &document.verify_keys {
+            self_keys.insert(
+                id.clone(),
+                Base64::parse(&key.key).map_err(|e| e.to_string())?,
+            );
+        }
+        let key_map = BTreeMap::from([(server.to_owned(), self_keys)]);
+        ruma::signatures::verify_json(&key_map, &object)
+            .map_err(|e| format!("{server}'s key document is not self-signed: {e}"))?;
+
+        let cap = now_ms() + MAX_VALIDITY.as_millis() as u64;
+        let valid_until_ts = document.valid_until_ts.min(cap);
+        let mut keys = BTreeMap::new();
+        for (id, key) in document.verify_keys {
+            keys.insert(
+                id,
+                RemoteKey {
+                    key: key.key,
+                    valid_until_ts,
+                    expired_ts: None,
+                },
+            );
+        }
+        for (id, key) in document.old_verify_keys {
+            let old = RemoteKey {
+                key: key.key,
+                valid_until_ts: key.expired_ts,
+                expired_ts: Some(key.expired_ts),
+            };
+            keys.entry(id).or_insert(old);
+        }
+        let mut batch = self.storage.batch();
+        for (id, key) in &keys {
+            batch
+                .put(
+                    &catalog::SERVERNAME_KEYID_VERIFYKEY,
+                    &(server, id.as_str()),
+                    key,
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        self.storage
+            .commit(batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(keys)
+    }
+
+    /// The keys of every server that signed `object` (an event), for `verify_event`;
+    /// servers whose keys cannot be had are left out, so only a required signer fails.
+    pub async fn signers_key_map(
+        &self,
+        client: &FederationClient,
+        object: &ruma::CanonicalJsonObject,
+        at: u64,
+    ) -> PublicKeyMap {
+        let mut map = PublicKeyMap::new();
+        let Some(ruma::CanonicalJsonValue::Object(signatures)) = object.get("signatures") else {
+            return map;
+        };
+        for (server, keys) in signatures {
+            let ruma::CanonicalJsonValue::Object(keys) = keys else {
+                continue;
+            };
+            let key_ids: Vec<String> = keys.keys().cloned().collect();
+            if let Ok(found) = self.key_map(client, server, &key_ids, Some(at)).await {
+                map.extend(found);
+            }
+        }
+        map
+    }
+}

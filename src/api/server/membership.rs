@@ -1,0 +1,101 @@
+//! Joins and invites from other servers.
+
+use axum::extract::State;
+use ruma::api::federation::membership::{create_invite, create_join_event, prepare_join_event};
+use serde_json::Value;
+
+use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::AppState;
+
+fn raw(value: &impl serde::Serialize) -> Result<Box<serde_json::value::RawValue>> {
+    serde_json::value::to_raw_value(value).map_err(Error::internal)
+}
+
+/// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`: a join template built on the
+/// room's head, if the user may join and their server speaks the room's version.
+pub async fn make_join(
+    State(state): State<AppState>,
+    request: Ruma<prepare_join_event::v1::Request>,
+) -> Result<RumaResponse<prepare_join_event::v1::Response>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let (version, template) = state
+        .messaging
+        .make_join(origin, &body.room_id, &body.user_id, &body.ver)
+        .await?;
+    let mut response = prepare_join_event::v1::Response::new(raw(&template)?);
+    response.room_version = Some(version);
+    Ok(RumaResponse(response))
+}
+
+/// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`: takes the signed join in and
+/// answers with the room's state before it and that state's auth chain.
+pub async fn send_join(
+    State(state): State<AppState>,
+    request: Ruma<create_join_event::v2::Request>,
+) -> Result<RumaResponse<create_join_event::v2::Response>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let event: Value =
+        serde_json::from_str(body.pdu.get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    let (room_state, auth_chain) = state
+        .messaging
+        .send_join(origin, &body.room_id, &body.event_id, &event)
+        .await?;
+    let mut answer = create_join_event::v2::RoomState::new();
+    answer.state = room_state.iter().map(raw).collect::<Result<_>>()?;
+    answer.auth_chain = auth_chain.iter().map(raw).collect::<Result<_>>()?;
+    Ok(RumaResponse(create_join_event::v2::Response::new(answer)))
+}
+
+/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: an invite for one of our users;
+/// the friendship policy decides first (403 `M_INVITE_BLOCKED`), then it is signed and kept.
+pub async fn invite(
+    State(state): State<AppState>,
+    request: Ruma<create_invite::v2::Request>,
+) -> Result<RumaResponse<create_invite::v2::Response>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let event: Value =
+        serde_json::from_str(body.event.get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    let whole: Value =
+        serde_json::from_slice(&request.raw_body).map_err(|e| Error::bad_json(e.to_string()))?;
+    let invite_state = whole
+        .get("invite_room_state")
+        .and_then(|s| s.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let (inviter, invitee) = (
+        event
+            .get("sender")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default(),
+        event
+            .get("state_key")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default(),
+    );
+    let direct = event
+        .get("content")
+        .and_then(|c| c.get("is_direct"))
+        .and_then(|d| d.as_bool())
+        .unwrap_or(false);
+    let policy = state.config.contacts.dm_requires_friendship;
+    state
+        .contacts
+        .check_invite(policy, inviter, invitee, direct)?;
+    let signed = state
+        .messaging
+        .receive_invite(
+            origin,
+            &body.room_id,
+            &body.event_id,
+            &body.room_version,
+            &event,
+            invite_state,
+        )
+        .await?;
+    Ok(RumaResponse(create_invite::v2::Response::new(raw(
+        &signed,
+    )?)))
+}

@@ -1,0 +1,90 @@
+//! Inbound transactions: the PDUs and EDUs another server pushes to us.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use kith_storage::catalog;
+use ruma::api::federation::transactions::send_transaction_message;
+use serde_json::Value;
+
+use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::AppState;
+
+const MAX_PDUS: usize = 50;
+const MAX_EDUS: usize = 100;
+
+/// `PUT /_matrix/federation/v1/send/{txnId}`: each PDU checked and stored on its own (its
+/// result in the answer); a transaction ID seen before from the same origin gets the same
+/// answer again without being applied twice.
+pub async fn send(
+    State(state): State<AppState>,
+    request: Ruma<send_transaction_message::v1::Request>,
+) -> Result<RumaResponse<send_transaction_message::v1::Response>> {
+    let origin = request.origin()?.to_owned();
+    let body = &request.body;
+    if body.origin != origin {
+        return Err(Error::forbidden(
+            "The transaction's origin is not the signing server",
+        ));
+    }
+    if body.pdus.len() > MAX_PDUS || body.edus.len() > MAX_EDUS {
+        return Err(Error::bad_json(format!(
+            "A transaction holds at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs"
+        )));
+    }
+    let key = (origin.as_str(), body.transaction_id.as_str());
+    let done: Option<BTreeMap<String, Value>> =
+        state.storage.get(&catalog::ORIGIN_TXNID_RESPONSE, &key)?;
+    if let Some(done) = done {
+        return Ok(RumaResponse(response_of(done)));
+    }
+    let mut results = BTreeMap::new();
+    for raw in &body.pdus {
+        let json: Value = match serde_json::from_str(raw.get()) {
+            Ok(json) => json,
+            Err(_) => continue,
+        };
+        match state.messaging.receive_pdu(&json).await {
+            Ok(event_id) => {
+                results.insert(event_id.to_string(), serde_json::json!({}));
+            }
+            Err(e) => {
+                tracing::info!(%origin, "refused a PDU: {}", e.message());
+                if let Some(event_id) = event_id_of(&state, &json) {
+                    results.insert(event_id, serde_json::json!({ "error": e.message() }));
+                }
+            }
+        }
+    }
+    let mut batch = state.storage.batch();
+    batch.put(&catalog::ORIGIN_TXNID_RESPONSE, &key, &results)?;
+    state.storage.commit(batch).await?;
+    Ok(RumaResponse(response_of(results)))
+}
+
+/// The ID a refused PDU would have had, for its error entry (none if unparseable).
+fn event_id_of(state: &AppState, json: &Value) -> Option<String> {
+    let room_id = json.get("room_id")?.as_str()?;
+    let room = state
+        .messaging
+        .room(ruma::RoomId::parse(room_id).ok()?.as_ref())
+        .ok()??;
+    let object = serde_json::from_value(json.clone()).ok()?;
+    let pdu = kith_federation::Pdu::received(&room.version, object).ok()?;
+    Some(pdu.event_id.to_string())
+}
+
+fn response_of(results: BTreeMap<String, Value>) -> send_transaction_message::v1::Response {
+    let pdus = results
+        .into_iter()
+        .filter_map(|(id, result)| {
+            let id = ruma::OwnedEventId::try_from(id).ok()?;
+            let outcome = match result.get("error").and_then(|e| e.as_str()) {
+                Some(error) => Err(error.to_owned()),
+                None => Ok(()),
+            };
+            Some((id, outcome))
+        })
+        .collect();
+    send_transaction_message::v1::Response::new(pdus)
+}

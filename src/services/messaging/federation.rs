@@ -1,0 +1,468 @@
+//! Rooms over federation: events other servers send us, joins through a resident server
+//! (as the joining server and as the resident one), and invites both ways. Every received
+//! event is checked as the spec orders it: format and reference hash, signatures (a bad
+//! content hash redacts it), then the auth rules against its auth events and the room's
+//! current state; it is stored only if all pass.
+
+use http::StatusCode;
+use kith_federation::{FederationClient, FederationError, Pdu, pdu};
+use ruma::api::federation::membership::{create_join_event, prepare_join_event};
+use ruma::events::TimelineEventType;
+use ruma::signatures::Verified;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedServerName, RoomId,
+    RoomVersionId, ServerName, UserId,
+};
+use serde_json::{Value, json};
+
+use super::draft::{Draft, EventSpec};
+use super::{Messaging, Room, StoredPdu};
+use crate::gateway::{Error, Result};
+use crate::util::now_ms;
+
+/// The room versions kith speaks, newest first.
+pub const SUPPORTED_VERSIONS: [RoomVersionId; 3] =
+    [RoomVersionId::V12, RoomVersionId::V11, RoomVersionId::V10];
+
+fn incompatible(version: &RoomVersionId) -> Error {
+    Error::new(
+        StatusCode::BAD_REQUEST,
+        "M_INCOMPATIBLE_ROOM_VERSION",
+        format!("Room version {version} is not supported here"),
+    )
+    .with("room_version", version.as_str())
+}
+
+/// A peer's failure, as our client sees it: its own Matrix error passed on where it gave
+/// one (an invite it blocked stays `M_INVITE_BLOCKED`), else 502.
+pub fn remote_error(e: FederationError) -> Error {
+    match e {
+        FederationError::Remote {
+            status,
+            errcode,
+            error,
+            ..
+        } if !errcode.is_empty() && status.is_client_error() => Error::new(status, &errcode, error),
+        other => Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", other.to_string()),
+    }
+}
+
+fn object_of(value: &Value) -> Result<CanonicalJsonObject> {
+    serde_json::from_value(value.clone()).map_err(|e| Error::bad_json(format!("Bad event: {e}")))
+}
+
+impl Messaging {
+    pub(super) fn federation(&self) -> Result<&FederationClient> {
+        self.federation
+            .as_deref()
+            .ok_or_else(|| Error::forbidden("Federation is disabled on this server"))
+    }
+
+    /// Parses and checks an event another server built: its ID from its reference hash,
+    /// its signatures with its signers' keys. A wrong content hash keeps only the redacted
+    /// event, as the spec says.
+    pub async fn verify_received(
+        &self,
+        version: &RoomVersionId,
+        json: CanonicalJsonObject,
+    ) -> Result<Pdu> {
+        let client = self.federation()?;
+        let rules = pdu::rules(version).map_err(|_| incompatible(version))?;
+        let pdu = Pdu::received(version, json).map_err(|e| Error::bad_json(e.to_string()))?;
+        let at = u64::from(pdu.origin_server_ts.get());
+        let keys = client
+            .remote_keys
+            .signers_key_map(client, &pdu.json, at)
+            .await;
+        match pdu.verify(&keys, version) {
+            Ok(Verified::All) => Ok(pdu),
+            Ok(Verified::Signatures) => {
+                let redacted = ruma::canonical_json::redact(pdu.json, &rules.redaction, None)
+                    .map_err(|e| Error::bad_json(e.to_string()))?;
+                Pdu::from_json(pdu.event_id, redacted).map_err(|e| Error::bad_json(e.to_string()))
+            }
+            Err(e) => Err(Error::forbidden(format!("Bad event signature: {e}"))),
+        }
+    }
+
+    /// One PDU of an inbound transaction, into a room this server is in.
+    pub async fn receive_pdu(&self, json: &Value) -> Result<OwnedEventId> {
+        let room_id = json
+            .get("room_id")
+            .and_then(|r| r.as_str())
+            .and_then(|r| RoomId::parse(r).ok())
+            .ok_or_else(|| Error::bad_json("Event without a valid room_id"))?;
+        let room = self
+            .room(&room_id)?
+            .ok_or_else(|| Error::not_found("This server is not in that room"))?;
+        let pdu = self
+            .verify_received(&room.version, object_of(json)?)
+            .await?;
+        let mut draft = self.draft(&room_id).await?;
+        if !draft.has(&pdu.event_id)? {
+            let event_id = pdu.event_id.clone();
+            draft.accept(pdu, false)?;
+            draft.commit(self.storage.batch()).await?;
+            return Ok(event_id);
+        }
+        Ok(pdu.event_id)
+    }
+
+    /// `make_join`, as the resident server: a join event for `user_id` built on the
+    /// room's head, unsigned, if the auth rules would let them join.
+    pub async fn make_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        versions: &[RoomVersionId],
+    ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
+        if user_id.server_name() != origin {
+            return Err(Error::forbidden(
+                "The user does not belong to the requesting server",
+            ));
+        }
+        let room = self
+            .room(room_id)?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        // Servers that name no versions are from before room version 2.
+        if !versions.contains(&room.version) {
+            return Err(incompatible(&room.version));
+        }
+        let draft = self.draft(room_id).await?;
+        let spec = EventSpec {
+            sender: user_id.to_owned(),
+            kind: TimelineEventType::RoomMember,
+            state_key: Some(user_id.to_string()),
+            content: json!({ "membership": "join" }),
+        };
+        let mut template = draft.build(spec)?.json;
+        template.remove("signatures");
+        template.remove("hashes");
+        Ok((room.version, template))
+    }
+
+    /// `send_join`, as the resident server: takes the signed join into the room and
+    /// returns the state before it and that state's auth chain, as PDUs.
+    pub async fn send_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        json: &Value,
+    ) -> Result<(Vec<Value>, Vec<Value>)> {
+        let room = self
+            .room(room_id)?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        let pdu = self
+            .verify_received(&room.version, object_of(json)?)
+            .await?;
+        let membership = pdu.content_as::<Value>().ok().and_then(|c| {
+            c.get("membership")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        });
+        if pdu.event_id != event_id
+            || pdu.kind != TimelineEventType::RoomMember
+            || membership.as_deref() != Some("join")
+            || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
+            || pdu.origin() != origin
+            || pdu.room_id.as_deref() != Some(room_id)
+        {
+            return Err(Error::bad_json(
+                "Not a join event of the requesting server's user for this room",
+            ));
+        }
+        let mut draft = self.draft(room_id).await?;
+        let state: Vec<StoredPdu> = self.state_events(room_id.as_str())?;
+        if !draft.has(&pdu.event_id)? {
+            draft.accept(pdu, true)?;
+            draft.commit(self.storage.batch()).await?;
+        }
+        let auth_chain = self.auth_chain(&state)?;
+        let pdus = |events: &[StoredPdu]| {
+            events
+                .iter()
+                .map(|e| serde_json::to_value(&e.json).map_err(Error::internal))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok((pdus(&state)?, pdus(&auth_chain)?))
+    }
+
+    /// Every event the given ones' `auth_events` lead to, transitively.
+    pub fn auth_chain(&self, events: &[StoredPdu]) -> Result<Vec<StoredPdu>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut todo: Vec<OwnedEventId> = Vec::new();
+        for event in events {
+            todo.extend(event.pdu().map_err(Error::internal)?.auth_events);
+        }
+        let mut chain = Vec::new();
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(event) = self.stored_pdu(id.as_str())? {
+                todo.extend(event.pdu().map_err(Error::internal)?.auth_events);
+                chain.push(event);
+            }
+        }
+        Ok(chain)
+    }
+
+    /// Joins a local user to a room this server is not in, through the first of
+    /// `servers` that lets them: `make_join`, sign, `send_join`, then the room's state
+    /// as the resident server gave it, each event checked.
+    pub async fn join_remote(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        servers: &[OwnedServerName],
+        content: Value,
+    ) -> Result<()> {
+        let mut last = Error::not_found("No server to join this room through");
+        for server in servers.iter().filter(|s| s.as_str() != self.server_name()) {
+            match self
+                .join_via(server, user_id, room_id, content.clone())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%server, %room_id, "joining through {server} failed: {e}");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn join_via(
+        &self,
+        server: &ServerName,
+        user_id: &UserId,
+        room_id: &RoomId,
+        content: Value,
+    ) -> Result<()> {
+        let client = self.federation()?;
+        let mut request =
+            prepare_join_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+        request.ver = SUPPORTED_VERSIONS.to_vec();
+        let made = client.send(server, request).await.map_err(remote_error)?;
+        let version = made.room_version.unwrap_or(RoomVersionId::V1);
+        if pdu::rules(&version).is_err() {
+            return Err(incompatible(&version));
+        }
+        let mut template: CanonicalJsonObject = serde_json::from_str(made.event.get())
+            .map_err(|e| Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", e.to_string()))?;
+        let mut join_content = json!({ "membership": "join" });
+        if let (Some(join), Some(extra)) = (join_content.as_object_mut(), content.as_object()) {
+            join.extend(extra.clone());
+        }
+        let join_content: CanonicalJsonValue =
+            serde_json::from_value(join_content).map_err(Error::internal)?;
+        template.insert("content".into(), join_content);
+        template.insert("sender".into(), user_id.as_str().into());
+        template.insert("state_key".into(), user_id.as_str().into());
+        let ts = ruma::UInt::new_saturating(now_ms());
+        template.insert("origin_server_ts".into(), ts.into());
+        let join = self
+            .keys
+            .sign_new_pdu(&version, template)
+            .map_err(|e| Error::bad_json(e.to_string()))?;
+        let raw = serde_json::value::to_raw_value(&join.json).map_err(Error::internal)?;
+        let request =
+            create_join_event::v2::Request::new(room_id.to_owned(), join.event_id.clone(), raw);
+        let joined = client.send(server, request).await.map_err(remote_error)?;
+
+        let mut events = Vec::new();
+        let mut state_ids = Vec::new();
+        let state = &joined.room_state;
+        for (raw, is_state) in state
+            .state
+            .iter()
+            .map(|r| (r, true))
+            .chain(state.auth_chain.iter().map(|r| (r, false)))
+        {
+            let object: CanonicalJsonObject = serde_json::from_str(raw.get())
+                .map_err(|e| Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", e.to_string()))?;
+            let event = match self.verify_received(&version, object).await {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(%server, %room_id, "left out a state event that does not verify: {e}");
+                    continue;
+                }
+            };
+            if is_state {
+                state_ids.push(event.event_id.clone());
+            }
+            events.push(event);
+        }
+        let mut draft = self.draft_remote_room(room_id, version).await?;
+        draft.import_state(events, &state_ids);
+        draft.accept(join, false)?;
+        draft.commit(self.storage.batch()).await?;
+        Ok(())
+    }
+
+    /// A draft for a room this server joins through another: empty until the state it
+    /// is given is imported.
+    async fn draft_remote_room(
+        &self,
+        room_id: &RoomId,
+        version: RoomVersionId,
+    ) -> Result<Draft<'_>> {
+        let room = Room {
+            version,
+            extremities: Vec::new(),
+            depth: 0,
+            direct: false,
+        };
+        self.draft_on(room_id, room, false).await
+    }
+
+    /// Sends a drafted invite of a user on another server to that server, which checks
+    /// it (its friendship policy too) and signs it; the draft keeps its signatures.
+    pub async fn invite_remote(&self, draft: &mut Draft<'_>, invite: &Pdu) -> Result<()> {
+        let client = self.federation()?;
+        let Some(room_id) = draft.room_id().map(ToOwned::to_owned) else {
+            return Err(Error::internal("invite without a room"));
+        };
+        let Some(invitee) = invite
+            .state_key
+            .as_deref()
+            .and_then(|k| UserId::parse(k).ok())
+        else {
+            return Err(Error::internal("invite without an invitee"));
+        };
+        let stripped = self.stripped_state(room_id.as_str())?;
+        let body = json!({
+            "event": invite.json,
+            "room_version": draft.version().as_str(),
+            "invite_room_state": stripped,
+        });
+        let path = format!(
+            "/_matrix/federation/v2/invite/{}/{}",
+            urlencode(room_id.as_str()),
+            urlencode(invite.event_id.as_str())
+        );
+        let answer = client
+            .send_json(invitee.server_name(), http::Method::PUT, &path, Some(&body))
+            .await
+            .map_err(remote_error)?;
+        let signed = answer.get("event").ok_or_else(|| {
+            Error::new(
+                StatusCode::BAD_GATEWAY,
+                "M_UNKNOWN",
+                "The invitee's server sent no event",
+            )
+        })?;
+        let signed = object_of(signed)?;
+        // Only their signature is taken, and only if it holds.
+        let checked = self
+            .verify_received(draft.version(), signed.clone())
+            .await?;
+        if checked.event_id != invite.event_id {
+            return Err(Error::new(
+                StatusCode::BAD_GATEWAY,
+                "M_UNKNOWN",
+                "The invitee's server changed the invite",
+            ));
+        }
+        draft.set_signatures(&invite.event_id, &signed);
+        Ok(())
+    }
+
+    /// `PUT /v2/invite`, as the invitee's server: checks the invite, signs it, and keeps it
+    /// (with the room state it came with) for the user to see in `/sync`.
+    pub async fn receive_invite(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        version: &RoomVersionId,
+        json: &Value,
+        invite_state: Vec<Value>,
+    ) -> Result<CanonicalJsonObject> {
+        if pdu::rules(version).is_err() {
+            return Err(incompatible(version));
+        }
+        let mut signed = object_of(json)?;
+        let pdu = self.verify_received(version, signed.clone()).await?;
+        let invitee = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
+        let membership = pdu.content_as::<Value>().ok().and_then(|c| {
+            c.get("membership")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        });
+        let Some(invitee) = invitee.filter(|u| u.server_name().as_str() == self.server_name())
+        else {
+            return Err(Error::bad_json("The invitee is not a user of this server"));
+        };
+        if pdu.event_id != event_id
+            || pdu.kind != TimelineEventType::RoomMember
+            || membership.as_deref() != Some("invite")
+            || pdu.origin() != origin
+            || pdu.room_id.as_deref() != Some(room_id)
+        {
+            return Err(Error::bad_json(
+                "Not an invite from the requesting server for this room",
+            ));
+        }
+        self.keys
+            .countersign(version, &mut signed)
+            .map_err(Error::internal)?;
+        // A room we are in hears of the invite in a transaction as well.
+        if self.room(room_id)?.is_some() {
+            return Ok(signed);
+        }
+        let _guard = self.room_locks.lock(room_id.as_str()).await;
+        let mut batch = self.storage.batch();
+        let position = batch.new_position()?;
+        let record = StoredPdu {
+            event_id: pdu.event_id.clone(),
+            room_id: room_id.to_string(),
+            position,
+            json: signed.clone(),
+            transaction: None,
+            redacted_because: None,
+        };
+        batch.put(
+            &kith_storage::catalog::EVENTID_PDU,
+            &event_id.as_str(),
+            &record,
+        )?;
+        let membership = super::Membership {
+            membership: "invite".into(),
+            event_id: pdu.event_id.clone(),
+            position,
+            changed_at: position,
+            forgotten: false,
+            invite_state,
+        };
+        let (user, room) = (invitee.as_str(), room_id.as_str());
+        batch.put(
+            &kith_storage::catalog::USERID_ROOMID_MEMBERSHIP,
+            &(user, room),
+            &membership,
+        )?;
+        batch.put(
+            &kith_storage::catalog::ROOMID_USERID_MEMBERSHIP,
+            &(room, user),
+            &membership,
+        )?;
+        self.storage.commit(batch).await?;
+        Ok(signed)
+    }
+}
+
+/// Percent-encodes a path segment (room and event IDs hold `!`, `$`, `:` and more).
+pub fn urlencode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}

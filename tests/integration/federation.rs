@@ -1,0 +1,152 @@
+//! Federation between two kith servers on loopback (names `127.0.0.1:PORT`, self-signed
+//! TLS): a room made on one side, a user of the other invited, joining through the
+//! resident server, messages both ways; and requests that are not properly signed refused.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::Server;
+
+/// Syncs until `found` holds for the response (20 s at most); returns that response.
+async fn sync_until(server: &Server, token: &str, found: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut since: Option<String> = None;
+    loop {
+        let response = server.sync(token, since.as_deref(), 1000).await;
+        if found(&response) {
+            return response;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not seen in time; last sync: {response}"
+        );
+        since = response["next_batch"].as_str().map(str::to_owned);
+    }
+}
+
+fn has_message(sync: &Value, room: &str, body: &str) -> bool {
+    sync["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .is_some_and(|events| events.iter().any(|e| e["content"]["body"] == body))
+}
+
+#[tokio::test]
+async fn users_on_two_kith_servers_invite_join_and_chat() {
+    let (a, _) = Server::federated(&[]);
+    let (b, _) = Server::federated(&[]);
+    let (alice, alice_token) = a.user("alice").await;
+    let (bob, bob_token) = b.user("bob").await;
+
+    // alice makes a direct chat on A and invites bob on B.
+    let body = json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [bob] });
+    let (status, created) = a
+        .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+
+    // bob sees the invite, with the room's state as A sent it, and joins through A.
+    let invited = sync_until(&b, &bob_token, |s| s["rooms"]["invite"][&room].is_object()).await;
+    let state = &invited["rooms"]["invite"][&room]["invite_state"]["events"];
+    let invite = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob)
+        .unwrap_or_else(|| panic!("no invite event in {state}"));
+    assert_eq!(invite["sender"], alice);
+    assert_eq!(invite["content"]["is_direct"], true);
+    let path = format!("/_matrix/client/v3/rooms/{room}/join");
+    let (status, joined) = b.post(&path, Some(&bob_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+
+    // Both see the other's messages.
+    a.say(&alice_token, &room, "hello from A").await;
+    sync_until(&b, &bob_token, |s| has_message(s, &room, "hello from A")).await;
+    b.say(&bob_token, &room, "hello from B").await;
+    sync_until(&a, &alice_token, |s| has_message(s, &room, "hello from B")).await;
+
+    // Both servers hold the same members.
+    for (server, token) in [(&a, &alice_token), (&b, &bob_token)] {
+        let path = format!("/_matrix/client/v3/rooms/{room}/joined_members");
+        let (status, members) = server.get(&path, Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{members}");
+        let joined = members["joined"].as_object().unwrap();
+        assert!(
+            joined.contains_key(&alice) && joined.contains_key(&bob),
+            "{members}"
+        );
+    }
+    a.assert_events_verify();
+    b.assert_events_verify();
+}
+
+/// A federation endpoint over TLS with whatever `Authorization` header is given.
+async fn federation_put(
+    name: &str,
+    path: &str,
+    authorization: Option<String>,
+) -> (StatusCode, Value) {
+    let http = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut request = http
+        .put(format!("https://{name}{path}"))
+        .json(&json!({ "origin": "127.0.0.1:1", "origin_server_ts": 1, "pdus": [] }));
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn unsigned_forged_and_misaddressed_requests_are_refused() {
+    let (a, a_name) = Server::federated(&[]);
+    let (_b, b_name) = Server::federated(&[]);
+    let path = "/_matrix/federation/v1/send/forged1";
+    // A real key ID of A's, with a signature that is not A's.
+    let (_, keys) = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .get(format!("https://{a_name}/_matrix/key/v2/server"))
+        .send()
+        .await
+        .map(|r| (r.status(), r))
+        .unwrap();
+    let keys: Value = keys.json().await.unwrap();
+    let key_id = keys["verify_keys"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let sig = "a".repeat(86);
+    let header = |origin: &str, destination: &str| {
+        format!(
+            r#"X-Matrix origin="{origin}",destination="{destination}",key="{key_id}",sig="{sig}""#
+        )
+    };
+    for authorization in [
+        None,
+        Some("Bearer nonsense".to_owned()),
+        Some(header(&a_name, &b_name)),
+        Some(header(&a_name, "elsewhere.example")),
+    ] {
+        let (status, body) = federation_put(&b_name, path, authorization.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{authorization:?}: {body}"
+        );
+        assert_eq!(body["errcode"], "M_UNAUTHORIZED", "{body}");
+    }
+    drop(a);
+}
