@@ -70,6 +70,20 @@ impl Resolver {
         self.denied.iter().any(|range| range.contains(&ip))
     }
 
+    /// Refuses a URL whose host is an address in a denied range: URL parsing turns
+    /// numeric names (`127.1`, `2130706433`) into addresses the resolver never sees.
+    pub fn check_url(&self, url: &reqwest::Url) -> Result<(), ResolveError> {
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+            _ => return Ok(()),
+        };
+        match self.is_denied(ip) {
+            true => Err(ResolveError(format!("{ip} is in a denied address range"))),
+            false => Ok(()),
+        }
+    }
+
     /// The allowed addresses of `host` (or of the SRV target standing in for it).
     pub async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
         let target = self.targets.lock().ok().and_then(|t| t.get(host).cloned());
@@ -250,12 +264,13 @@ impl Discovery {
     }
 
     async fn well_known(&self, http: &reqwest::Client, host: &str) -> Option<String> {
-        let response = http
+        let request = http
             .get(format!("https://{host}/.well-known/matrix/server"))
             .timeout(Duration::from_secs(10))
-            .send()
-            .await
+            .build()
             .ok()?;
+        self.resolver.check_url(request.url()).ok()?;
+        let response = http.execute(request).await.ok()?;
         if !response.status().is_success() {
             return None;
         }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
-use crate::client::FederationClient;
+use crate::client::{FederationClient, FederationError};
 
 const MAX_PDUS: usize = 50;
 const MAX_EDUS: usize = 100;
@@ -207,9 +207,10 @@ impl Queue {
             }
             sent.push(position);
         }
-        // The first position names the transaction, so a retry of the same items is
-        // recognised by the peer as the same transaction.
-        let txn_id = sent[0].to_string();
+        // The items name the transaction: a retry of the same items is the same
+        // transaction to the peer, and one that carries more is a new one (had the first
+        // reached the peer, its cached answer must not stand for the added items).
+        let txn_id = format!("{}-{}", sent[0], sent.len());
         let body = json!({
             "origin": self.client.server_name(),
             "origin_server_ts": now_ms(),
@@ -218,10 +219,20 @@ impl Queue {
         });
         let server = ServerName::parse(destination).map_err(|e| e.to_string())?;
         let path = format!("/_matrix/federation/v1/send/{txn_id}");
-        self.client
+        let sent_result = self
+            .client
             .send_json(&server, http::Method::PUT, &path, Some(&body))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await;
+        match sent_result {
+            Ok(_) => {}
+            // A refusal that retrying cannot change (a server we may not talk to, a
+            // malformed or unknown request) drops these items rather than block all
+            // behind them.
+            Err(e) if permanent(&e) => {
+                tracing::warn!(%destination, "dropped a transaction the peer refused: {e}");
+            }
+            Err(e) => return Err(e.to_string()),
+        }
 
         let mut batch = self.storage.batch();
         for position in &sent {
@@ -273,5 +284,14 @@ impl Queue {
             tracing::warn!(%destination, "cannot record backoff: {e}");
         }
         delay
+    }
+}
+
+fn permanent(error: &FederationError) -> bool {
+    match error {
+        FederationError::Denied(_) | FederationError::Request(_) => true,
+        // Not 401/403 (the peer may not have our key yet) nor 429.
+        FederationError::Remote { status, .. } => [400, 404, 405, 413].contains(&status.as_u16()),
+        _ => false,
     }
 }

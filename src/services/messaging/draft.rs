@@ -51,6 +51,9 @@ pub struct Draft<'a> {
 /// The most `prev_events` an event names (the spec's limit).
 const MAX_PREV_EVENTS: usize = 20;
 
+/// The deepest a room's head is taken to be, leaving room for local events after it.
+const MAX_DEPTH: u64 = (1 << 53) - (1 << 32);
+
 fn pdu_error(e: PduError) -> Error {
     match e {
         PduError::UnsupportedVersion(v) => Error::new(
@@ -279,7 +282,10 @@ impl Draft<'_> {
             .extremities
             .retain(|id| !pdu.prev_events.contains(id));
         self.room.extremities.push(pdu.event_id.clone());
-        self.room.depth = self.room.depth.max(u64::from(pdu.depth));
+        // A remote event's depth is its sender's claim: capped, so ours still fit in the
+        // largest integer canonical JSON allows.
+        let depth = u64::from(pdu.depth).min(MAX_DEPTH);
+        self.room.depth = self.room.depth.max(depth);
         self.events.insert(pdu.event_id.clone(), pdu.clone());
         self.built.push(pdu);
     }
@@ -430,6 +436,13 @@ impl Draft<'_> {
             false => Vec::new(),
         };
         for pdu in &self.imported {
+            // An event already kept (this room's invite, say) stays as it is stored.
+            if let Some(known) = self.messaging.stored_pdu(pdu.event_id.as_str())? {
+                if known.room_id == room && self.is_current(pdu) {
+                    self.write_state(&mut batch, &mut memberships, pdu, known.position)?;
+                }
+                continue;
+            }
             let position = batch.new_position()?;
             let record = StoredPdu {
                 event_id: pdu.event_id.clone(),
@@ -440,10 +453,7 @@ impl Draft<'_> {
                 redacted_because: None,
             };
             batch.put(&catalog::EVENTID_PDU, &pdu.event_id.as_str(), &record)?;
-            let current = pdu.state_key.as_ref().is_some_and(|key| {
-                self.state.get(&(pdu.kind.to_string(), key.clone())) == Some(&pdu.event_id)
-            });
-            if current {
+            if self.is_current(pdu) {
                 self.write_state(&mut batch, &mut memberships, pdu, position)?;
             }
         }
@@ -495,6 +505,13 @@ impl Draft<'_> {
             }
         }
         Ok(stored)
+    }
+
+    /// Whether the event is the draft's current state for its type and key.
+    fn is_current(&self, pdu: &Pdu) -> bool {
+        pdu.state_key.as_ref().is_some_and(|key| {
+            self.state.get(&(pdu.kind.to_string(), key.clone())) == Some(&pdu.event_id)
+        })
     }
 
     /// Makes a state event current: its state row and, for a member event, the member's

@@ -259,6 +259,16 @@ impl Messaging {
         }
         let join_content: CanonicalJsonValue =
             serde_json::from_value(join_content).map_err(Error::internal)?;
+        // Only the room and kind asked for: the resident chooses the head, nothing else.
+        let asked = template.get("room_id").and_then(|r| r.as_str()) == Some(room_id.as_str());
+        if !asked {
+            return Err(Error::new(
+                StatusCode::BAD_GATEWAY,
+                "M_UNKNOWN",
+                "The resident server offered a join into another room",
+            ));
+        }
+        template.insert("type".into(), "m.room.member".into());
         template.insert("content".into(), join_content);
         template.insert("sender".into(), user_id.as_str().into());
         template.insert("state_key".into(), user_id.as_str().into());
@@ -291,6 +301,14 @@ impl Messaging {
                     continue;
                 }
             };
+            // Only this room's events; a v12 create event is named by the room ID instead.
+            let ours = match &event.room_id {
+                Some(id) => id == room_id,
+                None => event.derived_room_id().is_ok_and(|id| id == room_id),
+            };
+            if !ours {
+                continue;
+            }
             if is_state {
                 state_ids.push(event.event_id.clone());
             }
@@ -410,8 +428,10 @@ impl Messaging {
         self.keys
             .countersign(version, &mut signed)
             .map_err(Error::internal)?;
-        // A room we are in hears of the invite in a transaction as well.
-        if self.room(room_id)?.is_some() {
+        // A room one of our users is in hears of the invite in a transaction as well.
+        let local = |user: &String| user.ends_with(&format!(":{}", self.server_name()));
+        if self.room(room_id)?.is_some() && self.joined_members(room_id.as_str())?.iter().any(local)
+        {
             return Ok(signed);
         }
         let _guard = self.room_locks.lock(room_id.as_str()).await;
