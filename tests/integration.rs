@@ -34,5 +34,7 @@ mod profiles;
 mod refresh;
 #[path = "integration/rooms.rs"]
 mod rooms;
+#[path = "integration/synapse.rs"]
+mod synapse;
 #[path = "integration/sync.rs"]
 mod sync;
