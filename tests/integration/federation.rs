@@ -8,9 +8,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::Server;
+use crate::synapse;
 
 /// Syncs until `found` holds for the response (20 s at most); returns that response.
-async fn sync_until(server: &Server, token: &str, found: impl Fn(&Value) -> bool) -> Value {
+async fn sync_until(server: &Server, token: &str, mut found: impl FnMut(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut since: Option<String> = None;
     loop {
@@ -20,7 +21,8 @@ async fn sync_until(server: &Server, token: &str, found: impl Fn(&Value) -> bool
         }
         assert!(
             Instant::now() < deadline,
-            "not seen in time; last sync: {response}"
+            "not seen in time; last sync: {response}\nlog:\n{}",
+            server.log()
         );
         since = response["next_batch"].as_str().map(str::to_owned);
     }
@@ -65,8 +67,29 @@ async fn users_on_two_kith_servers_invite_join_and_chat() {
     // Both see the other's messages.
     a.say(&alice_token, &room, "hello from A").await;
     sync_until(&b, &bob_token, |s| has_message(s, &room, "hello from A")).await;
-    b.say(&bob_token, &room, "hello from B").await;
+    let reply = b.say(&bob_token, &room, "hello from B").await;
     sync_until(&a, &alice_token, |s| has_message(s, &room, "hello from B")).await;
+
+    // Typing and read receipts cross as EDUs, each way.
+    for (from, token, user, to, to_token) in [
+        (&a, &alice_token, &alice, &b, &bob_token),
+        (&b, &bob_token, &bob, &a, &alice_token),
+    ] {
+        let path = format!("/_matrix/client/v3/rooms/{room}/typing/{user}");
+        let body = json!({ "typing": true, "timeout": 20000 });
+        let (status, typed) = from.put(&path, Some(token), body).await;
+        assert_eq!(status, StatusCode::OK, "{typed}");
+        let path = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{reply}");
+        let (status, read) = from.post(&path, Some(token), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{read}");
+        let (mut typed, mut read) = (false, false);
+        sync_until(to, to_token, |s| {
+            typed |= synapse::typing(s, &room, user);
+            read |= synapse::read(s, &room, &reply, user);
+            typed && read
+        })
+        .await;
+    }
 
     // Both servers hold the same members.
     for (server, token) in [(&a, &alice_token), (&b, &bob_token)] {

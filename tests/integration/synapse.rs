@@ -157,7 +157,12 @@ impl Side<'_> {
     }
 
     /// Syncs until `found` holds (30 s at most).
-    async fn sync_until(&self, token: &str, what: &str, found: impl Fn(&Value) -> bool) -> Value {
+    async fn sync_until(
+        &self,
+        token: &str,
+        what: &str,
+        mut found: impl FnMut(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut since: Option<String> = None;
         loop {
@@ -180,12 +185,26 @@ impl Side<'_> {
         }
     }
 
-    async fn say(&self, token: &str, room: &str, body: &str) {
+    async fn say(&self, token: &str, room: &str, body: &str) -> String {
         let txn = format!("t{}", crate::common::rand_suffix());
         let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
         let content = json!({ "msgtype": "m.text", "body": body });
         let (status, sent) = self.request(Method::PUT, &path, token, Some(content)).await;
         assert_eq!(status, StatusCode::OK, "{sent}\nlog:\n{}", self.log());
+        sent["event_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Starts typing and sends a read receipt for `event`.
+    async fn type_and_read(&self, token: &str, user: &str, room: &str, event: &str) {
+        let path = format!("/_matrix/client/v3/rooms/{room}/typing/{user}");
+        let body = json!({ "typing": true, "timeout": 20000 });
+        let (status, typed) = self.request(Method::PUT, &path, token, Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{typed}");
+        let path = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}");
+        let (status, read) = self
+            .request(Method::POST, &path, token, Some(json!({})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{read}");
     }
 
     async fn join(&self, token: &str, room: &str) {
@@ -201,6 +220,35 @@ fn has_message(sync: &Value, room: &str, body: &str) -> bool {
     sync["rooms"]["join"][room]["timeline"]["events"]
         .as_array()
         .is_some_and(|events| events.iter().any(|e| e["content"]["body"] == body))
+}
+
+/// Whether the sync shows `user` typing in the room.
+pub fn typing(sync: &Value, room: &str, user: &str) -> bool {
+    ephemeral(sync, room, "m.typing").iter().any(|e| {
+        e["content"]["user_ids"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| u == user))
+    })
+}
+
+/// Whether the sync shows `user`'s read receipt of `event` in the room.
+pub fn read(sync: &Value, room: &str, event: &str, user: &str) -> bool {
+    ephemeral(sync, room, "m.receipt")
+        .iter()
+        .any(|e| e["content"][event]["m.read"][user].is_object())
+}
+
+fn ephemeral(sync: &Value, room: &str, kind: &str) -> Vec<Value> {
+    let events = sync["rooms"]["join"][room]["ephemeral"]["events"].as_array();
+    events
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == kind)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One side invites, the other joins, and both say something the other sees.
@@ -232,9 +280,23 @@ async fn chat(
         .sync_until(guest_token, &hello, |s| has_message(s, &room, &hello))
         .await;
     let reply = format!("hello from {guest_user}");
-    guest.say(guest_token, &room, &reply).await;
+    let reply_id = guest.say(guest_token, &room, &reply).await;
     host.sync_until(host_token, &reply, |s| has_message(s, &room, &reply))
         .await;
+    // Typing and read receipts cross too, each way.
+    for (from, from_token, user, to, to_token) in [
+        (host, host_token, host_user, guest, guest_token),
+        (guest, guest_token, guest_user, host, host_token),
+    ] {
+        from.type_and_read(from_token, user, &room, &reply_id).await;
+        let (mut typed, mut seen) = (false, false);
+        to.sync_until(to_token, "typing and receipt", |s| {
+            typed |= typing(s, &room, user);
+            seen |= read(s, &room, &reply_id, user);
+            typed && seen
+        })
+        .await;
+    }
     room
 }
 

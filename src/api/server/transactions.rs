@@ -4,11 +4,14 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use kith_storage::catalog;
+use ruma::ServerName;
 use ruma::api::federation::transactions::send_transaction_message;
 use serde_json::Value;
+use std::time::Duration;
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
+use crate::services::messaging::REMOTE_TYPING;
 
 const MAX_PDUS: usize = 50;
 const MAX_EDUS: usize = 100;
@@ -56,10 +59,40 @@ pub async fn send(
             }
         }
     }
+    for edu in &body.edus {
+        let Ok(edu) = serde_json::from_str::<Value>(edu.json().get()) else {
+            continue;
+        };
+        if let Err(e) = receive_edu(&state, &origin, &edu).await {
+            tracing::info!(%origin, "ignored an EDU: {}", e.message());
+        }
+    }
     let mut batch = state.storage.batch();
     batch.put(&catalog::ORIGIN_TXNID_RESPONSE, &key, &results)?;
     state.storage.commit(batch).await?;
     Ok(RumaResponse(response_of(results)))
+}
+
+/// One EDU, by type; unknown types are ignored, as the spec asks.
+async fn receive_edu(state: &AppState, origin: &ServerName, edu: &Value) -> Result<()> {
+    let content = &edu["content"];
+    match edu["edu_type"].as_str().unwrap_or_default() {
+        "m.typing" => {
+            if let Some(room) = state.messaging.receive_typing(origin, content).await? {
+                // When the time is up, syncing clients hear that the user stopped.
+                let state = state.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(REMOTE_TYPING + Duration::from_millis(10)).await;
+                    if let Err(e) = state.messaging.expire_typing(&room).await {
+                        tracing::warn!(%room, error = ?e, "typing expiry failed");
+                    }
+                });
+            }
+        }
+        "m.receipt" => state.messaging.receive_receipts(origin, content).await?,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The ID a refused PDU would have had, for its error entry (none if unparseable).

@@ -23,6 +23,7 @@ use ruma::{OwnedEventId, RoomId};
 
 pub use account_data::{has_account_data, put_account_data};
 pub use draft::{Draft, EventSpec};
+pub use federation::REMOTE_TYPING;
 
 pub use push::{PUSH_RULES, UnreadCounts};
 pub use receipts::PRIVATE_READ;
@@ -66,6 +67,42 @@ impl Messaging {
 
     pub fn set_queue(&self, queue: Arc<Queue>) {
         let _ = self.queue.set(queue);
+    }
+
+    /// Queues an EDU about a local user's doing in a room for the room's other servers;
+    /// returns them, to [`Messaging::wake`] after the commit. Remote users' doings are
+    /// their own servers' to share.
+    pub fn share_into(
+        &self,
+        batch: &mut kith_storage::Batch,
+        room_id: &str,
+        user_id: &str,
+        edu: serde_json::Value,
+    ) -> Result<Vec<String>> {
+        let own = self.server_name();
+        if !user_id.ends_with(&format!(":{own}")) {
+            return Ok(Vec::new());
+        }
+        let servers: std::collections::BTreeSet<String> = self
+            .joined_members(room_id)?
+            .iter()
+            .filter_map(|user| user.split_once(':').map(|(_, server)| server.to_owned()))
+            .filter(|server| server != own)
+            .collect();
+        let item = kith_federation::Outgoing::Edu(edu);
+        for server in &servers {
+            Queue::push_into(batch, server, &item)?;
+        }
+        Ok(servers.into_iter().collect())
+    }
+
+    /// Has the queue send what was just committed for these servers.
+    pub fn wake(&self, destinations: &[String]) {
+        if let Some(queue) = self.queue.get() {
+            for destination in destinations {
+                queue.wake(destination);
+            }
+        }
     }
 
     /// A server just proved itself to us: whatever waits for it can go now.

@@ -67,6 +67,7 @@ impl Messaging {
             return Ok(false);
         }
         let mut batch = self.storage.batch();
+        let mut destinations = Vec::new();
         let receipt = Receipt {
             event_id: event.event_id.to_string(),
             event_position: event.position,
@@ -78,6 +79,15 @@ impl Messaging {
             let read_upto = self.read_up_to(room, user_id)?.max(event.position);
             self.recount_unread(&mut batch, user_id, room, read_upto)?;
         }
+        if kind == "m.read" {
+            let mut data = json!({ "ts": receipt.ts });
+            if let Some(thread) = thread {
+                data["thread_id"] = thread.into();
+            }
+            let read = json!({ user_id: { "event_ids": [receipt.event_id], "data": data } });
+            let edu = json!({ "edu_type": "m.receipt", "content": { room: { "m.read": read } } });
+            destinations = self.share_into(&mut batch, room, user_id, edu)?;
+        }
         let seen = DomainEvent::MessageSeen {
             room_id: room.to_owned(),
             event_id: receipt.event_id.clone(),
@@ -86,6 +96,7 @@ impl Messaging {
         };
         events::append(&mut batch, seen)?;
         self.storage.commit(batch).await?;
+        self.wake(&destinations);
         Ok(true)
     }
 
@@ -139,11 +150,23 @@ impl Messaging {
         let _guard = self.ephemeral_locks.lock(room_id).await;
         let mut typing = self.typing(room_id)?;
         let mut changed = typing.prune(now_ms());
-        changed |= match until {
+        let started = match until {
             Some(until) => typing.users.insert(user_id.to_owned(), until).is_none(),
             None => typing.users.remove(user_id).is_some(),
         };
-        self.store_typing(room_id, typing, changed).await
+        let mut batch = self.storage.batch();
+        // Other servers hear of each start and stop (a renewal is no news).
+        let mut destinations = Vec::new();
+        if started {
+            let edu = json!({ "edu_type": "m.typing", "content": {
+                "room_id": room_id, "user_id": user_id, "typing": until.is_some(),
+            }});
+            destinations = self.share_into(&mut batch, room_id, user_id, edu)?;
+        }
+        changed |= started;
+        self.store_typing(batch, room_id, typing, changed).await?;
+        self.wake(&destinations);
+        Ok(())
     }
 
     /// Drops expired typing entries, telling syncing clients if any were.
@@ -151,7 +174,8 @@ impl Messaging {
         let _guard = self.ephemeral_locks.lock(room_id).await;
         let mut typing = self.typing(room_id)?;
         if typing.prune(now_ms()) {
-            self.store_typing(room_id, typing, true).await?;
+            self.store_typing(self.storage.batch(), room_id, typing, true)
+                .await?;
         }
         Ok(())
     }
@@ -165,8 +189,13 @@ impl Messaging {
 
     /// Stores the typing state; a change others should see takes a new stream position (a
     /// longer expiry alone does not).
-    async fn store_typing(&self, room_id: &str, mut typing: Typing, changed: bool) -> Result<()> {
-        let mut batch = self.storage.batch();
+    async fn store_typing(
+        &self,
+        mut batch: kith_storage::Batch,
+        room_id: &str,
+        mut typing: Typing,
+        changed: bool,
+    ) -> Result<()> {
         if changed {
             typing.position = batch.new_position()?;
         }
