@@ -20,6 +20,8 @@ mod e2ee;
 mod ephemeral;
 #[path = "integration/federation.rs"]
 mod federation;
+#[path = "integration/federation_input.rs"]
+mod federation_input;
 #[path = "integration/gateway.rs"]
 mod gateway;
 #[path = "integration/history.rs"]

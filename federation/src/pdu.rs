@@ -82,9 +82,16 @@ struct RedactsInContent {
     redacts: Option<OwnedEventId>,
 }
 
+/// The room versions kith speaks, newest first.
+pub const SUPPORTED_VERSIONS: [RoomVersionId; 3] =
+    [RoomVersionId::V12, RoomVersionId::V11, RoomVersionId::V10];
+
+/// The rules of a room version kith speaks (ruma knows older ones too; kith does not take
+/// part in them).
 pub fn rules(version: &RoomVersionId) -> Result<RoomVersionRules, PduError> {
     version
         .rules()
+        .filter(|_| SUPPORTED_VERSIONS.contains(version))
         .ok_or_else(|| PduError::UnsupportedVersion(version.clone()))
 }
 

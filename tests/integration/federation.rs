@@ -173,3 +173,61 @@ async fn unsigned_forged_and_misaddressed_requests_are_refused() {
     }
     drop(a);
 }
+
+/// Bodies of the room's messages on `server`, oldest first, from `/messages`.
+async fn message_bodies(server: &Server, token: &str, room: &str) -> Vec<String> {
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100");
+    let (status, page) = server.get(&path, Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut bodies: Vec<String> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect();
+    bodies.reverse();
+    bodies
+}
+
+#[tokio::test]
+async fn a_peer_that_was_down_gets_everything_once_in_order_even_across_our_restart() {
+    let (a, _) = Server::federated(&[]);
+    let (mut b, _) = Server::federated(&[]);
+    let (_, alice_token) = a.user("alice").await;
+    let (bob, bob_token) = b.user("bob").await;
+    let body = json!({ "preset": "private_chat", "invite": [bob] });
+    let (status, created) = a
+        .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    sync_until(&b, &bob_token, |s| s["rooms"]["invite"][&room].is_object()).await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/join");
+    let (status, joined) = b.post(&path, Some(&bob_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+
+    // B goes away; alice keeps writing, and A itself is killed and restarted midway.
+    b.kill();
+    let sent: Vec<String> = (1..=6).map(|i| format!("while B was down {i}")).collect();
+    for body in &sent[..3] {
+        a.say(&alice_token, &room, body).await;
+    }
+    let a = a.restart();
+    let (_, alice_token) = {
+        let (status, login) = a.login("alice", crate::common::PASSWORD, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{login}");
+        ((), login["access_token"].as_str().unwrap().to_owned())
+    };
+    for body in &sent[3..] {
+        a.say(&alice_token, &room, body).await;
+    }
+
+    // B comes back on the same port and data; everything arrives, once, in order.
+    let b = b.restart();
+    let last = sent.last().unwrap().clone();
+    sync_until(&b, &bob_token, |s| has_message(s, &room, &last)).await;
+    assert_eq!(message_bodies(&b, &bob_token, &room).await, sent);
+    assert_eq!(message_bodies(&a, &alice_token, &room).await, sent);
+    drop(a);
+}

@@ -5,7 +5,8 @@
 //! current state; it is stored only if all pass.
 
 use http::StatusCode;
-use kith_federation::{FederationClient, FederationError, Pdu, pdu};
+use kith_federation::pdu::{self, SUPPORTED_VERSIONS};
+use kith_federation::{FederationClient, FederationError, Pdu};
 use ruma::api::federation::membership::{create_join_event, prepare_join_event};
 use ruma::events::TimelineEventType;
 use ruma::signatures::Verified;
@@ -22,10 +23,6 @@ use crate::util::now_ms;
 
 /// How long a remote user types without renewing (Synapse's federation timeout).
 pub const REMOTE_TYPING: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The room versions kith speaks, newest first.
-pub const SUPPORTED_VERSIONS: [RoomVersionId; 3] =
-    [RoomVersionId::V12, RoomVersionId::V11, RoomVersionId::V10];
 
 fn incompatible(version: &RoomVersionId) -> Error {
     Error::new(

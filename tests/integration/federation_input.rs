@@ -1,0 +1,218 @@
+//! What kith does with bad federation input, sent by a peer made of real parts: its own
+//! signing key (served over TLS at `/_matrix/key/v2/server`, as kith fetches it) and
+//! kith's own federation client, so its requests are properly signed and only their
+//! content is wrong.
+
+use std::sync::Arc;
+
+use kith_federation::{FederationClient, FederationError, NewEvent, ServerKeys, Settings};
+use kith_storage::Storage;
+use reqwest::StatusCode;
+use ruma::events::TimelineEventType;
+use ruma::{OwnedEventId, RoomVersionId, ServerName};
+use serde_json::{Value, json};
+
+use crate::common::Server;
+
+/// A homeserver in name only: it signs with its key and serves that key, nothing else.
+struct Peer {
+    name: String,
+    keys: Arc<ServerKeys>,
+    client: FederationClient,
+    _dir: tempfile::TempDir,
+}
+
+impl Peer {
+    async fn start() -> Peer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&dir.path().join("db")).unwrap();
+        let keys = Arc::new(ServerKeys::load_or_generate(&storage, &name).unwrap());
+        let served = Arc::clone(&keys);
+        let router = axum::Router::new().route(
+            "/_matrix/key/v2/server",
+            axum::routing::get(move || async move { axum::Json(served.key_document()) }),
+        );
+        let certificate = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+            certificate.cert.pem().into_bytes(),
+            certificate.signing_key.serialize_pem().into_bytes(),
+        )
+        .await
+        .unwrap();
+        let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+        tokio::spawn(server.serve(router.into_make_service()));
+        let settings = Settings {
+            verify_certificates: false,
+            ..Settings::default()
+        };
+        let client = FederationClient::new(storage, Arc::clone(&keys), settings).unwrap();
+        Peer {
+            name,
+            keys,
+            client,
+            _dir: dir,
+        }
+    }
+
+    async fn put(&self, to: &str, path: &str, body: &Value) -> Result<Value, FederationError> {
+        let to = ServerName::parse(to).unwrap();
+        self.client
+            .send_json(&to, http::Method::PUT, path, Some(body))
+            .await
+    }
+
+    /// A transaction of these PDUs under `txn`.
+    async fn send(&self, to: &str, txn: &str, pdus: Vec<Value>) -> Result<Value, FederationError> {
+        let body = json!({ "origin": self.name, "origin_server_ts": 1, "pdus": pdus });
+        self.put(to, &format!("/_matrix/federation/v1/send/{txn}"), &body)
+            .await
+    }
+
+    /// A message from `@mallory:<peer>` into the room, built on `prev` with `auth`.
+    fn message(&self, room: &str, prev: &str, auth: &[&str], body: &str) -> (OwnedEventId, Value) {
+        let event = NewEvent {
+            room_id: Some(room.try_into().unwrap()),
+            sender: format!("@mallory:{}", self.name).try_into().unwrap(),
+            kind: TimelineEventType::RoomMessage,
+            state_key: None,
+            content: json!({ "msgtype": "m.text", "body": body }),
+            prev_events: vec![prev.try_into().unwrap()],
+            auth_events: auth.iter().map(|id| (*id).try_into().unwrap()).collect(),
+            depth: 10,
+            origin_server_ts: 1_800_000_000_000,
+            redacts: None,
+        };
+        let pdu = self.keys.build_pdu(&RoomVersionId::V12, event).unwrap();
+        (pdu.event_id, serde_json::to_value(&pdu.json).unwrap())
+    }
+}
+
+fn status(result: &Result<Value, FederationError>) -> (StatusCode, String) {
+    match result {
+        Err(FederationError::Remote {
+            status,
+            errcode,
+            error,
+            ..
+        }) => {
+            eprintln!("{status} {errcode}: {error}");
+            (
+                StatusCode::from_u16(status.as_u16()).unwrap(),
+                errcode.clone(),
+            )
+        }
+        Ok(_) => (StatusCode::OK, String::new()),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+/// A public v12 room alice made on `kith`: (room ID, the events to build on and cite).
+async fn room(kith: &Server, token: &str) -> (String, String, Vec<String>) {
+    let body = json!({ "preset": "public_chat", "room_version": "12" });
+    let (status, created) = kith
+        .post("/_matrix/client/v3/createRoom", Some(token), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let (_, state) = kith
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state"),
+            Some(token),
+        )
+        .await;
+    let id_of = |kind: &str| {
+        state
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == kind)
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let auth = vec![id_of("m.room.power_levels"), id_of("m.room.join_rules")];
+    let (_, page) = kith
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1"),
+            Some(token),
+        )
+        .await;
+    let head = page["chunk"][0]["event_id"].as_str().unwrap().to_owned();
+    (room, head, auth)
+}
+
+async fn bodies(kith: &Server, token: &str, room: &str) -> Vec<String> {
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100");
+    let (_, page) = kith.get(&path, Some(token)).await;
+    page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn bad_events_and_transactions_are_refused_and_change_nothing() {
+    let (kith, name) = Server::federated(&[]);
+    let peer = Peer::start().await;
+    let (_, token) = kith.user("alice").await;
+    let (room, head, auth) = (room(&kith, &token)).await;
+    let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
+
+    // Someone who never joined cannot speak: the PDU fails the auth rules.
+    let (intruder, pdu) = peer.message(&room, &head, &auth, "not a member");
+    let answer = peer.send(&name, "t1", vec![pdu.clone()]).await.unwrap();
+    let error = &answer["pdus"][intruder.as_str()]["error"];
+    assert!(error.is_string(), "{answer}");
+
+    // A replayed transaction gets the same answer and is not applied again.
+    let again = peer.send(&name, "t1", vec![]).await.unwrap();
+    assert_eq!(again, answer);
+
+    // A signature that does not hold: refused.
+    let (forged, mut pdu) = peer.message(&room, &head, &auth, "forged");
+    let signatures = pdu["signatures"][&peer.name].as_object_mut().unwrap();
+    for sig in signatures.values_mut() {
+        *sig = json!("a".repeat(86));
+    }
+    let answer = peer.send(&name, "t2", vec![pdu]).await.unwrap();
+    assert!(
+        answer["pdus"][forged.as_str()]["error"].is_string(),
+        "{answer}"
+    );
+
+    // More than 50 PDUs in one transaction: 400, nothing applied.
+    let many: Vec<Value> = (0..51).map(|_| json!({})).collect();
+    let (code, errcode) = status(&peer.send(&name, "t3", many).await);
+    assert_eq!(
+        (code, errcode.as_str()),
+        (StatusCode::BAD_REQUEST, "M_BAD_JSON")
+    );
+
+    // A transaction claiming another origin than its signer: 403.
+    let body = json!({ "origin": "elsewhere.example", "origin_server_ts": 1, "pdus": [] });
+    let result = peer
+        .put(&name, "/_matrix/federation/v1/send/t4", &body)
+        .await;
+    assert_eq!(status(&result).0, StatusCode::FORBIDDEN);
+
+    // An invite in a room version kith does not speak.
+    let (invite_id, mut invite) = peer.message(&room, &head, &auth, "invite");
+    invite["type"] = json!("m.room.member");
+    invite["state_key"] = json!(format!("@alice:{name}"));
+    let body = json!({ "room_version": "1", "event": invite, "invite_room_state": [] });
+    let path = format!("/_matrix/federation/v2/invite/{room}/{invite_id}");
+    let (code, errcode) = status(&peer.put(&name, &path, &body).await);
+    assert_eq!(
+        (code, errcode.as_str()),
+        (StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION")
+    );
+
+    // Nothing of it reached the room.
+    let seen = bodies(&kith, &token, &room).await;
+    assert!(seen.is_empty(), "{seen:?}");
+    kith.assert_events_verify();
+}
