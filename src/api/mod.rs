@@ -16,6 +16,7 @@ use ruma::api::federation::discovery::{
     discover_homeserver as server_discovery, get_server_keys, get_server_version,
 };
 use ruma::api::federation::membership::{create_invite, create_join_event, prepare_join_event};
+use ruma::api::federation::query::get_profile_information;
 use ruma::api::federation::transactions::send_transaction_message;
 
 use crate::gateway::{self, RumaRouter};
@@ -151,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .ruma::<prepare_join_event::v1::Request, _, _>(server::membership::make_join)
         .ruma::<create_join_event::v2::Request, _, _>(server::membership::send_join)
         .ruma::<create_invite::v2::Request, _, _>(server::membership::invite)
+        .ruma::<get_profile_information::v1::Request, _, _>(server::query::profile)
         // the E2EE relay
         .ruma::<keys::upload_keys::v3::Request, _, _>(client::keys::upload)
         .ruma::<keys::get_keys::v3::Request, _, _>(client::keys::query)

@@ -41,6 +41,24 @@ async fn users_on_two_kith_servers_invite_join_and_chat() {
     let (alice, alice_token) = a.user("alice").await;
     let (bob, bob_token) = b.user("bob").await;
 
+    // Each finds the other's profile through the other's server.
+    for (server, token, other, name) in [
+        (&a, &alice_token, &bob, "bob"),
+        (&b, &bob_token, &alice, "alice"),
+    ] {
+        let (status, profile) = server
+            .get(&format!("/_matrix/client/v3/profile/{other}"), Some(token))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{profile}");
+        assert_eq!(profile["displayname"], name, "{profile}");
+    }
+    let unknown = format!(
+        "/_matrix/client/v3/profile/@nobody:{}",
+        bob.split_once(':').unwrap().1
+    );
+    let (status, _) = a.get(&unknown, Some(&alice_token)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
     // alice makes a direct chat on A and invites bob on B.
     let body = json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [bob] });
     let (status, created) = a

@@ -311,6 +311,20 @@ async fn kith_and_synapse_users_chat_in_rooms_made_on_either_side() {
     let (bob, bob_token) = synapse.user("bob").await;
     let (k, s) = (Side::Kith(&kith), Side::Synapse(&synapse));
 
+    // Each side reads the other's profile through federation.
+    let (status, profile) = kith
+        .get(
+            &format!("/_matrix/client/v3/profile/{bob}"),
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{profile}");
+    assert_eq!(profile["displayname"], "bob", "{profile}");
+    let path = format!("/_matrix/client/v3/profile/{alice}");
+    let (status, profile) = s.request(Method::GET, &path, &bob_token, None).await;
+    assert_eq!(status, StatusCode::OK, "{profile}");
+    assert_eq!(profile["displayname"], "alice", "{profile}");
+
     // A room on kith, joined from Synapse; then one on Synapse (v12), joined from kith.
     chat((&k, &alice_token, &alice), (&s, &bob_token, &bob)).await;
     let room = chat((&s, &bob_token, &bob), (&k, &alice_token, &alice)).await;

@@ -5,15 +5,46 @@ use axum::extract::State;
 use ruma::api::client::profile::{
     delete_profile_field, get_profile, get_profile_field, set_profile_field,
 };
+use ruma::api::federation::query::get_profile_information;
 use ruma::profile::ProfileFieldValue;
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::messaging::remote_error;
 use crate::services::profile::Profile;
 use crate::services::session::Session;
 use crate::services::{AppState, profile};
 
-fn found(state: &AppState, user_id: &str) -> Result<Profile> {
-    profile::profile(&state.storage, user_id)?.ok_or_else(|| Error::not_found("Profile not found"))
+/// A user's profile: ours from the database, another server's users' from their server.
+async fn found(state: &AppState, user_id: &ruma::UserId) -> Result<Profile> {
+    if user_id.server_name().as_str() != state.config.server_name {
+        return remote(state, user_id).await;
+    }
+    let found = profile::profile(&state.storage, user_id.as_str())?;
+    found.ok_or_else(|| Error::not_found("Profile not found"))
+}
+
+/// Asks the user's server (`/_matrix/federation/v1/query/profile`).
+async fn remote(state: &AppState, user_id: &ruma::UserId) -> Result<Profile> {
+    let client = state
+        .federation
+        .as_ref()
+        .ok_or_else(|| Error::not_found("Profile not found"))?;
+    let request = get_profile_information::v1::Request::new(user_id.to_owned());
+    let answer = client
+        .send(user_id.server_name(), request)
+        .await
+        .map_err(remote_error)?;
+    let mut profile = Profile::default();
+    for (field, value) in answer.data.iter() {
+        match (field.as_str(), value.as_str()) {
+            ("displayname", Some(name)) => profile.displayname = Some(name.to_owned()),
+            ("avatar_url", Some(url)) => profile.avatar_url = Some(url.to_owned()),
+            _ => {
+                profile.fields.insert(field.clone(), value.clone());
+            }
+        }
+    }
+    Ok(profile)
 }
 
 fn owner(session: &Session, user_id: &ruma::UserId) -> Result<()> {
@@ -28,7 +59,7 @@ pub async fn get_profile(
     State(state): State<AppState>,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<RumaResponse<get_profile::v3::Response>> {
-    let found = found(&state, request.body.user_id.as_str())?;
+    let found = found(&state, &request.body.user_id).await?;
     let mut response = get_profile::v3::Response::new();
     if let Some(name) = found.displayname {
         response.set("displayname".into(), name.into());
@@ -48,7 +79,7 @@ pub async fn get_field(
     request: Ruma<get_profile_field::v3::Request>,
 ) -> Result<RumaResponse<get_profile_field::v3::Response>> {
     let body = &request.body;
-    let found = found(&state, body.user_id.as_str())?;
+    let found = found(&state, &body.user_id).await?;
     let field = body.field.as_str();
     let value = match field {
         "displayname" => found.displayname.map(Into::into),

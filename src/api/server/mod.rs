@@ -3,5 +3,6 @@
 
 pub mod keys;
 pub mod membership;
+pub mod query;
 pub mod transactions;
 pub mod version;

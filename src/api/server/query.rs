@@ -1,0 +1,37 @@
+//! Queries other servers make about our users.
+
+use axum::extract::State;
+use ruma::api::federation::query::get_profile_information;
+
+use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::{AppState, profile};
+
+/// `GET /_matrix/federation/v1/query/profile?user_id=&field=`: a local user's public
+/// profile (one field if asked), 404 for anyone else.
+pub async fn profile(
+    State(state): State<AppState>,
+    request: Ruma<get_profile_information::v1::Request>,
+) -> Result<RumaResponse<get_profile_information::v1::Response>> {
+    let body = &request.body;
+    let user = body.user_id.as_str();
+    let local = body.user_id.server_name().as_str() == state.config.server_name;
+    let found = match local {
+        true => profile::profile(&state.storage, user)?,
+        false => None,
+    };
+    let found = found.ok_or_else(|| Error::not_found("Profile not found"))?;
+    let mut response = get_profile_information::v1::Response::new();
+    let wanted = |field: &str| body.field.as_ref().is_none_or(|f| f.as_str() == field);
+    if let Some(name) = found.displayname.filter(|_| wanted("displayname")) {
+        response.data.set("displayname".into(), name.into());
+    }
+    if let Some(url) = found.avatar_url.filter(|_| wanted("avatar_url")) {
+        response.data.set("avatar_url".into(), url.into());
+    }
+    for (field, value) in found.fields {
+        if wanted(&field) {
+            response.data.set(field, value);
+        }
+    }
+    Ok(RumaResponse(response))
+}
