@@ -12,9 +12,11 @@ use ruma::api::client::{
     media, membership, message, presence, profile, push, read_marker, receipt, redact, room,
     session, state as room_state, thirdparty, to_device, typing, user_directory, voip,
 };
+use ruma::api::federation::backfill::get_backfill;
 use ruma::api::federation::discovery::{
     discover_homeserver as server_discovery, get_server_keys, get_server_version,
 };
+use ruma::api::federation::event::get_event;
 use ruma::api::federation::membership::{create_invite, create_join_event, prepare_join_event};
 use ruma::api::federation::query::get_profile_information;
 use ruma::api::federation::transactions::send_transaction_message;
@@ -153,6 +155,8 @@ pub fn router(state: AppState) -> Router {
         .ruma::<create_join_event::v2::Request, _, _>(server::membership::send_join)
         .ruma::<create_invite::v2::Request, _, _>(server::membership::invite)
         .ruma::<get_profile_information::v1::Request, _, _>(server::query::profile)
+        .ruma::<get_event::v1::Request, _, _>(server::events::event)
+        .ruma::<get_backfill::v1::Request, _, _>(server::events::backfill)
         // the E2EE relay
         .ruma::<keys::upload_keys::v3::Request, _, _>(client::keys::upload)
         .ruma::<keys::get_keys::v3::Request, _, _>(client::keys::query)

@@ -120,8 +120,39 @@ async fn users_on_two_kith_servers_invite_join_and_chat() {
             "{members}"
         );
     }
+    // Each pages back to the room's start; B fetches what came before its join from A.
+    for (server, token) in [(&a, &alice_token), (&b, &bob_token)] {
+        let types = history_types(server, token, &room).await;
+        assert_eq!(
+            types.first().map(String::as_str),
+            Some("m.room.create"),
+            "{types:?}"
+        );
+    }
     a.assert_events_verify();
     b.assert_events_verify();
+}
+
+/// The types of every event `/messages` gives, paging back to the start, oldest first.
+pub async fn history_types(server: &Server, token: &str, room: &str) -> Vec<String> {
+    let mut types = Vec::new();
+    let mut from = String::new();
+    for _ in 0..50 {
+        let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5{from}");
+        let (status, page) = server.get(&path, Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for event in page["chunk"].as_array().unwrap() {
+            types.push(event["type"].as_str().unwrap().to_owned());
+        }
+        match page["end"].as_str() {
+            Some(end) => from = format!("&from={end}"),
+            None => {
+                types.reverse();
+                return types;
+            }
+        }
+    }
+    panic!("history does not end: {types:?}");
 }
 
 /// A federation endpoint over TLS with whatever `Authorization` header is given.

@@ -332,5 +332,12 @@ async fn kith_and_synapse_users_chat_in_rooms_made_on_either_side() {
     let (status, create) = kith.get(&path, Some(&alice_token)).await;
     assert_eq!(status, StatusCode::OK, "{create}");
     assert_eq!(create["room_version"], "12", "{create}");
+    // kith fetches the history from before its user joined from Synapse.
+    let types = crate::federation::history_types(&kith, &alice_token, &room).await;
+    assert_eq!(
+        types.first().map(String::as_str),
+        Some("m.room.create"),
+        "{types:?}"
+    );
     kith.assert_events_verify();
 }

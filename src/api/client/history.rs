@@ -102,21 +102,33 @@ pub async fn messages(
     let to = body.to.as_deref().map(|t| token(t, "to")).transpose()?;
     let reader = session.user_id.as_str();
     let visibility = state.messaging.visibility(&body.room_id)?;
-    let page = state.messaging.page(
-        body.room_id.as_str(),
-        from,
-        body.dir,
-        to,
-        limit(body.limit),
-        |event| {
-            // An event whose visibility cannot be read (a storage error) is not shown.
-            matches(&body.filter, event)
-                && state
-                    .messaging
-                    .may_see(&visibility, reader, event)
-                    .unwrap_or(false)
-        },
-    )?;
+    let read_page = || {
+        state.messaging.page(
+            body.room_id.as_str(),
+            from,
+            body.dir,
+            to,
+            limit(body.limit),
+            |event| {
+                // An event whose visibility cannot be read (a storage error) is not shown.
+                matches(&body.filter, event)
+                    && state
+                        .messaging
+                        .may_see(&visibility, reader, event)
+                        .unwrap_or(false)
+            },
+        )
+    };
+    let mut page = read_page()?;
+    // Paging back past the start of what this server holds of a room it joined from
+    // elsewhere: fetch the earlier history from a server in the room, then read again.
+    if body.dir == Direction::Backward
+        && page.end.is_none()
+        && to.is_none()
+        && state.messaging.backfill(&body.room_id).await? > 0
+    {
+        page = read_page()?;
+    }
     let mut response = get_message_events::v3::Response::new();
     response.start = from.to_string();
     response.end = page.end.map(|end| end.to_string());

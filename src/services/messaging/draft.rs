@@ -451,6 +451,7 @@ impl Draft<'_> {
                 json: pdu.json.clone(),
                 transaction: None,
                 redacted_because: None,
+                outlier: true,
             };
             batch.put(&catalog::EVENTID_PDU, &pdu.event_id.as_str(), &record)?;
             if self.is_current(pdu) {
@@ -469,6 +470,7 @@ impl Draft<'_> {
                 json: pdu.json.clone(),
                 transaction: self.transactions.get(&pdu.event_id).cloned(),
                 redacted_because: None,
+                outlier: false,
             };
             batch.put(&catalog::EVENTID_PDU, &event_id, &record)?;
             batch.put(

@@ -518,6 +518,7 @@ impl Messaging {
             json: signed.clone(),
             transaction: None,
             redacted_because: None,
+            outlier: true,
         };
         batch.put(
             &kith_storage::catalog::EVENTID_PDU,

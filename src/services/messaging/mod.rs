@@ -4,6 +4,7 @@
 
 mod account_data;
 mod aliases;
+mod backfill;
 mod draft;
 mod federation;
 mod history;

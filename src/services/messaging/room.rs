@@ -32,6 +32,10 @@ pub struct StoredPdu {
     /// The redaction that stripped this event, as clients see it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted_because: Option<Value>,
+    /// Known but not in the timeline (yet): a remote room's state as we joined it, an
+    /// invite into a room we are not in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outlier: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

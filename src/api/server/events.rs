@@ -1,0 +1,56 @@
+//! Events and history for other servers in a room with us.
+
+use axum::extract::State;
+use ruma::MilliSecondsSinceUnixEpoch;
+use ruma::api::federation::backfill::get_backfill;
+use ruma::api::federation::event::get_event;
+
+use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::AppState;
+
+/// The most events one `/backfill` answers with.
+const MAX_BACKFILL: usize = 100;
+
+fn raw(value: &impl serde::Serialize) -> Result<Box<serde_json::value::RawValue>> {
+    serde_json::value::to_raw_value(value).map_err(Error::internal)
+}
+
+/// `GET /_matrix/federation/v1/event/{eventId}`: one event, for a server in its room.
+pub async fn event(
+    State(state): State<AppState>,
+    request: Ruma<get_event::v1::Request>,
+) -> Result<RumaResponse<get_event::v1::Response>> {
+    let origin = request.origin()?;
+    let event = state
+        .messaging
+        .event_for(origin, request.body.event_id.as_str())?;
+    let own = ruma::ServerName::parse(&state.config.server_name).map_err(Error::internal)?;
+    Ok(RumaResponse(get_event::v1::Response::new(
+        own,
+        MilliSecondsSinceUnixEpoch::now(),
+        raw(&event.json)?,
+    )))
+}
+
+/// `GET /_matrix/federation/v1/backfill/{roomId}?v=&limit=`: the given events and those
+/// before them, for a server in the room.
+pub async fn backfill(
+    State(state): State<AppState>,
+    request: Ruma<get_backfill::v1::Request>,
+) -> Result<RumaResponse<get_backfill::v1::Response>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let limit = usize::try_from(u64::from(body.limit))
+        .unwrap_or(MAX_BACKFILL)
+        .min(MAX_BACKFILL);
+    let pdus = state
+        .messaging
+        .backfill_for(origin, &body.room_id, &body.v, limit)?;
+    let own = ruma::ServerName::parse(&state.config.server_name).map_err(Error::internal)?;
+    let pdus = pdus.iter().map(raw).collect::<Result<_>>()?;
+    Ok(RumaResponse(get_backfill::v1::Response::new(
+        own,
+        MilliSecondsSinceUnixEpoch::now(),
+        pdus,
+    )))
+}
