@@ -51,8 +51,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let filter =
-        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log.filter));
+    // ruma's auth checks log every event they pass at INFO; only their warnings are news.
+    let mut wanted = config.log.filter.clone();
+    if !wanted.contains("ruma_state_res") {
+        wanted.push_str(",ruma_state_res=warn");
+    }
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&wanted));
     let filter = filter.unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()

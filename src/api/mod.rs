@@ -17,7 +17,9 @@ use ruma::api::federation::discovery::{
     discover_homeserver as server_discovery, get_server_keys, get_server_version,
 };
 use ruma::api::federation::event::get_event;
-use ruma::api::federation::membership::{create_invite, create_join_event, prepare_join_event};
+use ruma::api::federation::membership::{
+    create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+};
 use ruma::api::federation::query::get_profile_information;
 use ruma::api::federation::transactions::send_transaction_message;
 
@@ -154,6 +156,8 @@ pub fn router(state: AppState) -> Router {
         .ruma::<prepare_join_event::v1::Request, _, _>(server::membership::make_join)
         .ruma::<create_join_event::v2::Request, _, _>(server::membership::send_join)
         .ruma::<create_invite::v2::Request, _, _>(server::membership::invite)
+        .ruma::<prepare_leave_event::v1::Request, _, _>(server::membership::make_leave)
+        .ruma::<create_leave_event::v2::Request, _, _>(server::membership::send_leave)
         .ruma::<get_profile_information::v1::Request, _, _>(server::query::profile)
         .ruma::<get_event::v1::Request, _, _>(server::events::event)
         .ruma::<get_backfill::v1::Request, _, _>(server::events::backfill)

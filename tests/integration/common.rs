@@ -47,7 +47,7 @@ impl Server {
             .env("KITH_LISTEN__CLIENT", "127.0.0.1:0")
             .env("KITH_LISTEN__FEDERATION", "127.0.0.1:0")
             .env("KITH_DATABASE__PATH", &data)
-            .env("RUST_LOG", "info,tower_http=warn")
+            .env("RUST_LOG", "info,tower_http=warn,ruma_state_res=warn")
             .env_remove("KITH_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

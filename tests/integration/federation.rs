@@ -120,6 +120,37 @@ async fn users_on_two_kith_servers_invite_join_and_chat() {
             "{members}"
         );
     }
+    // carol on C, a server not in the room, declines an invite into it: through A
+    // (make_leave, send_leave), which records her leave.
+    let (c, _) = Server::federated(&[]);
+    let (carol, carol_token) = c.user("carol").await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/invite");
+    let (status, invited) = a
+        .post(&path, Some(&alice_token), json!({ "user_id": carol }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{invited}");
+    sync_until(&c, &carol_token, |s| {
+        s["rooms"]["invite"][&room].is_object()
+    })
+    .await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/leave");
+    let (status, left) = c.post(&path, Some(&carol_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{left}");
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{carol}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, member) = a.get(&path, Some(&alice_token)).await;
+        assert_eq!(status, StatusCode::OK, "{member}");
+        if member["membership"] == "leave" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A never saw carol leave: {member}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Each pages back to the room's start; B fetches what came before its join from A.
     for (server, token) in [(&a, &alice_token), (&b, &bob_token)] {
         let types = history_types(server, token, &room).await;

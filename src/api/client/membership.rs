@@ -219,9 +219,18 @@ pub async fn leave(
     request: Ruma<leave_room::v3::Request>,
 ) -> Result<RumaResponse<leave_room::v3::Response>> {
     let session = request.session()?;
+    let room_id = &request.body.room_id;
+    // An invite into a room on another server is declined through that server.
+    if state.messaging.room(room_id)?.is_none() {
+        state
+            .messaging
+            .leave_remote(&session.user_id, room_id)
+            .await?;
+        return Ok(RumaResponse(leave_room::v3::Response::new()));
+    }
     let extra = reason_only(request.body.reason.as_ref());
     let spec = member(session, session.user_id.as_str(), "leave", extra);
-    append(&state, &request.body.room_id, spec).await?;
+    append(&state, room_id, spec).await?;
     Ok(RumaResponse(leave_room::v3::Response::new()))
 }
 

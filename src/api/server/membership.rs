@@ -1,7 +1,9 @@
 //! Joins and invites from other servers.
 
 use axum::extract::State;
-use ruma::api::federation::membership::{create_invite, create_join_event, prepare_join_event};
+use ruma::api::federation::membership::{
+    create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+};
 use serde_json::Value;
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
@@ -21,7 +23,13 @@ pub async fn make_join(
     let body = &request.body;
     let (version, template) = state
         .messaging
-        .make_join(origin, &body.room_id, &body.user_id, &body.ver)
+        .make_membership(
+            origin,
+            &body.room_id,
+            &body.user_id,
+            "join",
+            Some(&body.ver),
+        )
         .await?;
     let mut response = prepare_join_event::v1::Response::new(raw(&template)?);
     response.room_version = Some(version);
@@ -40,12 +48,46 @@ pub async fn send_join(
         serde_json::from_str(body.pdu.get()).map_err(|e| Error::bad_json(e.to_string()))?;
     let (room_state, auth_chain) = state
         .messaging
-        .send_join(origin, &body.room_id, &body.event_id, &event)
+        .send_membership(origin, &body.room_id, &body.event_id, &event, "join")
         .await?;
     let mut answer = create_join_event::v2::RoomState::new();
     answer.state = room_state.iter().map(raw).collect::<Result<_>>()?;
     answer.auth_chain = auth_chain.iter().map(raw).collect::<Result<_>>()?;
     Ok(RumaResponse(create_join_event::v2::Response::new(answer)))
+}
+
+/// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`: a leave template (to decline
+/// an invite, or leave, without being in the room on the user's own server).
+pub async fn make_leave(
+    State(state): State<AppState>,
+    request: Ruma<prepare_leave_event::v1::Request>,
+) -> Result<RumaResponse<prepare_leave_event::v1::Response>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let (version, template) = state
+        .messaging
+        .make_membership(origin, &body.room_id, &body.user_id, "leave", None)
+        .await?;
+    Ok(RumaResponse(prepare_leave_event::v1::Response::new(
+        Some(version),
+        raw(&template)?,
+    )))
+}
+
+/// `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`: takes the signed leave in.
+pub async fn send_leave(
+    State(state): State<AppState>,
+    request: Ruma<create_leave_event::v2::Request>,
+) -> Result<RumaResponse<create_leave_event::v2::Response>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let event: Value =
+        serde_json::from_str(body.pdu.get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    state
+        .messaging
+        .send_membership(origin, &body.room_id, &body.event_id, &event, "leave")
+        .await?;
+    Ok(RumaResponse(create_leave_event::v2::Response::new()))
 }
 
 /// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: an invite for one of our users;

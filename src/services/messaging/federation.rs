@@ -7,7 +7,10 @@
 use http::StatusCode;
 use kith_federation::pdu::{self, SUPPORTED_VERSIONS};
 use kith_federation::{FederationClient, FederationError, Pdu};
-use ruma::api::federation::membership::{create_join_event, prepare_join_event};
+use kith_storage::catalog;
+use ruma::api::federation::membership::{
+    create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+};
 use ruma::events::TimelineEventType;
 use ruma::signatures::Verified;
 use ruma::{
@@ -182,14 +185,16 @@ impl Messaging {
         Ok(joined)
     }
 
-    /// `make_join`, as the resident server: a join event for `user_id` built on the
-    /// room's head, unsigned, if the auth rules would let them join.
-    pub async fn make_join(
+    /// `make_join` and `make_leave`, as the resident server: a member event of
+    /// `membership` for `user_id` built on the room's head, unsigned, if the auth rules
+    /// would allow it. `versions`: those the joining server speaks (a leave names none).
+    pub async fn make_membership(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
         user_id: &UserId,
-        versions: &[RoomVersionId],
+        membership: &str,
+        versions: Option<&[RoomVersionId]>,
     ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
         if user_id.server_name() != origin {
             return Err(Error::forbidden(
@@ -200,7 +205,7 @@ impl Messaging {
             .room(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room"))?;
         // Servers that name no versions are from before room version 2.
-        if !versions.contains(&room.version) {
+        if versions.is_some_and(|versions| !versions.contains(&room.version)) {
             return Err(incompatible(&room.version));
         }
         let draft = self.draft(room_id).await?;
@@ -208,7 +213,7 @@ impl Messaging {
             sender: user_id.to_owned(),
             kind: TimelineEventType::RoomMember,
             state_key: Some(user_id.to_string()),
-            content: json!({ "membership": "join" }),
+            content: json!({ "membership": membership }),
         };
         let mut template = draft.build(spec)?.json;
         template.remove("signatures");
@@ -216,14 +221,16 @@ impl Messaging {
         Ok((room.version, template))
     }
 
-    /// `send_join`, as the resident server: takes the signed join into the room and
-    /// returns the state before it and that state's auth chain, as PDUs.
-    pub async fn send_join(
+    /// `send_join` and `send_leave`, as the resident server: takes the signed member
+    /// event of `membership` into the room (and on to its other servers). Returns the
+    /// state before it and that state's auth chain, as PDUs, which a joining server needs.
+    pub async fn send_membership(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
         event_id: &EventId,
         json: &Value,
+        membership: &str,
     ) -> Result<(Vec<Value>, Vec<Value>)> {
         let room = self
             .room(room_id)?
@@ -231,27 +238,30 @@ impl Messaging {
         let pdu = self
             .verify_received(&room.version, object_of(json)?)
             .await?;
-        let membership = pdu.content_as::<Value>().ok().and_then(|c| {
+        let given = pdu.content_as::<Value>().ok().and_then(|c| {
             c.get("membership")
                 .and_then(|m| m.as_str())
                 .map(str::to_owned)
         });
         if pdu.event_id != event_id
             || pdu.kind != TimelineEventType::RoomMember
-            || membership.as_deref() != Some("join")
+            || given.as_deref() != Some(membership)
             || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
             || pdu.origin() != origin
             || pdu.room_id.as_deref() != Some(room_id)
         {
-            return Err(Error::bad_json(
-                "Not a join event of the requesting server's user for this room",
-            ));
+            return Err(Error::bad_json(format!(
+                "Not a {membership} of the requesting server's user for this room"
+            )));
         }
         let mut draft = self.draft(room_id).await?;
         let state: Vec<StoredPdu> = self.state_events(room_id.as_str())?;
         if !draft.has(&pdu.event_id)? {
             draft.accept(pdu, true)?;
             draft.commit(self.storage.batch()).await?;
+        }
+        if membership != "join" {
+            return Ok((Vec::new(), Vec::new()));
         }
         let auth_chain = self.auth_chain(&state)?;
         let pdus = |events: &[StoredPdu]| {
@@ -261,6 +271,46 @@ impl Messaging {
                 .collect::<Result<Vec<_>>>()
         };
         Ok((pdus(&state)?, pdus(&auth_chain)?))
+    }
+
+    /// Declines an invite into a room this server is not in: `make_leave` and
+    /// `send_leave` through the inviting server, then the invite is over here too.
+    pub async fn leave_remote(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
+        let client = self.federation()?;
+        let invite = self
+            .membership(user_id.as_str(), room_id.as_str())?
+            .filter(|m| m.membership == "invite")
+            .ok_or_else(|| Error::forbidden("You are not invited to this room"))?;
+        let inviter = self
+            .stored_pdu(invite.event_id.as_str())?
+            .and_then(|e| e.pdu().ok())
+            .ok_or_else(|| Error::internal("the invite is missing"))?;
+        let server = inviter.origin().to_owned();
+        let request = prepare_leave_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+        let made = client.send(&server, request).await.map_err(remote_error)?;
+        let version = made.room_version.unwrap_or(RoomVersionId::V1);
+        if pdu::rules(&version).is_err() {
+            return Err(incompatible(&version));
+        }
+        let template =
+            self.fill_template(made.event.get(), room_id, user_id, "leave", json!({}))?;
+        let leave = self
+            .keys
+            .sign_new_pdu(&version, template)
+            .map_err(|e| Error::bad_json(e.to_string()))?;
+        let raw = serde_json::value::to_raw_value(&leave.json).map_err(Error::internal)?;
+        let request =
+            create_leave_event::v2::Request::new(room_id.to_owned(), leave.event_id.clone(), raw);
+        client.send(&server, request).await.map_err(remote_error)?;
+        self.store_outside_membership(
+            room_id,
+            user_id,
+            &leave.event_id,
+            leave.json,
+            "leave",
+            Vec::new(),
+        )
+        .await
     }
 
     /// Every event the given ones' `auth_events` lead to, transitively.
@@ -325,29 +375,7 @@ impl Messaging {
         if pdu::rules(&version).is_err() {
             return Err(incompatible(&version));
         }
-        let mut template: CanonicalJsonObject = serde_json::from_str(made.event.get())
-            .map_err(|e| Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", e.to_string()))?;
-        let mut join_content = json!({ "membership": "join" });
-        if let (Some(join), Some(extra)) = (join_content.as_object_mut(), content.as_object()) {
-            join.extend(extra.clone());
-        }
-        let join_content: CanonicalJsonValue =
-            serde_json::from_value(join_content).map_err(Error::internal)?;
-        // Only the room and kind asked for: the resident chooses the head, nothing else.
-        let asked = template.get("room_id").and_then(|r| r.as_str()) == Some(room_id.as_str());
-        if !asked {
-            return Err(Error::new(
-                StatusCode::BAD_GATEWAY,
-                "M_UNKNOWN",
-                "The resident server offered a join into another room",
-            ));
-        }
-        template.insert("type".into(), "m.room.member".into());
-        template.insert("content".into(), join_content);
-        template.insert("sender".into(), user_id.as_str().into());
-        template.insert("state_key".into(), user_id.as_str().into());
-        let ts = ruma::UInt::new_saturating(now_ms());
-        template.insert("origin_server_ts".into(), ts.into());
+        let template = self.fill_template(made.event.get(), room_id, user_id, "join", content)?;
         let join = self
             .keys
             .sign_new_pdu(&version, template)
@@ -393,6 +421,39 @@ impl Messaging {
         draft.accept(join, false)?;
         draft.commit(self.storage.batch()).await?;
         Ok(())
+    }
+
+    /// A resident server's member event template, made ours: only the room and kind
+    /// asked for, with our user, membership, content and time.
+    fn fill_template(
+        &self,
+        template: &str,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: &str,
+        content: Value,
+    ) -> Result<CanonicalJsonObject> {
+        let bad_gateway = |m: String| Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", m);
+        let mut template: CanonicalJsonObject =
+            serde_json::from_str(template).map_err(|e| bad_gateway(e.to_string()))?;
+        let asked = template.get("room_id").and_then(|r| r.as_str()) == Some(room_id.as_str());
+        if !asked {
+            return Err(bad_gateway(
+                "The resident server offered an event for another room".into(),
+            ));
+        }
+        let mut full = json!({ "membership": membership });
+        if let (Some(full), Some(extra)) = (full.as_object_mut(), content.as_object()) {
+            full.extend(extra.clone());
+        }
+        let full: CanonicalJsonValue = serde_json::from_value(full).map_err(Error::internal)?;
+        template.insert("type".into(), "m.room.member".into());
+        template.insert("content".into(), full);
+        template.insert("sender".into(), user_id.as_str().into());
+        template.insert("state_key".into(), user_id.as_str().into());
+        let ts = ruma::UInt::new_saturating(now_ms());
+        template.insert("origin_server_ts".into(), ts.into());
+        Ok(template)
     }
 
     /// A draft for a room this server joins through another: empty until the state it
@@ -508,44 +569,62 @@ impl Messaging {
         {
             return Ok(signed);
         }
+        self.store_outside_membership(
+            room_id,
+            &invitee,
+            &pdu.event_id,
+            signed.clone(),
+            "invite",
+            invite_state,
+        )
+        .await?;
+        Ok(signed)
+    }
+
+    /// Keeps a member event of a room this server is not in (an invite, or the leave
+    /// that declined it) and the user's membership as it says, outside any timeline.
+    async fn store_outside_membership(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &EventId,
+        json: CanonicalJsonObject,
+        membership: &str,
+        invite_state: Vec<Value>,
+    ) -> Result<()> {
         let _guard = self.room_locks.lock(room_id.as_str()).await;
         let mut batch = self.storage.batch();
         let position = batch.new_position()?;
         let record = StoredPdu {
-            event_id: pdu.event_id.clone(),
+            event_id: event_id.to_owned(),
             room_id: room_id.to_string(),
             position,
-            json: signed.clone(),
+            json,
             transaction: None,
             redacted_because: None,
             outlier: true,
         };
-        batch.put(
-            &kith_storage::catalog::EVENTID_PDU,
-            &event_id.as_str(),
-            &record,
-        )?;
+        batch.put(&catalog::EVENTID_PDU, &event_id.as_str(), &record)?;
         let membership = super::Membership {
-            membership: "invite".into(),
-            event_id: pdu.event_id.clone(),
+            membership: membership.into(),
+            event_id: event_id.to_owned(),
             position,
             changed_at: position,
             forgotten: false,
             invite_state,
         };
-        let (user, room) = (invitee.as_str(), room_id.as_str());
+        let (user, room) = (user_id.as_str(), room_id.as_str());
         batch.put(
-            &kith_storage::catalog::USERID_ROOMID_MEMBERSHIP,
+            &catalog::USERID_ROOMID_MEMBERSHIP,
             &(user, room),
             &membership,
         )?;
         batch.put(
-            &kith_storage::catalog::ROOMID_USERID_MEMBERSHIP,
+            &catalog::ROOMID_USERID_MEMBERSHIP,
             &(room, user),
             &membership,
         )?;
-        self.storage.commit(batch).await?;
-        Ok(signed)
+        Ok(self.storage.commit(batch).await?)
     }
 }
 
