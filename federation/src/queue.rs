@@ -109,7 +109,7 @@ impl Queue {
     }
 
     /// The peer is up (it sent us a request): end its backoff and send what waits.
-    pub fn peer_alive(&self, destination: &str) {
+    pub async fn peer_alive(&self, destination: &str) {
         let waiting = self
             .backing_off
             .lock()
@@ -117,9 +117,11 @@ impl Queue {
             .and_then(|mut waiting| waiting.remove(destination));
         if let Some(waiting) = waiting {
             let mut batch = self.storage.batch();
-            let cleared = batch
-                .delete(&catalog::DESTINATION_BACKOFF, &destination)
-                .and_then(|()| self.storage.commit_blocking(batch));
+            let deleted = batch.delete(&catalog::DESTINATION_BACKOFF, &destination);
+            let cleared = match deleted {
+                Ok(()) => self.storage.commit(batch).await,
+                Err(e) => Err(e),
+            };
             if let Err(e) = cleared {
                 tracing::warn!(%destination, "cannot clear backoff: {e}");
             }

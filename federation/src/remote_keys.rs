@@ -187,19 +187,25 @@ impl RemoteKeys {
         Ok(keys)
     }
 
-    /// The keys of every server that signed `object` (an event), for `verify_event`;
-    /// servers whose keys cannot be had are left out, so only a required signer fails.
+    /// The keys `servers` signed `object` (an event) with, for `verify_event`; a server
+    /// whose keys cannot be had is left out, so its signature then fails. Only the
+    /// servers whose signatures count are asked: an event naming others cannot make us
+    /// fetch from them.
     pub async fn signers_key_map(
         &self,
         client: &FederationClient,
         object: &ruma::CanonicalJsonObject,
+        servers: &[&str],
         at: u64,
     ) -> PublicKeyMap {
         let mut map = PublicKeyMap::new();
         let Some(ruma::CanonicalJsonValue::Object(signatures)) = object.get("signatures") else {
             return map;
         };
-        for (server, keys) in signatures {
+        for (server, keys) in signatures
+            .iter()
+            .filter(|(s, _)| servers.contains(&s.as_str()))
+        {
             let ruma::CanonicalJsonValue::Object(keys) = keys else {
                 continue;
             };

@@ -181,7 +181,7 @@ pub(super) async fn authenticate_server(
         tracing::info!("refused a federation request: {e}");
         Error::unauthorized(e.to_string())
     })?;
-    state.messaging.peer_alive(origin.as_str());
+    state.messaging.peer_alive(origin.as_str()).await;
     Ok(origin)
 }
 

@@ -501,11 +501,7 @@ impl Draft<'_> {
         let destinations = self.queue_for_servers(&mut batch, &members, &memberships)?;
         batch.put(&catalog::ROOMID_ROOM, &room, &self.room)?;
         self.messaging.storage.commit(batch).await?;
-        if let Some(queue) = self.messaging.queue.get() {
-            for destination in &destinations {
-                queue.wake(destination);
-            }
-        }
+        self.messaging.wake(&destinations);
         Ok(stored)
     }
 
@@ -582,7 +578,7 @@ impl Draft<'_> {
         batch: &mut Batch,
         members: &[String],
         memberships: &HashMap<String, Membership>,
-    ) -> Result<BTreeSet<String>> {
+    ) -> Result<Vec<String>> {
         let own = self.messaging.server_name();
         let server_of = |user: &str| user.split_once(':').map(|(_, s)| s.to_owned());
         let mut servers: BTreeSet<String> = members.iter().filter_map(|u| server_of(u)).collect();
@@ -603,6 +599,6 @@ impl Draft<'_> {
                 destinations.insert(server.clone());
             }
         }
-        Ok(destinations)
+        Ok(destinations.into_iter().collect())
     }
 }

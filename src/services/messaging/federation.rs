@@ -73,9 +73,22 @@ impl Messaging {
         let rules = pdu::rules(version).map_err(|_| incompatible(version))?;
         let pdu = Pdu::received(version, json).map_err(|e| Error::bad_json(e.to_string()))?;
         let at = u64::from(pdu.origin_server_ts.get());
+        // The sender's server must have signed, and for a restricted join the server
+        // of the member who authorised it.
+        let authoriser = pdu
+            .content_as::<Value>()
+            .ok()
+            .and_then(|c| {
+                c.get("join_authorised_via_users_server")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .and_then(|user| UserId::parse(user).ok());
+        let mut servers = vec![pdu.origin().as_str()];
+        servers.extend(authoriser.as_ref().map(|u| u.server_name().as_str()));
         let keys = client
             .remote_keys
-            .signers_key_map(client, &pdu.json, at)
+            .signers_key_map(client, &pdu.json, &servers, at)
             .await;
         match pdu.verify(&keys, version) {
             Ok(Verified::All) => Ok(pdu),
@@ -417,7 +430,13 @@ impl Messaging {
             events.push(event);
         }
         let mut draft = self.draft_remote_room(room_id, version).await?;
-        draft.import_state(events, &state_ids);
+        if self.room(room_id)?.is_some() {
+            // Another local user's join got the room here first: build on that.
+            drop(draft);
+            draft = self.draft(room_id).await?;
+        } else {
+            draft.import_state(events, &state_ids);
+        }
         draft.accept(join, false)?;
         draft.commit(self.storage.batch()).await?;
         Ok(())
@@ -508,19 +527,40 @@ impl Messaging {
                 "The invitee's server sent no event",
             )
         })?;
-        let signed = object_of(signed)?;
-        // Only their signature is taken, and only if it holds.
-        let checked = self
-            .verify_received(draft.version(), signed.clone())
-            .await?;
-        if checked.event_id != invite.event_id {
-            return Err(Error::new(
-                StatusCode::BAD_GATEWAY,
-                "M_UNKNOWN",
-                "The invitee's server changed the invite",
-            ));
+        // Only their signature is taken, and only if it holds over our event.
+        let server = invitee.server_name().as_str();
+        let bad = |m: &str| Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", m.to_owned());
+        let theirs = signed
+            .get("signatures")
+            .and_then(|s| s.get(server))
+            .cloned()
+            .ok_or_else(|| bad("The invitee's server did not sign the invite"))?;
+        let theirs: CanonicalJsonValue = serde_json::from_value(theirs)
+            .map_err(|_| bad("The invitee's server sent a malformed signature"))?;
+        let key_ids: Vec<String> = match &theirs {
+            CanonicalJsonValue::Object(keys) => keys.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let keys = client
+            .remote_keys
+            .key_map(client, server, &key_ids, None)
+            .await
+            .map_err(|_| bad("Cannot get the invitee's server's key"))?;
+        // Checked alone (ruma wants keys for every signature it is shown), over the
+        // redacted event, as event signatures are made.
+        let rules = pdu::rules(draft.version()).map_err(Error::internal)?;
+        let mut alone = invite.json.clone();
+        let only_theirs = CanonicalJsonObject::from([(server.to_owned(), theirs.clone())]);
+        alone.insert("signatures".into(), CanonicalJsonValue::Object(only_theirs));
+        let redacted =
+            ruma::canonical_json::redact(alone, &rules.redaction, None).map_err(Error::internal)?;
+        ruma::signatures::verify_json(&keys, &redacted)
+            .map_err(|_| bad("The invitee's server did not sign the invite"))?;
+        let mut ours = invite.json.clone();
+        if let Some(CanonicalJsonValue::Object(signatures)) = ours.get_mut("signatures") {
+            signatures.insert(server.to_owned(), theirs);
         }
-        draft.set_signatures(&invite.event_id, &signed);
+        draft.set_signatures(&invite.event_id, &ours);
         Ok(())
     }
 

@@ -107,9 +107,9 @@ impl Messaging {
     }
 
     /// A server just proved itself to us: whatever waits for it can go now.
-    pub fn peer_alive(&self, server: &str) {
+    pub async fn peer_alive(&self, server: &str) {
         if let Some(queue) = self.queue.get() {
-            queue.peer_alive(server);
+            queue.peer_alive(server).await;
         }
     }
 
