@@ -14,5 +14,5 @@ mod remote_keys;
 pub use client::{AuthError, FederationClient, FederationError, Settings};
 pub use keys::{KeyError, ServerKeys};
 pub use pdu::{NewEvent, Pdu, PduError};
-pub use queue::{Outgoing, Queue};
+pub use queue::{Outbox, Outgoing, Queue};
 pub use remote_keys::RemoteKey;

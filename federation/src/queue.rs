@@ -6,7 +6,7 @@
 //! answers or sends to us. A restart resumes every non-empty queue.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kith_storage::{Batch, Storage, catalog};
@@ -30,6 +30,46 @@ pub enum Outgoing {
     Pdu(CanonicalJsonObject),
     /// An EDU: `{edu_type, content}`.
     Edu(Value),
+    /// A request of its own (kith's contacts endpoints): `PUT path` with `body`, sent
+    /// alone, in its place in the order.
+    Put { path: String, body: Value },
+}
+
+/// The queue as the services hold it: items are written into their batches from the
+/// start; the queue that sends them is set once the runtime runs (never, with federation
+/// off).
+#[derive(Default)]
+pub struct Outbox(OnceLock<Arc<Queue>>);
+
+impl Outbox {
+    pub fn set(&self, queue: Arc<Queue>) {
+        let _ = self.0.set(queue);
+    }
+
+    /// Appends `item` for `destination` to `batch`; [`Outbox::wake`] it after the commit.
+    pub fn push_into(
+        batch: &mut Batch,
+        destination: &str,
+        item: &Outgoing,
+    ) -> Result<(), kith_storage::Error> {
+        Queue::push_into(batch, destination, item)
+    }
+
+    /// Has the queue send what was just committed for these servers.
+    pub fn wake(&self, destinations: &[String]) {
+        if let Some(queue) = self.0.get() {
+            for destination in destinations {
+                queue.wake(destination);
+            }
+        }
+    }
+
+    /// A server just proved itself to us: whatever waits for it can go now.
+    pub async fn peer_alive(&self, server: &str) {
+        if let Some(queue) = self.0.get() {
+            queue.peer_alive(server).await;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -199,6 +239,16 @@ impl Queue {
         if rows.is_empty() {
             return Ok(false);
         }
+        let server = ServerName::parse(destination).map_err(|e| e.to_string())?;
+        if let ((_, position), Outgoing::Put { path, body }) = &rows[0] {
+            let result = self
+                .client
+                .send_json(&server, http::Method::PUT, path, Some(body))
+                .await;
+            self.settle(destination, &[*position], result, backoff.is_some())
+                .await?;
+            return Ok(true);
+        }
         let (mut pdus, mut edus, mut sent) = (Vec::new(), Vec::new(), Vec::new());
         for ((_, position), item) in rows {
             match item {
@@ -219,25 +269,38 @@ impl Queue {
             "pdus": pdus,
             "edus": edus,
         });
-        let server = ServerName::parse(destination).map_err(|e| e.to_string())?;
         let path = format!("/_matrix/federation/v1/send/{txn_id}");
-        let sent_result = self
+        let result = self
             .client
             .send_json(&server, http::Method::PUT, &path, Some(&body))
             .await;
-        match sent_result {
+        self.settle(destination, &sent, result, backoff.is_some())
+            .await?;
+        tracing::debug!(%destination, pdus = pdus.len(), edus = edus.len(), "sent a transaction");
+        Ok(true)
+    }
+
+    /// After a send: on success (or a refusal retrying cannot change) the items are done
+    /// and any backoff ends; otherwise the error is passed on, to back off.
+    async fn settle(
+        &self,
+        destination: &str,
+        positions: &[u64],
+        result: Result<Value, FederationError>,
+        backing_off: bool,
+    ) -> Result<(), String> {
+        match result {
             Ok(_) => {}
             // A refusal that retrying cannot change (a server we may not talk to, a
             // malformed or unknown request) drops these items rather than block all
             // behind them.
             Err(e) if permanent(&e) => {
-                tracing::warn!(%destination, "dropped a transaction the peer refused: {e}");
+                tracing::warn!(%destination, "dropped what the peer refused: {e}");
             }
             Err(e) => return Err(e.to_string()),
         }
-
         let mut batch = self.storage.batch();
-        for position in &sent {
+        for position in positions {
             batch
                 .delete(
                     &catalog::DESTINATION_POSITION_OUTGOING,
@@ -245,7 +308,7 @@ impl Queue {
                 )
                 .map_err(|e| e.to_string())?;
         }
-        if backoff.is_some() {
+        if backing_off {
             batch
                 .delete(&catalog::DESTINATION_BACKOFF, &destination)
                 .map_err(|e| e.to_string())?;
@@ -257,8 +320,7 @@ impl Queue {
         if let Ok(mut waiting) = self.backing_off.lock() {
             waiting.remove(destination);
         }
-        tracing::debug!(%destination, pdus = pdus.len(), edus = edus.len(), "sent a transaction");
-        Ok(true)
+        Ok(())
     }
 
     /// Records one more failure; returns how long to wait.

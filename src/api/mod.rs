@@ -42,6 +42,16 @@ fn contacts_api() -> Router<AppState> {
         .route("/search", post(contacts::search))
 }
 
+/// kith's contacts between servers (`spec/contacts.md`).
+fn contacts_federation() -> Router<AppState> {
+    use axum::routing::put;
+    use server::contacts;
+    Router::new()
+        .route("/request/{request_id}", put(contacts::request))
+        .route("/response/{request_id}", put(contacts::response))
+        .route("/remove/{txn_id}", put(contacts::remove))
+}
+
 /// The unauthenticated media reads from before v1.11, which older clients still use.
 #[allow(deprecated)]
 fn legacy_media(api: Router<AppState>) -> Router<AppState> {
@@ -203,6 +213,10 @@ pub fn router(state: AppState) -> Router {
             contacts_api(),
         )
         .ruma::<user_directory::search_users::v3::Request, _, _>(client::contacts::user_directory)
+        .nest(
+            crate::services::contacts::FEDERATION_PREFIX,
+            contacts_federation(),
+        )
         // kith's own admin API
         .nest("/_kith/admin/v1", admin::router(state.clone()));
     gateway::finish(legacy_media(api), state)

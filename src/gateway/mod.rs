@@ -5,6 +5,7 @@
 mod authed;
 mod error;
 mod extract;
+mod signed;
 pub mod tls;
 
 use std::collections::BTreeSet;
@@ -25,6 +26,7 @@ use tower_http::trace::TraceLayer;
 pub use authed::Authed;
 pub use error::{Error, Result};
 pub use extract::{Ruma, RumaResponse};
+pub use signed::Signed;
 
 /// Marks a route whose last path parameter was given empty (see [`RumaRouter::ruma`]).
 #[derive(Clone, Copy)]

@@ -11,7 +11,7 @@ pub mod session;
 
 use std::sync::Arc;
 
-use kith_federation::{FederationClient, Queue, ServerKeys, Settings};
+use kith_federation::{FederationClient, Outbox, Queue, ServerKeys, Settings};
 use kith_storage::{Storage, catalog};
 use ruma::UserId;
 
@@ -105,13 +105,23 @@ impl Services {
             )?)),
             false => None,
         };
-        let messaging =
-            messaging::Messaging::new(storage.clone(), Arc::clone(&keys), federation.clone());
+        let outbox = Arc::new(Outbox::default());
+        let messaging = messaging::Messaging::new(
+            storage.clone(),
+            Arc::clone(&keys),
+            federation.clone(),
+            Arc::clone(&outbox),
+        );
         let auth = auth::AuthService::new(storage.clone(), &config)?;
         let sessions =
             session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
         let presence = profile::Presences::new(storage.clone());
-        let contacts = contacts::Contacts::new(storage.clone(), &config);
+        let contacts = contacts::Contacts::new(
+            storage.clone(),
+            &config,
+            federation.clone(),
+            Arc::clone(&outbox),
+        );
         let e2ee = e2ee::E2ee::new(storage.clone());
         let media = media::Media::new(storage.clone(), &config)?;
         profile::directory::ensure_indexed(&storage)
@@ -145,7 +155,7 @@ impl Services {
     pub fn start_federation(&self) {
         if let Some(client) = &self.federation {
             let queue = Queue::start(self.storage.clone(), Arc::clone(client));
-            self.messaging.set_queue(queue);
+            self.messaging.outbox.set(queue);
         }
     }
 

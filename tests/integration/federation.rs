@@ -311,3 +311,106 @@ async fn a_peer_that_was_down_gets_everything_once_in_order_even_across_our_rest
     assert_eq!(message_bodies(&a, &alice_token, &room).await, sent);
     drop(a);
 }
+
+const CONTACTS: &str = "/_matrix/client/unstable/org.kith.contacts/v1";
+
+/// The user's live `org.kith.contacts` account data in a sync response, if it changed.
+fn contacts_view(sync: &Value) -> Option<Value> {
+    let events = sync["account_data"]["events"].as_array()?;
+    let view = events.iter().find(|e| e["type"] == "org.kith.contacts")?;
+    Some(view["content"].clone())
+}
+
+fn lists(view: &Value, list: &str, user: &str) -> bool {
+    view[list]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|e| e["user_id"] == user))
+}
+
+#[tokio::test]
+async fn users_on_two_kith_servers_befriend_chat_under_dm_only_and_unfriend() {
+    let policy = [(crate::common::POLICY, "dm_only")];
+    let (a, _) = Server::federated(&policy);
+    let (b, _) = Server::federated(&policy);
+    let (alice, alice_token) = a.user("alice").await;
+    let (bob, bob_token) = b.user("bob").await;
+
+    // Strangers: no direct chat.
+    let dm = json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [bob] });
+    let (status, refused) = a
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            dm.clone(),
+        )
+        .await;
+    assert_eq!(
+        (status, &refused["errcode"]),
+        (StatusCode::FORBIDDEN, &json!("M_INVITE_BLOCKED"))
+    );
+
+    // alice asks; bob sees it live, accepts; alice sees the friendship live.
+    let body = json!({ "user_id": bob, "message": "hi from A" });
+    let (status, sent) = a
+        .post(&format!("{CONTACTS}/requests"), Some(&alice_token), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    assert_eq!(sent["state"], "pending");
+    let request_id = sent["request_id"].as_str().unwrap().to_owned();
+    sync_until(&b, &bob_token, |s| {
+        contacts_view(s).is_some_and(|v| lists(&v, "incoming", &alice))
+    })
+    .await;
+    let path = format!("{CONTACTS}/requests/{request_id}/accept");
+    let (status, accepted) = b.post(&path, Some(&bob_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{accepted}");
+    sync_until(&a, &alice_token, |s| {
+        contacts_view(s).is_some_and(|v| lists(&v, "friends", &bob))
+    })
+    .await;
+
+    // Friends now: the direct chat is allowed on both servers.
+    let (status, created) = a
+        .post("/_matrix/client/v3/createRoom", Some(&alice_token), dm)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    sync_until(&b, &bob_token, |s| s["rooms"]["invite"][&room].is_object()).await;
+    let (status, joined) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    b.say(&bob_token, &room, "friends across servers").await;
+    sync_until(&a, &alice_token, |s| {
+        has_message(s, &room, "friends across servers")
+    })
+    .await;
+
+    // alice ends it: bob's view loses her, and his server refuses his sends.
+    let (status, removed) = a
+        .request(
+            reqwest::Method::DELETE,
+            &format!("{CONTACTS}/friends/{bob}"),
+            Some(&alice_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{removed}");
+    sync_until(&b, &bob_token, |s| {
+        contacts_view(s).is_some_and(|v| !lists(&v, "friends", &alice))
+    })
+    .await;
+    let txn = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/after");
+    let (status, refused) = b
+        .put(
+            &txn,
+            Some(&bob_token),
+            json!({ "msgtype": "m.text", "body": "still there?" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+}

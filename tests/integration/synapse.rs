@@ -325,6 +325,17 @@ async fn kith_and_synapse_users_chat_in_rooms_made_on_either_side() {
     assert_eq!(status, StatusCode::OK, "{profile}");
     assert_eq!(profile["displayname"], "alice", "{profile}");
 
+    // Synapse has no friend requests: kith says so plainly.
+    let path = "/_matrix/client/unstable/org.kith.contacts/v1/requests";
+    let (status, refused) = kith
+        .post(path, Some(&alice_token), json!({ "user_id": bob }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(
+        refused["errcode"], "ORG.KITH.CONTACTS_REMOTE_UNSUPPORTED",
+        "{refused}"
+    );
+
     // A room on kith, joined from Synapse; then one on Synapse (v12), joined from kith.
     chat((&k, &alice_token, &alice), (&s, &bob_token, &bob)).await;
     let room = chat((&s, &bob_token, &bob), (&k, &alice_token, &alice)).await;

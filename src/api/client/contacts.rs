@@ -25,14 +25,8 @@ fn bad_path(_: PathRejection) -> Error {
 }
 
 /// A local user named by a client: garbage is `M_INVALID_PARAM`, a stranger `M_NOT_FOUND`.
-fn local_user(state: &AppState, user_id: &str) -> Result<ruma::OwnedUserId> {
-    let user_id = ruma::UserId::parse(user_id)
-        .map_err(|_| Error::invalid_param(format!("{user_id:?} is not a user ID")))?;
-    if user_id.server_name().as_str() != state.config.server_name {
-        return Err(Error::invalid_param(
-            "Friend requests to other servers are not supported yet",
-        ));
-    }
+fn local_user(state: &AppState, user_id: &ruma::UserId) -> Result<ruma::OwnedUserId> {
+    let user_id = user_id.to_owned();
     match state.auth.account(&user_id)? {
         Some(account) if !account.deactivated => Ok(user_id),
         _ => Err(Error::not_found("No such user")),
@@ -79,21 +73,33 @@ pub async fn send_request(
     request: Authed<NewRequest>,
 ) -> Result<Json<Value>> {
     let me = request.session.user_id.as_str();
-    let to = local_user(&state, &request.body.user_id)?;
+    let to = ruma::UserId::parse(request.body.user_id.as_str()).map_err(|_| {
+        Error::invalid_param(format!("{:?} is not a user ID", request.body.user_id))
+    })?;
+    let message = request.body.message.clone();
+    // Someone on another server: their server takes the request.
+    if to.server_name().as_str() != state.config.server_name {
+        let outcome = state.contacts.send_remote_request(me, &to, message).await?;
+        return Ok(Json(outcome_json(outcome)));
+    }
+    let to = local_user(&state, &to)?;
     let ignored = state
         .messaging
         .account_data(to.as_str(), None, "m.ignored_user_list")?
         .is_some_and(|list| list["ignored_users"].get(me).is_some());
-    let message = request.body.message.clone();
     let outcome = state
         .contacts
         .send_request(me, to.as_str(), message, ignored)
         .await?;
+    Ok(Json(outcome_json(outcome)))
+}
+
+fn outcome_json(outcome: SendOutcome) -> Value {
     let (id, outcome) = match outcome {
         SendOutcome::Pending(id) => (id, "pending"),
         SendOutcome::Accepted(id) => (id, "accepted"),
     };
-    Ok(Json(json!({ "request_id": id, "state": outcome })))
+    json!({ "request_id": id, "state": outcome })
 }
 
 #[derive(Deserialize)]

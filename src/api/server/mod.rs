@@ -1,6 +1,7 @@
 //! Server-Server API handlers: what other homeservers call, each request X-Matrix-signed
 //! (the gateway checks the signature and names the origin).
 
+pub mod contacts;
 pub mod events;
 pub mod keys;
 pub mod membership;

@@ -3,9 +3,13 @@
 //! `org.kith.contacts` account data in the same batch as the change itself.
 
 mod policy;
+mod remote;
 mod requests;
 mod view;
 
+use std::sync::Arc;
+
+use kith_federation::{FederationClient, Outbox};
 use kith_storage::{Batch, Storage, catalog};
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +21,7 @@ use crate::services::messaging::{has_account_data, put_account_data};
 use crate::util::{StripedLocks, now_ms};
 
 pub use policy::DIRECT_MAX_MEMBERS;
+pub use remote::{FEDERATION_PREFIX, RemoteRemove, RemoteRequest, RemoteResponse};
 pub use requests::SendOutcome;
 pub use view::CONTACTS_EVENT;
 
@@ -76,15 +81,26 @@ pub struct Contacts {
     /// once) cannot each write a view of that user missing the other's change.
     user_locks: StripedLocks,
     request_limiter: RateLimiter,
+    server_name: String,
+    federation: Option<Arc<FederationClient>>,
+    outbox: Arc<Outbox>,
 }
 
 impl Contacts {
-    pub fn new(storage: Storage, config: &Config) -> Contacts {
+    pub fn new(
+        storage: Storage,
+        config: &Config,
+        federation: Option<Arc<FederationClient>>,
+        outbox: Arc<Outbox>,
+    ) -> Contacts {
         let limits = &config.contacts;
         Contacts {
             storage,
             user_locks: StripedLocks::new(64),
             request_limiter: RateLimiter::new(limits.request_burst, limits.requests_per_minute),
+            server_name: config.server_name.clone(),
+            federation,
+            outbox,
         }
     }
 
@@ -137,7 +153,12 @@ impl Contacts {
         let mut change = view::Change::default();
         unfriend_into(&mut batch, &mut change, user, other)?;
         self.write_views(&mut batch, &[user, other], &change)?;
-        Ok(self.storage.commit(batch).await?)
+        let body = serde_json::json!({ "sender": user, "target": other });
+        let path = format!("/remove/{}", crate::util::random_string(18));
+        let notified = self.notify_into(&mut batch, other, path, body)?;
+        self.storage.commit(batch).await?;
+        self.wake(notified);
+        Ok(())
     }
 }
 
@@ -156,8 +177,13 @@ impl Contacts {
             let _guard = self.lock_pair(user, &other).await;
             let mut batch = self.storage.batch();
             let mut change = view::Change::default();
+            // The other user's server, if another, hears of each ending.
+            let mut notified = None;
             if self.are_friends(user, &other)? {
                 unfriend_into(&mut batch, &mut change, user, &other)?;
+                let body = serde_json::json!({ "sender": user, "target": other });
+                let path = format!("/remove/{}", crate::util::random_string(18));
+                notified = self.notify_into(&mut batch, &other, path, body)?;
             }
             for (a, b) in [(user, other.as_str()), (other.as_str(), user)] {
                 let Some(reference) = self.request_ref(a, b)? else {
@@ -165,11 +191,22 @@ impl Contacts {
                 };
                 if let Some(request) = self.request(&reference.request_id)? {
                     self.drop_request(&mut batch, &request)?;
+                    let action = if request.from == user {
+                        "cancel"
+                    } else {
+                        "decline"
+                    };
+                    let body = serde_json::json!({ "sender": user, "action": action });
+                    let path = format!("/response/{}", request.request_id);
+                    notified = self
+                        .notify_into(&mut batch, &other, path, body)?
+                        .or(notified);
                     change.requests_removed.push(request.request_id);
                 }
             }
             self.write_views(&mut batch, &[user, other.as_str()], &change)?;
             self.storage.commit(batch).await?;
+            self.wake(notified);
         }
         Ok(())
     }

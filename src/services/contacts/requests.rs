@@ -4,7 +4,7 @@
 
 use http::StatusCode;
 use kith_storage::{Batch, catalog};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::view::Change;
 use super::{Contacts, Direction, FriendRequest, Friendship, RequestRef};
@@ -41,30 +41,9 @@ impl Contacts {
                 "You cannot send yourself a friend request",
             ));
         }
-        if message
-            .as_ref()
-            .is_some_and(|m| m.len() > MAX_MESSAGE_BYTES)
-        {
-            return Err(Error::invalid_param(format!(
-                "A request's message holds at most {MAX_MESSAGE_BYTES} bytes"
-            )));
-        }
+        self.check_message(&message)?;
         let _guard = self.lock_pair(from, to).await;
-        if self.are_friends(from, to)? {
-            return Err(conflict(
-                "ORG.KITH.CONTACTS_ALREADY_FRIENDS",
-                "Already friends",
-            ));
-        }
-        if self
-            .request_ref(from, to)?
-            .is_some_and(|r| r.dir == Direction::Outgoing)
-        {
-            return Err(conflict(
-                "ORG.KITH.CONTACTS_REQUEST_EXISTS",
-                "You have already asked this user",
-            ));
-        }
+        self.check_new_request(from, to)?;
         // They asked first (even unseen, if this user ignores them): that request is accepted.
         if let Some(theirs) = self
             .request_ref(to, from)?
@@ -90,16 +69,27 @@ impl Contacts {
             hidden: ignored_by_recipient,
         };
         let mut batch = self.storage.batch();
-        let id = request.request_id.as_str();
-        batch.put(&catalog::REQUESTID_REQUEST, &id, &request)?;
+        // An ignored sender's request stays theirs alone: pending for them, unseen by the
+        // recipient, and in no log event another part of the server would act on.
+        self.store_request(&mut batch, &request)?;
+        self.storage.commit(batch).await?;
+        Ok(SendOutcome::Pending(request.request_id))
+    }
+
+    /// Writes a new request with both users' refs, its log event, and the views.
+    pub(super) fn store_request(&self, batch: &mut Batch, request: &FriendRequest) -> Result<()> {
+        let (id, from, to) = (
+            request.request_id.as_str(),
+            request.from.as_str(),
+            request.to.as_str(),
+        );
+        batch.put(&catalog::REQUESTID_REQUEST, &id, request)?;
         let outgoing = RequestRef {
             request_id: id.to_owned(),
             dir: Direction::Outgoing,
         };
         batch.put(&catalog::USERID_OTHERID_REQUEST, &(from, to), &outgoing)?;
         let mut views = vec![from];
-        // An ignored sender's request stays theirs alone: pending for them, unseen by the
-        // recipient, and in no log event another part of the server would act on.
         if !request.hidden {
             let incoming = RequestRef {
                 request_id: id.to_owned(),
@@ -111,16 +101,48 @@ impl Contacts {
                 from: from.to_owned(),
                 to: to.to_owned(),
             };
-            events::append(&mut batch, created)?;
+            events::append(batch, created)?;
             views.push(to);
         }
         let change = Change {
             requests_added: vec![request.clone()],
             ..Change::default()
         };
-        self.write_views(&mut batch, &views, &change)?;
-        self.storage.commit(batch).await?;
-        Ok(SendOutcome::Pending(request.request_id))
+        self.write_views(batch, &views, &change)
+    }
+
+    /// A request's message must fit.
+    pub(super) fn check_message(&self, message: &Option<String>) -> Result<()> {
+        if message
+            .as_ref()
+            .is_some_and(|m| m.len() > MAX_MESSAGE_BYTES)
+        {
+            return Err(Error::invalid_param(format!(
+                "A request's message holds at most {MAX_MESSAGE_BYTES} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// 409 if `from` and `to` are friends, or `from` has asked already (checked under the
+    /// pair's lock).
+    pub(super) fn check_new_request(&self, from: &str, to: &str) -> Result<()> {
+        if self.are_friends(from, to)? {
+            return Err(conflict(
+                "ORG.KITH.CONTACTS_ALREADY_FRIENDS",
+                "Already friends",
+            ));
+        }
+        if self
+            .request_ref(from, to)?
+            .is_some_and(|r| r.dir == Direction::Outgoing)
+        {
+            return Err(conflict(
+                "ORG.KITH.CONTACTS_REQUEST_EXISTS",
+                "You have already asked this user",
+            ));
+        }
+        Ok(())
     }
 
     /// Removes a request and its refs in `batch`.
@@ -133,7 +155,7 @@ impl Contacts {
     }
 
     /// Turns a request into a friendship, in `batch`.
-    fn befriend(&self, batch: &mut Batch, request: &FriendRequest) -> Result<()> {
+    pub(super) fn befriend(&self, batch: &mut Batch, request: &FriendRequest) -> Result<()> {
         let (from, to) = (request.from.as_str(), request.to.as_str());
         self.drop_request(batch, request)?;
         let friendship = Friendship { since_ts: now_ms() };
@@ -181,7 +203,12 @@ impl Contacts {
         let request = self.own_request(request_id, user, Direction::Incoming)?;
         let mut batch = self.storage.batch();
         self.befriend(&mut batch, &request)?;
-        Ok(self.storage.commit(batch).await?)
+        let body = json!({ "sender": user, "action": "accept" });
+        let path = format!("/response/{request_id}");
+        let notified = self.notify_into(&mut batch, &request.from, path, body)?;
+        self.storage.commit(batch).await?;
+        self.wake(notified);
+        Ok(())
     }
 
     /// The recipient declines (`Incoming`) or the sender cancels (`Outgoing`).
@@ -200,7 +227,18 @@ impl Contacts {
             views.push(request.to.as_str());
         }
         self.write_views(&mut batch, &views, &change)?;
-        Ok(self.storage.commit(batch).await?)
+        // The other side's server hears of it (a hidden request it never had, too: the
+        // answer changes nothing there).
+        let (other, action) = match role {
+            Direction::Incoming => (&request.from, "decline"),
+            Direction::Outgoing => (&request.to, "cancel"),
+        };
+        let body = json!({ "sender": user, "action": action });
+        let path = format!("/response/{request_id}");
+        let notified = self.notify_into(&mut batch, other, path, body)?;
+        self.storage.commit(batch).await?;
+        self.wake(notified);
+        Ok(())
     }
 
     /// The user's requests in one direction, oldest first.

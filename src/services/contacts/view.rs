@@ -111,7 +111,8 @@ impl Contacts {
         users: &[&str],
         change: &Change,
     ) -> Result<()> {
-        for user in users {
+        // Only this server's users have views here.
+        for user in users.iter().filter(|u| self.is_local(u)) {
             let content = self.view_with(user, change)?;
             put_account_data(batch, user, None, CONTACTS_EVENT, content)?;
         }

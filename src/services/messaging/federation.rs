@@ -429,6 +429,24 @@ impl Messaging {
             }
             events.push(event);
         }
+        // A direct chat as its invite says, or by its size (the friendship policy then
+        // watches who writes into it, as in rooms made here).
+        let invited_direct = self
+            .membership(user_id.as_str(), room_id.as_str())?
+            .filter(|m| m.membership == "invite")
+            .and_then(|m| self.stored_pdu(m.event_id.as_str()).ok().flatten())
+            .and_then(|invite| invite.pdu().ok())
+            .and_then(|invite| invite.content_as::<Value>().ok())
+            .is_some_and(|content| content["is_direct"] == true);
+        let members = events
+            .iter()
+            .filter(|e| e.kind == TimelineEventType::RoomMember && state_ids.contains(&e.event_id))
+            .filter(|e| {
+                let content = e.content_as::<Value>().unwrap_or_default();
+                matches!(content["membership"].as_str(), Some("join" | "invite"))
+                    && e.state_key.as_deref() != Some(user_id.as_str())
+            })
+            .count();
         let mut draft = self.draft_remote_room(room_id, version).await?;
         if self.room(room_id)?.is_some() {
             // Another local user's join got the room here first: build on that.
@@ -436,6 +454,9 @@ impl Messaging {
             draft = self.draft(room_id).await?;
         } else {
             draft.import_state(events, &state_ids);
+            if invited_direct || members < crate::services::contacts::DIRECT_MAX_MEMBERS {
+                draft.mark_direct();
+            }
         }
         draft.accept(join, false)?;
         draft.commit(self.storage.batch()).await?;

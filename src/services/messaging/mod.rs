@@ -16,9 +16,9 @@ mod sync;
 mod verify;
 mod visibility;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use kith_federation::{FederationClient, Queue, ServerKeys};
+use kith_federation::{FederationClient, Outbox, Queue, ServerKeys};
 use kith_storage::{Storage, catalog};
 use ruma::{OwnedEventId, RoomId};
 
@@ -38,8 +38,8 @@ pub struct Messaging {
     storage: Storage,
     keys: Arc<ServerKeys>,
     federation: Option<Arc<FederationClient>>,
-    /// The outbound queue, once started; events for other servers are queued either way.
-    queue: OnceLock<Arc<Queue>>,
+    /// What other servers are to receive, written with the changes that cause it.
+    pub(crate) outbox: Arc<Outbox>,
     /// Per room, held from reading the room's head to committing the events built on it.
     room_locks: StripedLocks,
     /// Per room, held across the read-modify-write of its typing state.
@@ -54,20 +54,17 @@ impl Messaging {
         storage: Storage,
         keys: Arc<ServerKeys>,
         federation: Option<Arc<FederationClient>>,
+        outbox: Arc<Outbox>,
     ) -> Messaging {
         Messaging {
             storage,
             keys,
             federation,
-            queue: OnceLock::new(),
+            outbox,
             room_locks: StripedLocks::new(64),
             ephemeral_locks: StripedLocks::new(64),
             name_locks: StripedLocks::new(64),
         }
-    }
-
-    pub fn set_queue(&self, queue: Arc<Queue>) {
-        let _ = self.queue.set(queue);
     }
 
     /// Queues an EDU about a local user's doing in a room for the room's other servers;
@@ -99,18 +96,12 @@ impl Messaging {
 
     /// Has the queue send what was just committed for these servers.
     pub fn wake(&self, destinations: &[String]) {
-        if let Some(queue) = self.queue.get() {
-            for destination in destinations {
-                queue.wake(destination);
-            }
-        }
+        self.outbox.wake(destinations);
     }
 
     /// A server just proved itself to us: whatever waits for it can go now.
     pub async fn peer_alive(&self, server: &str) {
-        if let Some(queue) = self.queue.get() {
-            queue.peer_alive(server).await;
-        }
+        self.outbox.peer_alive(server).await;
     }
 
     pub fn server_name(&self) -> &str {
@@ -299,7 +290,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let keys = Arc::new(ServerKeys::load_or_generate(&storage, "kith.test").unwrap());
-        let messaging = Messaging::new(storage.clone(), Arc::clone(&keys), None);
+        let messaging =
+            Messaging::new(storage.clone(), Arc::clone(&keys), None, Default::default());
         let alice: OwnedUserId = "@alice:kith.test".try_into().unwrap();
         let spec = |kind: &str, key: Option<&str>, content| EventSpec {
             sender: alice.clone(),

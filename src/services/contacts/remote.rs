@@ -1,0 +1,304 @@
+//! Contacts across servers. A request, its answer and an unfriending travel as
+//! X-Matrix-signed `PUT`s under `/_matrix/federation/unstable/org.kith.contacts/v1/`:
+//! `/request/{requestId}` `{sender, target, message?, origin_server_ts}` → `{state}`,
+//! `/response/{requestId}` `{sender, action: accept|decline|cancel}`, and
+//! `/remove/{txnId}` `{sender, target}`. Each is idempotent; both servers keep the request
+//! under the same ID and write their own users' views and domain events. A new request is
+//! tried at once, so a server without the extension (404 `M_UNRECOGNIZED`, as Synapse
+//! answers) is reported to the sender; everything else goes through the outbound queue,
+//! written in the same batch as the change, and is retried until the peer takes it.
+
+use http::StatusCode;
+use kith_federation::{FederationError, Outbox, Outgoing};
+use kith_storage::Batch;
+use ruma::{ServerName, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::view::Change;
+use super::{Contacts, Direction, FriendRequest, SendOutcome};
+use crate::gateway::{Error, Result};
+use crate::util::{now_ms, random_string};
+
+/// Where kith's contacts endpoints live on every server.
+pub const FEDERATION_PREFIX: &str = "/_matrix/federation/unstable/org.kith.contacts/v1";
+
+/// `PUT /request/{requestId}`
+#[derive(Debug, Deserialize)]
+pub struct RemoteRequest {
+    pub sender: String,
+    pub target: String,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub origin_server_ts: Option<u64>,
+}
+
+/// `PUT /response/{requestId}`
+#[derive(Debug, Deserialize)]
+pub struct RemoteResponse {
+    pub sender: String,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Accept,
+    Decline,
+    Cancel,
+}
+
+/// `PUT /remove/{txnId}`
+#[derive(Debug, Deserialize)]
+pub struct RemoteRemove {
+    pub sender: String,
+    pub target: String,
+}
+
+fn server_of(user: &str) -> &str {
+    user.split_once(':').map_or("", |(_, server)| server)
+}
+
+fn unsupported(server: &str) -> Error {
+    Error::new(
+        StatusCode::BAD_REQUEST,
+        "ORG.KITH.CONTACTS_REMOTE_UNSUPPORTED",
+        format!("{server} does not support friend requests (it is not a kith server)"),
+    )
+}
+
+impl Contacts {
+    pub(super) fn is_local(&self, user: &str) -> bool {
+        server_of(user) == self.server_name
+    }
+
+    /// Queues a `PUT` to `user`'s server in `batch` if they are on another server;
+    /// returns that server, to wake after the commit.
+    pub(super) fn notify_into(
+        &self,
+        batch: &mut Batch,
+        user: &str,
+        path: String,
+        body: Value,
+    ) -> Result<Option<String>> {
+        if self.is_local(user) || self.federation.is_none() {
+            return Ok(None);
+        }
+        let server = server_of(user).to_owned();
+        let path = format!("{FEDERATION_PREFIX}{path}");
+        Outbox::push_into(batch, &server, &Outgoing::Put { path, body })?;
+        Ok(Some(server))
+    }
+
+    pub(super) fn wake(&self, destinations: Option<String>) {
+        self.outbox
+            .wake(&destinations.into_iter().collect::<Vec<_>>());
+    }
+
+    /// `from` (local) asks `to` (on another server): tried at once; a peer that cannot be
+    /// reached gets it later from the queue, one without the extension is an error.
+    pub async fn send_remote_request(
+        &self,
+        from: &str,
+        to: &UserId,
+        message: Option<String>,
+    ) -> Result<SendOutcome> {
+        let client = self
+            .federation
+            .clone()
+            .ok_or_else(|| Error::forbidden("Federation is disabled on this server"))?;
+        let to_str = to.as_str();
+        self.check_message(&message)?;
+        let _guard = self.lock_pair(from, to_str).await;
+        self.check_new_request(from, to_str)?;
+        // They asked first: this is their request accepted, and their server is told.
+        if let Some(theirs) = self
+            .request_ref(from, to_str)?
+            .filter(|r| r.dir == Direction::Incoming)
+            && let Some(request) = self.request(&theirs.request_id)?
+        {
+            let mut batch = self.storage.batch();
+            self.befriend(&mut batch, &request)?;
+            let body = json!({ "sender": from, "action": "accept" });
+            let path = format!("/response/{}", request.request_id);
+            let notified = self.notify_into(&mut batch, to_str, path, body)?;
+            self.storage.commit(batch).await?;
+            self.wake(notified);
+            return Ok(SendOutcome::Accepted(request.request_id));
+        }
+        self.request_limiter
+            .take(from)
+            .map_err(Error::limit_exceeded)?;
+        let request = FriendRequest {
+            request_id: random_string(18),
+            from: from.to_owned(),
+            to: to_str.to_owned(),
+            message,
+            created_ts: now_ms(),
+            hidden: false,
+        };
+        let body = json!({
+            "sender": from,
+            "target": to_str,
+            "message": request.message,
+            "origin_server_ts": request.created_ts,
+        });
+        let path = format!("/request/{}", request.request_id);
+        let full = format!("{FEDERATION_PREFIX}{path}");
+        let answer = client
+            .send_json(to.server_name(), http::Method::PUT, &full, Some(&body))
+            .await;
+        let mut batch = self.storage.batch();
+        let mut queued = None;
+        let accepted = match answer {
+            Ok(answer) => answer["state"] == "accepted",
+            Err(FederationError::Remote {
+                status, errcode, ..
+            }) if status == StatusCode::NOT_FOUND && errcode == "M_UNRECOGNIZED"
+                || status == StatusCode::METHOD_NOT_ALLOWED =>
+            {
+                return Err(unsupported(to.server_name().as_str()));
+            }
+            Err(e) if e.answered() => return Err(crate::services::messaging::remote_error(e)),
+            // Not reachable now: the request stands here and reaches them later.
+            Err(e) => {
+                tracing::info!(%to, "friend request queued: {e}");
+                queued = self.notify_into(&mut batch, to_str, path, body)?;
+                false
+            }
+        };
+        self.store_request(&mut batch, &request)?;
+        if accepted {
+            self.befriend(&mut batch, &request)?;
+        }
+        self.storage.commit(batch).await?;
+        self.wake(queued);
+        Ok(match accepted {
+            true => SendOutcome::Accepted(request.request_id),
+            false => SendOutcome::Pending(request.request_id),
+        })
+    }
+
+    /// `PUT /request/{requestId}` from `origin`: a request for one of our users. Answers
+    /// `pending`, or `accepted` when they are friends already or our user had asked too.
+    pub async fn receive_request(
+        &self,
+        origin: &ServerName,
+        request_id: &str,
+        body: RemoteRequest,
+        ignored: bool,
+    ) -> Result<&'static str> {
+        let (from, to) = (body.sender.as_str(), body.target.as_str());
+        if UserId::parse(from).map_or(true, |u| u.server_name() != origin) {
+            return Err(Error::forbidden("The sender is not a user of your server"));
+        }
+        if !self.is_local(to) {
+            return Err(Error::not_found("The target is not a user of this server"));
+        }
+        self.check_message(&body.message)?;
+        let _guard = self.lock_pair(from, to).await;
+        if self.are_friends(from, to)? {
+            return Ok("accepted");
+        }
+        if let Some(known) = self.request(request_id)? {
+            if known.from == from && known.to == to {
+                return Ok("pending");
+            }
+            return Err(Error::forbidden("That request ID is taken"));
+        }
+        let mut batch = self.storage.batch();
+        // Our user had asked them too: one friendship, by our user's request.
+        if let Some(ours) = self
+            .request_ref(to, from)?
+            .filter(|r| r.dir == Direction::Outgoing)
+            && let Some(request) = self.request(&ours.request_id)?
+        {
+            self.befriend(&mut batch, &request)?;
+            self.storage.commit(batch).await?;
+            return Ok("accepted");
+        }
+        self.request_limiter
+            .take(from)
+            .map_err(Error::limit_exceeded)?;
+        // When the sender made it, unless that claims to be in the future.
+        let now = now_ms();
+        let created_ts = body.origin_server_ts.filter(|ts| *ts <= now).unwrap_or(now);
+        let request = FriendRequest {
+            request_id: request_id.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            message: body.message,
+            created_ts,
+            hidden: ignored,
+        };
+        self.store_request(&mut batch, &request)?;
+        self.storage.commit(batch).await?;
+        Ok("pending")
+    }
+
+    /// `PUT /response/{requestId}` from `origin`: the remote recipient accepted or
+    /// declined our user's request, or the remote sender cancelled theirs.
+    pub async fn receive_response(
+        &self,
+        origin: &ServerName,
+        request_id: &str,
+        body: RemoteResponse,
+    ) -> Result<()> {
+        let sender = body.sender.as_str();
+        if UserId::parse(sender).map_or(true, |u| u.server_name() != origin) {
+            return Err(Error::forbidden("The sender is not a user of your server"));
+        }
+        let Some(request) = self.request(request_id)? else {
+            // Done already (or never known): nothing changes, twice or not.
+            return Ok(());
+        };
+        let (local, party) = match body.action {
+            Action::Accept | Action::Decline => (&request.from, &request.to),
+            Action::Cancel => (&request.to, &request.from),
+        };
+        if party != sender || !self.is_local(local) {
+            return Err(Error::forbidden("This request is not yours to act on"));
+        }
+        let _guard = self.lock_pair(&request.from, &request.to).await;
+        let Some(request) = self.request(request_id)? else {
+            return Ok(());
+        };
+        let mut batch = self.storage.batch();
+        match body.action {
+            Action::Accept => self.befriend(&mut batch, &request)?,
+            Action::Decline | Action::Cancel => self.forget_request(&mut batch, &request)?,
+        }
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// `PUT /remove/{txnId}` from `origin`: a remote user ended a friendship with ours.
+    pub async fn receive_remove(&self, origin: &ServerName, body: RemoteRemove) -> Result<()> {
+        let (sender, target) = (body.sender.as_str(), body.target.as_str());
+        if UserId::parse(sender).map_or(true, |u| u.server_name() != origin) {
+            return Err(Error::forbidden("The sender is not a user of your server"));
+        }
+        if !self.is_local(target) {
+            return Err(Error::not_found("The target is not a user of this server"));
+        }
+        let _guard = self.lock_pair(sender, target).await;
+        if !self.are_friends(sender, target)? {
+            return Ok(());
+        }
+        let mut batch = self.storage.batch();
+        let mut change = Change::default();
+        super::unfriend_into(&mut batch, &mut change, sender, target)?;
+        self.write_views(&mut batch, &[sender, target], &change)?;
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// Drops a request and shows both users it is gone.
+    fn forget_request(&self, batch: &mut Batch, request: &FriendRequest) -> Result<()> {
+        self.drop_request(batch, request)?;
+        let change = Change {
+            requests_removed: vec![request.request_id.clone()],
+            ..Change::default()
+        };
+        self.write_views(batch, &[&request.from, &request.to], &change)
+    }
+}
