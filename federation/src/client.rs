@@ -3,7 +3,7 @@
 //! It also checks the X-Matrix signature of inbound requests, with the origin's keys.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use ipnet::IpNet;
@@ -83,7 +83,13 @@ pub struct FederationClient {
     discovery: Discovery,
     settings: Settings,
     pub remote_keys: RemoteKeys,
+    /// Per server, the software `/v1/version` named, and until when that is believed.
+    software: std::sync::Mutex<std::collections::HashMap<String, (Option<String>, Instant)>>,
 }
+
+/// How long a peer's software name is believed (an unreachable peer is asked again sooner).
+const SOFTWARE_TTL: Duration = Duration::from_secs(3600);
+const SOFTWARE_RETRY: Duration = Duration::from_secs(60);
 
 impl FederationClient {
     pub fn new(
@@ -117,6 +123,7 @@ impl FederationClient {
             discovery,
             settings,
             remote_keys,
+            software: Default::default(),
         })
     }
 
@@ -135,6 +142,57 @@ impl FederationClient {
         server != self.server_name()
             && !listed(&self.settings.denied_servers)
             && (self.settings.allowed_servers.is_empty() || listed(&self.settings.allowed_servers))
+    }
+
+    /// The name of the software `server` runs (`GET /_matrix/federation/v1/version`),
+    /// remembered for an hour; `None` if it cannot be asked.
+    pub async fn software(&self, server: &ServerName) -> Option<String> {
+        let cached = self.software.lock().ok()?.get(server.as_str()).cloned();
+        if let Some((name, until)) = cached
+            && until > Instant::now()
+        {
+            return name;
+        }
+        let request = ruma::api::federation::discovery::get_server_version::v1::Request::new();
+        let name = self
+            .send_unsigned(server, request)
+            .await
+            .ok()
+            .and_then(|answer| answer.server.and_then(|s| s.name));
+        let ttl = if name.is_some() {
+            SOFTWARE_TTL
+        } else {
+            SOFTWARE_RETRY
+        };
+        if let Ok(mut cache) = self.software.lock() {
+            cache.insert(server.to_string(), (name.clone(), Instant::now() + ttl));
+        }
+        name
+    }
+
+    async fn send_unsigned<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+    ) -> Result<R::IncomingResponse, FederationError>
+    where
+        R: OutgoingRequest<
+                Authentication = ruma::api::auth_scheme::NoAuthentication,
+                PathBuilder = SinglePath,
+            >,
+    {
+        let server = destination.as_str();
+        let base = self.base_url(server).await?;
+        let request: http::Request<Vec<u8>> = request
+            .try_into_http_request(&base, (), ())
+            .map_err(|e| FederationError::Request(e.to_string()))?;
+        let (status, body) = self.execute(server, request).await?;
+        let response = http::Response::builder()
+            .status(status)
+            .body(body.as_slice())
+            .map_err(|e| FederationError::BadResponse(server.to_owned(), e.to_string()))?;
+        R::IncomingResponse::try_from_http_response(response)
+            .map_err(|e| FederationError::BadResponse(server.to_owned(), e.to_string()))
     }
 
     /// Sends a ruma federation request, signed, and parses the answer.

@@ -80,6 +80,41 @@ impl Services {
     }
 }
 
+/// Friend requests that came as a direct-chat invite from a server without friend
+/// requests (contact-service's request, messaging-service's held invite).
+impl Services {
+    /// Accepts a request; one that came as an invite reveals it.
+    pub async fn accept_request(&self, user: &str, request_id: &str) -> Result<()> {
+        let room = self.held_room(user, request_id)?;
+        self.contacts.accept(user, request_id).await?;
+        if let Some(room) = room {
+            self.messaging.release_invite(user, &room).await?;
+        }
+        Ok(())
+    }
+
+    /// Declines a request; one that came as an invite declines it too (best effort: the
+    /// inviting server may be gone).
+    pub async fn decline_request(&self, user: &str, request_id: &str) -> Result<()> {
+        let room = self.held_room(user, request_id)?;
+        self.contacts
+            .withdraw(user, request_id, contacts::Direction::Incoming)
+            .await?;
+        if let (Some(room), Ok(user_id)) = (room, UserId::parse(user)) {
+            let room_id = ruma::RoomId::parse(&room).map_err(crate::gateway::Error::internal)?;
+            if let Err(e) = self.messaging.leave_remote(&user_id, &room_id).await {
+                tracing::info!(%room, "declining a held invite failed: {}", e.message());
+            }
+        }
+        Ok(())
+    }
+
+    fn held_room(&self, user: &str, request_id: &str) -> Result<Option<String>> {
+        let request = self.contacts.request(request_id)?;
+        Ok(request.filter(|r| r.to == user).and_then(|r| r.room_id))
+    }
+}
+
 /// The `global_value` key recording that the first-start registration token was made.
 const BOOTSTRAP_TOKEN_KEY: &str = "bootstrap_registration_token_issued";
 

@@ -312,16 +312,16 @@ async fn a_peer_that_was_down_gets_everything_once_in_order_even_across_our_rest
     drop(a);
 }
 
-const CONTACTS: &str = "/_matrix/client/unstable/org.kith.contacts/v1";
+pub const CONTACTS: &str = "/_matrix/client/unstable/org.kith.contacts/v1";
 
 /// The user's live `org.kith.contacts` account data in a sync response, if it changed.
-fn contacts_view(sync: &Value) -> Option<Value> {
+pub fn contacts_view(sync: &Value) -> Option<Value> {
     let events = sync["account_data"]["events"].as_array()?;
     let view = events.iter().find(|e| e["type"] == "org.kith.contacts")?;
     Some(view["content"].clone())
 }
 
-fn lists(view: &Value, list: &str, user: &str) -> bool {
+pub fn lists(view: &Value, list: &str, user: &str) -> bool {
     view[list]
         .as_array()
         .is_some_and(|l| l.iter().any(|e| e["user_id"] == user))

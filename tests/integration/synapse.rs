@@ -352,3 +352,62 @@ async fn kith_and_synapse_users_chat_in_rooms_made_on_either_side() {
     );
     kith.assert_events_verify();
 }
+
+/// Under `dm_only`: a kith user may invite a Synapse user into a direct chat (Synapse
+/// users cannot ask to be friends; the invite is the kith user's own consent), and a
+/// Synapse user's direct-chat invite reaches the kith user as a friend request, the invite
+/// shown only once it is accepted.
+#[tokio::test]
+async fn kith_and_synapse_users_start_direct_chats_under_dm_only() {
+    use crate::federation::{CONTACTS, contacts_view, lists};
+    let (kith, kith_name) = Server::federated(&[(crate::common::POLICY, "dm_only")]);
+    let Some(synapse) = Synapse::start(&[&kith_name]).await else {
+        eprintln!("KITH_SYNAPSE_PYTHON is not set: skipping the Synapse federation test");
+        return;
+    };
+    let (alice, alice_token) = kith.user("alice").await;
+    let (bob, bob_token) = synapse.user("bob").await;
+    let (k, s) = (Side::Kith(&kith), Side::Synapse(&synapse));
+    chat((&k, &alice_token, &alice), (&s, &bob_token, &bob)).await;
+
+    let body = json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [alice] });
+    let (status, created) = s
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            &bob_token,
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}\nlog:\n{}", synapse.log());
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let asked = k
+        .sync_until(&alice_token, "the friend request", |s| {
+            contacts_view(s).is_some_and(|v| lists(&v, "incoming", &bob))
+        })
+        .await;
+    assert!(asked["rooms"]["invite"].get(&room).is_none(), "{asked}");
+    let (_, requests) = kith
+        .get(
+            &format!("{CONTACTS}/requests?dir=incoming"),
+            Some(&alice_token),
+        )
+        .await;
+    let request_id = requests["requests"][0]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("{CONTACTS}/requests/{request_id}/accept");
+    let (status, accepted) = kith.post(&path, Some(&alice_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{accepted}");
+    k.sync_until(&alice_token, "the invite", |s| {
+        s["rooms"]["invite"][&room].is_object()
+    })
+    .await;
+    k.join(&alice_token, &room).await;
+    s.say(&bob_token, &room, "glad you accepted").await;
+    k.sync_until(&alice_token, "bob's message", |s| {
+        has_message(s, &room, "glad you accepted")
+    })
+    .await;
+}

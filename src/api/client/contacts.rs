@@ -134,7 +134,7 @@ pub async fn accept(
     request: Authed<IgnoredAny>,
 ) -> Result<Json<Value>> {
     let (me, id) = (request.session.user_id.as_str(), id.map_err(bad_path)?.0);
-    state.contacts.accept(me, &id).await?;
+    state.accept_request(me, &id).await?;
     Ok(Json(json!({ "state": "accepted" })))
 }
 
@@ -145,10 +145,7 @@ pub async fn decline(
     request: Authed<IgnoredAny>,
 ) -> Result<Json<Value>> {
     let (me, id) = (request.session.user_id.as_str(), id.map_err(bad_path)?.0);
-    state
-        .contacts
-        .withdraw(me, &id, Direction::Incoming)
-        .await?;
+    state.decline_request(me, &id).await?;
     Ok(Json(json!({ "state": "declined" })))
 }
 

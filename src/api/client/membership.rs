@@ -182,15 +182,34 @@ pub async fn invite(
         .filter(|(user, m)| matches!(m.membership.as_str(), "join" | "invite") && user != target)
         .count();
     let direct = draft.is_direct() || others < DIRECT_MAX_MEMBERS;
-    let policy = state.config.contacts.dm_requires_friendship;
     let me = session.user_id.as_str();
-    state.contacts.check_invite(policy, me, target, direct)?;
+    check_invite(&state, me, &invitee.user_id, direct).await?;
     if direct {
         draft.mark_direct();
     }
     let content = member_content(&state, target, invitee.reason.as_ref())?;
     send_invite(&state, draft, member(session, target, "invite", content)).await?;
     Ok(RumaResponse(invite_user::v3::Response::new()))
+}
+
+/// The friendship policy for an invite by `me`. Users of servers without friend requests
+/// cannot be asked to be friends: inviting them is the inviter's own consent, and their
+/// server decides for them.
+pub(super) async fn check_invite(
+    state: &AppState,
+    me: &str,
+    invitee: &ruma::UserId,
+    direct: bool,
+) -> Result<()> {
+    let server = invitee.server_name();
+    if server.as_str() != state.config.server_name && !state.contacts.speaks_contacts(server).await
+    {
+        return Ok(());
+    }
+    let policy = state.config.contacts.dm_requires_friendship;
+    state
+        .contacts
+        .check_invite(policy, me, invitee.as_str(), direct)
 }
 
 /// Adds an invite to the draft and commits it; an invitee on another server is asked

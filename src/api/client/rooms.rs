@@ -107,11 +107,8 @@ pub async fn create_room(
     // With its creator and an invitee, a room of two is a direct chat (a room made alone
     // is not yet anything; inviting into it decides).
     let direct = body.is_direct || invitees.len() + 1 == DIRECT_MAX_MEMBERS;
-    let policy = state.config.contacts.dm_requires_friendship;
     for invitee in &invitees {
-        state
-            .contacts
-            .check_invite(policy, me, invitee.as_str(), direct)?;
+        super::membership::check_invite(&state, me, invitee, direct).await?;
     }
     let preset = body.preset.clone().unwrap_or(match body.visibility {
         Visibility::Public => RoomPreset::PublicChat,
@@ -294,8 +291,9 @@ pub async fn send_message(
 }
 
 /// The friendship policy for writing into a direct chat (under its lock): its two members
-/// must still be friends.
-fn check_direct_send(
+/// must still be friends, unless the other is on a server without friend requests (as for
+/// invites, chatting with them is this user's own consent).
+async fn check_direct_send(
     state: &AppState,
     session: &Session,
     room_id: &RoomId,
@@ -306,9 +304,15 @@ fn check_direct_send(
         return Ok(());
     }
     let members = state.messaging.joined_members(room_id.as_str())?;
-    state
-        .contacts
-        .check_send(policy, session.user_id.as_str(), &members)
+    let me = session.user_id.as_str();
+    let other = members.iter().find(|m| m.as_str() != me);
+    if let Some(other) = other.and_then(|o| ruma::UserId::parse(o).ok())
+        && other.server_name().as_str() != state.config.server_name
+        && !state.contacts.speaks_contacts(other.server_name()).await
+    {
+        return Ok(());
+    }
+    state.contacts.check_send(policy, me, &members)
 }
 
 /// Sends one event for a device under a transaction ID: a replay with the same `scope`
@@ -334,7 +338,7 @@ pub(super) async fn send_once(
     }
     // One may still take back (redact) what one said after a friendship ended.
     if spec.kind != TimelineEventType::RoomRedaction {
-        check_direct_send(state, session, room_id, draft.is_direct())?;
+        check_direct_send(state, session, room_id, draft.is_direct()).await?;
     }
     let pdu = draft.add(spec)?;
     let transaction = LocalTransaction {
@@ -372,7 +376,7 @@ pub async fn send_state(
         .draft(&body.room_id)
         .await
         .map_err(|_| not_in_room())?;
-    check_direct_send(&state, session, &body.room_id, draft.is_direct())?;
+    check_direct_send(&state, session, &body.room_id, draft.is_direct()).await?;
     draft.add(spec)?;
     let mut stored = draft.commit(state.storage.batch()).await?;
     let stored = stored

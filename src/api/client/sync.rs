@@ -145,7 +145,8 @@ fn assemble(
         // in flight): it has not happened yet for this sync; the next one shows it.
         let changed = membership.changed_at > after;
         // A forgotten room's last leave still reaches the user's other devices once.
-        if membership.changed_at > upto || (membership.forgotten && !changed) {
+        let held = membership.held;
+        if membership.changed_at > upto || (membership.forgotten && !changed) || held {
             continue;
         }
         match membership.membership.as_str() {

@@ -123,9 +123,18 @@ pub async fn invite(
         .and_then(|d| d.as_bool())
         .unwrap_or(false);
     let policy = state.config.contacts.dm_requires_friendship;
-    state
+    // A kith server's user could have asked to be friends: refused. Anyone else's
+    // invite is held as a friend request instead, shown once it is accepted.
+    let mut held = false;
+    if let Err(blocked) = state
         .contacts
-        .check_invite(policy, inviter, invitee, direct)?;
+        .check_invite(policy, inviter, invitee, direct)
+    {
+        if state.contacts.speaks_contacts(origin).await {
+            return Err(blocked);
+        }
+        held = true;
+    }
     let signed = state
         .messaging
         .receive_invite(
@@ -135,8 +144,13 @@ pub async fn invite(
             &body.room_version,
             &event,
             invite_state,
+            held,
         )
         .await?;
+    if held {
+        let room = body.room_id.as_str();
+        state.contacts.hold_invite(inviter, invitee, room).await?;
+    }
     Ok(RumaResponse(create_invite::v2::Response::new(raw(
         &signed,
     )?)))

@@ -46,6 +46,10 @@ pub struct FriendRequest {
     /// The recipient ignores the sender: the request exists for the sender only.
     #[serde(default)]
     pub hidden: bool,
+    /// The direct chat this request came as: an invite from a server without friend
+    /// requests, held until the request is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

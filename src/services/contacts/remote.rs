@@ -96,6 +96,14 @@ impl Contacts {
             .wake(&destinations.into_iter().collect::<Vec<_>>());
     }
 
+    /// Whether `server` runs kith, so its users can send and answer friend requests.
+    pub async fn speaks_contacts(&self, server: &ServerName) -> bool {
+        let Some(client) = &self.federation else {
+            return false;
+        };
+        client.software(server).await.as_deref() == Some("kith")
+    }
+
     /// `from` (local) asks `to` (on another server): tried at once; a peer that cannot be
     /// reached gets it later from the queue, one without the extension is an error.
     pub async fn send_remote_request(
@@ -137,6 +145,7 @@ impl Contacts {
             message,
             created_ts: now_ms(),
             hidden: false,
+            room_id: None,
         };
         let body = json!({
             "sender": from,
@@ -231,10 +240,49 @@ impl Contacts {
             message: body.message,
             created_ts,
             hidden: ignored,
+            room_id: None,
         };
         self.store_request(&mut batch, &request)?;
         self.storage.commit(batch).await?;
         Ok("pending")
+    }
+
+    /// A direct-chat invite from `from`, on a server without friend requests, to `to`, who
+    /// is not their friend: it becomes `from`'s incoming request to `to` (or joins the one
+    /// there is), which reveals the invite when accepted.
+    pub async fn hold_invite(&self, from: &str, to: &str, room_id: &str) -> Result<()> {
+        let _guard = self.lock_pair(from, to).await;
+        let mut batch = self.storage.batch();
+        let existing = self
+            .request_ref(to, from)?
+            .filter(|r| r.dir == Direction::Incoming)
+            .and_then(|r| self.request(&r.request_id).ok().flatten());
+        match existing {
+            Some(mut request) => {
+                request.room_id = Some(room_id.to_owned());
+                batch.put(
+                    &kith_storage::catalog::REQUESTID_REQUEST,
+                    &request.request_id.as_str(),
+                    &request,
+                )?;
+            }
+            None => {
+                self.request_limiter
+                    .take(from)
+                    .map_err(Error::limit_exceeded)?;
+                let request = FriendRequest {
+                    request_id: random_string(18),
+                    from: from.to_owned(),
+                    to: to.to_owned(),
+                    message: None,
+                    created_ts: now_ms(),
+                    hidden: false,
+                    room_id: Some(room_id.to_owned()),
+                };
+                self.store_request(&mut batch, &request)?;
+            }
+        }
+        Ok(self.storage.commit(batch).await?)
     }
 
     /// `PUT /response/{requestId}` from `origin`: the remote recipient accepted or

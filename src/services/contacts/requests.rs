@@ -67,6 +67,7 @@ impl Contacts {
             message,
             created_ts: now_ms(),
             hidden: ignored_by_recipient,
+            room_id: None,
         };
         let mut batch = self.storage.batch();
         // An ignored sender's request stays theirs alone: pending for them, unseen by the

@@ -555,6 +555,7 @@ impl Draft<'_> {
             changed_at,
             forgotten: false,
             invite_state: Vec::new(),
+            held: false,
         };
         memberships.insert(key.clone(), membership.clone());
         batch.put(

@@ -315,15 +315,13 @@ impl Messaging {
         let request =
             create_leave_event::v2::Request::new(room_id.to_owned(), leave.event_id.clone(), raw);
         client.send(&server, request).await.map_err(remote_error)?;
-        self.store_outside_membership(
-            room_id,
-            user_id,
-            &leave.event_id,
-            leave.json,
-            "leave",
-            Vec::new(),
-        )
-        .await
+        let outside = Outside {
+            membership: "leave",
+            invite_state: Vec::new(),
+            held: false,
+        };
+        self.store_outside_membership(room_id, user_id, &leave.event_id, leave.json, outside)
+            .await
     }
 
     /// Every event the given ones' `auth_events` lead to, transitively.
@@ -595,6 +593,7 @@ impl Messaging {
         version: &RoomVersionId,
         json: &Value,
         invite_state: Vec<Value>,
+        held: bool,
     ) -> Result<CanonicalJsonObject> {
         if pdu::rules(version).is_err() {
             return Err(incompatible(version));
@@ -630,16 +629,40 @@ impl Messaging {
         {
             return Ok(signed);
         }
-        self.store_outside_membership(
-            room_id,
-            &invitee,
-            &pdu.event_id,
-            signed.clone(),
-            "invite",
+        let membership = Outside {
+            membership: "invite",
             invite_state,
-        )
-        .await?;
+            held,
+        };
+        self.store_outside_membership(room_id, &invitee, &pdu.event_id, signed.clone(), membership)
+            .await?;
         Ok(signed)
+    }
+
+    /// Shows a held invite to its user (they accepted the friend request it came as).
+    pub async fn release_invite(&self, user_id: &str, room_id: &str) -> Result<()> {
+        let _guard = self.room_locks.lock(room_id).await;
+        let Some(mut membership) = self.membership(user_id, room_id)? else {
+            return Ok(());
+        };
+        if !membership.held {
+            return Ok(());
+        }
+        let mut batch = self.storage.batch();
+        membership.held = false;
+        // Seen as new by the user's next sync.
+        membership.changed_at = batch.new_position()?;
+        batch.put(
+            &catalog::USERID_ROOMID_MEMBERSHIP,
+            &(user_id, room_id),
+            &membership,
+        )?;
+        batch.put(
+            &catalog::ROOMID_USERID_MEMBERSHIP,
+            &(room_id, user_id),
+            &membership,
+        )?;
+        Ok(self.storage.commit(batch).await?)
     }
 
     /// Keeps a member event of a room this server is not in (an invite, or the leave
@@ -650,8 +673,7 @@ impl Messaging {
         user_id: &UserId,
         event_id: &EventId,
         json: CanonicalJsonObject,
-        membership: &str,
-        invite_state: Vec<Value>,
+        outside: Outside,
     ) -> Result<()> {
         let _guard = self.room_locks.lock(room_id.as_str()).await;
         let mut batch = self.storage.batch();
@@ -667,12 +689,13 @@ impl Messaging {
         };
         batch.put(&catalog::EVENTID_PDU, &event_id.as_str(), &record)?;
         let membership = super::Membership {
-            membership: membership.into(),
+            membership: outside.membership.into(),
             event_id: event_id.to_owned(),
             position,
             changed_at: position,
             forgotten: false,
-            invite_state,
+            invite_state: outside.invite_state,
+            held: outside.held,
         };
         let (user, room) = (user_id.as_str(), room_id.as_str());
         batch.put(
@@ -687,6 +710,13 @@ impl Messaging {
         )?;
         Ok(self.storage.commit(batch).await?)
     }
+}
+
+/// A membership in a room this server is not in.
+struct Outside {
+    membership: &'static str,
+    invite_state: Vec<Value>,
+    held: bool,
 }
 
 /// Percent-encodes a path segment (room and event IDs hold `!`, `$`, `:` and more).

@@ -122,4 +122,8 @@ pub struct Membership {
     /// invited user sees it before joining.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invite_state: Vec<Value>,
+    /// An invite kept from the user until they accept the friend request it came as
+    /// (a direct chat from a server without friend requests, under `dm_only`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
