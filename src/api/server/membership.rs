@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
+use crate::services::messaging::InviteIn;
 
 fn raw(value: &impl serde::Serialize) -> Result<Box<serde_json::value::RawValue>> {
     serde_json::value::to_raw_value(value).map_err(Error::internal)
@@ -139,10 +140,12 @@ pub async fn invite(
         .messaging
         .receive_invite(
             origin,
-            &body.room_id,
-            &body.event_id,
-            &body.room_version,
-            &event,
+            InviteIn {
+                room_id: &body.room_id,
+                event_id: &body.event_id,
+                version: &body.room_version,
+                event: &event,
+            },
             invite_state,
             held,
         )

@@ -588,13 +588,16 @@ impl Messaging {
     pub async fn receive_invite(
         &self,
         origin: &ServerName,
-        room_id: &RoomId,
-        event_id: &EventId,
-        version: &RoomVersionId,
-        json: &Value,
+        invite: InviteIn<'_>,
         invite_state: Vec<Value>,
         held: bool,
     ) -> Result<CanonicalJsonObject> {
+        let InviteIn {
+            room_id,
+            event_id,
+            version,
+            event: json,
+        } = invite;
         if pdu::rules(version).is_err() {
             return Err(incompatible(version));
         }
@@ -710,6 +713,14 @@ impl Messaging {
         )?;
         Ok(self.storage.commit(batch).await?)
     }
+}
+
+/// An invite another server sends for one of our users (`PUT /v2/invite`).
+pub struct InviteIn<'a> {
+    pub room_id: &'a RoomId,
+    pub event_id: &'a EventId,
+    pub version: &'a RoomVersionId,
+    pub event: &'a Value,
 }
 
 /// A membership in a room this server is not in.
