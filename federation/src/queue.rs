@@ -55,6 +55,13 @@ impl Outbox {
         Queue::push_into(batch, destination, item)
     }
 
+    /// Whether anything waits to be sent to `destination`.
+    pub fn has_pending(&self, destination: &str) -> bool {
+        self.0
+            .get()
+            .is_some_and(|queue| queue.has_items(destination))
+    }
+
     /// Has the queue send what was just committed for these servers.
     pub fn wake(&self, destinations: &[String]) {
         if let Some(queue) = self.0.get() {

@@ -83,14 +83,14 @@ impl Services {
 /// Friend requests that came as a direct-chat invite from a server without friend
 /// requests (contact-service's request, messaging-service's held invite).
 impl Services {
-    /// Accepts a request; one that came as an invite reveals it.
+    /// Accepts a request; one that came as an invite reveals it, in the same write.
     pub async fn accept_request(&self, user: &str, request_id: &str) -> Result<()> {
-        let room = self.held_room(user, request_id)?;
-        self.contacts.accept(user, request_id).await?;
-        if let Some(room) = room {
-            self.messaging.release_invite(user, &room).await?;
+        let mut batch = self.storage.batch();
+        if let Some(room) = self.held_room(user, request_id)? {
+            self.messaging
+                .release_invite_into(&mut batch, user, &room)?;
         }
-        Ok(())
+        self.contacts.accept(user, request_id, batch).await
     }
 
     /// Declines a request; one that came as an invite declines it too (best effort: the

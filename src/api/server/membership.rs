@@ -136,24 +136,32 @@ pub async fn invite(
         }
         held = true;
     }
+    let mut batch = state.storage.batch();
+    let mut _pair = Vec::new();
+    if held {
+        let ignored = state
+            .messaging
+            .account_data(invitee, None, "m.ignored_user_list")?
+            .is_some_and(|list| list["ignored_users"].get(inviter).is_some());
+        let pair = (inviter, invitee);
+        let room = body.room_id.as_str();
+        _pair = state
+            .contacts
+            .hold_invite_into(&mut batch, origin, pair, room, ignored)
+            .await?;
+    }
+    let invite = InviteIn {
+        room_id: &body.room_id,
+        event_id: &body.event_id,
+        version: &body.room_version,
+        event: &event,
+        invite_state,
+        held,
+    };
     let signed = state
         .messaging
-        .receive_invite(
-            origin,
-            InviteIn {
-                room_id: &body.room_id,
-                event_id: &body.event_id,
-                version: &body.room_version,
-                event: &event,
-            },
-            invite_state,
-            held,
-        )
+        .receive_invite(origin, invite, batch)
         .await?;
-    if held {
-        let room = body.room_id.as_str();
-        state.contacts.hold_invite(inviter, invitee, room).await?;
-    }
     Ok(RumaResponse(create_invite::v2::Response::new(raw(
         &signed,
     )?)))

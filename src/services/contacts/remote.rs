@@ -91,6 +91,28 @@ impl Contacts {
         Ok(Some(server))
     }
 
+    /// Queues `user`'s answer to a request for the other side's server, if another
+    /// (not for a held invite's request: that server knows no friend requests).
+    pub(super) fn answer_into(
+        &self,
+        batch: &mut Batch,
+        request: &FriendRequest,
+        user: &str,
+        action: &str,
+    ) -> Result<Option<String>> {
+        if request.room_id.is_some() {
+            return Ok(None);
+        }
+        let other = if request.from == user {
+            &request.to
+        } else {
+            &request.from
+        };
+        let body = json!({ "sender": user, "action": action });
+        let path = format!("/response/{}", request.request_id);
+        self.notify_into(batch, other, path, body)
+    }
+
     pub(super) fn wake(&self, destinations: Option<String>) {
         self.outbox
             .wake(&destinations.into_iter().collect::<Vec<_>>());
@@ -118,22 +140,22 @@ impl Contacts {
             .ok_or_else(|| Error::forbidden("Federation is disabled on this server"))?;
         let to_str = to.as_str();
         self.check_message(&message)?;
-        let _guard = self.lock_pair(from, to_str).await;
-        self.check_new_request(from, to_str)?;
-        // They asked first: this is their request accepted, and their server is told.
-        if let Some(theirs) = self
-            .request_ref(from, to_str)?
-            .filter(|r| r.dir == Direction::Incoming)
-            && let Some(request) = self.request(&theirs.request_id)?
         {
-            let mut batch = self.storage.batch();
-            self.befriend(&mut batch, &request)?;
-            let body = json!({ "sender": from, "action": "accept" });
-            let path = format!("/response/{}", request.request_id);
-            let notified = self.notify_into(&mut batch, to_str, path, body)?;
-            self.storage.commit(batch).await?;
-            self.wake(notified);
-            return Ok(SendOutcome::Accepted(request.request_id));
+            let _pair = self.lock_pair(from, to_str).await;
+            self.check_new_request(from, to_str)?;
+            // They asked first: this is their request accepted, and their server is told.
+            if let Some(theirs) = self
+                .request_ref(from, to_str)?
+                .filter(|r| r.dir == Direction::Incoming)
+                && let Some(request) = self.request(&theirs.request_id)?
+            {
+                let mut batch = self.storage.batch();
+                self.befriend(&mut batch, &request)?;
+                let notified = self.answer_into(&mut batch, &request, from, "accept")?;
+                self.storage.commit(batch).await?;
+                self.wake(notified);
+                return Ok(SendOutcome::Accepted(request.request_id));
+            }
         }
         self.request_limiter
             .take(from)
@@ -155,9 +177,24 @@ impl Contacts {
         });
         let path = format!("/request/{}", request.request_id);
         let full = format!("{FEDERATION_PREFIX}{path}");
-        let answer = client
-            .send_json(to.server_name(), http::Method::PUT, &full, Some(&body))
-            .await;
+        // Sent at once, outside the pair's lock (the other server may be asking this one
+        // at the same moment), unless earlier news for that server waits in the queue:
+        // then behind it, so it cannot overtake an unfriending or a cancellation.
+        let server = to.server_name();
+        let answer = match self.outbox.has_pending(server.as_str()) {
+            true => Err(FederationError::Unreachable(
+                server.to_string(),
+                "queued".into(),
+            )),
+            false => {
+                client
+                    .send_json(server, http::Method::PUT, &full, Some(&body))
+                    .await
+            }
+        };
+        let _pair = self.lock_pair(from, to_str).await;
+        // What changed meanwhile wins: the other side's request, or a friendship.
+        self.check_new_request(from, to_str)?;
         let mut batch = self.storage.batch();
         let mut queued = None;
         let accepted = match answer {
@@ -247,42 +284,51 @@ impl Contacts {
         Ok("pending")
     }
 
-    /// A direct-chat invite from `from`, on a server without friend requests, to `to`, who
-    /// is not their friend: it becomes `from`'s incoming request to `to` (or joins the one
-    /// there is), which reveals the invite when accepted.
-    pub async fn hold_invite(&self, from: &str, to: &str, room_id: &str) -> Result<()> {
-        let _guard = self.lock_pair(from, to).await;
-        let mut batch = self.storage.batch();
+    /// A direct-chat invite from `from`, on `origin` (a server without friend requests),
+    /// to `to`, who is not their friend: it becomes `from`'s incoming request to `to` (or
+    /// joins the one there is), which reveals the invite when accepted. Written into
+    /// `batch`, with the held invite; the returned locks keep the pair's requests as
+    /// checked until it is committed. Rate-limited per sender and per server, as each
+    /// such invite shows the user something.
+    pub async fn hold_invite_into(
+        &self,
+        batch: &mut Batch,
+        origin: &ServerName,
+        (from, to): (&str, &str),
+        room_id: &str,
+        ignored: bool,
+    ) -> Result<Vec<tokio::sync::MutexGuard<'_, ()>>> {
+        let guards = self.lock_pair(from, to).await;
         let existing = self
             .request_ref(to, from)?
             .filter(|r| r.dir == Direction::Incoming)
             .and_then(|r| self.request(&r.request_id).ok().flatten());
-        match existing {
-            Some(mut request) => {
-                request.room_id = Some(room_id.to_owned());
-                batch.put(
-                    &kith_storage::catalog::REQUESTID_REQUEST,
-                    &request.request_id.as_str(),
-                    &request,
-                )?;
-            }
-            None => {
-                self.request_limiter
-                    .take(from)
-                    .map_err(Error::limit_exceeded)?;
-                let request = FriendRequest {
-                    request_id: random_string(18),
-                    from: from.to_owned(),
-                    to: to.to_owned(),
-                    message: None,
-                    created_ts: now_ms(),
-                    hidden: false,
-                    room_id: Some(room_id.to_owned()),
-                };
-                self.store_request(&mut batch, &request)?;
-            }
+        if let Some(mut request) = existing {
+            request.room_id = Some(room_id.to_owned());
+            let id = request.request_id.clone();
+            batch.put(
+                &kith_storage::catalog::REQUESTID_REQUEST,
+                &id.as_str(),
+                &request,
+            )?;
+            return Ok(guards);
         }
-        Ok(self.storage.commit(batch).await?)
+        for key in [from, origin.as_str()] {
+            self.request_limiter
+                .take(key)
+                .map_err(Error::limit_exceeded)?;
+        }
+        let request = FriendRequest {
+            request_id: random_string(18),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            message: None,
+            created_ts: now_ms(),
+            hidden: ignored,
+            room_id: Some(room_id.to_owned()),
+        };
+        self.store_request(batch, &request)?;
+        Ok(guards)
     }
 
     /// `PUT /response/{requestId}` from `origin`: the remote recipient accepted or

@@ -4,7 +4,7 @@
 
 use http::StatusCode;
 use kith_storage::{Batch, catalog};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::view::Change;
 use super::{Contacts, Direction, FriendRequest, Friendship, RequestRef};
@@ -197,16 +197,15 @@ impl Contacts {
     }
 
     /// The recipient accepts: friends from now on.
-    pub async fn accept(&self, user: &str, request_id: &str) -> Result<()> {
+    /// Commits with whatever `batch` holds (the release of the invite the request came
+    /// as).
+    pub async fn accept(&self, user: &str, request_id: &str, mut batch: Batch) -> Result<()> {
         let request = self.own_request(request_id, user, Direction::Incoming)?;
         let _guard = self.lock_pair(&request.from, &request.to).await;
         // Looked up again under the lock: the sender may have cancelled meanwhile.
         let request = self.own_request(request_id, user, Direction::Incoming)?;
-        let mut batch = self.storage.batch();
         self.befriend(&mut batch, &request)?;
-        let body = json!({ "sender": user, "action": "accept" });
-        let path = format!("/response/{request_id}");
-        let notified = self.notify_into(&mut batch, &request.from, path, body)?;
+        let notified = self.answer_into(&mut batch, &request, user, "accept")?;
         self.storage.commit(batch).await?;
         self.wake(notified);
         Ok(())
@@ -230,13 +229,11 @@ impl Contacts {
         self.write_views(&mut batch, &views, &change)?;
         // The other side's server hears of it (a hidden request it never had, too: the
         // answer changes nothing there).
-        let (other, action) = match role {
-            Direction::Incoming => (&request.from, "decline"),
-            Direction::Outgoing => (&request.to, "cancel"),
+        let action = match role {
+            Direction::Incoming => "decline",
+            Direction::Outgoing => "cancel",
         };
-        let body = json!({ "sender": user, "action": action });
-        let path = format!("/response/{request_id}");
-        let notified = self.notify_into(&mut batch, other, path, body)?;
+        let notified = self.answer_into(&mut batch, &request, user, action)?;
         self.storage.commit(batch).await?;
         self.wake(notified);
         Ok(())

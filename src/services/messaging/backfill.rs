@@ -81,16 +81,16 @@ impl Messaging {
 
     /// The room's first timeline event here, if its history goes on before it (it is not
     /// the room's create event): what to backfill from.
-    fn backfill_point(&self, room_id: &str) -> Result<Option<(u64, Vec<OwnedEventId>)>> {
+    fn backfill_point(&self, room_id: &str) -> Result<Option<Vec<OwnedEventId>>> {
         let first = self.timeline_after(room_id, 0, 1)?;
-        let Some((position, event)) = first.into_iter().next() else {
+        let Some((_, event)) = first.into_iter().next() else {
             return Ok(None);
         };
         let pdu = event.pdu().map_err(Error::internal)?;
         if pdu.kind == TimelineEventType::RoomCreate || pdu.prev_events.is_empty() {
             return Ok(None);
         }
-        Ok(Some((position, pdu.prev_events)))
+        Ok(Some(pdu.prev_events))
     }
 
     /// Fetches the history before the room's first timeline event here from another
@@ -99,7 +99,7 @@ impl Messaging {
         let Some(room) = self.room(room_id)? else {
             return Ok(0);
         };
-        let Some((first, prev_events)) = self.backfill_point(room_id.as_str())? else {
+        let Some(prev_events) = self.backfill_point(room_id.as_str())? else {
             return Ok(0);
         };
         let Some(client) = self.federation.as_deref() else {
@@ -135,28 +135,40 @@ impl Messaging {
                     continue;
                 };
                 match self.verify_received(&room.version, object).await {
-                    Ok(pdu) if pdu.room_id.as_deref().is_none_or(|r| r == room_id) => {
+                    // A v12 create event names its room by its own hash.
+                    Ok(pdu)
+                        if pdu
+                            .room_id
+                            .clone()
+                            .or_else(|| pdu.derived_room_id().ok())
+                            .as_deref()
+                            == Some(room_id) =>
+                    {
                         events.push(pdu)
                     }
                     Ok(_) => {}
                     Err(e) => tracing::info!(%server, "left out a backfilled event: {e}"),
                 }
             }
-            return self.place_history(room_id, first, events).await;
+            return self.place_history(room_id, events).await;
         }
         Ok(0)
     }
 
-    /// Puts fetched history into the timeline before position `first`, deepest first,
-    /// leaving out what is already in it and what fails its own auth events.
+    /// Puts fetched history into the timeline before its first event, deepest first,
+    /// leaving out what is already in it, what repeats, and what fails its own auth events.
     async fn place_history(
         &self,
         room_id: &RoomId,
-        first: u64,
         mut events: Vec<kith_federation::Pdu>,
     ) -> Result<usize> {
         let room = room_id.as_str();
         let _guard = self.room_locks.lock(room).await;
+        // Read under the lock: another backfill may have placed events meanwhile.
+        let Some((first, _)) = self.timeline_after(room, 0, 1)?.into_iter().next() else {
+            return Ok(0);
+        };
+        let mut placed: HashSet<OwnedEventId> = HashSet::new();
         events.sort_by_key(|e| std::cmp::Reverse(u64::from(e.depth)));
         let fetched: HashMap<OwnedEventId, kith_federation::Pdu> = events
             .iter()
@@ -167,10 +179,10 @@ impl Messaging {
         let mut added = 0;
         for pdu in events {
             let known = self.stored_pdu(pdu.event_id.as_str())?;
-            if known
+            let in_timeline = known
                 .as_ref()
-                .is_some_and(|k| !k.outlier || k.room_id != room)
-            {
+                .is_some_and(|k| !k.outlier || k.room_id != room);
+            if in_timeline || !placed.insert(pdu.event_id.clone()) {
                 continue;
             }
             if !self.auth_by_own_events(&pdu, &fetched)? {

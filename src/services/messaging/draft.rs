@@ -545,6 +545,10 @@ impl Draft<'_> {
             Some(previous) => Some(previous.clone()),
             None => self.messaging.membership(key, room)?,
         };
+        // A held invite stays held when the same invite comes again in a transaction.
+        let held = previous
+            .as_ref()
+            .is_some_and(|p| p.held && p.event_id == pdu.event_id);
         let changed_at = previous
             .filter(|p| p.membership == content.membership)
             .map_or(position, |p| p.changed_at);
@@ -555,7 +559,7 @@ impl Draft<'_> {
             changed_at,
             forgotten: false,
             invite_state: Vec::new(),
-            held: false,
+            held,
         };
         memberships.insert(key.clone(), membership.clone());
         batch.put(

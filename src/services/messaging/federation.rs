@@ -24,8 +24,9 @@ use super::{Messaging, Room, StoredPdu};
 use crate::gateway::{Error, Result};
 use crate::util::now_ms;
 
-/// How long a remote user types without renewing (Synapse's federation timeout).
-pub const REMOTE_TYPING: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a remote user types without a renewal (Synapse renews every 40 s and forgets
+/// after 60).
+pub const REMOTE_TYPING: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn incompatible(version: &RoomVersionId) -> Error {
     Error::new(
@@ -320,7 +321,9 @@ impl Messaging {
             invite_state: Vec::new(),
             held: false,
         };
-        self.store_outside_membership(room_id, user_id, &leave.event_id, leave.json, outside)
+        let batch = self.storage.batch();
+        let leave = (leave.event_id.as_ref(), leave.json);
+        self.store_outside_membership(batch, room_id, user_id, leave, outside)
             .await
     }
 
@@ -584,19 +587,21 @@ impl Messaging {
     }
 
     /// `PUT /v2/invite`, as the invitee's server: checks the invite, signs it, and keeps it
-    /// (with the room state it came with) for the user to see in `/sync`.
+    /// (with the room state it came with) for the user to see in `/sync`, committing it
+    /// with whatever `batch` holds (the friend request a held invite comes as).
     pub async fn receive_invite(
         &self,
         origin: &ServerName,
         invite: InviteIn<'_>,
-        invite_state: Vec<Value>,
-        held: bool,
+        batch: kith_storage::Batch,
     ) -> Result<CanonicalJsonObject> {
         let InviteIn {
             room_id,
             event_id,
             version,
             event: json,
+            invite_state,
+            held,
         } = invite;
         if pdu::rules(version).is_err() {
             return Err(incompatible(version));
@@ -626,10 +631,14 @@ impl Messaging {
         self.keys
             .countersign(version, &mut signed)
             .map_err(Error::internal)?;
-        // A room one of our users is in hears of the invite in a transaction as well.
+        // A room one of our users is in hears of the invite in a transaction as well (a
+        // held one is kept here first, so it stays held when it comes).
         let local = |user: &String| user.ends_with(&format!(":{}", self.server_name()));
-        if self.room(room_id)?.is_some() && self.joined_members(room_id.as_str())?.iter().any(local)
+        if !held
+            && self.room(room_id)?.is_some()
+            && self.joined_members(room_id.as_str())?.iter().any(local)
         {
+            self.storage.commit(batch).await?;
             return Ok(signed);
         }
         let membership = Outside {
@@ -637,21 +646,31 @@ impl Messaging {
             invite_state,
             held,
         };
-        self.store_outside_membership(room_id, &invitee, &pdu.event_id, signed.clone(), membership)
-            .await?;
+        self.store_outside_membership(
+            batch,
+            room_id,
+            &invitee,
+            (&pdu.event_id, signed.clone()),
+            membership,
+        )
+        .await?;
         Ok(signed)
     }
 
-    /// Shows a held invite to its user (they accepted the friend request it came as).
-    pub async fn release_invite(&self, user_id: &str, room_id: &str) -> Result<()> {
-        let _guard = self.room_locks.lock(room_id).await;
+    /// Shows a held invite to its user (they accepted the friend request it came as), in
+    /// `batch`.
+    pub fn release_invite_into(
+        &self,
+        batch: &mut kith_storage::Batch,
+        user_id: &str,
+        room_id: &str,
+    ) -> Result<()> {
         let Some(mut membership) = self.membership(user_id, room_id)? else {
             return Ok(());
         };
         if !membership.held {
             return Ok(());
         }
-        let mut batch = self.storage.batch();
         membership.held = false;
         // Seen as new by the user's next sync.
         membership.changed_at = batch.new_position()?;
@@ -665,21 +684,20 @@ impl Messaging {
             &(room_id, user_id),
             &membership,
         )?;
-        Ok(self.storage.commit(batch).await?)
+        Ok(())
     }
 
     /// Keeps a member event of a room this server is not in (an invite, or the leave
     /// that declined it) and the user's membership as it says, outside any timeline.
     async fn store_outside_membership(
         &self,
+        mut batch: kith_storage::Batch,
         room_id: &RoomId,
         user_id: &UserId,
-        event_id: &EventId,
-        json: CanonicalJsonObject,
+        (event_id, json): (&EventId, CanonicalJsonObject),
         outside: Outside,
     ) -> Result<()> {
         let _guard = self.room_locks.lock(room_id.as_str()).await;
-        let mut batch = self.storage.batch();
         let position = batch.new_position()?;
         let record = StoredPdu {
             event_id: event_id.to_owned(),
@@ -721,6 +739,10 @@ pub struct InviteIn<'a> {
     pub event_id: &'a EventId,
     pub version: &'a RoomVersionId,
     pub event: &'a Value,
+    /// The stripped room state it came with.
+    pub invite_state: Vec<Value>,
+    /// Kept from the user until they accept the friend request it came as.
+    pub held: bool,
 }
 
 /// A membership in a room this server is not in.

@@ -34,14 +34,28 @@ pub struct Receipt {
 pub struct Typing {
     pub users: BTreeMap<String, u64>,
     pub position: u64,
+    /// Local users typing, with when other servers last heard so.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared: BTreeMap<String, u64>,
 }
 
+/// How often other servers hear again that a local user still types (they forget after
+/// a minute, as Synapse does).
+const TYPING_RESHARE_MS: u64 = 30_000;
+
 impl Typing {
-    /// Drops the expired entries; whether any were.
-    fn prune(&mut self, now: u64) -> bool {
-        let before = self.users.len();
-        self.users.retain(|_, until| *until > now);
-        self.users.len() != before
+    /// Drops the expired entries; the users who stopped.
+    fn prune(&mut self, now: u64) -> Vec<String> {
+        let stopped: Vec<String> = self
+            .users
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(user, _)| user.clone())
+            .collect();
+        for user in &stopped {
+            self.users.remove(user);
+        }
+        stopped
     }
 }
 
@@ -149,33 +163,63 @@ impl Messaging {
     pub async fn set_typing(&self, room_id: &str, user_id: &str, until: Option<u64>) -> Result<()> {
         let _guard = self.ephemeral_locks.lock(room_id).await;
         let mut typing = self.typing(room_id)?;
-        let mut changed = typing.prune(now_ms());
+        let now = now_ms();
+        let mut batch = self.storage.batch();
+        let mut destinations = self.share_stops(&mut batch, room_id, &mut typing, now)?;
+        let mut changed = !destinations.is_empty();
         let started = match until {
             Some(until) => typing.users.insert(user_id.to_owned(), until).is_none(),
             None => typing.users.remove(user_id).is_some(),
         };
-        let mut batch = self.storage.batch();
-        // Other servers hear of each start and stop (a renewal is no news).
-        let mut destinations = Vec::new();
-        if started {
-            let edu = json!({ "edu_type": "m.typing", "content": {
-                "room_id": room_id, "user_id": user_id, "typing": until.is_some(),
-            }});
-            destinations = self.share_into(&mut batch, room_id, user_id, edu)?;
-        }
         changed |= started;
+        // Other servers hear of each start and stop, and every half minute that it goes on.
+        let stale = typing
+            .shared
+            .get(user_id)
+            .is_none_or(|at| now.saturating_sub(*at) >= TYPING_RESHARE_MS);
+        let local = user_id.ends_with(&format!(":{}", self.server_name()));
+        if local && (started || (until.is_some() && stale)) {
+            let edu = typing_edu(room_id, user_id, until.is_some());
+            destinations.extend(self.share_into(&mut batch, room_id, user_id, edu)?);
+            match until {
+                Some(_) => typing.shared.insert(user_id.to_owned(), now),
+                None => typing.shared.remove(user_id),
+            };
+        }
         self.store_typing(batch, room_id, typing, changed).await?;
         self.wake(&destinations);
         Ok(())
+    }
+
+    /// Drops expired typing entries and, for local users, tells other servers they
+    /// stopped; returns those servers.
+    fn share_stops(
+        &self,
+        batch: &mut kith_storage::Batch,
+        room_id: &str,
+        typing: &mut Typing,
+        now: u64,
+    ) -> Result<Vec<String>> {
+        let mut destinations = Vec::new();
+        for user in typing.prune(now) {
+            if typing.shared.remove(&user).is_some() {
+                let edu = typing_edu(room_id, &user, false);
+                destinations.extend(self.share_into(batch, room_id, &user, edu)?);
+            }
+        }
+        Ok(destinations)
     }
 
     /// Drops expired typing entries, telling syncing clients if any were.
     pub async fn expire_typing(&self, room_id: &str) -> Result<()> {
         let _guard = self.ephemeral_locks.lock(room_id).await;
         let mut typing = self.typing(room_id)?;
-        if typing.prune(now_ms()) {
-            self.store_typing(self.storage.batch(), room_id, typing, true)
-                .await?;
+        let before = typing.users.len();
+        let mut batch = self.storage.batch();
+        let destinations = self.share_stops(&mut batch, room_id, &mut typing, now_ms())?;
+        if typing.users.len() != before {
+            self.store_typing(batch, room_id, typing, true).await?;
+            self.wake(&destinations);
         }
         Ok(())
     }
@@ -220,4 +264,10 @@ impl Messaging {
         let users: Vec<&String> = typing.users.keys().collect();
         Ok(changed.then(|| json!({ "type": "m.typing", "content": { "user_ids": users } })))
     }
+}
+
+fn typing_edu(room_id: &str, user_id: &str, typing: bool) -> Value {
+    json!({ "edu_type": "m.typing", "content": {
+        "room_id": room_id, "user_id": user_id, "typing": typing,
+    }})
 }
