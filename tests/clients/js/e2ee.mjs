@@ -1,17 +1,34 @@
 // End-to-end-encryption test for kith using the real matrix-js-sdk with its Rust crypto
 // (@matrix-org/matrix-sdk-crypto-wasm, the WebAssembly build of matrix-sdk-crypto).
 //
-//   cd tests/clients/js && npm ci && node e2ee.mjs http://127.0.0.1:PORT
+//   cd tests/clients/js && npm ci && node e2ee.mjs <alice_base_url> [<bob_base_url>]
+//   e.g. node e2ee.mjs http://127.0.0.1:8008                        (one server)
+//        node e2ee.mjs http://127.0.0.1:8008 http://127.0.0.1:8009  (two federating servers)
 //
-// Needs a kith server with open registration (KITH_REGISTRATION__MODE=open). Steps:
-//   1. register alice-<rand> and bob-<rand>; alice sends bob a contact request through the
-//      org.kith.contacts API and bob accepts it (kith refuses direct chats between strangers);
+// Needs kith servers with open registration (KITH_REGISTRATION__MODE=open). With one base URL
+// alice and bob are both users of that server. With two, alice (and everything her clients do)
+// is on the first server and bob (and his later third device) on the second: the two servers
+// must federate with each other (server names that resolve to their federation listeners,
+// e.g. KITH_SERVER_NAME=127.0.0.1:P with KITH_LISTEN__FEDERATION=127.0.0.1:P, plus
+// KITH_FEDERATION__VERIFY_CERTIFICATES=false and KITH_FEDERATION__DENIED_IP_RANGES='[]' on
+// loopback), and every cross-user step then goes over federation: the contact request and
+// its answer (org.kith.contacts federation API), the invite and bob's join (make_join /
+// send_join through alice's server), the room events, the device keys (federation
+// /user/keys/query, /user/keys/claim, /user/devices), the Olm-wrapped room keys
+// (m.direct_to_device EDUs) and bob's new device (m.device_list_update EDU). Steps:
+//   1. register alice-<rand> and bob-<rand> (each on their own server); alice sends bob (by
+//      his full user ID) a contact request through the org.kith.contacts API and bob accepts
+//      it (kith refuses direct chats between strangers). With two servers, bob first waits
+//      for the request to reach his server's GET /requests?dir=incoming, and after his accept
+//      alice waits until her server's GET /friends lists him (the answer travels through the
+//      federation queue);
 //   2. alice's and bob's clients each run initRustCrypto({ useIndexedDB: false }) (in-memory
 //      crypto store) and startClient, and must reach sync state PREPARED; then both devices'
 //      identity keys must be visible to the other side through POST /keys/query (the SDK
 //      uploads them with POST /keys/upload after its first sync);
 //   3. alice's client creates an encrypted DM (m.room.encryption in initial_state, is_direct,
-//      trusted_private_chat) inviting bob; bob's client sees the invite and joins;
+//      trusted_private_chat) inviting bob's full user ID; bob's client sees the invite and
+//      joins it by room ID;
 //   4. alice's client.sendTextMessage (encrypted by the SDK: /keys/query, /keys/claim,
 //      /sendToDevice with the Olm-wrapped room key, then an m.room.encrypted event); the
 //      stored event must be m.room.encrypted without plaintext, and bob's client must decrypt
@@ -25,9 +42,11 @@
 // outgoing request, a rejected to-device event) and carries on; such log lines are collected
 // and fail the test even when the messages got through.
 // Prints "js-sdk e2ee test passed" and exits 0, or says what failed and exits 1. Every wait
-// is bounded and the whole run is bounded too. Every HTTP request (SDK, crypto and fetch) is
-// logged to stderr as `[http] who METHOD path?query -> status`, with the body of non-2xx
-// answers; a per-endpoint summary is printed to stderr at the end.
+// is bounded and the whole run is bounded too; the waits poll, so the per-step timeout leaves
+// plenty of room for events that take a second or two to cross between servers. Every HTTP
+// request (SDK, crypto and fetch) is logged to stderr as `[http] who METHOD path?query ->
+// status` (who is alice*, bob* or bob3*, which also says which server it went to), with the
+// body of non-2xx answers; a per-endpoint summary is printed to stderr at the end.
 //
 // Rust crypto on Node: nothing special is needed beyond polyfill.mjs. The wasm package's
 // "exports" map has a `node` condition (node.mjs) that loads the .wasm with fs.readFile, and
@@ -36,7 +55,8 @@
 //
 // Env: KITH_JS_SDK_LOG=trace|debug|info|warn|error (SDK + crypto log level, default warn; to
 //      stderr), KITH_JS_TIMEOUT_MS (per-step timeout, default 60000),
-//      KITH_JS_OVERALL_TIMEOUT_MS (whole run, default 240000).
+//      KITH_JS_OVERALL_TIMEOUT_MS (whole run, default 240000 with one server, 360000 with
+//      two).
 //
 // Node 20: the polyfill import MUST stay first (matrix-js-sdk needs Promise.withResolvers,
 // which Node 20 lacks). See polyfill.mjs.
@@ -46,16 +66,19 @@ import { logger as sdkGlobalLogger } from "matrix-js-sdk/lib/logger.js";
 import { CryptoEvent } from "matrix-js-sdk/lib/crypto-api/index.js";
 
 const STEP_TIMEOUT_MS = Number(process.env.KITH_JS_TIMEOUT_MS ?? 60000);
-const OVERALL_TIMEOUT_MS = Number(process.env.KITH_JS_OVERALL_TIMEOUT_MS ?? 240000);
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"];
 const SDK_LOG_LEVEL = LOG_LEVELS.includes(process.env.KITH_JS_SDK_LOG) ? process.env.KITH_JS_SDK_LOG : "warn";
 const MEGOLM = "m.megolm.v1.aes-sha2";
 
-const baseUrl = (process.argv[2] ?? "").replace(/\/+$/, "");
-if (!/^https?:\/\//.test(baseUrl)) {
-    console.error("usage: node e2ee.mjs <base_url>   (e.g. http://127.0.0.1:8008)");
+// alice's server, and bob's (the same one unless a second base URL is given).
+const aliceBaseUrl = (process.argv[2] ?? "").replace(/\/+$/, "");
+const bobBaseUrl = (process.argv[3] ?? aliceBaseUrl).replace(/\/+$/, "");
+if (![aliceBaseUrl, bobBaseUrl].every((u) => /^https?:\/\//.test(u)) || process.argv.length > 4) {
+    console.error("usage: node e2ee.mjs <alice_base_url> [<bob_base_url>]   (e.g. http://127.0.0.1:8008 http://127.0.0.1:8009)");
     process.exit(2);
 }
+const federated = bobBaseUrl !== aliceBaseUrl;
+const OVERALL_TIMEOUT_MS = Number(process.env.KITH_JS_OVERALL_TIMEOUT_MS ?? (federated ? 360000 : 240000));
 
 // ---------------------------------------------------------------- logging
 
@@ -249,9 +272,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const rand = () => Math.random().toString(36).slice(2, 10);
 const enc = encodeURIComponent;
 
-/** Plain client-server API call (registration, contacts, checks). */
-async function api(who, method, path, { token, body, query, prefix = "/_matrix/client/v3" } = {}) {
-    const url = new URL(`${baseUrl}${prefix}${path}`);
+/** Plain client-server API call (registration, contacts, checks) to the server at `base`. */
+async function api(base, who, method, path, { token, body, query, prefix = "/_matrix/client/v3" } = {}) {
+    const url = new URL(`${base}${prefix}${path}`);
     for (const [k, v] of Object.entries(query ?? {})) url.searchParams.set(k, v);
     const headers = { Accept: "application/json" };
     if (token) headers.Authorization = `Bearer ${token}`;
@@ -273,23 +296,25 @@ async function api(who, method, path, { token, body, query, prefix = "/_matrix/c
 }
 const brief = (r) => `HTTP ${r.status} ${JSON.stringify(r.json).slice(0, 300)}`;
 
-async function register(name) {
+/** Registers `name`-<rand> on the server at `base`; the credentials remember `base`. */
+async function register(name, base) {
     const username = `${name}-${rand()}`;
     const password = `pw-${rand()}${rand()}`;
     const body = { username, password, auth: { type: "m.login.dummy" }, initial_device_display_name: `kith e2ee ${name}` };
-    let r = await api(name, "POST", "/register", { body });
+    let r = await api(base, name, "POST", "/register", { body });
     if (r.status === 401 && r.json.session) {
         // Server wanted a UIA round-trip first: complete the dummy stage in that session.
-        r = await api(name, "POST", "/register", { body: { ...body, auth: { type: "m.login.dummy", session: r.json.session } } });
+        r = await api(base, name, "POST", "/register", { body: { ...body, auth: { type: "m.login.dummy", session: r.json.session } } });
     }
     if (r.status !== 200 || !r.json.access_token || !r.json.user_id || !r.json.device_id) {
         fail(`register ${username}: ${brief(r)}`);
     }
-    return { name, userId: r.json.user_id, accessToken: r.json.access_token, deviceId: r.json.device_id, password };
+    return { name, base, userId: r.json.user_id, accessToken: r.json.access_token, deviceId: r.json.device_id, password };
 }
 
+/** Logs `user` in again (a new device) on the user's own server. */
 async function login(who, user) {
-    const r = await api(who, "POST", "/login", {
+    const r = await api(user.base, who, "POST", "/login", {
         body: {
             type: "m.login.password",
             identifier: { type: "m.id.user", user: user.userId },
@@ -299,7 +324,7 @@ async function login(who, user) {
     });
     if (r.status !== 200 || !r.json.access_token || !r.json.device_id) fail(`login ${user.userId}: ${brief(r)}`);
     if (r.json.user_id !== user.userId) fail(`login returned user_id ${r.json.user_id}, expected ${user.userId}`);
-    return { name: who, userId: user.userId, accessToken: r.json.access_token, deviceId: r.json.device_id, password: user.password };
+    return { name: who, base: user.base, userId: user.userId, accessToken: r.json.access_token, deviceId: r.json.device_id, password: user.password };
 }
 
 const clients = [];
@@ -307,7 +332,7 @@ const clients = [];
 /** createClient + initRustCrypto (in-memory store) + startClient, waiting for PREPARED. */
 async function startCryptoClient(who, creds) {
     const client = sdk.createClient({
-        baseUrl,
+        baseUrl: creds.base,
         accessToken: creds.accessToken,
         userId: creds.userId,
         deviceId: creds.deviceId,
@@ -347,7 +372,7 @@ async function waitForDeviceKeysOnServer(observer, device) {
     const got = await poll(
         `${device.name}'s device keys (${device.userId} ${device.deviceId}) in ${observer.name}'s POST /keys/query — the SDK uploads them with POST /keys/upload after its first sync`,
         async () => {
-            const r = await api(observer.name, "POST", "/keys/query", {
+            const r = await api(observer.base, observer.name, "POST", "/keys/query", {
                 token: observer.accessToken,
                 body: { device_keys: { [device.userId]: [] }, timeout: 10000 },
             });
@@ -379,7 +404,7 @@ async function waitForDeviceKeysOnServer(observer, device) {
 
 /** Checks what the server stored for an event sent encrypted by the SDK. */
 async function checkStoredEncrypted(viewer, roomId, eventId, plaintext) {
-    const r = await api(viewer.name, "GET", `/rooms/${enc(roomId)}/event/${enc(eventId)}`, { token: viewer.accessToken });
+    const r = await api(viewer.base, viewer.name, "GET", `/rooms/${enc(roomId)}/event/${enc(eventId)}`, { token: viewer.accessToken });
     if (r.status !== 200) fail(`GET /rooms/{roomId}/event/${eventId}: ${brief(r)}`);
     const e = r.json;
     if (e.type !== "m.room.encrypted") fail(`stored event ${eventId} has type ${e.type}, expected m.room.encrypted (the SDK sent it unencrypted?): ${JSON.stringify(e)}`);
@@ -455,24 +480,63 @@ async function sendEncrypted(sender, roomId, body) {
 // ---------------------------------------------------------------- the test
 
 async function main() {
-    step(`server ${baseUrl}`);
+    step(federated ? `alice's server ${aliceBaseUrl}, bob's server ${bobBaseUrl} (federated)` : `server ${aliceBaseUrl}`);
 
-    step("1. register alice and bob; alice sends bob a contact request, bob accepts");
-    const aliceCreds = await register("alice");
-    const bobCreds = await register("bob");
+    step(`1. register alice and bob; alice sends bob a contact request, bob accepts${federated ? " (over federation)" : ""}`);
+    const aliceCreds = await register("alice", aliceBaseUrl);
+    const bobCreds = await register("bob", bobBaseUrl);
     err(`  alice=${aliceCreds.userId} (${aliceCreds.deviceId})  bob=${bobCreds.userId} (${bobCreds.deviceId})`);
     const CONTACTS = "/_matrix/client/unstable/org.kith.contacts/v1";
-    const asked = await api("alice", "POST", "/requests", { prefix: CONTACTS, token: aliceCreds.accessToken, body: { user_id: bobCreds.userId } });
+    const asked = await api(aliceCreds.base, "alice", "POST", "/requests", { prefix: CONTACTS, token: aliceCreds.accessToken, body: { user_id: bobCreds.userId } });
     if (asked.status !== 200 || typeof asked.json.request_id !== "string") fail(`contact request: ${brief(asked)}`);
-    const accepted = await api("bob", "POST", `/requests/${enc(asked.json.request_id)}/accept`, { prefix: CONTACTS, token: bobCreds.accessToken, body: {} });
+    const requestId = asked.json.request_id;
+    if (federated) {
+        // alice's server forwards the request to bob's server, which keeps it under the same ID.
+        err(`  request ${requestId} sent (${asked.json.state ?? JSON.stringify(asked.json)}); waiting for it on bob's server`);
+        let lastIncoming = "";
+        await poll(
+            `alice's contact request ${requestId} in bob's GET /requests?dir=incoming on his server`,
+            async () => {
+                const r = await api(bobCreds.base, "bob", "GET", "/requests", { prefix: CONTACTS, token: bobCreds.accessToken, query: { dir: "incoming" } });
+                lastIncoming = `last answer ${brief(r)}`;
+                if (r.status !== 200) return null;
+                const req = r.json.requests?.find((q) => q.request_id === requestId);
+                if (req && req.user_id !== aliceCreds.userId) fail(`bob's incoming request ${requestId} is from ${req.user_id}, expected ${aliceCreds.userId}`);
+                return req;
+            },
+            { everyMs: 500, lastNote: () => lastIncoming },
+        );
+    }
+    const accepted = await api(bobCreds.base, "bob", "POST", `/requests/${enc(requestId)}/accept`, { prefix: CONTACTS, token: bobCreds.accessToken, body: {} });
     if (accepted.status !== 200) fail(`accept contact request: ${brief(accepted)}`);
-    err(`  request ${asked.json.request_id} -> ${accepted.json.state ?? JSON.stringify(accepted.json)}`);
+    err(`  request ${requestId} -> ${accepted.json.state ?? JSON.stringify(accepted.json)}`);
+    if (federated) {
+        // The accept reaches alice's server through its federation queue; her createRoom is
+        // refused (403 M_INVITE_BLOCKED) until her server knows they are friends.
+        let lastFriends = "";
+        await poll(
+            `bob in alice's GET /friends on her server (the accept crossing over federation)`,
+            async () => {
+                const r = await api(aliceCreds.base, "alice", "GET", "/friends", { prefix: CONTACTS, token: aliceCreds.accessToken });
+                lastFriends = `last answer ${brief(r)}`;
+                return r.status === 200 && r.json.friends?.some((f) => f.user_id === bobCreds.userId);
+            },
+            { everyMs: 500, lastNote: () => lastFriends },
+        );
+        err(`  alice's server lists bob as a friend`);
+    }
 
     step("2. alice's and bob's clients: initRustCrypto (in-memory store), startClient, PREPARED");
     const alice = await startCryptoClient("alice", aliceCreds);
     const bob = await startCryptoClient("bob", bobCreds);
 
     step("2b. each device's identity keys reach the server (POST /keys/upload) and the other side (POST /keys/query)");
+    if (federated) {
+        // First each on its own server, so that a failure below is the federation key query's.
+        await waitForDeviceKeysOnServer(alice, alice);
+        await waitForDeviceKeysOnServer(bob, bob);
+        err("  (the other side's keys now come through the observer's server: federation /user/keys/query)");
+    }
     await waitForDeviceKeysOnServer(alice, bob);
     await waitForDeviceKeysOnServer(bob, alice);
 
@@ -532,7 +596,7 @@ async function main() {
     const changed = await poll(
         `${bob.userId} in device_lists.changed of alice's GET /sync?since=${since}`,
         async () => {
-            const r = await api("alice", "GET", "/sync", { token: alice.accessToken, query: { since, timeout: "0" } });
+            const r = await api(alice.base, "alice", "GET", "/sync", { token: alice.accessToken, query: { since, timeout: "0" } });
             if (r.status !== 200) {
                 lastSync = `last answer ${brief(r)}`;
                 return null;
@@ -556,7 +620,7 @@ async function main() {
         fail(`alice's /sync: device_unused_fallback_key_types is ${JSON.stringify(fallbackTypes)}, expected ["signed_curve25519"] (her fallback key is unused)`);
     }
     // Informational only: the same change through GET /keys/changes.
-    const keyChanges = await api("alice", "GET", "/keys/changes", {
+    const keyChanges = await api(alice.base, "alice", "GET", "/keys/changes", {
         token: alice.accessToken,
         query: { from: since, to: changed.next_batch },
     });
