@@ -74,6 +74,9 @@ pub enum DomainEvent {
         user_id: String,
         receipt_type: String,
     },
+    /// A local user's devices or keys changed (other servers in their rooms are told).
+    #[serde(rename = "device_list.changed")]
+    DeviceListChanged { user_id: String },
 }
 
 /// One entry of the log: the event and when it happened.

@@ -90,6 +90,8 @@ async fn serve(config: Config) -> Result<(), String> {
     let address = config.listen.client;
     let services = Services::open(config)?;
     services.bootstrap_registration_token()?;
+    // The queue first: subscribers may queue for other servers as they catch up.
+    services.start_federation();
     services.start_subscribers();
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -102,7 +104,6 @@ async fn serve(config: Config) -> Result<(), String> {
         true => Some(federation_listener(&services.config, router.clone()).await?),
         false => None,
     };
-    services.start_federation();
     tracing::info!(
         server_name = %services.config.server_name,
         client_api = %local,

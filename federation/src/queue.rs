@@ -46,13 +46,22 @@ impl Outbox {
         let _ = self.0.set(queue);
     }
 
-    /// Appends `item` for `destination` to `batch`; [`Outbox::wake`] it after the commit.
+    /// Appends `item` for `destination` to `batch`; [`Outbox::wake`] it after the commit
+    /// (or [`Outbox::wake_at`] its position before). Returns that position.
     pub fn push_into(
         batch: &mut Batch,
         destination: &str,
         item: &Outgoing,
-    ) -> Result<(), kith_storage::Error> {
+    ) -> Result<u64, kith_storage::Error> {
         Queue::push_into(batch, destination, item)
+    }
+
+    /// Has the queue send an item for `destination` once the write holding `position`
+    /// is visible: safe to call before that write is committed.
+    pub fn wake_at(&self, destination: &str, position: u64) {
+        if let Some(queue) = self.0.get() {
+            let _ = queue.wake.send((destination.to_owned(), position));
+        }
     }
 
     /// Whether anything waits to be sent to `destination`.
@@ -88,7 +97,8 @@ struct Backoff {
 pub struct Queue {
     storage: Storage,
     client: Arc<FederationClient>,
-    wake: mpsc::UnboundedSender<String>,
+    /// Destinations to look at, each once the stream position given is visible.
+    wake: mpsc::UnboundedSender<(String, u64)>,
     /// Destinations with a running worker.
     active: Mutex<HashSet<String>>,
     /// Destinations currently backing off, each with what ends its wait early.
@@ -104,7 +114,7 @@ fn now_ms() -> u64 {
 impl Queue {
     /// Starts the dispatcher and resumes every destination with queued items.
     pub fn start(storage: Storage, client: Arc<FederationClient>) -> Arc<Queue> {
-        let (wake, mut woken) = mpsc::unbounded_channel::<String>();
+        let (wake, mut woken) = mpsc::unbounded_channel::<(String, u64)>();
         let queue = Arc::new(Queue {
             storage,
             client,
@@ -114,7 +124,15 @@ impl Queue {
         });
         let dispatcher = Arc::clone(&queue);
         tokio::spawn(async move {
-            while let Some(destination) = woken.recv().await {
+            let mut visible = dispatcher.storage.subscribe();
+            while let Some((destination, position)) = woken.recv().await {
+                // Written but not yet committed: wait, or the worker would find nothing.
+                // (An uncommitted batch's positions become visible when it is dropped.)
+                while *visible.borrow_and_update() < position {
+                    if visible.changed().await.is_err() {
+                        return;
+                    }
+                }
                 let fresh = dispatcher
                     .active
                     .lock()
@@ -136,23 +154,24 @@ impl Queue {
         queue
     }
 
-    /// Appends `item` for `destination` to `batch`; call [`Queue::wake`] after committing.
+    /// Appends `item` for `destination` to `batch`; returns its position.
     pub fn push_into(
         batch: &mut Batch,
         destination: &str,
         item: &Outgoing,
-    ) -> Result<(), kith_storage::Error> {
+    ) -> Result<u64, kith_storage::Error> {
         let position = batch.new_position()?;
         batch.put(
             &catalog::DESTINATION_POSITION_OUTGOING,
             &(destination, position),
             item,
-        )
+        )?;
+        Ok(position)
     }
 
     /// Has the destination's worker look at its queue.
     pub fn wake(&self, destination: &str) {
-        let _ = self.wake.send(destination.to_owned());
+        let _ = self.wake.send((destination.to_owned(), 0));
     }
 
     /// The peer is up (it sent us a request): end its backoff and send what waits.

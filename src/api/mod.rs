@@ -13,10 +13,12 @@ use ruma::api::client::{
     session, state as room_state, thirdparty, to_device, typing, user_directory, voip,
 };
 use ruma::api::federation::backfill::get_backfill;
+use ruma::api::federation::device::get_devices;
 use ruma::api::federation::discovery::{
     discover_homeserver as server_discovery, get_server_keys, get_server_version,
 };
 use ruma::api::federation::event::get_event;
+use ruma::api::federation::keys::{claim_keys as federation_claim, get_keys as federation_query};
 use ruma::api::federation::membership::{
     create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
 };
@@ -171,6 +173,9 @@ pub fn router(state: AppState) -> Router {
         .ruma::<get_profile_information::v1::Request, _, _>(server::query::profile)
         .ruma::<get_event::v1::Request, _, _>(server::events::event)
         .ruma::<get_backfill::v1::Request, _, _>(server::events::backfill)
+        .ruma::<federation_query::v1::Request, _, _>(server::keys_e2ee::query)
+        .ruma::<federation_claim::v1::Request, _, _>(server::keys_e2ee::claim)
+        .ruma::<get_devices::v1::Request, _, _>(server::keys_e2ee::devices)
         // the E2EE relay
         .ruma::<keys::upload_keys::v3::Request, _, _>(client::keys::upload)
         .ruma::<keys::get_keys::v3::Request, _, _>(client::keys::query)

@@ -184,6 +184,13 @@ impl Services {
     pub fn start_subscribers(&self) {
         events::spawn(self.storage.clone(), Arc::new(profile::ProfileCreator));
         events::spawn(self.storage.clone(), Arc::new(contacts::ContactsCreator));
+        if self.federation.is_some() {
+            let announcer = e2ee::DeviceListAnnouncer {
+                outbox: Arc::clone(&self.messaging.outbox),
+                server_name: self.config.server_name.clone(),
+            };
+            events::spawn(self.storage.clone(), Arc::new(announcer));
+        }
     }
 
     /// Starts the outbound federation queue (resuming what a previous run left).

@@ -94,6 +94,19 @@ async fn matrix_js_sdk_clients_chat_end_to_end_encrypted() {
     assert!(server.assert_events_verify() > 8);
 }
 
+/// The same across two kith servers: the friend request, the keys (queried and claimed
+/// through bob's server), the room keys (to-device messages as federation EDUs) and bob's
+/// new device (announced as `m.device_list_update`) all cross.
+#[tokio::test]
+async fn matrix_js_sdk_clients_chat_end_to_end_encrypted_across_two_servers() {
+    let (a, _) = Server::federated(&[(POLICY, "dm_only")]);
+    let (b, _) = Server::federated(&[(POLICY, "dm_only")]);
+    let args = ["tests/clients/js/e2ee.mjs", &a.base, &b.base];
+    run_client(&a, "node", &args, "js-sdk e2ee test passed").await;
+    a.assert_events_verify();
+    b.assert_events_verify();
+}
+
 /// A matrix-js-sdk client starts, reaches PREPARED, joins a direct room it is invited to
 /// and exchanges messages.
 #[tokio::test]

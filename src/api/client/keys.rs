@@ -17,7 +17,7 @@ use super::account::PASSWORD_FLOWS;
 use super::json_of;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
-use crate::services::e2ee::{Target, Upload};
+use crate::services::e2ee::{self, Target, Upload};
 
 /// `POST /_matrix/client/v3/keys/upload`: device keys, one-time and fallback keys.
 pub async fn upload(
@@ -73,11 +73,82 @@ pub async fn query(
             .flatten()
             .and_then(|d| d.display_name)
     };
-    Ok(Json(state.e2ee.query(
-        session.user_id.as_str(),
-        &asked,
-        display_name,
-    )?))
+    let (local, remote) = split_by_server(&state, asked);
+    let mut answer = state
+        .e2ee
+        .query(session.user_id.as_str(), &local, display_name)?;
+    for (server, asked) in remote {
+        let body = json!({ "device_keys": asked });
+        let path = "/_matrix/federation/v1/user/keys/query";
+        match ask_server(&state, &server, path, &body).await {
+            Ok(found) => {
+                for field in ["device_keys", "master_keys", "self_signing_keys"] {
+                    merge_users(&mut answer[field], &found[field], &server);
+                }
+            }
+            Err(failure) => answer["failures"][server.as_str()] = failure,
+        }
+    }
+    Ok(Json(answer))
+}
+
+/// Splits what a client asks about by whose it is: ours, and per other server.
+fn split_by_server<T>(
+    state: &AppState,
+    asked: BTreeMap<String, T>,
+) -> (BTreeMap<String, T>, BTreeMap<String, BTreeMap<String, T>>) {
+    let mut local = BTreeMap::new();
+    let mut remote: BTreeMap<String, BTreeMap<String, T>> = BTreeMap::new();
+    for (user, value) in asked {
+        match user.split_once(':').map(|(_, server)| server) {
+            Some(server) if server != state.config.server_name => {
+                remote
+                    .entry(server.to_owned())
+                    .or_default()
+                    .insert(user, value);
+            }
+            _ => {
+                local.insert(user, value);
+            }
+        }
+    }
+    (local, remote)
+}
+
+/// Asks another server about its users' keys (10 s at most); a failure as `/keys/query`
+/// and `/keys/claim` report it under `failures`.
+async fn ask_server(
+    state: &AppState,
+    server: &str,
+    path: &str,
+    body: &Value,
+) -> std::result::Result<Value, Value> {
+    let failure = |message: String| json!({ "status": 503, "message": message });
+    let client = state
+        .federation
+        .as_ref()
+        .ok_or_else(|| failure("Federation is disabled".into()))?;
+    let server = ruma::ServerName::parse(server).map_err(|e| failure(e.to_string()))?;
+    let asked = client.send_json(&server, http::Method::POST, path, Some(body));
+    match tokio::time::timeout(std::time::Duration::from_secs(10), asked).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => Err(failure(e.to_string())),
+        Err(_) => Err(failure("Timed out".into())),
+    }
+}
+
+/// Copies into `into` the entries of `from` for users of `server` (a server speaks only
+/// for its own users).
+fn merge_users(into: &mut Value, from: &Value, server: &str) {
+    let (Some(into), Some(from)) = (into.as_object_mut(), from.as_object()) else {
+        return;
+    };
+    let suffix = format!(":{server}");
+    for (user, value) in from {
+        if user.ends_with(&suffix) {
+            into.insert(user.clone(), value.clone());
+        }
+    }
 }
 
 /// `POST /_matrix/client/v3/keys/claim`
@@ -98,7 +169,21 @@ pub async fn claim(
             (user.to_string(), devices)
         })
         .collect();
-    Ok(Json(state.e2ee.claim(&asked).await?))
+    let (local, remote) = split_by_server(&state, asked);
+    let mut answer = state.e2ee.claim(&local).await?;
+    for (server, asked) in remote {
+        let body = json!({ "one_time_keys": asked });
+        let path = "/_matrix/federation/v1/user/keys/claim";
+        match ask_server(&state, &server, path, &body).await {
+            Ok(found) => merge_users(
+                &mut answer["one_time_keys"],
+                &found["one_time_keys"],
+                &server,
+            ),
+            Err(failure) => answer["failures"][server.as_str()] = failure,
+        }
+    }
+    Ok(Json(answer))
 }
 
 /// `GET /_matrix/client/v3/keys/changes?from=&to=`: what `/sync`'s `device_lists` would
@@ -204,8 +289,15 @@ pub async fn send_to_device(
         return Ok(Json(json!({})));
     }
     let mut messages = Vec::new();
+    let mut remote: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     for (user, devices) in &body.messages {
+        // Users of other servers get theirs through their server.
         if user.server_name().as_str() != state.config.server_name {
+            let devices = devices
+                .iter()
+                .map(|(target, content)| Ok((target.to_string(), json_of(content)?)))
+                .collect::<Result<_>>()?;
+            remote.insert(user.to_string(), devices);
             continue;
         }
         for (target, content) in devices {
@@ -232,6 +324,11 @@ pub async fn send_to_device(
         &Value::Null,
     )?;
     let kind = body.event_type.to_string();
+    if !remote.is_empty() {
+        let (sender, message_id) = (session.user_id.as_str(), body.txn_id.as_str());
+        let outbox = &state.messaging.outbox;
+        e2ee::to_device_into(outbox, &mut batch, sender, &kind, message_id, remote)?;
+    }
     state
         .e2ee
         .send_to_device(session.user_id.as_str(), &kind, messages, devices_of, batch)

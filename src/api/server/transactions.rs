@@ -90,6 +90,26 @@ async fn receive_edu(state: &AppState, origin: &ServerName, edu: &Value) -> Resu
             }
         }
         "m.receipt" => state.messaging.receive_receipts(origin, content).await?,
+        "m.device_list_update" | "m.signing_key_update" => {
+            let user = content["user_id"].as_str().unwrap_or_default();
+            state.e2ee.note_remote_change(origin, user).await?;
+        }
+        "m.direct_to_device" => {
+            let own = format!(":{}", state.config.server_name);
+            let local = |user: &str| user.ends_with(&own);
+            let devices_of = |user: &str| -> Result<Vec<String>> {
+                Ok(state
+                    .sessions
+                    .devices(user)?
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect())
+            };
+            state
+                .e2ee
+                .receive_to_device(origin, content, devices_of, local)
+                .await?;
+        }
         _ => {}
     }
     Ok(())

@@ -6,6 +6,7 @@
 
 mod backup;
 mod cross_signing;
+mod federation;
 mod keys;
 mod signed;
 mod to_device;
@@ -18,6 +19,7 @@ use crate::gateway::Result;
 use crate::util::StripedLocks;
 
 pub use backup::BackupKeys;
+pub use federation::{DeviceListAnnouncer, to_device_into};
 pub use keys::Upload;
 pub use to_device::Target;
 
@@ -90,8 +92,20 @@ impl E2ee {
     }
 }
 
-/// Takes a position in `batch` for a change to `user_id`'s devices or keys; returns it.
+/// Takes a position in `batch` for a change to a local user's devices or keys (and logs
+/// it, for other servers to hear); returns it.
 pub fn note_key_change(batch: &mut Batch, user_id: &str) -> kith_storage::Result<u64> {
+    let position = note_any_key_change(batch, user_id)?;
+    let changed = crate::events::DomainEvent::DeviceListChanged {
+        user_id: user_id.to_owned(),
+    };
+    crate::events::append(batch, changed)?;
+    Ok(position)
+}
+
+/// The position-taking part of [`note_key_change`], also for another server's user whose
+/// keys that server says changed.
+fn note_any_key_change(batch: &mut Batch, user_id: &str) -> kith_storage::Result<u64> {
     let position = batch.new_position()?;
     batch.put(&catalog::USERID_KEYCHANGE, &user_id, &position)?;
     Ok(position)
