@@ -293,6 +293,48 @@ impl FederationClient {
         server: &str,
         request: http::Request<Vec<u8>>,
     ) -> Result<(StatusCode, Vec<u8>), FederationError> {
+        let (status, _, body) = self.execute_full(server, request, usize::MAX).await?;
+        Ok((status, body))
+    }
+
+    /// A signed `GET` whose answer is not JSON (media): its `Content-Type` and body, at
+    /// most `limit` bytes (a larger one is an error).
+    pub async fn get_raw(
+        &self,
+        destination: &ServerName,
+        path_and_query: &str,
+        limit: usize,
+    ) -> Result<(Option<String>, Vec<u8>), FederationError> {
+        let server = destination.as_str();
+        let base = self.base_url(server).await?;
+        let mut request = http::Request::builder()
+            .uri(format!("{base}{path_and_query}"))
+            .body(Vec::new())
+            .map_err(|e| FederationError::Request(e.to_string()))?;
+        let input = XMatrixSigningInput::new(
+            self.own_name()?,
+            destination.to_owned(),
+            self.keys.key_pair(),
+        );
+        let authorization = XMatrix::sign_http_request(&request, input)
+            .map_err(|e| FederationError::Request(e.to_string()))?;
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, (&authorization).into());
+        let (_, headers, body) = self.execute_full(server, request, limit).await?;
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((content_type, body))
+    }
+
+    async fn execute_full(
+        &self,
+        server: &str,
+        request: http::Request<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(StatusCode, http::HeaderMap, Vec<u8>), FederationError> {
         let unreachable = |e: &dyn std::fmt::Display| {
             FederationError::Unreachable(server.to_owned(), e.to_string())
         };
@@ -307,13 +349,26 @@ impl FederationClient {
             .await
             .map_err(|e| unreachable(&e))?;
         let status = response.status();
+        let headers = response.headers().clone();
+        if response.content_length().is_some_and(|l| l > limit as u64) {
+            return Err(FederationError::BadResponse(
+                server.to_owned(),
+                "too large".into(),
+            ));
+        }
         let body = response
             .bytes()
             .await
             .map_err(|e| unreachable(&e))?
             .to_vec();
+        if body.len() > limit {
+            return Err(FederationError::BadResponse(
+                server.to_owned(),
+                "too large".into(),
+            ));
+        }
         if status.is_success() {
-            return Ok((status, body));
+            return Ok((status, headers, body));
         }
         let error: Value = serde_json::from_slice(&body).unwrap_or_default();
         let field = |name: &str| {

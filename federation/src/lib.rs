@@ -7,6 +7,7 @@
 mod client;
 mod discovery;
 mod keys;
+pub mod media;
 pub mod pdu;
 mod queue;
 mod remote_keys;

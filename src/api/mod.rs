@@ -12,6 +12,7 @@ use ruma::api::client::{
     media, membership, message, presence, profile, push, read_marker, receipt, redact, room,
     session, state as room_state, thirdparty, to_device, typing, user_directory, voip,
 };
+use ruma::api::federation::authenticated_media as federation_media;
 use ruma::api::federation::backfill::get_backfill;
 use ruma::api::federation::device::get_devices;
 use ruma::api::federation::discovery::{
@@ -176,6 +177,10 @@ pub fn router(state: AppState) -> Router {
         .ruma::<federation_query::v1::Request, _, _>(server::keys_e2ee::query)
         .ruma::<federation_claim::v1::Request, _, _>(server::keys_e2ee::claim)
         .ruma::<get_devices::v1::Request, _, _>(server::keys_e2ee::devices)
+        .ruma::<federation_media::get_content::v1::Request, _, _>(server::media::download)
+        .ruma::<federation_media::get_content_thumbnail::v1::Request, _, _>(
+            server::media::thumbnail,
+        )
         // the E2EE relay
         .ruma::<keys::upload_keys::v3::Request, _, _>(client::keys::upload)
         .ruma::<keys::get_keys::v3::Request, _, _>(client::keys::query)

@@ -158,7 +158,7 @@ impl Services {
             Arc::clone(&outbox),
         );
         let e2ee = e2ee::E2ee::new(storage.clone());
-        let media = media::Media::new(storage.clone(), &config)?;
+        let media = media::Media::new(storage.clone(), &config, federation.clone())?;
         profile::directory::ensure_indexed(&storage)
             .map_err(|e| format!("cannot index the user directory: {e}"))?;
         let admin_secret = crate::admin::secret::load_or_create(&config.admin_secret_path())

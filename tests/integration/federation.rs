@@ -120,6 +120,32 @@ async fn users_on_two_kith_servers_invite_join_and_chat() {
             "{members}"
         );
     }
+    // bob fetches alice's picture, and a thumbnail of it, through his server.
+    let picture = crate::media::png(64, 48);
+    let (status, uploaded) =
+        crate::media::upload(&a, &alice_token, picture.clone(), "image/png", "cat.png").await;
+    assert_eq!(status, StatusCode::OK, "{uploaded}");
+    let mxc = uploaded["content_uri"].as_str().unwrap();
+    let media = mxc.trim_start_matches("mxc://");
+    for path in [
+        format!("/_matrix/client/v1/media/download/{media}"),
+        format!("/_matrix/client/v1/media/thumbnail/{media}?width=32&height=32&method=crop"),
+    ] {
+        let response = b
+            .http
+            .get(format!("{}{path}", b.base))
+            .bearer_auth(&bob_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let bytes = response.bytes().await.unwrap();
+        match path.contains("thumbnail") {
+            true => assert_eq!(crate::media::dimensions(&bytes), (32, 32)),
+            false => assert_eq!(bytes.to_vec(), picture),
+        }
+    }
+
     // carol on C, a server not in the room, declines an invite into it: through A
     // (make_leave, send_leave), which records her leave.
     let (c, _) = Server::federated(&[]);

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::common::{Server, assert_error};
 
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub fn png(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([(x * 4) as u8, (y * 4) as u8, 90])
     });
@@ -50,7 +50,7 @@ async fn fetch(server: &Server, path: &str, token: Option<&str>) -> Fetched {
     }
 }
 
-async fn upload(
+pub async fn upload(
     server: &Server,
     token: &str,
     bytes: Vec<u8>,
@@ -73,7 +73,7 @@ async fn upload(
     (status, response.json().await.unwrap())
 }
 
-fn dimensions(bytes: &[u8]) -> (u32, u32) {
+pub fn dimensions(bytes: &[u8]) -> (u32, u32) {
     let image = image::load_from_memory(bytes).expect("an image");
     (image.width(), image.height())
 }

@@ -16,7 +16,7 @@ pub struct Synapse {
     child: Child,
     pub name: String,
     dir: tempfile::TempDir,
-    http: reqwest::Client,
+    pub http: reqwest::Client,
 }
 
 impl Drop for Synapse {
@@ -324,6 +324,55 @@ async fn kith_and_synapse_users_chat_in_rooms_made_on_either_side() {
     let (status, profile) = s.request(Method::GET, &path, &bob_token, None).await;
     assert_eq!(status, StatusCode::OK, "{profile}");
     assert_eq!(profile["displayname"], "alice", "{profile}");
+
+    // Media crosses both ways (authenticated federation media, multipart answers).
+    let picture = crate::media::png(40, 30);
+    let (status, uploaded) =
+        crate::media::upload(&kith, &alice_token, picture.clone(), "image/png", "k.png").await;
+    assert_eq!(status, StatusCode::OK, "{uploaded}");
+    let kith_media = uploaded["content_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mxc://")
+        .to_owned();
+    let response = synapse
+        .http
+        .post(format!(
+            "https://{}/_matrix/media/v3/upload?filename=s.png",
+            synapse.name
+        ))
+        .bearer_auth(&bob_token)
+        .header("content-type", "image/png")
+        .body(picture.clone())
+        .send()
+        .await
+        .unwrap();
+    let uploaded: Value = response.json().await.unwrap();
+    let synapse_media = uploaded["content_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mxc://")
+        .to_owned();
+    for (base, token, media) in [
+        (kith.base.clone(), &alice_token, &synapse_media),
+        (format!("https://{}", synapse.name), &bob_token, &kith_media),
+    ] {
+        let url = format!("{base}/_matrix/client/v1/media/download/{media}");
+        let response = synapse
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{url}\n{}",
+            synapse.log()
+        );
+        assert_eq!(response.bytes().await.unwrap().to_vec(), picture, "{url}");
+    }
 
     // Synapse has no friend requests: kith says so plainly.
     let path = "/_matrix/client/unstable/org.kith.contacts/v1/requests";

@@ -5,6 +5,7 @@ pub mod contacts;
 pub mod events;
 pub mod keys;
 pub mod keys_e2ee;
+pub mod media;
 pub mod membership;
 pub mod query;
 pub mod transactions;

@@ -7,8 +7,10 @@ mod files;
 mod thumbnail;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use http::StatusCode;
+use kith_federation::{FederationClient, FederationError};
 use kith_storage::{Storage, catalog};
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +50,8 @@ pub struct Media {
     decodes: tokio::sync::Semaphore,
     /// Per media ID, across the check-and-write of a reserved ID's upload.
     reserved_locks: StripedLocks,
+    /// Other servers' media is fetched through it, once, then kept here.
+    federation: Option<Arc<FederationClient>>,
 }
 
 fn not_found() -> Error {
@@ -55,7 +59,11 @@ fn not_found() -> Error {
 }
 
 impl Media {
-    pub fn new(storage: Storage, config: &Config) -> Result<Media, String> {
+    pub fn new(
+        storage: Storage,
+        config: &Config,
+        federation: Option<Arc<FederationClient>>,
+    ) -> Result<Media, String> {
         let dir = config.media_path();
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create media directory {}: {e}", dir.display()))?;
@@ -66,17 +74,62 @@ impl Media {
             max_upload_size: config.media.max_upload_size,
             decodes: tokio::sync::Semaphore::new(thumbnail::DECODES_AT_ONCE),
             reserved_locks: StripedLocks::new(16),
+            federation,
         })
     }
 
     pub fn record(&self, server: &str, media_id: &str) -> Result<Option<MediaRecord>> {
-        if server != self.server_name {
-            // Other servers' media comes with federation.
-            return Ok(None);
-        }
         Ok(self
             .storage
             .get(&catalog::MEDIAID_MEDIA, &(server, media_id))?)
+    }
+
+    /// Another server's media, fetched from it (`/_matrix/federation/v1/media/download`)
+    /// the first time it is asked for, and kept like an upload.
+    async fn fetch_remote(&self, server: &str, media_id: &str) -> Result<()> {
+        if server == self.server_name || self.record(server, media_id)?.is_some() {
+            return Ok(());
+        }
+        let client = self.federation.as_ref().ok_or_else(not_found)?;
+        let origin = ruma::ServerName::parse(server).map_err(|_| not_found())?;
+        let path = format!("/_matrix/federation/v1/media/download/{media_id}");
+        // Room for the file and the multipart framing around it.
+        let limit = self.max_upload_size + 64 * 1024;
+        let (content_type, body) =
+            client
+                .get_raw(&origin, &path, limit)
+                .await
+                .map_err(|e| match e {
+                    FederationError::Remote { status, .. } if status == StatusCode::NOT_FOUND => {
+                        not_found()
+                    }
+                    other => Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", other.to_string()),
+                })?;
+        let (file_type, bytes) = content_type
+            .as_deref()
+            .and_then(|kind| kith_federation::media::decode_multipart(kind, &body))
+            .ok_or_else(|| {
+                Error::new(
+                    StatusCode::BAD_GATEWAY,
+                    "M_UNKNOWN",
+                    format!("{server} sent no file"),
+                )
+            })?;
+        let size = bytes.len() as u64;
+        let sha256 = files::store(&self.dir, bytes).await?;
+        let record = MediaRecord {
+            sha256: Some(sha256),
+            content_type: file_type,
+            filename: None,
+            size,
+            uploader: String::new(),
+            created_ts: now_ms(),
+        };
+        let key = (server, media_id);
+        Ok(self
+            .storage
+            .put(&catalog::MEDIAID_MEDIA, &key, &record)
+            .await?)
     }
 
     fn mxc(&self, media_id: &str) -> String {
@@ -168,6 +221,7 @@ impl Media {
     /// The content of a media ID: 404 if unknown, 504 `M_NOT_YET_UPLOADED` if reserved but
     /// still empty.
     pub async fn content(&self, server: &str, media_id: &str) -> Result<(MediaRecord, Content)> {
+        self.fetch_remote(server, media_id).await?;
         let record = self.record(server, media_id)?.ok_or_else(not_found)?;
         let Some(sha256) = &record.sha256 else {
             return Err(Error::new(

@@ -145,6 +145,7 @@ impl Media {
         height: u32,
         fit: Fit,
     ) -> Result<Content> {
+        self.fetch_remote(server, media_id).await?;
         let record = self.record(server, media_id)?;
         let record = record.ok_or_else(|| Error::not_found("Media not found"))?;
         if record.sha256.is_none() {
