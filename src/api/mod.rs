@@ -23,7 +23,7 @@ use ruma::api::federation::keys::{claim_keys as federation_claim, get_keys as fe
 use ruma::api::federation::membership::{
     create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
 };
-use ruma::api::federation::query::get_profile_information;
+use ruma::api::federation::query::{get_profile_information, get_room_information};
 use ruma::api::federation::transactions::send_transaction_message;
 
 use crate::gateway::{self, RumaRouter};
@@ -172,6 +172,7 @@ pub fn router(state: AppState) -> Router {
         .ruma::<prepare_leave_event::v1::Request, _, _>(server::membership::make_leave)
         .ruma::<create_leave_event::v2::Request, _, _>(server::membership::send_leave)
         .ruma::<get_profile_information::v1::Request, _, _>(server::query::profile)
+        .ruma::<get_room_information::v1::Request, _, _>(server::query::directory)
         .ruma::<get_event::v1::Request, _, _>(server::events::event)
         .ruma::<get_backfill::v1::Request, _, _>(server::events::backfill)
         .ruma::<federation_query::v1::Request, _, _>(server::keys_e2ee::query)

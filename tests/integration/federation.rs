@@ -120,6 +120,41 @@ async fn users_on_two_kith_servers_invite_join_and_chat() {
             "{members}"
         );
     }
+    // A public room with an alias on A: bob finds it through his server and joins by it.
+    let body = json!({ "preset": "public_chat" });
+    let (status, lobby) = a
+        .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{lobby}");
+    let alias = format!("#lobby:{}", alice.split_once(':').unwrap().1);
+    let encoded = alias.replace('#', "%23");
+    let path = format!("/_matrix/client/v3/directory/room/{encoded}");
+    let (status, made) = a
+        .put(
+            &path,
+            Some(&alice_token),
+            json!({ "room_id": lobby["room_id"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let (status, found) = b
+        .get(
+            &format!("/_matrix/client/v3/directory/room/{encoded}"),
+            Some(&bob_token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["room_id"], lobby["room_id"], "{found}");
+    let (status, joined) = b
+        .post(
+            &format!("/_matrix/client/v3/join/{encoded}"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    assert_eq!(joined["room_id"], lobby["room_id"], "{joined}");
+
     // bob fetches alice's picture, and a thumbnail of it, through his server.
     let picture = crate::media::png(64, 48);
     let (status, uploaded) =

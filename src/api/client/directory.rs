@@ -1,8 +1,8 @@
 //! Room aliases (`/directory/room/{alias}`): this server's aliases only, until federation.
 
 use axum::extract::State;
+use ruma::RoomAliasId;
 use ruma::api::client::alias::{create_alias, delete_alias, get_alias};
-use ruma::{OwnedRoomId, OwnedServerName, RoomAliasId};
 
 use super::rooms::require_joined;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
@@ -40,18 +40,11 @@ pub async fn get(
     State(state): State<AppState>,
     request: Ruma<get_alias::v3::Request>,
 ) -> Result<RumaResponse<get_alias::v3::Response>> {
-    let body = &request.body;
-    let alias = state
+    let (room_id, servers) = state
         .messaging
-        .alias(body.room_alias.as_str())?
-        .ok_or_else(|| Error::not_found("Room alias not found"))?;
-    let room_id = OwnedRoomId::try_from(alias.room_id).map_err(Error::internal)?;
-    let server =
-        OwnedServerName::try_from(state.config.server_name.as_str()).map_err(Error::internal)?;
-    Ok(RumaResponse(get_alias::v3::Response::new(
-        room_id,
-        vec![server],
-    )))
+        .resolve_alias(&request.body.room_alias)
+        .await?;
+    Ok(RumaResponse(get_alias::v3::Response::new(room_id, servers)))
 }
 
 /// `DELETE /_matrix/client/v3/directory/room/{roomAlias}`: by its creator or an admin.

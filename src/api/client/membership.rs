@@ -9,7 +9,7 @@ use ruma::api::client::membership::{
     join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
 };
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomOrAliasId};
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId};
 use serde_json::{Value, json};
 
 use super::raw;
@@ -133,23 +133,16 @@ pub async fn join_by_id_or_alias(
     request: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
     let body = &request.body;
-    let room_id = resolve(&state, &body.room_id_or_alias)?;
     let session = request.session()?;
-    join_room(&state, session, &room_id, body.reason.as_ref(), &body.via).await?;
+    let (room_id, mut via) = match <&RoomId>::try_from(&*body.room_id_or_alias) {
+        Ok(room_id) => (room_id.to_owned(), Vec::new()),
+        Err(alias) => state.messaging.resolve_alias(alias).await?,
+    };
+    via.extend(body.via.iter().cloned());
+    join_room(&state, session, &room_id, body.reason.as_ref(), &via).await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,
     )))
-}
-
-/// A room ID, or the room a local alias names (404 if none).
-fn resolve(state: &AppState, target: &RoomOrAliasId) -> Result<OwnedRoomId> {
-    let alias = match <&RoomId>::try_from(target) {
-        Ok(room_id) => return Ok(room_id.to_owned()),
-        Err(alias) => alias,
-    };
-    let found = state.messaging.alias(alias.as_str())?;
-    let found = found.ok_or_else(|| Error::not_found("Room alias not found"))?;
-    OwnedRoomId::try_from(found.room_id).map_err(Error::internal)
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/invite`: the friendship policy first (the

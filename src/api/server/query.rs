@@ -1,7 +1,7 @@
 //! Queries other servers make about our users.
 
 use axum::extract::State;
-use ruma::api::federation::query::get_profile_information;
+use ruma::api::federation::query::{get_profile_information, get_room_information};
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::{AppState, profile};
@@ -34,4 +34,20 @@ pub async fn profile(
         }
     }
     Ok(RumaResponse(response))
+}
+
+/// `GET /_matrix/federation/v1/query/directory?room_alias=`: the room a local alias names
+/// and the servers in it, 404 for anything else.
+pub async fn directory(
+    State(state): State<AppState>,
+    request: Ruma<get_room_information::v1::Request>,
+) -> Result<RumaResponse<get_room_information::v1::Response>> {
+    let alias = &request.body.room_alias;
+    if alias.server_name().as_str() != state.config.server_name {
+        return Err(Error::not_found("Room alias not found"));
+    }
+    let (room_id, servers) = state.messaging.resolve_alias(alias).await?;
+    Ok(RumaResponse(get_room_information::v1::Response::new(
+        room_id, servers,
+    )))
 }

@@ -2,6 +2,7 @@
 
 use http::StatusCode;
 use kith_storage::catalog;
+use ruma::api::federation::query::get_room_information;
 use serde::{Deserialize, Serialize};
 
 use super::Messaging;
@@ -42,5 +43,37 @@ impl Messaging {
         let mut batch = self.storage.batch();
         batch.delete(&catalog::ALIAS_ROOMID, &alias)?;
         Ok(self.storage.commit(batch).await?)
+    }
+
+    /// The room an alias names and servers to join it through: ours from the database
+    /// (with the servers of its members), another server's asked of it
+    /// (`/_matrix/federation/v1/query/directory`). 404 if none.
+    pub async fn resolve_alias(
+        &self,
+        alias: &ruma::RoomAliasId,
+    ) -> Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)> {
+        if alias.server_name().as_str() != self.server_name() {
+            let client = self.federation()?;
+            let request = get_room_information::v1::Request::new(alias.to_owned());
+            let found = client
+                .send(alias.server_name(), request)
+                .await
+                .map_err(super::remote_error)?;
+            return Ok((found.room_id, found.servers));
+        }
+        let found = self
+            .alias(alias.as_str())?
+            .ok_or_else(|| Error::not_found("Room alias not found"))?;
+        let room_id = ruma::OwnedRoomId::try_from(found.room_id).map_err(Error::internal)?;
+        let mut servers =
+            vec![ruma::OwnedServerName::try_from(self.server_name()).map_err(Error::internal)?];
+        for member in self.joined_members(room_id.as_str())? {
+            if let Ok(user) = ruma::UserId::parse(member.as_str())
+                && !servers.iter().any(|s| s == user.server_name())
+            {
+                servers.push(user.server_name().to_owned());
+            }
+        }
+        Ok((room_id, servers))
     }
 }
