@@ -150,7 +150,8 @@ impl Services {
         let auth = auth::AuthService::new(storage.clone(), &config)?;
         let sessions =
             session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
-        let presence = profile::Presences::new(storage.clone());
+        let presence =
+            profile::Presences::new(storage.clone(), Arc::clone(&outbox), &config.server_name);
         let contacts = contacts::Contacts::new(
             storage.clone(),
             &config,

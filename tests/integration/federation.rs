@@ -109,6 +109,20 @@ async fn users_on_two_kith_servers_invite_join_and_chat() {
         .await;
     }
 
+    // alice's presence reaches bob as an EDU.
+    let path = format!("/_matrix/client/v3/presence/{alice}/status");
+    let body = json!({ "presence": "online", "status_msg": "on A" });
+    let (status, set) = a.put(&path, Some(&alice_token), body).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    sync_until(&b, &bob_token, |s| {
+        s["presence"]["events"].as_array().is_some_and(|events| {
+            events
+                .iter()
+                .any(|e| e["sender"] == alice && e["content"]["status_msg"] == "on A")
+        })
+    })
+    .await;
+
     // Both servers hold the same members.
     for (server, token) in [(&a, &alice_token), (&b, &bob_token)] {
         let path = format!("/_matrix/client/v3/rooms/{room}/joined_members");

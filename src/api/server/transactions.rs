@@ -90,6 +90,7 @@ async fn receive_edu(state: &AppState, origin: &ServerName, edu: &Value) -> Resu
             }
         }
         "m.receipt" => state.messaging.receive_receipts(origin, content).await?,
+        "m.presence" => state.presence.receive(origin, content).await?,
         "m.device_list_update" | "m.signing_key_update" => {
             let user = content["user_id"].as_str().unwrap_or_default();
             state.e2ee.note_remote_change(origin, user).await?;

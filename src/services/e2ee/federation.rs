@@ -5,18 +5,18 @@
 //! from another server makes its user's keys "changed" in our users' `/sync`; to-device
 //! messages travel as `m.direct_to_device` EDUs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kith_federation::{Outbox, Outgoing};
-use kith_storage::{Batch, Storage, catalog};
+use kith_storage::{Batch, Storage};
 use ruma::{ServerName, UserId};
 use serde_json::{Value, json};
 
 use super::{E2ee, Target};
 use crate::events::{DomainEvent, Subscriber};
 use crate::gateway::Result;
-use crate::services::messaging::Membership;
+use crate::services::messaging::servers_sharing_rooms;
 
 impl E2ee {
     /// Another server says its user's devices or keys changed (`m.device_list_update`,
@@ -116,7 +116,7 @@ impl Subscriber for DeviceListAnnouncer {
             return Ok(());
         };
         let stream_id = storage.position();
-        for server in sharing_servers(storage, user_id, &self.server_name)? {
+        for server in servers_sharing_rooms(storage, user_id, &self.server_name)? {
             // Without `prev_id` a receiver takes it as "ask again" (Synapse fetches the
             // whole list with `/user/devices`).
             let edu = json!({ "edu_type": "m.device_list_update", "content": {
@@ -127,28 +127,4 @@ impl Subscriber for DeviceListAnnouncer {
         }
         Ok(())
     }
-}
-
-/// The other servers with a user joined to a room `user_id` is joined to.
-fn sharing_servers(
-    storage: &Storage,
-    user_id: &str,
-    own: &str,
-) -> kith_storage::Result<BTreeSet<String>> {
-    let rooms: Vec<((String, String), Membership)> =
-        storage.scan_prefix(&catalog::USERID_ROOMID_MEMBERSHIP, &(user_id,))?;
-    let mut servers = BTreeSet::new();
-    for ((_, room), _) in rooms.iter().filter(|(_, m)| m.membership == "join") {
-        let members: Vec<((String, String), Membership)> =
-            storage.scan_prefix(&catalog::ROOMID_USERID_MEMBERSHIP, &(room.as_str(),))?;
-        for ((_, member), membership) in members {
-            if membership.membership == "join"
-                && let Some((_, server)) = member.split_once(':')
-                && server != own
-            {
-                servers.insert(server.to_owned());
-            }
-        }
-    }
-    Ok(servers)
 }

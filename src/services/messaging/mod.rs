@@ -273,6 +273,32 @@ impl Messaging {
     }
 }
 
+/// The other servers with a user joined to a room `user_id` is joined to: who hears of
+/// that user's presence and device changes. Read from the tables directly, for services
+/// that announce from outside a request.
+pub fn servers_sharing_rooms(
+    storage: &Storage,
+    user_id: &str,
+    own: &str,
+) -> kith_storage::Result<std::collections::BTreeSet<String>> {
+    let rooms: Vec<((String, String), Membership)> =
+        storage.scan_prefix(&catalog::USERID_ROOMID_MEMBERSHIP, &(user_id,))?;
+    let mut servers = std::collections::BTreeSet::new();
+    for ((_, room), _) in rooms.iter().filter(|(_, m)| m.membership == "join") {
+        let members: Vec<((String, String), Membership)> =
+            storage.scan_prefix(&catalog::ROOMID_USERID_MEMBERSHIP, &(room.as_str(),))?;
+        for ((_, member), membership) in members {
+            if membership.membership == "join"
+                && let Some((_, server)) = member.split_once(':')
+                && server != own
+            {
+                servers.insert(server.to_owned());
+            }
+        }
+    }
+    Ok(servers)
+}
+
 #[cfg(test)]
 mod tests {
 

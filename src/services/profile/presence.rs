@@ -4,11 +4,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Arc;
+
+use kith_federation::{Outbox, Outgoing};
 use kith_storage::{Storage, catalog};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::gateway::Result;
+use crate::services::messaging::servers_sharing_rooms;
 use crate::util::{StripedLocks, now_ms};
 
 /// Counts as "currently active" this long after the last change.
@@ -41,6 +45,9 @@ impl Presence {
 
 pub struct Presences {
     storage: Storage,
+    /// Other servers sharing a room with a local user hear of their changes.
+    outbox: Arc<Outbox>,
+    server_name: String,
     /// Per user, across the read-compare-write of `set` (two devices set at once).
     locks: StripedLocks,
     /// The position of the newest change, so a sync can skip looking when nothing changed
@@ -49,10 +56,12 @@ pub struct Presences {
 }
 
 impl Presences {
-    pub fn new(storage: Storage) -> Presences {
+    pub fn new(storage: Storage, outbox: Arc<Outbox>, server_name: &str) -> Presences {
         let latest = AtomicU64::new(storage.position());
         Presences {
             storage,
+            outbox,
+            server_name: server_name.to_owned(),
             locks: StripedLocks::new(16),
             latest,
         }
@@ -89,8 +98,36 @@ impl Presences {
             last_active_ts: now_ms(),
             position,
         };
+        if user_id.ends_with(&format!(":{}", self.server_name)) {
+            let mut content = record.content();
+            content["user_id"] = user_id.into();
+            let edu = json!({ "edu_type": "m.presence", "content": { "push": [content] } });
+            for server in servers_sharing_rooms(&self.storage, user_id, &self.server_name)? {
+                let item = Outgoing::Edu(edu.clone());
+                let position = Outbox::push_into(&mut batch, &server, &item)?;
+                self.outbox.wake_at(&server, position);
+            }
+        }
         batch.put(&catalog::USERID_PRESENCE, &user_id, &record)?;
         Ok(self.storage.commit(batch).await?)
+    }
+
+    /// An `m.presence` EDU: presence of `origin`'s users.
+    pub async fn receive(&self, origin: &ruma::ServerName, content: &Value) -> Result<()> {
+        let empty = Vec::new();
+        for update in content["push"].as_array().unwrap_or(&empty) {
+            let user = update["user_id"].as_str().unwrap_or_default();
+            let theirs = ruma::UserId::parse(user).is_ok_and(|u| u.server_name() == origin);
+            let Some(presence) = update["presence"].as_str().filter(|_| theirs) else {
+                continue;
+            };
+            if !matches!(presence, "online" | "unavailable" | "offline") {
+                continue;
+            }
+            let status = update["status_msg"].as_str().map(str::to_owned);
+            self.set(user, presence, status).await?;
+        }
+        Ok(())
     }
 
     /// Whether anyone's presence may have changed after `since`.
