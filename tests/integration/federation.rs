@@ -109,6 +109,31 @@ async fn users_on_two_kith_servers_invite_join_and_chat() {
         .await;
     }
 
+    // Sharing a room, bob finds alice in his server's user directory.
+    let body = json!({ "search_term": "alice" });
+    let (status, found) = b
+        .post(
+            "/_matrix/client/v3/user_directory/search",
+            Some(&bob_token),
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    let results = found["results"].as_array().unwrap();
+    assert!(results.iter().any(|r| r["user_id"] == alice), "{found}");
+    // dave, on B too but in no room with her, does not.
+    let (_, dave_token) = b.user("dave").await;
+    let body = json!({ "search_term": "alice" });
+    let (status, found) = b
+        .post(
+            "/_matrix/client/v3/user_directory/search",
+            Some(&dave_token),
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["results"], json!([]), "{found}");
+
     // alice's presence reaches bob as an EDU.
     let path = format!("/_matrix/client/v3/presence/{alice}/status");
     let body = json!({ "presence": "online", "status_msg": "on A" });

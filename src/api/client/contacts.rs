@@ -183,6 +183,17 @@ pub async fn search(State(state): State<AppState>, request: Authed<Search>) -> R
 /// those with a request either way. Deactivated users are never found; the searcher only
 /// if `include_self`. Each result carries `user_id`, `display_name`, `avatar_url` and
 /// `relationship`.
+/// Whether the two users are joined to a common room.
+fn shares_room(state: &AppState, me: &str, other: &str) -> Result<bool> {
+    for room in state.messaging.joined_rooms(me)? {
+        let theirs = state.messaging.membership(other, &room)?;
+        if theirs.is_some_and(|m| m.membership == "join") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub fn find_users(
     state: &AppState,
     me: &str,
@@ -205,7 +216,12 @@ pub fn find_users(
         let Ok(user_id) = ruma::UserId::parse(hit.user_id.as_str()) else {
             continue;
         };
-        if state.auth.account(&user_id)?.is_none_or(|a| a.deactivated) {
+        // Another server's user: only while they share a room with the searcher.
+        if user_id.server_name().as_str() != state.config.server_name {
+            if !shares_room(state, me, hit.user_id.as_str())? {
+                continue;
+            }
+        } else if state.auth.account(&user_id)?.is_none_or(|a| a.deactivated) {
             continue;
         }
         let relationship = state.contacts.relationship(me, &hit.user_id)?;

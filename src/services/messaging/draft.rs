@@ -545,6 +545,18 @@ impl Draft<'_> {
             Some(previous) => Some(previous.clone()),
             None => self.messaging.membership(key, room)?,
         };
+        // Another server's members are found in the user directory as their member events
+        // name them.
+        let own = format!(":{}", self.messaging.server_name());
+        if content.membership == "join" && !key.ends_with(&own) {
+            let content = pdu.content_as::<serde_json::Value>().unwrap_or_default();
+            crate::services::profile::directory::index_remote(
+                &self.messaging.storage,
+                batch,
+                key,
+                &content,
+            )?;
+        }
         // A held invite stays held when the same invite comes again in a transaction.
         let held = previous
             .as_ref()

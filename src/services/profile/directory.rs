@@ -70,6 +70,30 @@ pub fn reindex(
     Ok(())
 }
 
+/// Keeps another server's user's profile as their member events show it, and indexes it,
+/// in `batch`: the directory finds them while they share a room with the searcher.
+pub fn index_remote(
+    storage: &Storage,
+    batch: &mut Batch,
+    user_id: &str,
+    content: &serde_json::Value,
+) -> kith_storage::Result<()> {
+    let old: Option<Profile> = storage.get(&catalog::USERID_PROFILE, &user_id)?;
+    let text = |field: &str| {
+        content
+            .get(field)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let new = Profile {
+        displayname: text("displayname"),
+        avatar_url: text("avatar_url"),
+        fields: Default::default(),
+    };
+    reindex(batch, user_id, old.as_ref(), &new)?;
+    batch.put(&catalog::USERID_PROFILE, &user_id, &new)
+}
+
 /// A match, best first: how many words matched exactly (not only as a prefix).
 pub struct Hit {
     pub user_id: String,
