@@ -514,3 +514,63 @@ async fn users_on_two_kith_servers_befriend_chat_under_dm_only_and_unfriend() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
 }
+
+async fn write(server: &Server, token: &str, room: &str, who: &str) {
+    for i in 0..5 {
+        server.say(token, room, &format!("{who} {i}")).await;
+    }
+}
+
+/// Both sides writing at once fork the room's history (each event names only what its
+/// server had seen); both servers still end with every message, and the next event of
+/// each joins the forks.
+#[tokio::test]
+async fn concurrent_writes_on_two_servers_converge() {
+    let (a, _) = Server::federated(&[]);
+    let (b, _) = Server::federated(&[]);
+    let (_, alice_token) = a.user("alice").await;
+    let (bob, bob_token) = b.user("bob").await;
+    let body = json!({ "preset": "private_chat", "invite": [bob] });
+    let (status, created) = a
+        .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    sync_until(&b, &bob_token, |s| s["rooms"]["invite"][&room].is_object()).await;
+    let (status, joined) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+
+    tokio::join!(
+        write(&a, &alice_token, &room, "alice"),
+        write(&b, &bob_token, &room, "bob")
+    );
+    a.say(&alice_token, &room, "alice last").await;
+    b.say(&bob_token, &room, "bob last").await;
+
+    let mut expected: Vec<String> = ["alice", "bob"]
+        .iter()
+        .flat_map(|who| (0..5).map(move |i| format!("{who} {i}")))
+        .chain(["alice last".to_owned(), "bob last".to_owned()])
+        .collect();
+    expected.sort();
+    for (server, token) in [(&a, &alice_token), (&b, &bob_token)] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut seen = message_bodies(server, token, &room).await;
+            seen.sort();
+            if seen == expected {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not converged: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    a.assert_events_verify();
+    b.assert_events_verify();
+}
