@@ -211,6 +211,43 @@ async fn bad_events_and_transactions_are_refused_and_change_nothing() {
         (StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION")
     );
 
+    // A server with no one in the room reads nothing of it.
+    let to = ServerName::parse(name.as_str()).unwrap();
+    for (method, path, body) in [
+        (
+            http::Method::GET,
+            format!("/_matrix/federation/v1/event/{head}"),
+            None,
+        ),
+        (
+            http::Method::GET,
+            format!("/_matrix/federation/v1/event_auth/{room}/{head}"),
+            None,
+        ),
+        (
+            http::Method::GET,
+            format!("/_matrix/federation/v1/backfill/{room}?v={head}&limit=10"),
+            None,
+        ),
+        (
+            http::Method::POST,
+            format!("/_matrix/federation/v1/get_missing_events/{room}"),
+            Some(json!({ "earliest_events": [], "latest_events": [head], "limit": 10 })),
+        ),
+    ] {
+        let result = peer
+            .client
+            .send_json(
+                &to,
+                method,
+                &path.replace('$', "%24").replace('!', "%21"),
+                body.as_ref(),
+            )
+            .await;
+        let (code, _) = status(&result);
+        assert!(matches!(code.as_u16(), 403 | 404), "{path}: {code}");
+    }
+
     // Nothing of it reached the room.
     let seen = bodies(&kith, &token, &room).await;
     assert!(seen.is_empty(), "{seen:?}");

@@ -2,8 +2,9 @@
 
 use axum::extract::State;
 use ruma::MilliSecondsSinceUnixEpoch;
+use ruma::api::federation::authorization::get_event_authorization;
 use ruma::api::federation::backfill::get_backfill;
-use ruma::api::federation::event::get_event;
+use ruma::api::federation::event::{get_event, get_missing_events};
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
@@ -52,5 +53,47 @@ pub async fn backfill(
         own,
         MilliSecondsSinceUnixEpoch::now(),
         pdus,
+    )))
+}
+
+/// `POST /_matrix/federation/v1/get_missing_events/{roomId}`: what lies between the
+/// given events, for a server that found gaps.
+pub async fn missing_events(
+    State(state): State<AppState>,
+    request: Ruma<get_missing_events::v1::Request>,
+) -> Result<RumaResponse<get_missing_events::v1::Response>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let limit = usize::try_from(u64::from(body.limit))
+        .unwrap_or(MAX_BACKFILL)
+        .min(MAX_BACKFILL);
+    let bounds = (
+        body.earliest_events.as_slice(),
+        body.latest_events.as_slice(),
+    );
+    let events = state.messaging.missing_for(
+        origin,
+        &body.room_id,
+        bounds,
+        limit,
+        u64::from(body.min_depth),
+    )?;
+    let events = events.iter().map(raw).collect::<Result<_>>()?;
+    Ok(RumaResponse(get_missing_events::v1::Response::new(events)))
+}
+
+/// `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`: the event's auth chain.
+pub async fn event_auth(
+    State(state): State<AppState>,
+    request: Ruma<get_event_authorization::v1::Request>,
+) -> Result<RumaResponse<get_event_authorization::v1::Response>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let chain = state
+        .messaging
+        .event_auth_for(origin, &body.room_id, &body.event_id)?;
+    let chain = chain.iter().map(raw).collect::<Result<_>>()?;
+    Ok(RumaResponse(get_event_authorization::v1::Response::new(
+        chain,
     )))
 }

@@ -47,7 +47,7 @@ pub async fn send(
             Ok(json) => json,
             Err(_) => continue,
         };
-        match state.messaging.receive_pdu(&json).await {
+        match state.messaging.receive_pdu(&origin, &json).await {
             Ok(event_id) => {
                 results.insert(event_id.to_string(), serde_json::json!({}));
             }

@@ -8,7 +8,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use kith_storage::catalog;
 use ruma::api::federation::backfill::get_backfill;
 use ruma::events::TimelineEventType;
-use ruma::{CanonicalJsonObject, OwnedEventId, OwnedServerName, RoomId, ServerName, UInt};
+use ruma::{CanonicalJsonObject, EventId, OwnedEventId, OwnedServerName, RoomId, ServerName, UInt};
 use serde_json::Value;
 
 use super::{Messaging, StoredPdu};
@@ -77,6 +77,62 @@ impl Messaging {
             out.push(serde_json::to_value(&event.json).map_err(Error::internal)?);
         }
         Ok(out)
+    }
+
+    /// `/get_missing_events` as the serving side: events before `latest` (not themselves)
+    /// back to `earliest` (exclusive), newest first, at most `limit`, none below
+    /// `min_depth`; for a server in the room.
+    pub fn missing_for(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        (earliest, latest): (&[OwnedEventId], &[OwnedEventId]),
+        limit: usize,
+        min_depth: u64,
+    ) -> Result<Vec<Value>> {
+        if !self.server_in_room(origin, room_id.as_str())? {
+            return Err(Error::forbidden("Your server is not in this room"));
+        }
+        let mut seen: HashSet<OwnedEventId> = earliest.iter().cloned().collect();
+        let mut todo: Vec<OwnedEventId> = Vec::new();
+        for id in latest {
+            if let Some(event) = self.stored_pdu(id.as_str())? {
+                todo.extend(event.pdu().map_err(Error::internal)?.prev_events);
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(id) = todo.pop() {
+            if out.len() >= limit || !seen.insert(id.clone()) {
+                continue;
+            }
+            let Some(event) = self.stored_pdu(id.as_str())? else {
+                continue;
+            };
+            let pdu = event.pdu().map_err(Error::internal)?;
+            if event.room_id != room_id.as_str() || u64::from(pdu.depth) < min_depth {
+                continue;
+            }
+            todo.extend(pdu.prev_events);
+            out.push(serde_json::to_value(&event.json).map_err(Error::internal)?);
+        }
+        Ok(out)
+    }
+
+    /// `/event_auth` as the serving side: the event's whole auth chain.
+    pub fn event_auth_for(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<Vec<Value>> {
+        let event = self.event_for(origin, event_id.as_str())?;
+        if event.room_id != room_id.as_str() {
+            return Err(Error::not_found("Event not found"));
+        }
+        self.auth_chain(&[event])?
+            .iter()
+            .map(|e| serde_json::to_value(&e.json).map_err(Error::internal))
+            .collect()
     }
 
     /// The room's first timeline event here, if its history goes on before it (it is not

@@ -8,6 +8,7 @@ use http::StatusCode;
 use kith_federation::pdu::{self, SUPPORTED_VERSIONS};
 use kith_federation::{FederationClient, FederationError, Pdu};
 use kith_storage::catalog;
+use ruma::api::federation::event::get_missing_events;
 use ruma::api::federation::membership::{
     create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
 };
@@ -103,7 +104,10 @@ impl Messaging {
     }
 
     /// One PDU of an inbound transaction, into a room this server is in.
-    pub async fn receive_pdu(&self, json: &Value) -> Result<OwnedEventId> {
+    /// One PDU of an inbound transaction, into a room this server is in. Events it
+    /// builds on that this server lacks are asked of `origin` first
+    /// (`get_missing_events`), and taken in, oldest first, if they check out.
+    pub async fn receive_pdu(&self, origin: &ServerName, json: &Value) -> Result<OwnedEventId> {
         let room_id = json
             .get("room_id")
             .and_then(|r| r.as_str())
@@ -115,6 +119,16 @@ impl Messaging {
         let pdu = self
             .verify_received(&room.version, object_of(json)?)
             .await?;
+        if self.stored_pdu(pdu.event_id.as_str())?.is_some() {
+            return Ok(pdu.event_id);
+        }
+        let gap = pdu
+            .prev_events
+            .iter()
+            .any(|id| self.stored_pdu(id.as_str()).ok().flatten().is_none());
+        if gap {
+            self.fill_gap(origin, &room_id, &room, &pdu).await;
+        }
         let mut draft = self.draft(&room_id).await?;
         if !draft.has(&pdu.event_id)? {
             let event_id = pdu.event_id.clone();
@@ -123,6 +137,56 @@ impl Messaging {
             return Ok(event_id);
         }
         Ok(pdu.event_id)
+    }
+
+    /// Fetches the events between the room's head here and `pdu` from `origin`, and takes
+    /// in those that check out, oldest first. Best effort: what cannot be had is skipped.
+    async fn fill_gap(&self, origin: &ServerName, room_id: &RoomId, room: &Room, pdu: &Pdu) {
+        const GAP_LIMIT: u32 = 20;
+        let Ok(client) = self.federation() else {
+            return;
+        };
+        let mut request = get_missing_events::v1::Request::new(
+            room_id.to_owned(),
+            room.extremities.clone(),
+            vec![pdu.event_id.clone()],
+        );
+        request.limit = GAP_LIMIT.into();
+        let found = match client.send(origin, request).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::info!(%origin, %room_id, "cannot fill a gap: {e}");
+                return;
+            }
+        };
+        let mut events = Vec::new();
+        for raw in found.events {
+            let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
+                continue;
+            };
+            if let Ok(event) = self.verify_received(&room.version, object).await
+                && event.room_id.as_deref() == Some(room_id)
+            {
+                events.push(event);
+            }
+        }
+        events.sort_by_key(|e| u64::from(e.depth));
+        for event in events {
+            let Ok(mut draft) = self.draft(room_id).await else {
+                return;
+            };
+            if draft.has(&event.event_id).unwrap_or(true) {
+                continue;
+            }
+            let event_id = event.event_id.clone();
+            let taken = match draft.accept(event, false) {
+                Ok(()) => draft.commit(self.storage.batch()).await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = taken {
+                tracing::info!(%origin, %event_id, "left out a missing event: {}", e.message());
+            }
+        }
     }
 
     /// An `m.typing` EDU: a user of the origin started or stopped typing in a room they
