@@ -282,6 +282,14 @@ pub const USERID_VERSION_ROOMID_SESSIONID_KEY: Table = Table {
     value: "KeyBackupData JSON, as uploaded",
 };
 
+/// The room state after each event, as a change from the state after an earlier one (or
+/// whole, every so often): what state resolution starts from when histories fork.
+pub const EVENTID_STATE: Table = Table {
+    name: "eventid_state",
+    key: "event ID (str)",
+    value: "Snapshot JSON: base event ID (none for a whole one), changes [(type, state key, event ID)], hops",
+};
+
 /// Other servers' signing keys, as fetched and verified (federation).
 pub const SERVERNAME_KEYID_VERIFYKEY: Table = Table {
     name: "servername_keyid_verifykey",
@@ -351,6 +359,7 @@ pub const ALL: &[&Table] = &[
     &USERID_VERSION_BACKUP,
     &USERID_VERSION_ROOMID_SESSIONID_KEY,
     &SERVERNAME_KEYID_VERIFYKEY,
+    &EVENTID_STATE,
     &DESTINATION_POSITION_OUTGOING,
     &DESTINATION_BACKOFF,
     &ORIGIN_TXNID_RESPONSE,

@@ -574,3 +574,65 @@ async fn concurrent_writes_on_two_servers_converge() {
     a.assert_events_verify();
     b.assert_events_verify();
 }
+
+async fn set_name(server: &Server, token: &str, room: &str, name: &str) {
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/");
+    let (status, set) = server
+        .put(&path, Some(token), json!({ "name": name }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+}
+
+/// Polls until `server`'s `/messages` holds `body` (20 s at most).
+async fn wait_for_message(server: &Server, token: &str, room: &str, body: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !message_bodies(server, token, room)
+        .await
+        .contains(&body.to_owned())
+    {
+        assert!(Instant::now() < deadline, "{body:?} never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Both sides changing the same state at once (the room's name): state resolution picks
+/// one winner, the same on both servers, whichever arrived last where.
+#[tokio::test]
+async fn concurrent_state_changes_resolve_the_same_on_both_servers() {
+    let (a, _) = Server::federated(&[]);
+    let (b, _) = Server::federated(&[]);
+    let (_, alice_token) = a.user("alice").await;
+    let (bob, bob_token) = b.user("bob").await;
+    // A trusted private chat: bob may name the room too.
+    let body = json!({ "preset": "trusted_private_chat", "invite": [bob] });
+    let (status, created) = a
+        .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    sync_until(&b, &bob_token, |s| s["rooms"]["invite"][&room].is_object()).await;
+    let (status, joined) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    b.say(&bob_token, &room, "joined").await;
+    wait_for_message(&a, &alice_token, &room, "joined").await;
+
+    tokio::join!(
+        set_name(&a, &alice_token, &room, "named on A"),
+        set_name(&b, &bob_token, &room, "named on B")
+    );
+    // Something after, from each side, so each has the other's change.
+    a.say(&alice_token, &room, "after A").await;
+    b.say(&bob_token, &room, "after B").await;
+    wait_for_message(&a, &alice_token, &room, "after B").await;
+    wait_for_message(&b, &bob_token, &room, "after A").await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/");
+    let (_, on_a) = a.get(&path, Some(&alice_token)).await;
+    let (_, on_b) = b.get(&path, Some(&bob_token)).await;
+    assert_eq!(on_a["name"], on_b["name"], "the servers disagree");
+}

@@ -16,6 +16,7 @@ use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionI
 use serde::Deserialize;
 use tokio::sync::MutexGuard;
 
+use super::state::{Snapshot, StateIds, add_own};
 use super::{LocalTransaction, Membership, Messaging, Room, StoredPdu, UnreadCounts};
 use crate::events::{self, DomainEvent};
 use crate::gateway::{Error, Result};
@@ -40,6 +41,8 @@ pub struct Draft<'a> {
     events: HashMap<OwnedEventId, Pdu>,
     built: Vec<Pdu>,
     transactions: HashMap<OwnedEventId, LocalTransaction>,
+    /// The state after each built event, to store with it.
+    snapshots: HashMap<OwnedEventId, Snapshot>,
     /// Built events that came from another server, which its origin sends on itself.
     received: HashSet<OwnedEventId>,
     /// A remote room's state and auth chain, as its resident server gave them on our join:
@@ -106,6 +109,7 @@ impl Messaging {
             events: HashMap::new(),
             built: Vec::new(),
             transactions: HashMap::new(),
+            snapshots: HashMap::new(),
             received: HashSet::new(),
             imported: Vec::new(),
             _guard: None,
@@ -150,6 +154,7 @@ impl Messaging {
             events: HashMap::new(),
             built: Vec::new(),
             transactions: HashMap::new(),
+            snapshots: HashMap::new(),
             received: HashSet::new(),
             imported: Vec::new(),
             _guard: Some(guard),
@@ -198,8 +203,61 @@ impl Draft<'_> {
     /// (403 `M_FORBIDDEN` with the rule's reason if it fails).
     pub fn add(&mut self, spec: EventSpec) -> Result<Pdu> {
         let pdu = self.build(spec)?;
-        self.place(pdu.clone());
+        // Built on the room's head: the state before it is the current state.
+        let snapshot = match self.room.extremities.as_slice() {
+            [head] => match self.messaging.snapshot(head, &self.snapshots)? {
+                Some(base) => Snapshot::after(head, base.hops, &pdu, || self.state_map()),
+                None => self.whole_after(&pdu),
+            },
+            _ => self.whole_after(&pdu),
+        };
+        self.snapshots.insert(pdu.event_id.clone(), snapshot);
+        self.place(pdu.clone(), true);
         Ok(pdu)
+    }
+
+    /// The current state with `pdu`'s own entry, whole.
+    fn whole_after(&self, pdu: &Pdu) -> Snapshot {
+        let mut state = self.state_map();
+        add_own(&mut state, pdu);
+        Snapshot::whole(&state)
+    }
+
+    /// The room's current state as this draft leaves it.
+    fn state_map(&self) -> StateIds {
+        let mut state = StateIds::new();
+        if self.stored
+            && let Some(room_id) = &self.room_id
+            && let Ok(stored) = self.messaging.state_ids(room_id)
+        {
+            state.extend(stored);
+        }
+        state.extend(self.state.iter().map(|(k, v)| (k.clone(), v.clone())));
+        state
+    }
+
+    /// The state before a received event: after its one `prev_event`, or resolved from
+    /// those after each; `None` if this server does not know them all.
+    fn state_before(&self, pdu: &Pdu) -> Result<Option<StateIds>> {
+        let mut states = Vec::new();
+        for prev in &pdu.prev_events {
+            match self.messaging.state_after(prev, &self.snapshots)? {
+                Some(state) => states.push(state),
+                None => return Ok(None),
+            }
+        }
+        match states.len() {
+            0 => Ok(None),
+            1 => Ok(states.pop()),
+            _ => {
+                let fetch = |id: &EventId| self.fetch(id);
+                Ok(Some(self.messaging.resolve_states(
+                    &self.rules,
+                    &states,
+                    &fetch,
+                )?))
+            }
+        }
     }
 
     /// The next event, built and checked as [`Draft::add`] does, but not added.
@@ -270,11 +328,13 @@ impl Draft<'_> {
 
     /// Places a new event at the head of the draft: it replaces the events it names as
     /// `prev_events` among the room's newest.
-    fn place(&mut self, pdu: Pdu) {
+    /// With `own_state`, the event's own entry becomes current state (a received event's
+    /// effect on it is for [`Draft::accept`] to work out).
+    fn place(&mut self, pdu: Pdu, own_state: bool) {
         if self.room_id.is_none() {
             self.room_id = pdu.derived_room_id().ok();
         }
-        if let Some(key) = &pdu.state_key {
+        if let Some(key) = pdu.state_key.as_ref().filter(|_| own_state) {
             self.state
                 .insert((pdu.kind.to_string(), key.clone()), pdu.event_id.clone());
         }
@@ -332,6 +392,16 @@ impl Draft<'_> {
             named.get(&(kind.to_string(), key.to_owned())).cloned()
         };
         check_state_dependent_auth_rules(authz, &pdu, by_auth_events).map_err(Error::forbidden)?;
+        // Against the state before it (where its history forks from ours, resolved).
+        let known_before = self.state_before(&pdu)?;
+        let before = known_before.clone().unwrap_or_else(|| self.state_map());
+        let by_state_before = |kind: &ruma::events::StateEventType, key: &str| {
+            before
+                .get(&(kind.to_string(), key.to_owned()))
+                .and_then(|id| self.fetch(id))
+        };
+        check_state_dependent_auth_rules(authz, &pdu, by_state_before).map_err(Error::forbidden)?;
+        // And against the current state (an event the room has moved past is refused).
         let by_current_state = |kind: &ruma::events::StateEventType, key: &str| {
             self.state_id(&kind.to_string(), key)
                 .and_then(|id| self.fetch(&id))
@@ -341,7 +411,63 @@ impl Draft<'_> {
         if !forward {
             self.received.insert(pdu.event_id.clone());
         }
-        self.place(pdu);
+        let mut after = before;
+        add_own(&mut after, &pdu);
+        let single_prev = match (pdu.prev_events.as_slice(), &known_before) {
+            ([prev], Some(_)) => self
+                .messaging
+                .snapshot(prev, &self.snapshots)?
+                .map(|base| (prev.clone(), base.hops)),
+            _ => None,
+        };
+        let snapshot = match single_prev {
+            Some((prev, hops)) => Snapshot::after(&prev, hops, &pdu, || after.clone()),
+            None => Snapshot::whole(&after),
+        };
+        let event_id = pdu.event_id.clone();
+        self.snapshots.insert(event_id.clone(), snapshot);
+        self.place(pdu, false);
+        // The room's state now: after this event if it is the only head, else resolved
+        // over the heads' states (the same on every server that has the same heads).
+        let heads = self.room.extremities.clone();
+        let current = if heads == [event_id.clone()] {
+            Some(after)
+        } else {
+            let mut states = Vec::new();
+            for head in &heads {
+                match self.messaging.state_after(head, &self.snapshots)? {
+                    Some(state) => states.push(state),
+                    None => break,
+                }
+            }
+            if states.len() == heads.len() {
+                let fetch = |id: &EventId| self.fetch(id);
+                Some(
+                    self.messaging
+                        .resolve_states(&self.rules, &states, &fetch)?,
+                )
+            } else {
+                None
+            }
+        };
+        match current {
+            Some(current) => {
+                let now = self.state_map();
+                for (key, id) in current {
+                    if now.get(&key) != Some(&id) {
+                        self.state.insert(key, id);
+                    }
+                }
+            }
+            // Heads whose state this server never learnt: the event's own entry wins.
+            None => {
+                if let Some(pdu) = self.events.get(&event_id).cloned() {
+                    let mut own = StateIds::new();
+                    add_own(&mut own, &pdu);
+                    self.state.extend(own);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -478,7 +604,13 @@ impl Draft<'_> {
                 &(room, position),
                 &event_id,
             )?;
-            self.write_state(&mut batch, &mut memberships, pdu, position)?;
+            // Its own entry, unless state resolution chose another.
+            if self.is_current(pdu) {
+                self.write_state(&mut batch, &mut memberships, pdu, position)?;
+            }
+            if let Some(snapshot) = self.snapshots.get(&pdu.event_id) {
+                batch.put(&catalog::EVENTID_STATE, &event_id, snapshot)?;
+            }
             if matches!(
                 pdu.kind,
                 TimelineEventType::RoomMessage | TimelineEventType::RoomEncrypted
@@ -497,6 +629,20 @@ impl Draft<'_> {
                 self.redact(&mut batch, &mut unread, &members, target, &record)?;
             }
             stored.push(record);
+        }
+        // State resolution may have made older events current again.
+        let written: HashSet<&OwnedEventId> = self
+            .built
+            .iter()
+            .chain(&self.imported)
+            .map(|p| &p.event_id)
+            .collect();
+        for id in self.state.values().filter(|id| !written.contains(id)) {
+            if let Some(stored) = self.messaging.stored_pdu(id.as_str())?
+                && let Ok(pdu) = stored.pdu()
+            {
+                self.write_state(&mut batch, &mut memberships, &pdu, stored.position)?;
+            }
         }
         let destinations = self.queue_for_servers(&mut batch, &members, &memberships)?;
         batch.put(&catalog::ROOMID_ROOM, &room, &self.room)?;

@@ -12,6 +12,7 @@ mod power;
 mod push;
 mod receipts;
 mod room;
+mod state;
 mod sync;
 mod verify;
 mod visibility;
