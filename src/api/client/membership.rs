@@ -28,7 +28,11 @@ pub(super) fn member_content(
     reason: Option<&String>,
 ) -> Result<Value> {
     let mut content = json!({});
-    if let Some(profile) = profile::profile(&state.storage, user)? {
+    // A local user whose profile the event log has not made yet has the one it will make.
+    let local = user.ends_with(&format!(":{}", state.config.server_name));
+    let found = profile::profile(&state.storage, user)?;
+    let found = found.or_else(|| local.then(|| profile::new_profile(user)));
+    if let Some(profile) = found {
         if let Some(name) = profile.displayname {
             content["displayname"] = name.into();
         }

@@ -43,6 +43,8 @@ pub struct Draft<'a> {
     transactions: HashMap<OwnedEventId, LocalTransaction>,
     /// The state after each built event, to store with it.
     snapshots: HashMap<OwnedEventId, Snapshot>,
+    /// State keys the room no longer has (state resolution left them out).
+    removed: HashSet<(String, String)>,
     /// Built events that came from another server, which its origin sends on itself.
     received: HashSet<OwnedEventId>,
     /// A remote room's state and auth chain, as its resident server gave them on our join:
@@ -110,6 +112,7 @@ impl Messaging {
             built: Vec::new(),
             transactions: HashMap::new(),
             snapshots: HashMap::new(),
+            removed: HashSet::new(),
             received: HashSet::new(),
             imported: Vec::new(),
             _guard: None,
@@ -155,6 +158,7 @@ impl Messaging {
             built: Vec::new(),
             transactions: HashMap::new(),
             snapshots: HashMap::new(),
+            removed: HashSet::new(),
             received: HashSet::new(),
             imported: Vec::new(),
             _guard: Some(guard),
@@ -206,10 +210,12 @@ impl Draft<'_> {
         // Built on the room's head: the state before it is the current state.
         let snapshot = match self.room.extremities.as_slice() {
             [head] => match self.messaging.snapshot(head, &self.snapshots)? {
-                Some(base) => Snapshot::after(head, base.hops, &pdu, || self.state_map()),
-                None => self.whole_after(&pdu),
+                Some(base) if base.hops + 1 < super::state::MAX_HOPS => {
+                    Snapshot::after(head, base.hops, &pdu)
+                }
+                _ => self.whole_after(&pdu)?,
             },
-            _ => self.whole_after(&pdu),
+            _ => self.whole_after(&pdu)?,
         };
         self.snapshots.insert(pdu.event_id.clone(), snapshot);
         self.place(pdu.clone(), true);
@@ -217,23 +223,25 @@ impl Draft<'_> {
     }
 
     /// The current state with `pdu`'s own entry, whole.
-    fn whole_after(&self, pdu: &Pdu) -> Snapshot {
-        let mut state = self.state_map();
+    fn whole_after(&self, pdu: &Pdu) -> Result<Snapshot> {
+        let mut state = self.state_map()?;
         add_own(&mut state, pdu);
-        Snapshot::whole(&state)
+        Ok(Snapshot::whole(&state))
     }
 
     /// The room's current state as this draft leaves it.
-    fn state_map(&self) -> StateIds {
+    fn state_map(&self) -> Result<StateIds> {
         let mut state = StateIds::new();
         if self.stored
             && let Some(room_id) = &self.room_id
-            && let Ok(stored) = self.messaging.state_ids(room_id)
         {
-            state.extend(stored);
+            state.extend(self.messaging.state_ids(room_id)?);
         }
         state.extend(self.state.iter().map(|(k, v)| (k.clone(), v.clone())));
-        state
+        for key in &self.removed {
+            state.remove(key);
+        }
+        Ok(state)
     }
 
     /// The state before a received event: after its one `prev_event`, or resolved from
@@ -249,13 +257,19 @@ impl Draft<'_> {
         match states.len() {
             0 => Ok(None),
             1 => Ok(states.pop()),
-            _ => {
-                let fetch = |id: &EventId| self.fetch(id);
-                Ok(Some(self.messaging.resolve_states(
-                    &self.rules,
-                    &states,
-                    &fetch,
-                )?))
+            _ => Ok(self.resolve(&states)),
+        }
+    }
+
+    /// The resolution of `states`; `None` (with a log line) where it cannot be made, say
+    /// for an auth event this server lacks: the caller then goes by the current state.
+    fn resolve(&self, states: &[StateIds]) -> Option<StateIds> {
+        let fetch = |id: &EventId| self.fetch(id);
+        match self.messaging.resolve_states(&self.rules, states, &fetch) {
+            Ok(resolved) => Some(resolved),
+            Err(e) => {
+                tracing::warn!(room = ?self.room_id, "state resolution failed: {}", e.message());
+                None
             }
         }
     }
@@ -393,8 +407,12 @@ impl Draft<'_> {
         };
         check_state_dependent_auth_rules(authz, &pdu, by_auth_events).map_err(Error::forbidden)?;
         // Against the state before it (where its history forks from ours, resolved).
+        let old_heads = self.room.extremities.clone();
         let known_before = self.state_before(&pdu)?;
-        let before = known_before.clone().unwrap_or_else(|| self.state_map());
+        let before = match &known_before {
+            Some(before) => before.clone(),
+            None => self.state_map()?,
+        };
         let by_state_before = |kind: &ruma::events::StateEventType, key: &str| {
             before
                 .get(&(kind.to_string(), key.to_owned()))
@@ -411,61 +429,72 @@ impl Draft<'_> {
         if !forward {
             self.received.insert(pdu.event_id.clone());
         }
-        let mut after = before;
-        add_own(&mut after, &pdu);
-        let single_prev = match (pdu.prev_events.as_slice(), &known_before) {
-            ([prev], Some(_)) => self
-                .messaging
-                .snapshot(prev, &self.snapshots)?
-                .map(|base| (prev.clone(), base.hops)),
-            _ => None,
-        };
-        let snapshot = match single_prev {
-            Some((prev, hops)) => Snapshot::after(&prev, hops, &pdu, || after.clone()),
-            None => Snapshot::whole(&after),
-        };
         let event_id = pdu.event_id.clone();
-        self.snapshots.insert(event_id.clone(), snapshot);
-        self.place(pdu, false);
-        // The room's state now: after this event if it is the only head, else resolved
-        // over the heads' states (the same on every server that has the same heads).
-        let heads = self.room.extremities.clone();
-        let current = if heads == [event_id.clone()] {
-            Some(after)
-        } else {
-            let mut states = Vec::new();
-            for head in &heads {
-                match self.messaging.state_after(head, &self.snapshots)? {
-                    Some(state) => states.push(state),
-                    None => break,
+        // Only a state this server knows is kept as the event's (a guess would later pass
+        // for fact); its children then go by the current state, as it did.
+        if let Some(before) = &known_before {
+            let single = match pdu.prev_events.as_slice() {
+                [prev] => self.messaging.snapshot(prev, &self.snapshots)?,
+                _ => None,
+            };
+            let snapshot = match (pdu.prev_events.as_slice(), single) {
+                ([prev], Some(base)) if base.hops + 1 < super::state::MAX_HOPS => {
+                    Snapshot::after(prev, base.hops, &pdu)
                 }
+                _ => {
+                    let mut after = before.clone();
+                    add_own(&mut after, &pdu);
+                    Snapshot::whole(&after)
+                }
+            };
+            self.snapshots.insert(event_id.clone(), snapshot);
+        }
+        let linear = old_heads.len() == 1 && pdu.prev_events == old_heads;
+        self.place(pdu, false);
+        let own = || {
+            let mut own = StateIds::new();
+            if let Some(pdu) = self.events.get(&event_id) {
+                add_own(&mut own, pdu);
             }
-            if states.len() == heads.len() {
-                let fetch = |id: &EventId| self.fetch(id);
-                Some(
-                    self.messaging
-                        .resolve_states(&self.rules, &states, &fetch)?,
-                )
-            } else {
-                None
+            own
+        };
+        // Built on our one head: the state moves by the event's own entry.
+        if linear {
+            let own = own();
+            self.state.extend(own);
+            return Ok(());
+        }
+        // Otherwise the room's state is the resolution of its heads' states (the same on
+        // every server with the same heads); heads whose state this server never learnt,
+        // or a resolution that cannot be made, leave the event's own entry to win.
+        let heads = self.room.extremities.clone();
+        let mut states = Vec::new();
+        for head in &heads {
+            if let Some(state) = self.messaging.state_after(head, &self.snapshots)? {
+                states.push(state);
             }
+        }
+        let current = match states.len() == heads.len() {
+            true if states.len() == 1 => states.pop(),
+            true => self.resolve(&states),
+            false => None,
         };
         match current {
             Some(current) => {
-                let now = self.state_map();
+                let now = self.state_map()?;
+                for key in now.keys().filter(|k| !current.contains_key(*k)) {
+                    self.removed.insert(key.clone());
+                }
                 for (key, id) in current {
                     if now.get(&key) != Some(&id) {
+                        self.removed.remove(&key);
                         self.state.insert(key, id);
                     }
                 }
             }
-            // Heads whose state this server never learnt: the event's own entry wins.
             None => {
-                if let Some(pdu) = self.events.get(&event_id).cloned() {
-                    let mut own = StateIds::new();
-                    add_own(&mut own, &pdu);
-                    self.state.extend(own);
-                }
+                let own = own();
+                self.state.extend(own);
             }
         }
         Ok(())
@@ -641,7 +670,17 @@ impl Draft<'_> {
             if let Some(stored) = self.messaging.stored_pdu(id.as_str())?
                 && let Ok(pdu) = stored.pdu()
             {
-                self.write_state(&mut batch, &mut memberships, &pdu, stored.position)?;
+                // A new position, so syncing clients see the membership change.
+                let position = batch.new_position()?;
+                self.write_state(&mut batch, &mut memberships, &pdu, position)?;
+            }
+        }
+        for (kind, key) in &self.removed {
+            let row = (room, kind.as_str(), key.as_str());
+            batch.delete(&catalog::ROOMID_TYPE_STATEKEY_EVENTID, &row)?;
+            if kind == "m.room.member" {
+                batch.delete(&catalog::USERID_ROOMID_MEMBERSHIP, &(key.as_str(), room))?;
+                batch.delete(&catalog::ROOMID_USERID_MEMBERSHIP, &(room, key.as_str()))?;
             }
         }
         let destinations = self.queue_for_servers(&mut batch, &members, &memberships)?;

@@ -21,7 +21,7 @@ use super::Messaging;
 use crate::gateway::{Error, Result};
 
 /// The longest chain of changes before a snapshot is kept whole.
-const MAX_HOPS: u32 = 100;
+pub(super) const MAX_HOPS: u32 = 100;
 
 /// A room's state as event IDs, by (type, state key).
 pub type StateIds = HashMap<(String, String), OwnedEventId>;
@@ -50,18 +50,9 @@ impl Snapshot {
         }
     }
 
-    /// `base`'s state with `pdu`'s own entry (if a state event) on top.
-    pub fn after(
-        base: &OwnedEventId,
-        base_hops: u32,
-        pdu: &Pdu,
-        whole: impl FnOnce() -> StateIds,
-    ) -> Snapshot {
-        if base_hops + 1 >= MAX_HOPS {
-            let mut state = whole();
-            add_own(&mut state, pdu);
-            return Snapshot::whole(&state);
-        }
+    /// `base`'s state with `pdu`'s own entry (if a state event) on top (the caller keeps
+    /// chains under [`MAX_HOPS`]).
+    pub fn after(base: &OwnedEventId, base_hops: u32, pdu: &Pdu) -> Snapshot {
         let changes = pdu
             .state_key
             .iter()
@@ -131,6 +122,13 @@ impl Messaging {
         states: &[StateIds],
         fetch: &impl Fn(&EventId) -> Option<Pdu>,
     ) -> Result<StateIds> {
+        // Nothing conflicted (every state has the same entry for every key): nothing to
+        // resolve, and no auth chains to walk.
+        if let Some((first, rest)) = states.split_first()
+            && rest.iter().all(|state| state == first)
+        {
+            return Ok(first.clone());
+        }
         let StateResolutionVersion::V2(resolution) = &rules.state_res else {
             return Err(Error::internal("state resolution v1 is not spoken"));
         };
@@ -202,21 +200,38 @@ fn auth_chain(
 }
 
 /// The conflicted state subgraph (v2.1): the events on auth paths from one conflicted
-/// event to another, the conflicted ones included.
+/// event to another, the conflicted ones included. Each event's "reaches a conflicted
+/// event" is worked out once, depth first without recursion.
 fn conflicted_subgraph(
     conflicted: &HashSet<OwnedEventId>,
     fetch: &impl Fn(&EventId) -> Option<Pdu>,
 ) -> HashSet<OwnedEventId> {
-    let candidates = auth_chain(conflicted.iter().cloned(), fetch);
-    let mut out: HashSet<OwnedEventId> = conflicted.clone();
-    for id in candidates {
-        // On such a path if it descends from a conflicted event.
-        let mut ancestors = auth_chain(std::iter::once(id.clone()), fetch);
-        ancestors.insert(id.clone());
-        if ancestors.iter().any(|a| conflicted.contains(a) && *a != id) || conflicted.contains(&id)
-        {
-            out.insert(id);
+    let mut reaches: HashMap<OwnedEventId, bool> = HashMap::new();
+    let mut parents: HashMap<OwnedEventId, Vec<OwnedEventId>> = HashMap::new();
+    let mut stack: Vec<(OwnedEventId, bool)> =
+        conflicted.iter().map(|id| (id.clone(), false)).collect();
+    while let Some((id, expanded)) = stack.pop() {
+        if reaches.contains_key(&id) {
+            continue;
         }
+        if !expanded {
+            let auth = fetch(&id).map(|pdu| pdu.auth_events).unwrap_or_default();
+            stack.push((id.clone(), true));
+            for parent in &auth {
+                if !reaches.contains_key(parent) {
+                    stack.push((parent.clone(), false));
+                }
+            }
+            parents.insert(id, auth);
+            continue;
+        }
+        let found = parents.get(&id).is_some_and(|auth| {
+            auth.iter()
+                .any(|p| conflicted.contains(p) || reaches.get(p).copied().unwrap_or(false))
+        });
+        reaches.insert(id, found);
     }
+    let mut out: HashSet<OwnedEventId> = conflicted.clone();
+    out.extend(reaches.into_iter().filter(|(_, r)| *r).map(|(id, _)| id));
     out
 }
