@@ -19,7 +19,9 @@ use ruma::api::federation::device::get_devices;
 use ruma::api::federation::discovery::{
     discover_homeserver as server_discovery, get_server_keys, get_server_version,
 };
-use ruma::api::federation::event::{get_event, get_missing_events};
+use ruma::api::federation::event::{
+    get_event, get_missing_events, get_room_state, get_room_state_ids,
+};
 use ruma::api::federation::keys::{claim_keys as federation_claim, get_keys as federation_query};
 use ruma::api::federation::membership::{
     create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
@@ -178,6 +180,8 @@ pub fn router(state: AppState) -> Router {
         .ruma::<get_backfill::v1::Request, _, _>(server::events::backfill)
         .ruma::<get_missing_events::v1::Request, _, _>(server::events::missing_events)
         .ruma::<get_event_authorization::v1::Request, _, _>(server::events::event_auth)
+        .ruma::<get_room_state_ids::v1::Request, _, _>(server::events::state_ids)
+        .ruma::<get_room_state::v1::Request, _, _>(server::events::room_state)
         .ruma::<federation_query::v1::Request, _, _>(server::keys_e2ee::query)
         .ruma::<federation_claim::v1::Request, _, _>(server::keys_e2ee::claim)
         .ruma::<get_devices::v1::Request, _, _>(server::keys_e2ee::devices)

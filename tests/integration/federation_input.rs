@@ -253,3 +253,106 @@ async fn bad_events_and_transactions_are_refused_and_change_nothing() {
     assert!(seen.is_empty(), "{seen:?}");
     kith.assert_events_verify();
 }
+
+/// Percent-encodes the sigils of IDs for a path.
+fn encoded(id: &str) -> String {
+    id.replace('$', "%24")
+        .replace('!', "%21")
+        .replace('#', "%23")
+}
+
+/// A server that joins a public room (make_join, sign, send_join) reads its state before
+/// any event (`/state_ids`, `/state`, the join not included), its auth chains and its
+/// history.
+#[tokio::test]
+async fn a_server_that_joined_reads_state_and_history() {
+    let (kith, name) = Server::federated(&[]);
+    let peer = Peer::start().await;
+    let (_, token) = kith.user("alice").await;
+    let (room, _head, _) = room(&kith, &token).await;
+    let to = ServerName::parse(name.as_str()).unwrap();
+    let user = format!("@mallory:{}", peer.name);
+    let path = format!(
+        "/_matrix/federation/v1/make_join/{}/{user}?ver=12",
+        encoded(&room)
+    );
+    let made = peer
+        .client
+        .send_json(&to, http::Method::GET, &path, None)
+        .await
+        .unwrap();
+    assert_eq!(made["room_version"], "12", "{made}");
+    let mut template: ruma::CanonicalJsonObject =
+        serde_json::from_value(made["event"].clone()).unwrap();
+    template.insert(
+        "origin_server_ts".into(),
+        ruma::UInt::from(1_800_000_000u32).into(),
+    );
+    let join = peer
+        .keys
+        .sign_new_pdu(&RoomVersionId::V12, template)
+        .unwrap();
+    let path = format!(
+        "/_matrix/federation/v2/send_join/{}/{}",
+        encoded(&room),
+        encoded(join.event_id.as_str())
+    );
+    let joined = peer
+        .put(&name, &path, &serde_json::to_value(&join.json).unwrap())
+        .await
+        .unwrap();
+    let state = joined["state"].as_array().unwrap();
+    assert!(
+        state.iter().any(|e| e["type"] == "m.room.create"),
+        "{joined}"
+    );
+
+    let event = encoded(join.event_id.as_str());
+    let path = format!(
+        "/_matrix/federation/v1/state_ids/{}?event_id={event}",
+        encoded(&room)
+    );
+    let ids = peer
+        .client
+        .send_json(&to, http::Method::GET, &path, None)
+        .await
+        .unwrap();
+    let pdu_ids = ids["pdu_ids"].as_array().unwrap();
+    assert_eq!(pdu_ids.len(), state.len(), "{ids}");
+    assert!(!pdu_ids.contains(&json!(join.event_id)), "{ids}");
+    assert!(
+        !ids["auth_chain_ids"].as_array().unwrap().is_empty(),
+        "{ids}"
+    );
+    let path = format!(
+        "/_matrix/federation/v1/state/{}?event_id={event}",
+        encoded(&room)
+    );
+    let whole = peer
+        .client
+        .send_json(&to, http::Method::GET, &path, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        whole["pdus"].as_array().unwrap().len(),
+        pdu_ids.len(),
+        "{whole}"
+    );
+    for path in [
+        format!("/_matrix/federation/v1/event/{event}"),
+        format!(
+            "/_matrix/federation/v1/event_auth/{}/{event}",
+            encoded(&room)
+        ),
+        format!(
+            "/_matrix/federation/v1/backfill/{}?v={event}&limit=5",
+            encoded(&room)
+        ),
+    ] {
+        let found = peer
+            .client
+            .send_json(&to, http::Method::GET, &path, None)
+            .await;
+        assert!(found.is_ok(), "{path}: {found:?}");
+    }
+}

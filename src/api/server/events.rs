@@ -4,7 +4,9 @@ use axum::extract::State;
 use ruma::MilliSecondsSinceUnixEpoch;
 use ruma::api::federation::authorization::get_event_authorization;
 use ruma::api::federation::backfill::get_backfill;
-use ruma::api::federation::event::{get_event, get_missing_events};
+use ruma::api::federation::event::{
+    get_event, get_missing_events, get_room_state, get_room_state_ids,
+};
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
@@ -95,5 +97,49 @@ pub async fn event_auth(
     let chain = chain.iter().map(raw).collect::<Result<_>>()?;
     Ok(RumaResponse(get_event_authorization::v1::Response::new(
         chain,
+    )))
+}
+
+/// `GET /_matrix/federation/v1/state_ids/{roomId}?event_id=`: the IDs of the room's state
+/// before the event (not including it, as Synapse answers) and of its auth chain.
+pub async fn state_ids(
+    State(state): State<AppState>,
+    request: Ruma<get_room_state_ids::v1::Request>,
+) -> Result<RumaResponse<get_room_state_ids::v1::Response>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let events = state
+        .messaging
+        .state_before_event(origin, &body.room_id, &body.event_id)?;
+    let chain = state.messaging.auth_chain(&events)?;
+    let ids = |events: &[crate::services::messaging::StoredPdu]| {
+        events.iter().map(|e| e.event_id.clone()).collect()
+    };
+    Ok(RumaResponse(get_room_state_ids::v1::Response::new(
+        ids(&chain),
+        ids(&events),
+    )))
+}
+
+/// `GET /_matrix/federation/v1/state/{roomId}?event_id=`: the same, as whole events.
+pub async fn room_state(
+    State(state): State<AppState>,
+    request: Ruma<get_room_state::v1::Request>,
+) -> Result<RumaResponse<get_room_state::v1::Response>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let events = state
+        .messaging
+        .state_before_event(origin, &body.room_id, &body.event_id)?;
+    let chain = state.messaging.auth_chain(&events)?;
+    let pdus = |events: &[crate::services::messaging::StoredPdu]| {
+        events
+            .iter()
+            .map(|e| raw(&e.json))
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok(RumaResponse(get_room_state::v1::Response::new(
+        pdus(&chain)?,
+        pdus(&events)?,
     )))
 }

@@ -115,6 +115,46 @@ impl Messaging {
         Ok(Some(state))
     }
 
+    /// The room's state before `event_id` (not including it), as `/state` and `/state_ids`
+    /// answer a server in the room; 404 where it is not known here (an outlier, or history
+    /// from before this server kept states).
+    pub fn state_before_event(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &ruma::RoomId,
+        event_id: &EventId,
+    ) -> Result<Vec<super::StoredPdu>> {
+        let unknown = || Error::not_found("State not known at that event");
+        let event = self.event_for(origin, event_id.as_str())?;
+        if event.room_id != room_id.as_str() || event.outlier {
+            return Err(unknown());
+        }
+        let room = self.room(room_id)?.ok_or_else(unknown)?;
+        let rules = kith_federation::pdu::rules(&room.version).map_err(Error::internal)?;
+        let pdu = event.pdu().map_err(Error::internal)?;
+        let pending = HashMap::new();
+        let mut states = Vec::new();
+        for prev in &pdu.prev_events {
+            states.push(self.state_after(prev, &pending)?.ok_or_else(unknown)?);
+        }
+        let fetch = |id: &EventId| {
+            self.stored_pdu(id.as_str())
+                .ok()
+                .flatten()
+                .and_then(|s| s.pdu().ok())
+        };
+        let state = match states.len() {
+            0 => StateIds::new(),
+            1 => states.pop().unwrap_or_default(),
+            _ => self.resolve_states(&rules, &states, &fetch)?,
+        };
+        let mut events = Vec::new();
+        for id in state.values() {
+            events.extend(self.stored_pdu(id.as_str())?);
+        }
+        Ok(events)
+    }
+
     /// Resolves several states of one room into one, as every server does.
     pub(super) fn resolve_states(
         &self,
