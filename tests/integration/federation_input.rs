@@ -355,4 +355,46 @@ async fn a_server_that_joined_reads_state_and_history() {
             .await;
         assert!(found.is_ok(), "{path}: {found:?}");
     }
+
+    // alice bans mallory; a message mallory's server then builds on the history from
+    // before the ban passes against the state before it, but not against the room's
+    // state now: soft-failed, so kept and answered without error, but never shown.
+    let path = format!("/_matrix/client/v3/rooms/{room}/ban");
+    let (status, banned) = kith
+        .post(&path, Some(&token), json!({ "user_id": user }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{banned}");
+    let power_levels = state
+        .iter()
+        .find(|e| e["type"] == "m.room.power_levels")
+        .map(|e| {
+            let object = serde_json::from_value(e.clone()).unwrap();
+            kith_federation::Pdu::received(&RoomVersionId::V12, object)
+                .unwrap()
+                .event_id
+        })
+        .unwrap();
+    let late = NewEvent {
+        room_id: Some(room.as_str().try_into().unwrap()),
+        sender: user.as_str().try_into().unwrap(),
+        kind: TimelineEventType::RoomMessage,
+        state_key: None,
+        content: json!({ "msgtype": "m.text", "body": "sent before I knew" }),
+        prev_events: vec![join.event_id.clone()],
+        auth_events: vec![power_levels, join.event_id.clone()],
+        depth: u64::from(join.depth) + 1,
+        origin_server_ts: 1_800_000_000_001,
+        redacts: None,
+    };
+    let late = peer.keys.build_pdu(&RoomVersionId::V12, late).unwrap();
+    let pdu = serde_json::to_value(&late.json).unwrap();
+    let answer = peer.send(&name, "late1", vec![pdu]).await.unwrap();
+    assert_eq!(
+        answer["pdus"][late.event_id.as_str()],
+        json!({}),
+        "{answer}"
+    );
+    let seen = bodies(&kith, &token, &room).await;
+    assert!(!seen.contains(&"sent before I knew".to_owned()), "{seen:?}");
+    kith.assert_events_verify();
 }

@@ -45,6 +45,8 @@ pub struct Draft<'a> {
     snapshots: HashMap<OwnedEventId, Snapshot>,
     /// State keys the room no longer has (state resolution left them out).
     removed: HashSet<(String, String)>,
+    /// Received events that passed against the state before them but not the current one.
+    soft_failed: Vec<Pdu>,
     /// Built events that came from another server, which its origin sends on itself.
     received: HashSet<OwnedEventId>,
     /// A remote room's state and auth chain, as its resident server gave them on our join:
@@ -113,6 +115,7 @@ impl Messaging {
             transactions: HashMap::new(),
             snapshots: HashMap::new(),
             removed: HashSet::new(),
+            soft_failed: Vec::new(),
             received: HashSet::new(),
             imported: Vec::new(),
             _guard: None,
@@ -159,6 +162,7 @@ impl Messaging {
             transactions: HashMap::new(),
             snapshots: HashMap::new(),
             removed: HashSet::new(),
+            soft_failed: Vec::new(),
             received: HashSet::new(),
             imported: Vec::new(),
             _guard: Some(guard),
@@ -419,13 +423,19 @@ impl Draft<'_> {
                 .and_then(|id| self.fetch(id))
         };
         check_state_dependent_auth_rules(authz, &pdu, by_state_before).map_err(Error::forbidden)?;
-        // And against the current state (an event the room has moved past is refused).
+        // And against the current state: an event the room has moved past (its sender
+        // banned since, say) is soft-failed: kept, so others may build on it, but not shown
+        // and not made a head, and it changes no state.
         let by_current_state = |kind: &ruma::events::StateEventType, key: &str| {
             self.state_id(&kind.to_string(), key)
                 .and_then(|id| self.fetch(&id))
         };
-        check_state_dependent_auth_rules(authz, &pdu, by_current_state)
-            .map_err(Error::forbidden)?;
+        if check_state_dependent_auth_rules(authz, &pdu, by_current_state).is_err() {
+            tracing::info!(event_id = %pdu.event_id, "soft-failed an event");
+            self.events.insert(pdu.event_id.clone(), pdu.clone());
+            self.soft_failed.push(pdu);
+            return Ok(());
+        }
         if !forward {
             self.received.insert(pdu.event_id.clone());
         }
@@ -612,6 +622,18 @@ impl Draft<'_> {
             if self.is_current(pdu) {
                 self.write_state(&mut batch, &mut memberships, pdu, position)?;
             }
+        }
+        for pdu in &self.soft_failed {
+            let record = StoredPdu {
+                event_id: pdu.event_id.clone(),
+                room_id: room.to_owned(),
+                position: batch.new_position()?,
+                json: pdu.json.clone(),
+                transaction: None,
+                redacted_because: None,
+                outlier: true,
+            };
+            batch.put(&catalog::EVENTID_PDU, &pdu.event_id.as_str(), &record)?;
         }
         let mut unread = HashMap::new();
         let mut stored = Vec::new();
