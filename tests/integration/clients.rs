@@ -13,7 +13,7 @@ use crate::common::{POLICY, Server};
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Runs `program args…` and checks that it passed.
-async fn run_client(server: &Server, program: &str, args: &[&str], marker: &str) {
+pub async fn run_client(server: &Server, program: &str, args: &[&str], marker: &str) {
     let child = Command::new(program)
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -39,7 +39,7 @@ async fn run_client(server: &Server, program: &str, args: &[&str], marker: &str)
     );
 }
 
-fn python() -> String {
+pub fn python() -> String {
     std::env::var("KITH_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 

@@ -460,3 +460,20 @@ async fn kith_and_synapse_users_start_direct_chats_under_dm_only() {
     })
     .await;
 }
+
+/// Real matrix-nio clients on each side, one on kith and one on Synapse: direct rooms made
+/// on either side, invites, joins, messages, typing and receipts
+/// (`tests/clients/nio_federated.py`).
+#[tokio::test]
+async fn matrix_nio_clients_chat_across_kith_and_synapse() {
+    let (kith, kith_name) = Server::federated(&[]);
+    let Some(synapse) = Synapse::start(&[&kith_name]).await else {
+        eprintln!("KITH_SYNAPSE_PYTHON is not set: skipping the Synapse federation test");
+        return;
+    };
+    let synapse_base = format!("https://{}", synapse.name);
+    let args = ["tests/clients/nio_federated.py", &kith.base, &synapse_base];
+    let python = crate::clients::python();
+    crate::clients::run_client(&kith, &python, &args, "nio federated test passed").await;
+    kith.assert_events_verify();
+}

@@ -4,7 +4,7 @@ use axum::extract::State;
 use ruma::api::federation::membership::{
     create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
@@ -103,10 +103,22 @@ pub async fn invite(
         serde_json::from_str(body.event.get()).map_err(|e| Error::bad_json(e.to_string()))?;
     let whole: Value =
         serde_json::from_slice(&request.raw_body).map_err(|e| Error::bad_json(e.to_string()))?;
+    // Stripped for our clients, whichever form (stripped or whole PDUs) it came in.
     let invite_state = whole
         .get("invite_room_state")
         .and_then(|s| s.as_array())
-        .cloned()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["type"].is_string() && e["state_key"].is_string())
+                .map(|e| {
+                    json!({
+                        "type": e["type"], "state_key": e["state_key"],
+                        "content": e["content"], "sender": e["sender"],
+                    })
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let (inviter, invitee) = (
         event

@@ -559,6 +559,27 @@ impl Draft<'_> {
         Ok(())
     }
 
+    /// Whether a redaction strips its target here: a local one was checked when it was
+    /// drafted; one from another server only strips its own sender's events, or anyone's
+    /// if its sender has the `redact` power level (else it is kept, and does nothing).
+    fn may_apply_redaction(&self, redaction: &Pdu, target: &EventId) -> Result<bool> {
+        if !self.received.contains(&redaction.event_id) {
+            return Ok(true);
+        }
+        let Some(event) = self.messaging.stored_pdu(target.as_str())? else {
+            return Ok(true);
+        };
+        let own =
+            event.json.get("sender").and_then(|s| s.as_str()) == Some(redaction.sender.as_str());
+        match (own, self.room_id.as_deref()) {
+            (true, _) => Ok(true),
+            (false, Some(room_id)) => self
+                .messaging
+                .may_redact_others(room_id, redaction.sender.as_str()),
+            (false, None) => Ok(false),
+        }
+    }
+
     /// Strips the event a redaction names (in this room) to what its room version keeps,
     /// remembering the redaction for clients, and takes it out of unread counts. The
     /// hashes and signatures stay, so the event still verifies as the redacted form of a
@@ -676,7 +697,9 @@ impl Draft<'_> {
             self.messaging
                 .count_notifications(&mut batch, &mut unread, &room_id, &members, &record)
                 .await?;
-            if let Some(target) = &pdu.redacts {
+            if let Some(target) = &pdu.redacts
+                && self.may_apply_redaction(pdu, target)?
+            {
                 self.redact(&mut batch, &mut unread, &members, target, &record)?;
             }
             stored.push(record);

@@ -494,6 +494,9 @@ impl Messaging {
             }
             events.push(event);
         }
+        let rules = pdu::rules(&version).map_err(Error::internal)?;
+        let events = authorised(&rules, events);
+        state_ids.retain(|id| events.iter().any(|e| e.event_id == *id));
         // A direct chat as its invite says, or by its size (the friendship policy then
         // watches who writes into it, as in rooms made here).
         let invited_direct = self
@@ -591,11 +594,13 @@ impl Messaging {
         else {
             return Err(Error::internal("invite without an invitee"));
         };
-        let stripped = self.stripped_state(room_id.as_str())?;
+        // Whole PDUs, the create event among them, as v1.18 (MSC4311) asks; servers
+        // accept them in every room version.
+        let invite_state = self.invite_state_pdus(room_id.as_str())?;
         let body = json!({
             "event": invite.json,
             "room_version": draft.version().as_str(),
-            "invite_room_state": stripped,
+            "invite_room_state": invite_state,
         });
         let path = format!(
             "/_matrix/federation/v2/invite/{}/{}",
@@ -795,6 +800,54 @@ impl Messaging {
         )?;
         Ok(self.storage.commit(batch).await?)
     }
+}
+
+/// The events that pass the auth rules against their own auth events (found among
+/// `events`; the create event is implied in v12): a resident server cannot hand a joining
+/// server state that its own history does not allow.
+fn authorised(rules: &ruma::room_version_rules::RoomVersionRules, events: Vec<Pdu>) -> Vec<Pdu> {
+    use ruma::state_res::{check_state_dependent_auth_rules, check_state_independent_auth_rules};
+    let by_id: std::collections::HashMap<OwnedEventId, Pdu> = events
+        .iter()
+        .map(|e| (e.event_id.clone(), e.clone()))
+        .collect();
+    let create = events
+        .iter()
+        .find(|e| e.kind == TimelineEventType::RoomCreate && e.state_key.as_deref() == Some(""))
+        .map(|e| e.event_id.clone());
+    let authz = &rules.authorization;
+    events
+        .into_iter()
+        .filter(|pdu| {
+            let fetch = |id: &EventId| by_id.get(id).cloned();
+            if let Err(e) = check_state_independent_auth_rules(authz, pdu, fetch) {
+                tracing::warn!(event_id = %pdu.event_id, "left out a state event: {e}");
+                return false;
+            }
+            let named: Vec<&Pdu> = pdu
+                .auth_events
+                .iter()
+                .chain(create.iter())
+                .filter_map(|id| by_id.get(id))
+                .collect();
+            let by_auth_events = |kind: &ruma::events::StateEventType, key: &str| {
+                named
+                    .iter()
+                    .find(|e| {
+                        e.kind.to_string() == kind.to_string()
+                            && e.state_key.as_deref() == Some(key)
+                    })
+                    .map(|e| (*e).clone())
+            };
+            match check_state_dependent_auth_rules(authz, pdu, by_auth_events) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(event_id = %pdu.event_id, "left out a state event: {e}");
+                    false
+                }
+            }
+        })
+        .collect()
 }
 
 /// An invite another server sends for one of our users (`PUT /v2/invite`).

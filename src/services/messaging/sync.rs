@@ -127,6 +127,21 @@ impl Messaging {
         Ok(stripped)
     }
 
+    /// The same state as whole signed PDUs, as invites over federation carry it (v1.18).
+    pub fn invite_state_pdus(&self, room_id: &str) -> Result<Vec<Value>> {
+        Ok(self
+            .state_events(room_id)?
+            .iter()
+            .filter(|s| {
+                s.json
+                    .get("type")
+                    .and_then(|t| t.as_str())
+                    .is_some_and(|t| INVITE_STATE.contains(&t))
+            })
+            .filter_map(|s| serde_json::to_value(&s.json).ok())
+            .collect())
+    }
+
     /// The room's state that invitees see before joining, stripped.
     pub fn stripped_state(&self, room_id: &str) -> Result<Vec<Value>> {
         Ok(self
