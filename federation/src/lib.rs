@@ -6,6 +6,7 @@
 
 mod client;
 mod discovery;
+pub mod inbound;
 mod keys;
 pub mod media;
 pub mod pdu;

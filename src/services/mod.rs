@@ -198,6 +198,7 @@ impl Services {
     pub fn start_federation(&self) {
         if let Some(client) = &self.federation {
             let queue = Queue::start(self.storage.clone(), Arc::clone(client));
+            kith_federation::inbound::spawn_pruner(self.storage.clone());
             self.messaging.outbox.set(queue);
         }
     }

@@ -315,7 +315,7 @@ pub const DESTINATION_BACKOFF: Table = Table {
 pub const ORIGIN_TXNID_RESPONSE: Table = Table {
     name: "origin_txnid_response",
     key: "(origin server name, transaction ID)",
-    value: "the response JSON sent for it",
+    value: "Handled JSON: when, and the per-PDU results sent (kept a day)",
 };
 
 /// Every table, in the order they are created.

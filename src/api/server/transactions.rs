@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
+use kith_federation::inbound::Handled;
 use kith_storage::catalog;
 use ruma::ServerName;
 use ruma::api::federation::transactions::send_transaction_message;
@@ -36,10 +37,9 @@ pub async fn send(
         )));
     }
     let key = (origin.as_str(), body.transaction_id.as_str());
-    let done: Option<BTreeMap<String, Value>> =
-        state.storage.get(&catalog::ORIGIN_TXNID_RESPONSE, &key)?;
+    let done: Option<Handled> = state.storage.get(&catalog::ORIGIN_TXNID_RESPONSE, &key)?;
     if let Some(done) = done {
-        return Ok(RumaResponse(response_of(done)));
+        return Ok(RumaResponse(response_of(done.pdus)));
     }
     let mut results = BTreeMap::new();
     for raw in &body.pdus {
@@ -68,7 +68,11 @@ pub async fn send(
         }
     }
     let mut batch = state.storage.batch();
-    batch.put(&catalog::ORIGIN_TXNID_RESPONSE, &key, &results)?;
+    batch.put(
+        &catalog::ORIGIN_TXNID_RESPONSE,
+        &key,
+        &Handled::new(results.clone()),
+    )?;
     state.storage.commit(batch).await?;
     Ok(RumaResponse(response_of(results)))
 }
