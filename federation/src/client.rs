@@ -245,16 +245,7 @@ impl FederationClient {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(bytes)
             .map_err(|e| FederationError::Request(e.to_string()))?;
-        let input = XMatrixSigningInput::new(
-            self.own_name()?,
-            destination.to_owned(),
-            self.keys.key_pair(),
-        );
-        let authorization = XMatrix::sign_http_request(&request, input)
-            .map_err(|e| FederationError::Request(e.to_string()))?;
-        request
-            .headers_mut()
-            .insert(http::header::AUTHORIZATION, (&authorization).into());
+        self.sign(&mut request, destination)?;
         let (_, body) = self.execute(server, request).await?;
         if body.is_empty() {
             return Ok(Value::Object(Default::default()));
@@ -275,6 +266,25 @@ impl FederationClient {
             .body(Vec::new())
             .map_err(|e| FederationError::Request(e.to_string()))?;
         Ok(self.execute(server, request).await?.1)
+    }
+
+    /// Adds this server's X-Matrix `Authorization` for `destination` to a request.
+    fn sign(
+        &self,
+        request: &mut http::Request<Vec<u8>>,
+        destination: &ServerName,
+    ) -> Result<(), FederationError> {
+        let input = XMatrixSigningInput::new(
+            self.own_name()?,
+            destination.to_owned(),
+            self.keys.key_pair(),
+        );
+        let authorization = XMatrix::sign_http_request(request, input)
+            .map_err(|e| FederationError::Request(e.to_string()))?;
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, (&authorization).into());
+        Ok(())
     }
 
     fn own_name(&self) -> Result<OwnedServerName, FederationError> {
@@ -311,16 +321,7 @@ impl FederationClient {
             .uri(format!("{base}{path_and_query}"))
             .body(Vec::new())
             .map_err(|e| FederationError::Request(e.to_string()))?;
-        let input = XMatrixSigningInput::new(
-            self.own_name()?,
-            destination.to_owned(),
-            self.keys.key_pair(),
-        );
-        let authorization = XMatrix::sign_http_request(&request, input)
-            .map_err(|e| FederationError::Request(e.to_string()))?;
-        request
-            .headers_mut()
-            .insert(http::header::AUTHORIZATION, (&authorization).into());
+        self.sign(&mut request, destination)?;
         let (_, headers, body) = self.execute_full(server, request, limit).await?;
         let content_type = headers
             .get(http::header::CONTENT_TYPE)

@@ -376,16 +376,7 @@ async fn a_peer_that_was_down_gets_everything_once_in_order_even_across_our_rest
     let (mut b, _) = Server::federated(&[]);
     let (_, alice_token) = a.user("alice").await;
     let (bob, bob_token) = b.user("bob").await;
-    let body = json!({ "preset": "private_chat", "invite": [bob] });
-    let (status, created) = a
-        .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{created}");
-    let room = created["room_id"].as_str().unwrap().to_owned();
-    sync_until(&b, &bob_token, |s| s["rooms"]["invite"][&room].is_object()).await;
-    let path = format!("/_matrix/client/v3/rooms/{room}/join");
-    let (status, joined) = b.post(&path, Some(&bob_token), json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{joined}");
+    let room = room_on_a(&a, &alice_token, (&b, &bob, &bob_token), "private_chat").await;
 
     // B goes away; alice keeps writing, and A itself is killed and restarted midway.
     b.kill();
@@ -515,6 +506,26 @@ async fn users_on_two_kith_servers_befriend_chat_under_dm_only_and_unfriend() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
 }
 
+/// A room alice makes on `a` with `preset`, inviting bob, who joins from `b`; its ID.
+async fn room_on_a(
+    a: &Server,
+    alice_token: &str,
+    (b, bob, bob_token): (&Server, &str, &str),
+    preset: &str,
+) -> String {
+    let body = json!({ "preset": preset, "invite": [bob] });
+    let (status, created) = a
+        .post("/_matrix/client/v3/createRoom", Some(alice_token), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    sync_until(b, bob_token, |s| s["rooms"]["invite"][&room].is_object()).await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/join");
+    let (status, joined) = b.post(&path, Some(bob_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    room
+}
+
 async fn write(server: &Server, token: &str, room: &str, who: &str) {
     for i in 0..5 {
         server.say(token, room, &format!("{who} {i}")).await;
@@ -530,21 +541,7 @@ async fn concurrent_writes_on_two_servers_converge() {
     let (b, _) = Server::federated(&[]);
     let (_, alice_token) = a.user("alice").await;
     let (bob, bob_token) = b.user("bob").await;
-    let body = json!({ "preset": "private_chat", "invite": [bob] });
-    let (status, created) = a
-        .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{created}");
-    let room = created["room_id"].as_str().unwrap().to_owned();
-    sync_until(&b, &bob_token, |s| s["rooms"]["invite"][&room].is_object()).await;
-    let (status, joined) = b
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            Some(&bob_token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{joined}");
+    let room = room_on_a(&a, &alice_token, (&b, &bob, &bob_token), "private_chat").await;
 
     tokio::join!(
         write(&a, &alice_token, &room, "alice"),
@@ -604,21 +601,13 @@ async fn concurrent_state_changes_resolve_the_same_on_both_servers() {
     let (_, alice_token) = a.user("alice").await;
     let (bob, bob_token) = b.user("bob").await;
     // A trusted private chat: bob may name the room too.
-    let body = json!({ "preset": "trusted_private_chat", "invite": [bob] });
-    let (status, created) = a
-        .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{created}");
-    let room = created["room_id"].as_str().unwrap().to_owned();
-    sync_until(&b, &bob_token, |s| s["rooms"]["invite"][&room].is_object()).await;
-    let (status, joined) = b
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            Some(&bob_token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{joined}");
+    let room = room_on_a(
+        &a,
+        &alice_token,
+        (&b, &bob, &bob_token),
+        "trusted_private_chat",
+    )
+    .await;
     b.say(&bob_token, &room, "joined").await;
     wait_for_message(&a, &alice_token, &room, "joined").await;
 

@@ -130,29 +130,29 @@ impl Messaging {
     /// The same state as whole signed PDUs, as invites over federation carry it (v1.18).
     pub fn invite_state_pdus(&self, room_id: &str) -> Result<Vec<Value>> {
         Ok(self
-            .state_events(room_id)?
+            .invite_state_events(room_id)?
             .iter()
-            .filter(|s| {
-                s.json
-                    .get("type")
-                    .and_then(|t| t.as_str())
-                    .is_some_and(|t| INVITE_STATE.contains(&t))
-            })
             .filter_map(|s| serde_json::to_value(&s.json).ok())
             .collect())
+    }
+
+    /// The room's state events of the types shown before joining.
+    fn invite_state_events(&self, room_id: &str) -> Result<Vec<StoredPdu>> {
+        let mut events = self.state_events(room_id)?;
+        events.retain(|s| {
+            s.json
+                .get("type")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| INVITE_STATE.contains(&t))
+        });
+        Ok(events)
     }
 
     /// The room's state that invitees see before joining, stripped.
     pub fn stripped_state(&self, room_id: &str) -> Result<Vec<Value>> {
         Ok(self
-            .state_events(room_id)?
+            .invite_state_events(room_id)?
             .iter()
-            .filter(|s| {
-                s.json
-                    .get("type")
-                    .and_then(|t| t.as_str())
-                    .is_some_and(|t| INVITE_STATE.contains(&t))
-            })
             .map(strip)
             .collect())
     }
