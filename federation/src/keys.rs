@@ -23,17 +23,40 @@ pub enum KeyError {
     Corrupt(String),
 }
 
-/// The key as stored: a PKCS#8 document and the key's version name.
+/// The key as stored: a PKCS#8 document and the key's version name, and the keys it
+/// replaced.
 #[derive(Serialize, Deserialize)]
 struct StoredKey {
     version: String,
     pkcs8: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    old: Vec<OldKey>,
 }
 
-/// The server's identity: its name and its current signing key.
+/// A key this server signed with before: still published (`old_verify_keys`), so what it
+/// signed then still verifies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OldKey {
+    pub version: String,
+    /// Unpadded standard base64.
+    pub public_key: String,
+    pub expired_ts: u64,
+}
+
+/// The server's identity: its name, its current signing key and its retired ones.
 pub struct ServerKeys {
     server_name: String,
     key_pair: Ed25519KeyPair,
+    old: Vec<OldKey>,
+}
+
+/// A new key pair's PKCS#8 document and its version name (from the public key, so stable
+/// and unique without another source of randomness).
+fn new_key() -> Result<(String, impl AsRef<[u8]>), KeyError> {
+    let document = Ed25519KeyPair::generate();
+    let probe = Ed25519KeyPair::from_der(&document, String::new())
+        .map_err(|e| KeyError::Corrupt(e.to_string()))?;
+    Ok((format!("k{}", hex_prefix(&probe.public_key())), document))
 }
 
 impl ServerKeys {
@@ -42,15 +65,11 @@ impl ServerKeys {
         let stored = match storage.get::<_, StoredKey>(&catalog::GLOBAL_VALUE, &SIGNING_KEY)? {
             Some(stored) => stored,
             None => {
-                let document = Ed25519KeyPair::generate();
-                let probe = Ed25519KeyPair::from_der(&document, String::new())
-                    .map_err(|e| KeyError::Corrupt(e.to_string()))?;
-                // A key version names the key; deriving it from the public key keeps it stable
-                // and unique without another source of randomness.
-                let version = format!("k{}", hex_prefix(&probe.public_key()));
+                let (version, document) = new_key()?;
                 let stored = StoredKey {
                     version,
-                    pkcs8: STANDARD_NO_PAD.encode(&document),
+                    pkcs8: STANDARD_NO_PAD.encode(document.as_ref()),
+                    old: Vec::new(),
                 };
                 let mut batch = storage.batch();
                 batch.put(&catalog::GLOBAL_VALUE, &SIGNING_KEY, &stored)?;
@@ -67,7 +86,36 @@ impl ServerKeys {
         Ok(ServerKeys {
             server_name: server_name.to_owned(),
             key_pair,
+            old: stored.old,
         })
+    }
+
+    /// Replaces the signing key with a new one (the server uses it from its next start);
+    /// the old one is kept as retired now. Returns the new key's ID.
+    pub fn rotate(storage: &Storage, server_name: &str) -> Result<String, KeyError> {
+        let current = ServerKeys::load_or_generate(storage, server_name)?;
+        let (version, document) = new_key()?;
+        let mut old = current.old.clone();
+        old.push(OldKey {
+            version: current.key_pair.version().to_owned(),
+            public_key: current.public_key_base64(),
+            expired_ts: now_ms(),
+        });
+        let stored = StoredKey {
+            version: version.clone(),
+            pkcs8: STANDARD_NO_PAD.encode(document.as_ref()),
+            old,
+        };
+        let mut batch = storage.batch();
+        batch.put(&catalog::GLOBAL_VALUE, &SIGNING_KEY, &stored)?;
+        storage.commit_blocking(batch)?;
+        tracing::info!(key = %version, "rotated the server signing key");
+        Ok(format!("ed25519:{version}"))
+    }
+
+    /// The keys this server signed with before.
+    pub fn old_keys(&self) -> &[OldKey] {
+        &self.old
     }
 
     pub(crate) fn key_pair(&self) -> &Ed25519KeyPair {
@@ -98,7 +146,11 @@ impl ServerKeys {
             "server_name": self.server_name,
             "valid_until_ts": valid_until_ts,
             "verify_keys": { self.key_id(): { "key": self.public_key_base64() } },
-            "old_verify_keys": {},
+            "old_verify_keys": self.old.iter().map(|old| {
+                (format!("ed25519:{}", old.version), serde_json::json!({
+                    "key": old.public_key, "expired_ts": old.expired_ts,
+                }))
+            }).collect::<serde_json::Map<String, serde_json::Value>>(),
         });
         let mut object: CanonicalJsonObject = match serde_json::from_value(document) {
             Ok(object) => object,
@@ -108,6 +160,12 @@ impl ServerKeys {
         let _ = ruma::signatures::sign_json(&self.server_name, &self.key_pair, &mut object);
         object
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {
@@ -138,6 +196,29 @@ mod tests {
         let key_map = BTreeMap::from([(
             "kith.test".to_owned(),
             BTreeMap::from([(keys.key_id(), public)]),
+        )]);
+        ruma::signatures::verify_json(&key_map, &document).unwrap();
+    }
+
+    #[test]
+    fn a_rotated_key_is_published_as_old_and_the_document_signed_by_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let before = ServerKeys::load_or_generate(&storage, "kith.test").unwrap();
+        let new_id = ServerKeys::rotate(&storage, "kith.test").unwrap();
+        let after = ServerKeys::load_or_generate(&storage, "kith.test").unwrap();
+        assert_eq!(after.key_id(), new_id);
+        assert_ne!(after.key_id(), before.key_id());
+        let document = after.key_document();
+        let text = serde_json::to_value(&document).unwrap();
+        let old = &text["old_verify_keys"][before.key_id()];
+        assert_eq!(old["key"], before.public_key_base64());
+        assert!(old["expired_ts"].as_u64().unwrap() > 0);
+        assert!(text["verify_keys"].get(before.key_id()).is_none());
+        let public = ruma::serde::Base64::parse(after.public_key_base64()).unwrap();
+        let key_map = BTreeMap::from([(
+            "kith.test".to_owned(),
+            BTreeMap::from([(after.key_id(), public)]),
         )]);
         ruma::signatures::verify_json(&key_map, &document).unwrap();
     }

@@ -78,6 +78,10 @@ impl RemoteKeys {
         if server == self.own.server_name() {
             let key = Base64::parse(self.own.public_key_base64()).map_err(|e| e.to_string())?;
             set.insert(self.own.key_id(), key);
+            for old in self.own.old_keys() {
+                let key = Base64::parse(&old.public_key).map_err(|e| e.to_string())?;
+                set.insert(format!("ed25519:{}", old.version), key);
+            }
             return Ok(BTreeMap::from([(server.to_owned(), set)]));
         }
         let at = at.unwrap_or_else(now_ms);

@@ -36,6 +36,9 @@ pub enum AdminCommand {
     Tokens(TokenCommand),
     /// Re-check the content hash and signatures of every stored event.
     VerifyEvents,
+    /// Replace the server's signing key (with kith stopped): the old one stays published
+    /// as retired (`old_verify_keys`), so what it signed still verifies.
+    RotateSigningKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +107,17 @@ async fn over_http(config: &Config, command: &AdminCommand) -> Result<Value, Htt
             .post(format!("{base}/registration_tokens"))
             .json(&json!({ "token": token, "uses_allowed": uses, "expiry_time": expiry(*expires_in_days) })),
         AdminCommand::VerifyEvents => client.post(format!("{base}/events/verify")),
+        // The running server keeps the key it started with: it must not sign with one
+        // the database no longer holds. Asked only to learn whether it runs.
+        AdminCommand::RotateSigningKey => {
+            let probe = format!("http://{}/_matrix/client/versions", config.listen.client);
+            return match client.get(probe).send().await {
+                Err(e) if e.is_connect() => Err(HttpFailure::NotRunning),
+                _ => Err(HttpFailure::Refused(
+                    "stop kith first: the signing key is read when it starts".into(),
+                )),
+            };
+        }
     };
     let response = match request.bearer_auth(secret.trim()).send().await {
         Ok(response) => response,
@@ -184,6 +198,11 @@ async fn directly(config: Config, command: AdminCommand) -> Result<Value, String
                 .map(|t| json!(t))
         }
         AdminCommand::VerifyEvents => services.messaging.verify_all().map(|r| json!(r)),
+        AdminCommand::RotateSigningKey => {
+            kith_federation::ServerKeys::rotate(&services.storage, &services.config.server_name)
+                .map(|key_id| json!({ "key_id": key_id }))
+                .map_err(crate::gateway::Error::internal)
+        }
     };
     result.map_err(|e| e.to_string())
 }

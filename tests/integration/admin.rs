@@ -117,3 +117,50 @@ async fn admin_commands_work_on_a_stopped_server() {
         StatusCode::OK
     );
 }
+
+/// `kith admin rotate-signing-key`, with kith stopped (refused while it runs): a new key
+/// signs from the next start, the old one stays published as retired, and every event the
+/// old key signed still verifies.
+#[tokio::test]
+async fn the_signing_key_rotates_and_old_events_still_verify() {
+    let mut server = Server::start(&[]);
+    let (_, token) = server.user("alice").await;
+    let (status, created) = server
+        .post("/_matrix/client/v3/createRoom", Some(&token), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let (_, before) = server.get("/_matrix/key/v2/server", None).await;
+    let old_id = before["verify_keys"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let (ok, out) = server.admin(&["rotate-signing-key"]);
+    assert!(!ok, "rotation while running must be refused: {out}");
+
+    server.terminate();
+    let (ok, out) = server.admin(&["rotate-signing-key"]);
+    assert!(ok, "{out}");
+    let server = server.restart();
+    let (_, after) = server.get("/_matrix/key/v2/server", None).await;
+    let new_id = after["verify_keys"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    assert_ne!(new_id, old_id, "{after}");
+    assert_eq!(
+        after["old_verify_keys"][&old_id]["key"], before["verify_keys"][&old_id]["key"],
+        "{after}"
+    );
+    // New events are signed with the new key; all of them, old and new, verify.
+    let room = created["room_id"].as_str().unwrap();
+    let (_, token) = server.login("alice", PASSWORD, json!({})).await;
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    server.say(&token, room, "signed with the new key").await;
+    assert!(server.assert_events_verify() > 5);
+}

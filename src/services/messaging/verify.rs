@@ -31,10 +31,12 @@ impl Messaging {
     pub fn verify_all(&self) -> Result<VerifyReport> {
         let public =
             ruma::serde::Base64::parse(self.keys.public_key_base64()).map_err(Error::internal)?;
-        let mut keys = BTreeMap::from([(
-            self.server_name().to_owned(),
-            BTreeMap::from([(self.keys.key_id(), public)]),
-        )]);
+        let mut own = BTreeMap::from([(self.keys.key_id(), public)]);
+        for old in self.keys.old_keys() {
+            let key = ruma::serde::Base64::parse(&old.public_key).map_err(Error::internal)?;
+            own.insert(format!("ed25519:{}", old.version), key);
+        }
+        let mut keys = BTreeMap::from([(self.server_name().to_owned(), own)]);
         let remote: Vec<((String, String), RemoteKey)> = self
             .storage
             .scan_prefix(&catalog::SERVERNAME_KEYID_VERIFYKEY, &())?;
