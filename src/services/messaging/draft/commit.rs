@@ -1,0 +1,249 @@
+//! Writing a draft: its events, their state and memberships, the room's head, log
+//! entries and the copies for other servers, in one batch.
+
+use super::*;
+
+impl Draft<'_> {
+    /// Writes the drafted events, their state, memberships, the room's new head, their
+    /// log entries and the copies queued for the room's other servers, with whatever
+    /// `batch` already holds, in one write.
+    pub async fn commit(self, mut batch: Batch) -> Result<Vec<StoredPdu>> {
+        let room_id = self
+            .room_id
+            .clone()
+            .ok_or_else(|| Error::internal("draft without a room"))?;
+        let room = room_id.as_str();
+        let mut memberships: HashMap<String, Membership> = HashMap::new();
+        // Who is notified: the members joined before these events (a new room has none).
+        let members = match self.stored {
+            true => self.messaging.joined_members(room)?,
+            false => Vec::new(),
+        };
+        for pdu in &self.imported {
+            // An event already kept (this room's invite, say) stays as it is stored.
+            if let Some(known) = self.messaging.stored_pdu(pdu.event_id.as_str())? {
+                if known.room_id == room && self.is_current(pdu) {
+                    self.write_state(&mut batch, &mut memberships, pdu, known.position)?;
+                }
+                continue;
+            }
+            let position = batch.new_position()?;
+            let record = StoredPdu {
+                event_id: pdu.event_id.clone(),
+                room_id: room.to_owned(),
+                position,
+                json: pdu.json.clone(),
+                transaction: None,
+                redacted_because: None,
+                outlier: true,
+            };
+            batch.put(&catalog::EVENTID_PDU, &pdu.event_id.as_str(), &record)?;
+            if self.is_current(pdu) {
+                self.write_state(&mut batch, &mut memberships, pdu, position)?;
+            }
+        }
+        for pdu in &self.soft_failed {
+            let record = StoredPdu {
+                event_id: pdu.event_id.clone(),
+                room_id: room.to_owned(),
+                position: batch.new_position()?,
+                json: pdu.json.clone(),
+                transaction: None,
+                redacted_because: None,
+                outlier: true,
+            };
+            batch.put(&catalog::EVENTID_PDU, &pdu.event_id.as_str(), &record)?;
+        }
+        let mut unread = HashMap::new();
+        let mut stored = Vec::new();
+        for pdu in &self.built {
+            let position = batch.new_position()?;
+            let event_id = pdu.event_id.as_str();
+            let record = StoredPdu {
+                event_id: pdu.event_id.clone(),
+                room_id: room.to_owned(),
+                position,
+                json: pdu.json.clone(),
+                transaction: self.transactions.get(&pdu.event_id).cloned(),
+                redacted_because: None,
+                outlier: false,
+            };
+            batch.put(&catalog::EVENTID_PDU, &event_id, &record)?;
+            batch.put(
+                &catalog::ROOMID_POSITION_EVENTID,
+                &(room, position),
+                &event_id,
+            )?;
+            // Its own entry, unless state resolution chose another.
+            if self.is_current(pdu) {
+                self.write_state(&mut batch, &mut memberships, pdu, position)?;
+            }
+            if let Some(snapshot) = self.snapshots.get(&pdu.event_id) {
+                batch.put(&catalog::EVENTID_STATE, &event_id, snapshot)?;
+            }
+            if matches!(
+                pdu.kind,
+                TimelineEventType::RoomMessage | TimelineEventType::RoomEncrypted
+            ) {
+                let sent = DomainEvent::MessageSent {
+                    room_id: room.to_owned(),
+                    event_id: event_id.to_owned(),
+                    sender: pdu.sender.to_string(),
+                };
+                events::append(&mut batch, sent)?;
+            }
+            self.messaging
+                .count_notifications(&mut batch, &mut unread, &room_id, &members, &record)
+                .await?;
+            if let Some(target) = &pdu.redacts
+                && self.may_apply_redaction(pdu, target)?
+            {
+                self.redact(&mut batch, &mut unread, &members, target, &record)?;
+            }
+            stored.push(record);
+        }
+        // State resolution may have made older events current again.
+        let written: HashSet<&OwnedEventId> = self
+            .built
+            .iter()
+            .chain(&self.imported)
+            .map(|p| &p.event_id)
+            .collect();
+        for id in self.state.values().filter(|id| !written.contains(id)) {
+            if let Some(stored) = self.messaging.stored_pdu(id.as_str())?
+                && let Ok(pdu) = stored.pdu()
+            {
+                // A new position, so syncing clients see the membership change.
+                let position = batch.new_position()?;
+                self.write_state(&mut batch, &mut memberships, &pdu, position)?;
+            }
+        }
+        for (kind, key) in &self.removed {
+            let row = (room, kind.as_str(), key.as_str());
+            batch.delete(&catalog::ROOMID_TYPE_STATEKEY_EVENTID, &row)?;
+            if kind == "m.room.member" {
+                batch.delete(&catalog::USERID_ROOMID_MEMBERSHIP, &(key.as_str(), room))?;
+                batch.delete(&catalog::ROOMID_USERID_MEMBERSHIP, &(room, key.as_str()))?;
+            }
+        }
+        let destinations = self.queue_for_servers(&mut batch, &members, &memberships)?;
+        batch.put(&catalog::ROOMID_ROOM, &room, &self.room)?;
+        self.messaging.storage.commit(batch).await?;
+        self.messaging.wake(&destinations);
+        Ok(stored)
+    }
+
+    /// Whether the event is the draft's current state for its type and key.
+    fn is_current(&self, pdu: &Pdu) -> bool {
+        pdu.state_key.as_ref().is_some_and(|key| {
+            self.state.get(&(pdu.kind.to_string(), key.clone())) == Some(&pdu.event_id)
+        })
+    }
+
+    /// Makes a state event current: its state row and, for a member event, the member's
+    /// membership in both directions.
+    fn write_state(
+        &self,
+        batch: &mut Batch,
+        memberships: &mut HashMap<String, Membership>,
+        pdu: &Pdu,
+        position: u64,
+    ) -> Result<()> {
+        let Some(key) = &pdu.state_key else {
+            return Ok(());
+        };
+        let room = self
+            .room_id
+            .as_ref()
+            .map(|r| r.as_str())
+            .unwrap_or_default();
+        let kind = pdu.kind.to_string();
+        batch.put(
+            &catalog::ROOMID_TYPE_STATEKEY_EVENTID,
+            &(room, kind.as_str(), key.as_str()),
+            &pdu.event_id.as_str(),
+        )?;
+        if pdu.kind != TimelineEventType::RoomMember {
+            return Ok(());
+        }
+        let content: MembershipContent = pdu
+            .content_as()
+            .map_err(|e| Error::bad_json(e.to_string()))?;
+        let previous = match memberships.get(key.as_str()) {
+            Some(previous) => Some(previous.clone()),
+            None => self.messaging.membership(key, room)?,
+        };
+        // Another server's members are found in the user directory as their member events
+        // name them.
+        let own = format!(":{}", self.messaging.server_name());
+        if content.membership == "join" && !key.ends_with(&own) {
+            let content = pdu.content_as::<serde_json::Value>().unwrap_or_default();
+            crate::services::profile::directory::index_remote(
+                &self.messaging.storage,
+                batch,
+                key,
+                &content,
+            )?;
+        }
+        // A held invite stays held when the same invite comes again in a transaction.
+        let held = previous
+            .as_ref()
+            .is_some_and(|p| p.held && p.event_id == pdu.event_id);
+        let changed_at = previous
+            .filter(|p| p.membership == content.membership)
+            .map_or(position, |p| p.changed_at);
+        let membership = Membership {
+            membership: content.membership,
+            event_id: pdu.event_id.clone(),
+            position,
+            changed_at,
+            forgotten: false,
+            invite_state: Vec::new(),
+            held,
+        };
+        memberships.insert(key.clone(), membership.clone());
+        batch.put(
+            &catalog::USERID_ROOMID_MEMBERSHIP,
+            &(key.as_str(), room),
+            &membership,
+        )?;
+        batch.put(
+            &catalog::ROOMID_USERID_MEMBERSHIP,
+            &(room, key.as_str()),
+            &membership,
+        )?;
+        Ok(())
+    }
+
+    /// Queues this server's new events for every other server in the room: those of the
+    /// members joined before or by the draft, and of members it removes (so they learn).
+    /// No event goes back to its sender's server. Returns the destinations.
+    fn queue_for_servers(
+        &self,
+        batch: &mut Batch,
+        members: &[String],
+        memberships: &HashMap<String, Membership>,
+    ) -> Result<Vec<String>> {
+        let own = self.messaging.server_name();
+        let server_of = |user: &str| user.split_once(':').map(|(_, s)| s.to_owned());
+        let mut servers: BTreeSet<String> = members.iter().filter_map(|u| server_of(u)).collect();
+        for (user, membership) in memberships {
+            if matches!(membership.membership.as_str(), "join" | "leave" | "ban") {
+                servers.extend(server_of(user));
+            }
+        }
+        servers.remove(own);
+        let mut destinations = BTreeSet::new();
+        for pdu in self
+            .built
+            .iter()
+            .filter(|p| !self.received.contains(&p.event_id))
+        {
+            for server in servers.iter().filter(|s| *s != pdu.origin().as_str()) {
+                Queue::push_into(batch, server, &Outgoing::Pdu(pdu.json.clone()))?;
+                destinations.insert(server.clone());
+            }
+        }
+        Ok(destinations.into_iter().collect())
+    }
+}

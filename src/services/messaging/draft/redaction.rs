@@ -1,0 +1,83 @@
+//! Redactions in a draft: who may strip what, and the stripping.
+
+use super::*;
+
+impl Draft<'_> {
+    /// The auth rules let anyone who may send a redaction send one; which events it may
+    /// strip is the server's check: one's own, or anyone's with the `redact` power level.
+    /// Checked here, under the room's lock, whichever endpoint the redaction came through.
+    pub(super) fn check_redaction(
+        &self,
+        spec: &EventSpec,
+        top_level: Option<&EventId>,
+    ) -> Result<()> {
+        let in_content = spec.content.get("redacts").and_then(|r| r.as_str());
+        let target = top_level.map(EventId::as_str).or(in_content);
+        let (Some(target), Some(room_id)) = (target, self.room_id.as_deref()) else {
+            return Ok(());
+        };
+        let Some(event) = self.messaging.stored_pdu(target)? else {
+            return Ok(());
+        };
+        let theirs =
+            event.json.get("sender").and_then(|s| s.as_str()) != Some(spec.sender.as_str());
+        if event.room_id == room_id.as_str()
+            && theirs
+            && !self
+                .messaging
+                .may_redact_others(room_id, spec.sender.as_str())?
+        {
+            return Err(Error::forbidden(
+                "You need the room's redact power level to redact others' events",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a redaction strips its target here: a local one was checked when it was
+    /// drafted; one from another server only strips its own sender's events, or anyone's
+    /// if its sender has the `redact` power level (else it is kept, and does nothing).
+    pub(super) fn may_apply_redaction(&self, redaction: &Pdu, target: &EventId) -> Result<bool> {
+        if !self.received.contains(&redaction.event_id) {
+            return Ok(true);
+        }
+        let Some(event) = self.messaging.stored_pdu(target.as_str())? else {
+            return Ok(true);
+        };
+        let own =
+            event.json.get("sender").and_then(|s| s.as_str()) == Some(redaction.sender.as_str());
+        match (own, self.room_id.as_deref()) {
+            (true, _) => Ok(true),
+            (false, Some(room_id)) => self
+                .messaging
+                .may_redact_others(room_id, redaction.sender.as_str()),
+            (false, None) => Ok(false),
+        }
+    }
+
+    /// Strips the event a redaction names (in this room) to what its room version keeps,
+    /// remembering the redaction for clients, and takes it out of unread counts. The
+    /// hashes and signatures stay, so the event still verifies as the redacted form of a
+    /// signed PDU.
+    pub(super) fn redact(
+        &self,
+        batch: &mut Batch,
+        unread: &mut HashMap<String, UnreadCounts>,
+        members: &[String],
+        target: &EventId,
+        redaction: &StoredPdu,
+    ) -> Result<()> {
+        let Some(mut event) = self.messaging.stored_pdu(target.as_str())? else {
+            return Ok(());
+        };
+        if event.room_id != redaction.room_id {
+            return Ok(());
+        }
+        event.json = ruma::canonical_json::redact(event.json, &self.rules.redaction, None)
+            .map_err(Error::internal)?;
+        event.redacted_because = Some(redaction.client_event());
+        batch.put(&catalog::EVENTID_PDU, &target.as_str(), &event)?;
+        self.messaging
+            .uncount_notification(batch, unread, members, &event)
+    }
+}

@@ -1,0 +1,247 @@
+//! Invites across servers: ours sent to the invitee's server to sign, theirs for our users
+//! checked, signed and kept (held, under the friendship policy, until a request is
+//! accepted).
+
+use super::*;
+
+impl Messaging {
+    /// Sends a drafted invite of a user on another server to that server, which checks
+    /// it (its friendship policy too) and signs it; the draft keeps its signatures.
+    pub async fn invite_remote(&self, draft: &mut Draft<'_>, invite: &Pdu) -> Result<()> {
+        let client = self.federation()?;
+        let Some(room_id) = draft.room_id().map(ToOwned::to_owned) else {
+            return Err(Error::internal("invite without a room"));
+        };
+        let Some(invitee) = invite
+            .state_key
+            .as_deref()
+            .and_then(|k| UserId::parse(k).ok())
+        else {
+            return Err(Error::internal("invite without an invitee"));
+        };
+        // Whole PDUs, the create event among them, as v1.18 (MSC4311) asks; servers
+        // accept them in every room version.
+        let invite_state = self.invite_state_pdus(room_id.as_str())?;
+        let body = json!({
+            "event": invite.json,
+            "room_version": draft.version().as_str(),
+            "invite_room_state": invite_state,
+        });
+        let path = format!(
+            "/_matrix/federation/v2/invite/{}/{}",
+            urlencode(room_id.as_str()),
+            urlencode(invite.event_id.as_str())
+        );
+        let answer = client
+            .send_json(invitee.server_name(), http::Method::PUT, &path, Some(&body))
+            .await
+            .map_err(remote_error)?;
+        let signed = answer.get("event").ok_or_else(|| {
+            Error::new(
+                StatusCode::BAD_GATEWAY,
+                "M_UNKNOWN",
+                "The invitee's server sent no event",
+            )
+        })?;
+        // Only their signature is taken, and only if it holds over our event.
+        let server = invitee.server_name().as_str();
+        let bad = |m: &str| Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", m.to_owned());
+        let theirs = signed
+            .get("signatures")
+            .and_then(|s| s.get(server))
+            .cloned()
+            .ok_or_else(|| bad("The invitee's server did not sign the invite"))?;
+        let theirs: CanonicalJsonValue = serde_json::from_value(theirs)
+            .map_err(|_| bad("The invitee's server sent a malformed signature"))?;
+        let key_ids: Vec<String> = match &theirs {
+            CanonicalJsonValue::Object(keys) => keys.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let keys = client
+            .remote_keys
+            .key_map(client, server, &key_ids, None)
+            .await
+            .map_err(|_| bad("Cannot get the invitee's server's key"))?;
+        // Checked alone (ruma wants keys for every signature it is shown), over the
+        // redacted event, as event signatures are made.
+        let rules = pdu::rules(draft.version()).map_err(Error::internal)?;
+        let mut alone = invite.json.clone();
+        let only_theirs = CanonicalJsonObject::from([(server.to_owned(), theirs.clone())]);
+        alone.insert("signatures".into(), CanonicalJsonValue::Object(only_theirs));
+        let redacted =
+            ruma::canonical_json::redact(alone, &rules.redaction, None).map_err(Error::internal)?;
+        ruma::signatures::verify_json(&keys, &redacted)
+            .map_err(|_| bad("The invitee's server did not sign the invite"))?;
+        let mut ours = invite.json.clone();
+        if let Some(CanonicalJsonValue::Object(signatures)) = ours.get_mut("signatures") {
+            signatures.insert(server.to_owned(), theirs);
+        }
+        draft.set_signatures(&invite.event_id, &ours);
+        Ok(())
+    }
+
+    /// `PUT /v2/invite`, as the invitee's server: checks the invite, signs it, and keeps it
+    /// (with the room state it came with) for the user to see in `/sync`, committing it
+    /// with whatever `batch` holds (the friend request a held invite comes as).
+    pub async fn receive_invite(
+        &self,
+        origin: &ServerName,
+        invite: InviteIn<'_>,
+        batch: kith_storage::Batch,
+    ) -> Result<CanonicalJsonObject> {
+        let InviteIn {
+            room_id,
+            event_id,
+            version,
+            event: json,
+            invite_state,
+            held,
+        } = invite;
+        if pdu::rules(version).is_err() {
+            return Err(incompatible(version));
+        }
+        let mut signed = object_of(json)?;
+        let pdu = self.verify_received(version, signed.clone()).await?;
+        let invitee = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
+        let membership = pdu.content_as::<Value>().ok().and_then(|c| {
+            c.get("membership")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        });
+        let Some(invitee) = invitee.filter(|u| u.server_name().as_str() == self.server_name())
+        else {
+            return Err(Error::bad_json("The invitee is not a user of this server"));
+        };
+        if pdu.event_id != event_id
+            || pdu.kind != TimelineEventType::RoomMember
+            || membership.as_deref() != Some("invite")
+            || pdu.origin() != origin
+            || pdu.room_id.as_deref() != Some(room_id)
+        {
+            return Err(Error::bad_json(
+                "Not an invite from the requesting server for this room",
+            ));
+        }
+        self.keys
+            .countersign(version, &mut signed)
+            .map_err(Error::internal)?;
+        // A room one of our users is in hears of the invite in a transaction as well (a
+        // held one is kept here first, so it stays held when it comes).
+        let local = |user: &String| user.ends_with(&format!(":{}", self.server_name()));
+        if !held
+            && self.room(room_id)?.is_some()
+            && self.joined_members(room_id.as_str())?.iter().any(local)
+        {
+            self.storage.commit(batch).await?;
+            return Ok(signed);
+        }
+        let membership = Outside {
+            membership: "invite",
+            invite_state,
+            held,
+        };
+        self.store_outside_membership(
+            batch,
+            room_id,
+            &invitee,
+            (&pdu.event_id, signed.clone()),
+            membership,
+        )
+        .await?;
+        Ok(signed)
+    }
+
+    /// Shows a held invite to its user (they accepted the friend request it came as), in
+    /// `batch`.
+    pub fn release_invite_into(
+        &self,
+        batch: &mut kith_storage::Batch,
+        user_id: &str,
+        room_id: &str,
+    ) -> Result<()> {
+        let Some(mut membership) = self.membership(user_id, room_id)? else {
+            return Ok(());
+        };
+        if !membership.held {
+            return Ok(());
+        }
+        membership.held = false;
+        // Seen as new by the user's next sync.
+        membership.changed_at = batch.new_position()?;
+        batch.put(
+            &catalog::USERID_ROOMID_MEMBERSHIP,
+            &(user_id, room_id),
+            &membership,
+        )?;
+        batch.put(
+            &catalog::ROOMID_USERID_MEMBERSHIP,
+            &(room_id, user_id),
+            &membership,
+        )?;
+        Ok(())
+    }
+
+    /// Keeps a member event of a room this server is not in (an invite, or the leave
+    /// that declined it) and the user's membership as it says, outside any timeline.
+    pub(super) async fn store_outside_membership(
+        &self,
+        mut batch: kith_storage::Batch,
+        room_id: &RoomId,
+        user_id: &UserId,
+        (event_id, json): (&EventId, CanonicalJsonObject),
+        outside: Outside,
+    ) -> Result<()> {
+        let _guard = self.room_locks.lock(room_id.as_str()).await;
+        let position = batch.new_position()?;
+        let record = StoredPdu {
+            event_id: event_id.to_owned(),
+            room_id: room_id.to_string(),
+            position,
+            json,
+            transaction: None,
+            redacted_because: None,
+            outlier: true,
+        };
+        batch.put(&catalog::EVENTID_PDU, &event_id.as_str(), &record)?;
+        let membership = crate::services::messaging::Membership {
+            membership: outside.membership.into(),
+            event_id: event_id.to_owned(),
+            position,
+            changed_at: position,
+            forgotten: false,
+            invite_state: outside.invite_state,
+            held: outside.held,
+        };
+        let (user, room) = (user_id.as_str(), room_id.as_str());
+        batch.put(
+            &catalog::USERID_ROOMID_MEMBERSHIP,
+            &(user, room),
+            &membership,
+        )?;
+        batch.put(
+            &catalog::ROOMID_USERID_MEMBERSHIP,
+            &(room, user),
+            &membership,
+        )?;
+        Ok(self.storage.commit(batch).await?)
+    }
+}
+
+/// An invite another server sends for one of our users (`PUT /v2/invite`).
+pub struct InviteIn<'a> {
+    pub room_id: &'a RoomId,
+    pub event_id: &'a EventId,
+    pub version: &'a RoomVersionId,
+    pub event: &'a Value,
+    /// The stripped room state it came with.
+    pub invite_state: Vec<Value>,
+    /// Kept from the user until they accept the friend request it came as.
+    pub held: bool,
+}
+
+/// A membership in a room this server is not in.
+pub(super) struct Outside {
+    pub(super) membership: &'static str,
+    pub(super) invite_state: Vec<Value>,
+    pub(super) held: bool,
+}

@@ -1,0 +1,352 @@
+//! Joins and leaves across servers: as the resident server (`make_*`, `send_*`) and as
+//! the joining or leaving one, with the state a resident hands over checked.
+
+use super::invites::Outside;
+use super::*;
+
+impl Messaging {
+    /// `make_join` and `make_leave`, as the resident server: a member event of
+    /// `membership` for `user_id` built on the room's head, unsigned, if the auth rules
+    /// would allow it. `versions`: those the joining server speaks (a leave names none).
+    pub async fn make_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: &str,
+        versions: Option<&[RoomVersionId]>,
+    ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
+        if user_id.server_name() != origin {
+            return Err(Error::forbidden(
+                "The user does not belong to the requesting server",
+            ));
+        }
+        let room = self
+            .room(room_id)?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        // Servers that name no versions are from before room version 2.
+        if versions.is_some_and(|versions| !versions.contains(&room.version)) {
+            return Err(incompatible(&room.version));
+        }
+        let draft = self.draft(room_id).await?;
+        let spec = EventSpec {
+            sender: user_id.to_owned(),
+            kind: TimelineEventType::RoomMember,
+            state_key: Some(user_id.to_string()),
+            content: json!({ "membership": membership }),
+        };
+        let mut template = draft.build(spec)?.json;
+        template.remove("signatures");
+        template.remove("hashes");
+        Ok((room.version, template))
+    }
+
+    /// `send_join` and `send_leave`, as the resident server: takes the signed member
+    /// event of `membership` into the room (and on to its other servers). Returns the
+    /// state before it and that state's auth chain, as PDUs, which a joining server needs.
+    pub async fn send_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        json: &Value,
+        membership: &str,
+    ) -> Result<(Vec<Value>, Vec<Value>)> {
+        let room = self
+            .room(room_id)?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        let pdu = self
+            .verify_received(&room.version, object_of(json)?)
+            .await?;
+        let given = pdu.content_as::<Value>().ok().and_then(|c| {
+            c.get("membership")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        });
+        if pdu.event_id != event_id
+            || pdu.kind != TimelineEventType::RoomMember
+            || given.as_deref() != Some(membership)
+            || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
+            || pdu.origin() != origin
+            || pdu.room_id.as_deref() != Some(room_id)
+        {
+            return Err(Error::bad_json(format!(
+                "Not a {membership} of the requesting server's user for this room"
+            )));
+        }
+        let mut draft = self.draft(room_id).await?;
+        let state: Vec<StoredPdu> = self.state_events(room_id.as_str())?;
+        if !draft.has(&pdu.event_id)? {
+            draft.accept(pdu, true)?;
+            draft.commit(self.storage.batch()).await?;
+        }
+        if membership != "join" {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let auth_chain = self.auth_chain(&state)?;
+        let pdus = |events: &[StoredPdu]| {
+            events
+                .iter()
+                .map(|e| serde_json::to_value(&e.json).map_err(Error::internal))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok((pdus(&state)?, pdus(&auth_chain)?))
+    }
+
+    /// Declines an invite into a room this server is not in: `make_leave` and
+    /// `send_leave` through the inviting server, then the invite is over here too.
+    pub async fn leave_remote(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
+        let client = self.federation()?;
+        let invite = self
+            .membership(user_id.as_str(), room_id.as_str())?
+            .filter(|m| m.membership == "invite")
+            .ok_or_else(|| Error::forbidden("You are not invited to this room"))?;
+        let inviter = self
+            .stored_pdu(invite.event_id.as_str())?
+            .and_then(|e| e.pdu().ok())
+            .ok_or_else(|| Error::internal("the invite is missing"))?;
+        let server = inviter.origin().to_owned();
+        let request = prepare_leave_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+        let made = client.send(&server, request).await.map_err(remote_error)?;
+        let version = made.room_version.unwrap_or(RoomVersionId::V1);
+        if pdu::rules(&version).is_err() {
+            return Err(incompatible(&version));
+        }
+        let template =
+            self.fill_template(made.event.get(), room_id, user_id, "leave", json!({}))?;
+        let leave = self
+            .keys
+            .sign_new_pdu(&version, template)
+            .map_err(|e| Error::bad_json(e.to_string()))?;
+        let raw = serde_json::value::to_raw_value(&leave.json).map_err(Error::internal)?;
+        let request =
+            create_leave_event::v2::Request::new(room_id.to_owned(), leave.event_id.clone(), raw);
+        client.send(&server, request).await.map_err(remote_error)?;
+        let outside = Outside {
+            membership: "leave",
+            invite_state: Vec::new(),
+            held: false,
+        };
+        let batch = self.storage.batch();
+        let leave = (leave.event_id.as_ref(), leave.json);
+        self.store_outside_membership(batch, room_id, user_id, leave, outside)
+            .await
+    }
+
+    /// Joins a local user to a room this server is not in, through the first of
+    /// `servers` that lets them: `make_join`, sign, `send_join`, then the room's state
+    /// as the resident server gave it, each event checked.
+    pub async fn join_remote(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        servers: &[OwnedServerName],
+        content: Value,
+    ) -> Result<()> {
+        let mut last = Error::not_found("No server to join this room through");
+        for server in servers.iter().filter(|s| s.as_str() != self.server_name()) {
+            match self
+                .join_via(server, user_id, room_id, content.clone())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%server, %room_id, "joining through {server} failed: {e}");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn join_via(
+        &self,
+        server: &ServerName,
+        user_id: &UserId,
+        room_id: &RoomId,
+        content: Value,
+    ) -> Result<()> {
+        let client = self.federation()?;
+        let mut request =
+            prepare_join_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+        request.ver = SUPPORTED_VERSIONS.to_vec();
+        let made = client.send(server, request).await.map_err(remote_error)?;
+        let version = made.room_version.unwrap_or(RoomVersionId::V1);
+        if pdu::rules(&version).is_err() {
+            return Err(incompatible(&version));
+        }
+        let template = self.fill_template(made.event.get(), room_id, user_id, "join", content)?;
+        let join = self
+            .keys
+            .sign_new_pdu(&version, template)
+            .map_err(|e| Error::bad_json(e.to_string()))?;
+        let raw = serde_json::value::to_raw_value(&join.json).map_err(Error::internal)?;
+        let request =
+            create_join_event::v2::Request::new(room_id.to_owned(), join.event_id.clone(), raw);
+        let joined = client.send(server, request).await.map_err(remote_error)?;
+
+        let mut events = Vec::new();
+        let mut state_ids = Vec::new();
+        let state = &joined.room_state;
+        for (raw, is_state) in state
+            .state
+            .iter()
+            .map(|r| (r, true))
+            .chain(state.auth_chain.iter().map(|r| (r, false)))
+        {
+            let object: CanonicalJsonObject = serde_json::from_str(raw.get())
+                .map_err(|e| Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", e.to_string()))?;
+            let event = match self.verify_received(&version, object).await {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(%server, %room_id, "left out a state event that does not verify: {e}");
+                    continue;
+                }
+            };
+            // Only this room's events; a v12 create event is named by the room ID instead.
+            let ours = match &event.room_id {
+                Some(id) => id == room_id,
+                None => event.derived_room_id().is_ok_and(|id| id == room_id),
+            };
+            if !ours {
+                continue;
+            }
+            if is_state {
+                state_ids.push(event.event_id.clone());
+            }
+            events.push(event);
+        }
+        let rules = pdu::rules(&version).map_err(Error::internal)?;
+        let events = authorised(&rules, events);
+        state_ids.retain(|id| events.iter().any(|e| e.event_id == *id));
+        // A direct chat as its invite says, or by its size (the friendship policy then
+        // watches who writes into it, as in rooms made here).
+        let invited_direct = self
+            .membership(user_id.as_str(), room_id.as_str())?
+            .filter(|m| m.membership == "invite")
+            .and_then(|m| self.stored_pdu(m.event_id.as_str()).ok().flatten())
+            .and_then(|invite| invite.pdu().ok())
+            .and_then(|invite| invite.content_as::<Value>().ok())
+            .is_some_and(|content| content["is_direct"] == true);
+        let members = events
+            .iter()
+            .filter(|e| e.kind == TimelineEventType::RoomMember && state_ids.contains(&e.event_id))
+            .filter(|e| {
+                let content = e.content_as::<Value>().unwrap_or_default();
+                matches!(content["membership"].as_str(), Some("join" | "invite"))
+                    && e.state_key.as_deref() != Some(user_id.as_str())
+            })
+            .count();
+        let mut draft = self.draft_remote_room(room_id, version).await?;
+        if self.room(room_id)?.is_some() {
+            // Another local user's join got the room here first: build on that.
+            drop(draft);
+            draft = self.draft(room_id).await?;
+        } else {
+            draft.import_state(events, &state_ids);
+            if invited_direct || members < crate::services::contacts::DIRECT_MAX_MEMBERS {
+                draft.mark_direct();
+            }
+        }
+        draft.accept(join, false)?;
+        draft.commit(self.storage.batch()).await?;
+        Ok(())
+    }
+
+    /// A resident server's member event template, made ours: only the room and kind
+    /// asked for, with our user, membership, content and time.
+    fn fill_template(
+        &self,
+        template: &str,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: &str,
+        content: Value,
+    ) -> Result<CanonicalJsonObject> {
+        let bad_gateway = |m: String| Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", m);
+        let mut template: CanonicalJsonObject =
+            serde_json::from_str(template).map_err(|e| bad_gateway(e.to_string()))?;
+        let asked = template.get("room_id").and_then(|r| r.as_str()) == Some(room_id.as_str());
+        if !asked {
+            return Err(bad_gateway(
+                "The resident server offered an event for another room".into(),
+            ));
+        }
+        let mut full = json!({ "membership": membership });
+        if let (Some(full), Some(extra)) = (full.as_object_mut(), content.as_object()) {
+            full.extend(extra.clone());
+        }
+        let full: CanonicalJsonValue = serde_json::from_value(full).map_err(Error::internal)?;
+        template.insert("type".into(), "m.room.member".into());
+        template.insert("content".into(), full);
+        template.insert("sender".into(), user_id.as_str().into());
+        template.insert("state_key".into(), user_id.as_str().into());
+        let ts = ruma::UInt::new_saturating(now_ms());
+        template.insert("origin_server_ts".into(), ts.into());
+        Ok(template)
+    }
+
+    /// A draft for a room this server joins through another: empty until the state it
+    /// is given is imported.
+    async fn draft_remote_room(
+        &self,
+        room_id: &RoomId,
+        version: RoomVersionId,
+    ) -> Result<Draft<'_>> {
+        let room = Room {
+            version,
+            extremities: Vec::new(),
+            depth: 0,
+            direct: false,
+        };
+        self.draft_on(room_id, room, false).await
+    }
+}
+
+/// The events that pass the auth rules against their own auth events (found among
+/// `events`; the create event is implied in v12): a resident server cannot hand a joining
+/// server state that its own history does not allow.
+fn authorised(rules: &ruma::room_version_rules::RoomVersionRules, events: Vec<Pdu>) -> Vec<Pdu> {
+    use ruma::state_res::{check_state_dependent_auth_rules, check_state_independent_auth_rules};
+    let by_id: std::collections::HashMap<OwnedEventId, Pdu> = events
+        .iter()
+        .map(|e| (e.event_id.clone(), e.clone()))
+        .collect();
+    let create = events
+        .iter()
+        .find(|e| e.kind == TimelineEventType::RoomCreate && e.state_key.as_deref() == Some(""))
+        .map(|e| e.event_id.clone());
+    let authz = &rules.authorization;
+    events
+        .into_iter()
+        .filter(|pdu| {
+            let fetch = |id: &EventId| by_id.get(id).cloned();
+            if let Err(e) = check_state_independent_auth_rules(authz, pdu, fetch) {
+                tracing::warn!(event_id = %pdu.event_id, "left out a state event: {e}");
+                return false;
+            }
+            let named: Vec<&Pdu> = pdu
+                .auth_events
+                .iter()
+                .chain(create.iter())
+                .filter_map(|id| by_id.get(id))
+                .collect();
+            let by_auth_events = |kind: &ruma::events::StateEventType, key: &str| {
+                named
+                    .iter()
+                    .find(|e| {
+                        e.kind.to_string() == kind.to_string()
+                            && e.state_key.as_deref() == Some(key)
+                    })
+                    .map(|e| (*e).clone())
+            };
+            match check_state_dependent_auth_rules(authz, pdu, by_auth_events) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(event_id = %pdu.event_id, "left out a state event: {e}");
+                    false
+                }
+            }
+        })
+        .collect()
+}
