@@ -15,11 +15,13 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// The name in every user ID (`@alice:<server_name>`); fixed for the server's lifetime.
     pub server_name: String,
-    /// The URL clients reach this server at; defaults to `http://<listen.client>`.
+    /// Old place of `server.public_baseurl`, still read when that is unset.
     pub public_baseurl: Option<String>,
+    pub server: Server,
     pub listen: Listen,
     pub database: Database,
     pub registration: Registration,
+    pub email: Email,
     pub auth: Auth,
     pub limits: Limits,
     pub well_known: WellKnown,
@@ -28,6 +30,66 @@ pub struct Config {
     pub tls: Tls,
     pub federation: Federation,
     pub log: Log,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    /// The URL clients reach this server at, the base of links in mail and of the SSO
+    /// callback; defaults to `http://<listen.client>`.
+    pub public_baseurl: Option<String>,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required, not opportunistic).
+    Starttls,
+    /// TLS from the first byte (usually port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host or a test server.
+    None,
+}
+
+/// Email (auth-service): verifying addresses, resetting passwords.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Email {
+    pub enabled: bool,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_security: SmtpSecurity,
+    /// Empty: no SMTP authentication.
+    pub smtp_username: String,
+    pub smtp_password: String,
+    /// The sender of kith's mail, `Name <address>` or a bare address.
+    pub from: String,
+    /// How long, in seconds, the link in a mail works.
+    pub token_lifetime: u64,
+    /// If not empty, only addresses at these domains may be added (others get
+    /// `M_THREEPID_DENIED`).
+    pub allowed_domains: Vec<String>,
+    /// If not empty, the only hosts a `next_link` may lead to after a link is clicked;
+    /// otherwise any `https`/`http` URL.
+    pub next_link_domains: Vec<String>,
+}
+
+impl Default for Email {
+    fn default() -> Self {
+        Email {
+            enabled: false,
+            smtp_host: "localhost".into(),
+            smtp_port: 587,
+            smtp_security: SmtpSecurity::Starttls,
+            smtp_username: String::new(),
+            smtp_password: String::new(),
+            from: "kith <noreply@example.org>".into(),
+            token_lifetime: 3600,
+            allowed_domains: Vec::new(),
+            next_link_domains: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +253,8 @@ pub struct Registration {
     pub mode: RegistrationMode,
     /// Extra registration tokens accepted without limit, besides those in the database.
     pub tokens: Vec<String>,
+    /// New accounts must verify an email address (needs `[email]`).
+    pub require_email: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +275,10 @@ pub struct Limits {
     pub login_failure_burst: u32,
     /// Failed logins regained per minute after the burst.
     pub login_failures_per_minute: f64,
+    /// Verification mails asked for in a burst, per address and per client address...
+    pub email_request_burst: u32,
+    /// ...and regained per minute after it.
+    pub email_requests_per_minute: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -232,9 +300,11 @@ impl Default for Config {
         Config {
             server_name: "localhost:8008".into(),
             public_baseurl: None,
+            server: Server::default(),
             listen: Listen::default(),
             database: Database::default(),
             registration: Registration::default(),
+            email: Email::default(),
             auth: Auth::default(),
             limits: Limits::default(),
             well_known: WellKnown::default(),
@@ -269,6 +339,7 @@ impl Default for Registration {
         Registration {
             mode: RegistrationMode::Token,
             tokens: Vec::new(),
+            require_email: false,
         }
     }
 }
@@ -288,6 +359,8 @@ impl Default for Limits {
             max_request_size: 1 << 20,
             login_failure_burst: 5,
             login_failures_per_minute: 6.0,
+            email_request_burst: 5,
+            email_requests_per_minute: 1.0,
         }
     }
 }
@@ -364,6 +437,16 @@ impl Config {
         if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
             return Err("tls.certificate and tls.private_key must be given together".into());
         }
+        let rate = self.limits.email_requests_per_minute;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err("limits.email_requests_per_minute must be a number >= 0".into());
+        }
+        if self.registration.require_email && !self.email.enabled {
+            return Err("registration.require_email needs email.enabled".into());
+        }
+        if self.email.token_lifetime == 0 {
+            return Err("email.token_lifetime must be at least 1 second".into());
+        }
         let rate = self.contacts.requests_per_minute;
         if !rate.is_finite() || rate < 0.0 {
             return Err("contacts.requests_per_minute must be a number >= 0".into());
@@ -372,7 +455,12 @@ impl Config {
     }
 
     pub fn public_baseurl(&self) -> String {
-        match &self.public_baseurl {
+        match self
+            .server
+            .public_baseurl
+            .as_ref()
+            .or(self.public_baseurl.as_ref())
+        {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("http://{}", self.listen.client),
         }
@@ -419,6 +507,21 @@ mod tests {
             assert_eq!(config.listen.client.port(), 8008);
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let example: Config = Figment::new()
+            .merge(Toml::file(&path))
+            .extract()
+            .expect("config.example.toml parses");
+        let shown = serde_json::to_value(&example).unwrap();
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        assert_eq!(
+            shown, defaults,
+            "config.example.toml differs from the defaults"
+        );
     }
 
     #[test]

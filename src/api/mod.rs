@@ -46,6 +46,10 @@ fn contacts_api() -> Router<AppState> {
         .route("/requests/{request_id}/accept", post(contacts::accept))
         .route("/requests/{request_id}/decline", post(contacts::decline))
         .route("/search", post(contacts::search))
+        .route(
+            "/settings",
+            get(contacts::settings).put(contacts::set_settings),
+        )
 }
 
 /// kith's contacts between servers (`spec/contacts.md`).
@@ -84,6 +88,32 @@ pub fn router(state: AppState) -> Router {
         )
         .ruma::<account::change_password::v3::Request, _, _>(client::account::change_password)
         .ruma::<account::deactivate::v3::Request, _, _>(client::account::deactivate)
+        // auth-service: email addresses
+        .ruma::<account::request_registration_token_via_email::v3::Request, _, _>(
+            client::threepid::register_token,
+        )
+        .ruma::<account::request_3pid_management_token_via_email::v3::Request, _, _>(
+            client::threepid::add_token,
+        )
+        .ruma::<account::request_password_change_token_via_email::v3::Request, _, _>(
+            client::threepid::password_token,
+        )
+        .ruma::<account::request_registration_token_via_msisdn::v3::Request, _, _>(
+            client::threepid::register_msisdn,
+        )
+        .ruma::<account::request_3pid_management_token_via_msisdn::v3::Request, _, _>(
+            client::threepid::add_msisdn,
+        )
+        .ruma::<account::request_password_change_token_via_msisdn::v3::Request, _, _>(
+            client::threepid::password_msisdn,
+        )
+        .route(
+            crate::services::auth::email::VALIDATE_PATH,
+            get(client::threepid::validate),
+        )
+        .ruma::<account::get_3pids::v3::Request, _, _>(client::threepid::list)
+        .ruma::<account::add_3pid::v3::Request, _, _>(client::threepid::add)
+        .ruma::<account::delete_3pid::v3::Request, _, _>(client::threepid::delete)
         // session-service
         .ruma::<session::get_login_types::v3::Request, _, _>(client::session::login_types)
         .ruma::<session::login::v3::Request, _, _>(client::session::login)

@@ -36,6 +36,10 @@ impl Error {
         self
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub fn bad_json(message: impl Into<String>) -> Error {
         Error::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", message)
     }

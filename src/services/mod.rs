@@ -64,6 +64,29 @@ impl Services {
             .await
     }
 
+    /// Sets a new password proven by email (the proof is used up in the same write); with
+    /// `logout`, ends every session.
+    pub async fn reset_password(
+        &self,
+        user_id: &UserId,
+        new_password: &str,
+        logout: bool,
+        proof: &auth::email::EmailProof,
+    ) -> Result<()> {
+        let hash = auth::password::hash(new_password).await?;
+        let _guard = self.auth.registering().await;
+        let mut batch = self.storage.batch();
+        self.auth.set_password_into(&mut batch, user_id, hash)?;
+        self.auth.consume_email_proof_into(&mut batch, proof)?;
+        if !logout {
+            return Ok(self.storage.commit(batch).await?);
+        }
+        let reason = RevokeReason::PasswordChanged;
+        self.sessions
+            .remove_all_devices(batch, user_id.as_str(), None, reason)
+            .await
+    }
+
     /// Deactivates the account and ends all its sessions, then its friendships and
     /// requests (a write per other user, as each changes that user's view too).
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
@@ -192,6 +215,25 @@ impl Services {
             };
             events::spawn(self.storage.clone(), Arc::new(announcer));
         }
+    }
+
+    /// Starts the mail sender (resuming what a previous run left) and the pruning of
+    /// expired email validation sessions.
+    pub fn start_email(self: &Arc<Self>) {
+        let Some(mailer) = &self.auth.mailer else {
+            return;
+        };
+        mailer.start();
+        let services = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                every.tick().await;
+                if let Err(e) = services.auth.prune_email_sessions().await {
+                    tracing::warn!("pruning email validation sessions failed: {}", e.message());
+                }
+            }
+        });
     }
 
     /// Starts the outbound federation queue (resuming what a previous run left).

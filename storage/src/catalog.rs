@@ -318,6 +318,42 @@ pub const ORIGIN_TXNID_RESPONSE: Table = Table {
     value: "Handled JSON: when, and the per-PDU results sent (kept a day)",
 };
 
+/// Email validation sessions (auth-service), from `requestToken` until used or expired.
+pub const SID_EMAILVALIDATION: Table = Table {
+    name: "sid_emailvalidation",
+    key: "session ID (str)",
+    value: "EmailValidation JSON: purpose, address, client secret, SHA-256 of the mailed token, \
+            send attempt, next link, expiries, when validated",
+};
+
+/// Finds the session a repeated `requestToken` continues.
+pub const CLIENTSECRET_ADDRESS_SID: Table = Table {
+    name: "clientsecret_address_sid",
+    key: "(client secret, email address)",
+    value: "session ID (str JSON)",
+};
+
+/// Verified email addresses and whose they are (one account per address).
+pub const ADDRESS_USERID: Table = Table {
+    name: "address_userid",
+    key: "email address, lower case (str)",
+    value: "user ID (str JSON)",
+};
+
+/// Each user's verified email addresses.
+pub const USERID_ADDRESS_THREEPID: Table = Table {
+    name: "userid_address_threepid",
+    key: "(user ID, email address)",
+    value: "ThreePid JSON: when validated, when added",
+};
+
+/// Mail waiting to be sent, in the order it was queued; deleted once the SMTP server takes it.
+pub const POSITION_MAIL: Table = Table {
+    name: "position_mail",
+    key: "stream position (u64)",
+    value: "Mail JSON: recipient, subject, text, when queued",
+};
+
 /// Every table, in the order they are created.
 pub const ALL: &[&Table] = &[
     &GLOBAL_VALUE,
@@ -363,6 +399,11 @@ pub const ALL: &[&Table] = &[
     &DESTINATION_POSITION_OUTGOING,
     &DESTINATION_BACKOFF,
     &ORIGIN_TXNID_RESPONSE,
+    &SID_EMAILVALIDATION,
+    &CLIENTSECRET_ADDRESS_SID,
+    &ADDRESS_USERID,
+    &USERID_ADDRESS_THREEPID,
+    &POSITION_MAIL,
 ];
 
 #[cfg(test)]

@@ -716,6 +716,30 @@ def scenario(c: Client, rate_limit_probe: int) -> None:
         what="(body over 1 MiB)",
     )
 
+    # --- settings ------------------------------------------------------------------------
+    body = c.call("getContactsSettings", alice)
+    check(body == {"discoverable_by_email": False}, f"settings start off: {short(body)}")
+    c.call("setContactsSettings", alice, json_body={"discoverable_by_email": True})
+    body = c.call("getContactsSettings", alice, what="(after the change)")
+    check(field(body, "discoverable_by_email") is True, f"the change was kept: {short(body)}")
+    for payload, what in [
+        ({}, "(no field)"),
+        ({"discoverable_by_email": "yes"}, "(not a boolean)"),
+        ({"discoverable_by_email": True, "extra": 1}, "(unknown field)"),
+    ]:
+        c.call("setContactsSettings", alice, json_body=payload, expect=400, errcode="M_BAD_JSON", what=what)
+    c.call("setContactsSettings", alice, data="x", expect=400, errcode="M_NOT_JSON", what="(not JSON)")
+    c.call(
+        "setContactsSettings",
+        alice,
+        data=b'{"discoverable_by_email": "' + b"a" * (1 << 20) + b'"}',
+        expect=413,
+        errcode="M_TOO_LARGE",
+        what="(body over 1 MiB)",
+    )
+    body = c.call("getContactsSettings", alice, what="(after refused changes)")
+    check(field(body, "discoverable_by_email") is True, f"refused changes changed it: {short(body)}")
+
     # --- deactivated users ---------------------------------------------------------------
     auth = {
         "type": "m.login.password",

@@ -115,10 +115,7 @@ impl Server {
     /// A server that federates on loopback: named `127.0.0.1:PORT` after its federation
     /// listener's port, trusting peers' self-signed certificates and loopback addresses.
     pub fn federated(env: &[(&str, &str)]) -> (Server, String) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let name = format!("127.0.0.1:{port}");
         let mut all = vec![
             ("KITH_SERVER_NAME", name.as_str()),
@@ -315,6 +312,15 @@ fn field(line: &str, name: &str) -> Option<String> {
     let start = line.find(&format!(" {name}="))? + name.len() + 2;
     let value = line[start..].split_whitespace().next()?;
     Some(value.trim_matches('"').to_owned())
+}
+
+/// A loopback port nothing listens on now, for a server whose address must be known before
+/// it starts (links in its mail, its SSO callback).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Asserts a Matrix error: status and errcode.

@@ -1,4 +1,5 @@
-//! Account changes that need the password again: changing it, deactivating.
+//! Account changes that need the password again: changing it, deactivating; and resetting
+//! a forgotten password through a verified email address.
 
 use axum::extract::State;
 use ruma::api::client::account::{ThirdPartyIdRemovalStatus, change_password, deactivate};
@@ -8,15 +9,19 @@ use crate::services::AppState;
 use crate::services::auth::UiaFlows;
 
 pub const PASSWORD_FLOWS: UiaFlows = &[&["m.login.password"]];
+const RESET_FLOWS: UiaFlows = &[&["m.login.email.identity"]];
 
 /// `POST /_matrix/client/v3/account/password`: UIA with the old password; other devices are
-/// logged out unless `logout_devices` is false.
+/// logged out unless `logout_devices` is false. Without an access token, a password reset:
+/// UIA with a validated `account/password/email/requestToken` session.
 pub async fn change_password(
     State(state): State<AppState>,
     request: Ruma<change_password::v3::Request>,
 ) -> Result<RumaResponse<change_password::v3::Response>> {
-    let session = request.session()?;
     let body = &request.body;
+    let Some(session) = &request.session else {
+        return reset_password(&state, body).await;
+    };
     let user_id = &session.user_id;
     let uia = state.auth.uia(
         "change_password",
@@ -30,6 +35,31 @@ pub async fn change_password(
         .change_password(user_id, &body.new_password, body.logout_devices, keep)
         .await?;
     state.auth.finish_uia(&uia);
+    Ok(RumaResponse(change_password::v3::Response::new()))
+}
+
+async fn reset_password(
+    state: &AppState,
+    body: &change_password::v3::Request,
+) -> Result<RumaResponse<change_password::v3::Response>> {
+    let auth = &state.auth;
+    if auth.mailer.is_none() {
+        return Err(crate::gateway::Error::missing_token());
+    }
+    let uia = auth
+        .uia("reset_password", RESET_FLOWS, body.auth.as_ref(), None)
+        .await?;
+    let proof = uia
+        .email
+        .as_ref()
+        .ok_or_else(|| crate::gateway::Error::internal("email stage completed without a proof"))?;
+    let user_id = auth
+        .email_owner(&proof.address)?
+        .ok_or_else(|| crate::gateway::Error::forbidden("No account has this email address"))?;
+    state
+        .reset_password(&user_id, &body.new_password, body.logout_devices, proof)
+        .await?;
+    auth.finish_uia(&uia);
     Ok(RumaResponse(change_password::v3::Response::new()))
 }
 

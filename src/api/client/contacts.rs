@@ -170,8 +170,39 @@ pub struct Search {
     limit: Option<usize>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    discoverable_by_email: bool,
+}
+
+/// `GET /settings` → `{discoverable_by_email}`
+pub async fn settings(
+    State(state): State<AppState>,
+    request: Authed<IgnoredAny>,
+) -> Result<Json<Value>> {
+    let record = state.contacts.record(request.session.user_id.as_str())?;
+    let discoverable = record.is_some_and(|r| r.discoverable_by_email);
+    Ok(Json(json!({ "discoverable_by_email": discoverable })))
+}
+
+/// `PUT /settings` `{discoverable_by_email}` → `{}`
+pub async fn set_settings(
+    State(state): State<AppState>,
+    request: Authed<Settings>,
+) -> Result<Json<Value>> {
+    let user = request.session.user_id.as_str();
+    let discoverable = request.body.discoverable_by_email;
+    state
+        .contacts
+        .set_discoverable_by_email(user, discoverable)
+        .await?;
+    Ok(Json(json!({})))
+}
+
 /// `POST /search` `{search_term, limit?}` → `{results, limited}`: local users by words of
-/// their ID or display name, each with what they are to the searcher.
+/// their ID or display name, or by the whole of a verified email address they let be
+/// searched, each with what they are to the searcher.
 pub async fn search(State(state): State<AppState>, request: Authed<Search>) -> Result<Json<Value>> {
     let me = request.session.user_id.as_str();
     let limit = request.body.limit.unwrap_or(10).clamp(1, MAX_RESULTS);
@@ -179,10 +210,6 @@ pub async fn search(State(state): State<AppState>, request: Authed<Search>) -> R
     Ok(Json(json!({ "results": results, "limited": limited })))
 }
 
-/// The users matching `term`, best first: more whole-word matches, then friends, then
-/// those with a request either way. Deactivated users are never found; the searcher only
-/// if `include_self`. Each result carries `user_id`, `display_name`, `avatar_url` and
-/// `relationship`.
 /// Whether the two users are joined to a common room.
 fn shares_room(state: &AppState, me: &str, other: &str) -> Result<bool> {
     for room in state.messaging.joined_rooms(me)? {
@@ -194,6 +221,26 @@ fn shares_room(state: &AppState, me: &str, other: &str) -> Result<bool> {
     Ok(false)
 }
 
+/// The user whose verified email address `term` is, if they let themselves be found by it.
+/// Only the whole address finds them, so addresses cannot be guessed a letter at a time.
+fn email_match(state: &AppState, term: &str) -> Result<Option<String>> {
+    let term = term.trim();
+    if term.starts_with('@') || !term.contains('@') {
+        return Ok(None);
+    }
+    let Some(owner) = state.auth.email_owner(term)? else {
+        return Ok(None);
+    };
+    let record = state.contacts.record(owner.as_str())?;
+    Ok(record
+        .filter(|r| r.discoverable_by_email)
+        .map(|_| owner.to_string()))
+}
+
+/// The users matching `term`, best first: the owner of an email address, then more
+/// whole-word matches, then friends, then those with a request either way. Deactivated
+/// users are never found; the searcher only if `include_self`. Each result carries
+/// `user_id`, `display_name`, `avatar_url` and `relationship`.
 pub fn find_users(
     state: &AppState,
     me: &str,
@@ -201,7 +248,17 @@ pub fn find_users(
     limit: usize,
     include_self: bool,
 ) -> Result<(Vec<Value>, bool)> {
-    let (hits, mut limited) = directory::search(&state.storage, term)?;
+    let (mut hits, mut limited) = directory::search(&state.storage, term)?;
+    if let Some(owner) = email_match(state, term)? {
+        hits.retain(|h| h.user_id != owner);
+        hits.insert(
+            0,
+            directory::Hit {
+                user_id: owner,
+                exact_words: usize::MAX,
+            },
+        );
+    }
     let rank = |r: Relationship| match r {
         Relationship::Friend => 0,
         Relationship::Incoming => 1,

@@ -72,8 +72,8 @@ pub async fn capabilities(
         capabilities.set_avatar_url.enabled = true;
     }
     capabilities.profile_fields = Some(ProfileFieldsCapability::new(true));
-    // Third-party IDs are not served yet: say so, so clients hide them.
-    capabilities.thirdparty_id_changes.enabled = false;
+    // Email addresses can be added only when kith can send mail; clients hide them otherwise.
+    capabilities.thirdparty_id_changes.enabled = state.auth.mailer.is_some();
     let policy = state.config.contacts.dm_requires_friendship.as_str();
     let contacts = serde_json::json!({ "enabled": true, "dm_requires_friendship": policy });
     capabilities

@@ -11,6 +11,7 @@ pub mod history;
 pub mod keys;
 pub mod media;
 pub mod membership;
+mod pages;
 pub mod presence;
 pub mod profile;
 pub mod push_rules;
@@ -19,6 +20,7 @@ pub mod register;
 pub mod rooms;
 pub mod session;
 pub mod sync;
+pub mod threepid;
 pub mod unconfigured;
 
 use ruma::serde::Raw;

@@ -1,4 +1,5 @@
-//! Registration (auth-service): user-interactive auth with `m.login.dummy`, and with
+//! Registration (auth-service): user-interactive auth with `m.login.dummy` or
+//! `m.login.email.identity` (only the latter with `require_email`), and with
 //! `m.login.registration_token` first when the server is in token mode.
 
 use axum::extract::State;
@@ -10,12 +11,37 @@ use ruma::api::client::account::{
 use crate::config::RegistrationMode;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
-use crate::services::auth::{UiaFlows, password};
+use crate::services::auth::{UiaFlows, email, password};
 use crate::util::random_string;
 
 const OPEN_FLOWS: UiaFlows = &[&["m.login.dummy"]];
+const OPEN_EMAIL_FLOWS: UiaFlows = &[&["m.login.dummy"], &["m.login.email.identity"]];
+const OPEN_EMAIL_REQUIRED_FLOWS: UiaFlows = &[&["m.login.email.identity"]];
 /// As Synapse: the token stage, then dummy (matrix-nio's token registration expects both).
 const TOKEN_FLOWS: UiaFlows = &[&["m.login.registration_token", "m.login.dummy"]];
+const TOKEN_EMAIL_FLOWS: UiaFlows = &[
+    &["m.login.registration_token", "m.login.dummy"],
+    &["m.login.registration_token", "m.login.email.identity"],
+];
+const TOKEN_EMAIL_REQUIRED_FLOWS: UiaFlows =
+    &[&["m.login.registration_token", "m.login.email.identity"]];
+
+/// The flows offered: email as an option when mail is set up, the only way if required.
+fn flows(state: &AppState) -> Result<UiaFlows> {
+    let email = state.auth.mailer.is_some();
+    let required = state.config.registration.require_email;
+    Ok(match (state.config.registration.mode, email, required) {
+        (RegistrationMode::Closed, ..) => {
+            return Err(Error::forbidden("Registration is disabled"));
+        }
+        (RegistrationMode::Open, false, _) => OPEN_FLOWS,
+        (RegistrationMode::Open, true, false) => OPEN_EMAIL_FLOWS,
+        (RegistrationMode::Open, true, true) => OPEN_EMAIL_REQUIRED_FLOWS,
+        (RegistrationMode::Token, false, _) => TOKEN_FLOWS,
+        (RegistrationMode::Token, true, false) => TOKEN_EMAIL_FLOWS,
+        (RegistrationMode::Token, true, true) => TOKEN_EMAIL_REQUIRED_FLOWS,
+    })
+}
 
 /// `POST /_matrix/client/v3/register`
 pub async fn register(
@@ -23,11 +49,7 @@ pub async fn register(
     request: Ruma<register::v3::Request>,
 ) -> Result<RumaResponse<register::v3::Response>> {
     let body = &request.body;
-    let flows = match state.config.registration.mode {
-        RegistrationMode::Closed => return Err(Error::forbidden("Registration is disabled")),
-        RegistrationMode::Open => OPEN_FLOWS,
-        RegistrationMode::Token => TOKEN_FLOWS,
-    };
+    let flows = flows(&state)?;
     if body.kind == register::RegistrationKind::Guest {
         return Err(Error::new(
             StatusCode::FORBIDDEN,
@@ -69,6 +91,14 @@ pub async fn register(
             ));
         }
         auth.consume_token_into(&mut batch, token)?;
+    }
+    if let Some(proof) = &uia.email {
+        // Re-checked under the lock: another account may have taken it since.
+        if auth.email_owner(&proof.address)?.is_some() {
+            return Err(email::threepid_in_use());
+        }
+        auth.bind_email_into(&mut batch, &user_id, &proof.address, proof.validated_ts)?;
+        auth.consume_email_proof_into(&mut batch, proof)?;
     }
     auth.create_account_into(&mut batch, &user_id, Some(hash), false)?;
 

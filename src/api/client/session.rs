@@ -7,6 +7,7 @@ use ruma::api::client::uiaa::UserIdentifier;
 
 use crate::events::RevokeReason;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::auth::email;
 use crate::services::{AppState, auth};
 
 /// `GET /_matrix/client/v3/login`
@@ -18,7 +19,8 @@ pub async fn login_types(
 }
 
 /// `POST /_matrix/client/v3/login`: `m.login.password` with `m.id.user` (full user ID or
-/// localpart). Failed attempts are rate limited per account and per client address.
+/// localpart) or `m.id.thirdparty` (a verified email address). Failed attempts are rate
+/// limited per account and per client address.
 pub async fn login(
     State(state): State<AppState>,
     request: Ruma<login::v3::Request>,
@@ -30,22 +32,29 @@ pub async fn login(
             "Unknown login type",
         ));
     };
-    #[allow(deprecated)] // `user` is how pre-r0.4 clients name themselves
-    let user = match (&password.identifier, &password.user) {
-        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
-        (None, Some(user)) => user.clone(),
+    let auth = &state.auth;
+    // `user`, `medium` and `address` are how pre-r0.4 clients name themselves.
+    #[allow(deprecated)]
+    let legacy = (&password.user, &password.medium, &password.address);
+    let user_id = match (&password.identifier, legacy) {
+        (Some(UserIdentifier::Matrix(id)), _) => auth.login_user_id(&id.user),
+        (Some(UserIdentifier::Email(email)), _) => auth.email_owner(&email.address)?,
+        (None, (Some(user), _, _)) => auth.login_user_id(user),
+        (None, (None, Some(medium), Some(address))) if medium == "email" => {
+            auth.email_owner(address)?
+        }
+        (Some(UserIdentifier::Msisdn(_) | UserIdentifier::PhoneNumber(_)), _)
+        | (None, (None, Some(_), Some(_))) => return Err(email::medium_not_supported()),
         (Some(_), _) => {
             return Err(Error::unknown(
                 http::StatusCode::BAD_REQUEST,
-                "Only m.id.user identifiers are supported",
+                "Only m.id.user and m.id.thirdparty identifiers are supported",
             ));
         }
-        (None, None) => return Err(Error::missing_param("Missing identifier")),
+        (None, _) => return Err(Error::missing_param("Missing identifier")),
     };
 
-    let auth = &state.auth;
     let ip_key = request.client_ip.to_string();
-    let user_id = auth.login_user_id(&user);
     // Names that are not user IDs of this server share one bucket (and a bounded key).
     let user_key = user_id
         .as_ref()

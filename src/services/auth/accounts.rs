@@ -147,6 +147,10 @@ impl AuthService {
         account.deactivated = true;
         account.password_hash = None;
         batch.put(&catalog::USERID_ACCOUNT, &user_id.as_str(), &account)?;
+        // Its addresses are free for other accounts, as Synapse does.
+        for (address, _) in self.threepids(user_id)? {
+            self.unbind_email_into(batch, user_id, &address)?;
+        }
         Ok(())
     }
 }

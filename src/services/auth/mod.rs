@@ -1,11 +1,16 @@
 //! auth-service: accounts and their passwords, registration (tokens, user-interactive auth),
-//! failed-login rate limits.
+//! failed-login rate limits, verified email addresses and the mail that verifies them.
 
 mod accounts;
+pub mod email;
+pub mod mailer;
 pub mod password;
 mod ratelimit;
 mod regtokens;
+mod threepid;
 mod uia;
+
+use std::sync::Arc;
 
 use kith_storage::Storage;
 use ruma::OwnedServerName;
@@ -15,7 +20,7 @@ pub use ratelimit::RateLimiter;
 pub use regtokens::RegistrationToken;
 pub use uia::{UiaFlows, UiaSessions};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 
 pub struct AuthService {
     storage: Storage,
@@ -27,6 +32,15 @@ pub struct AuthService {
     /// a batch alone cannot make atomic.
     register_lock: Mutex<()>,
     uia_sessions: UiaSessions,
+    email_config: config::Email,
+    /// The base of links in mail, without a trailing slash.
+    public_baseurl: String,
+    /// `None` when email is off.
+    pub mailer: Option<Arc<mailer::Mailer>>,
+    /// Verification mails, per address and per client address.
+    email_limiter: RateLimiter,
+    /// Serialises each read-check-write of validation sessions.
+    email_lock: Mutex<()>,
 }
 
 impl AuthService {
@@ -34,7 +48,6 @@ impl AuthService {
         let server_name =
             OwnedServerName::try_from(config.server_name.as_str()).map_err(|e| e.to_string())?;
         Ok(AuthService {
-            storage,
             server_name,
             config_tokens: config.registration.tokens.clone(),
             login_limiter: RateLimiter::new(
@@ -43,6 +56,21 @@ impl AuthService {
             ),
             register_lock: Mutex::new(()),
             uia_sessions: UiaSessions::default(),
+            email_config: config.email.clone(),
+            public_baseurl: config.public_baseurl(),
+            mailer: match config.email.enabled {
+                true => Some(Arc::new(mailer::Mailer::new(
+                    storage.clone(),
+                    &config.email,
+                )?)),
+                false => None,
+            },
+            email_limiter: RateLimiter::new(
+                config.limits.email_request_burst,
+                config.limits.email_requests_per_minute,
+            ),
+            email_lock: Mutex::new(()),
+            storage,
         })
     }
 }

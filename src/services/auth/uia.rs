@@ -1,5 +1,6 @@
 //! User-interactive authentication (UIA): the 401 challenge with flows and a session, and
-//! stage checks (`m.login.dummy`, `m.login.registration_token`, `m.login.password`).
+//! stage checks (`m.login.dummy`, `m.login.registration_token`, `m.login.password`,
+//! `m.login.email.identity`).
 //! Sessions live in memory: they last minutes, a restart only makes a client start over,
 //! and an unauthenticated client must not be able to make the server write to disk.
 
@@ -12,6 +13,7 @@ use ruma::api::client::uiaa::{AuthData, UserIdentifier};
 use serde_json::{Map, Value, json};
 
 use super::AuthService;
+use super::email::{EmailProof, EmailPurpose};
 use crate::gateway::{Error, Result};
 use crate::util::{now_ms, random_string};
 
@@ -32,6 +34,8 @@ pub struct UiaSession {
     user_id: Option<String>,
     completed: Vec<String>,
     pub registration_token: Option<String>,
+    /// The address an `m.login.email.identity` stage proved.
+    pub email: Option<EmailProof>,
     expires_ts: u64,
 }
 
@@ -130,6 +134,7 @@ impl AuthService {
                 user_id: owner,
                 completed: Vec::new(),
                 registration_token: None,
+                email: None,
                 expires_ts: now_ms() + SESSION_TTL_MS,
             },
         };
@@ -170,6 +175,31 @@ impl AuthService {
                     None
                 } else {
                     Some(("M_FORBIDDEN", "Invalid password"))
+                }
+            }
+            AuthData::EmailIdentity(e) => {
+                let purpose = match purpose {
+                    "register" => EmailPurpose::Register,
+                    "reset_password" => EmailPurpose::ResetPassword,
+                    _ => {
+                        return Err(unrecognized(format!(
+                            "Auth type {stage} is not offered here"
+                        )));
+                    }
+                };
+                let creds = &e.thirdparty_id_creds;
+                let proof =
+                    self.validated_email(creds.sid.as_str(), creds.client_secret.as_str(), purpose);
+                match proof {
+                    Ok(proof) => {
+                        session.email = Some(proof);
+                        None
+                    }
+                    // Until the link is opened; Element asks again every few seconds.
+                    Err(_) => Some((
+                        "M_THREEPID_AUTH_FAILED",
+                        "The email address has not been verified yet",
+                    )),
                 }
             }
             _ => return Err(unrecognized(format!("Auth type {stage} is not supported"))),

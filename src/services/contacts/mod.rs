@@ -28,6 +28,9 @@ pub use view::CONTACTS_EVENT;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContactsRecord {
     pub created_ts: u64,
+    /// Others who type this user's verified email address in a search find them.
+    #[serde(default)]
+    pub discoverable_by_email: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +113,25 @@ impl Contacts {
 
     async fn lock_pair(&self, a: &str, b: &str) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
         self.user_locks.lock_both(a, b).await
+    }
+
+    /// The user's contacts record (their settings); `None` for users not of this server.
+    pub fn record(&self, user: &str) -> Result<Option<ContactsRecord>> {
+        Ok(self.storage.get(&catalog::USERID_CONTACTS, &user)?)
+    }
+
+    /// Changes whether the user is found by their verified email address.
+    pub async fn set_discoverable_by_email(&self, user: &str, discoverable: bool) -> Result<()> {
+        let _guard = self.user_locks.lock(user).await;
+        let mut record = self.record(user)?.unwrap_or(ContactsRecord {
+            created_ts: now_ms(),
+            discoverable_by_email: false,
+        });
+        record.discoverable_by_email = discoverable;
+        Ok(self
+            .storage
+            .put(&catalog::USERID_CONTACTS, &user, &record)
+            .await?)
     }
 
     pub fn friendship(&self, user: &str, other: &str) -> Result<Option<Friendship>> {
@@ -257,6 +279,7 @@ impl Subscriber for ContactsCreator {
         }
         let record = ContactsRecord {
             created_ts: now_ms(),
+            discoverable_by_email: false,
         };
         batch.put(&catalog::USERID_CONTACTS, &user_id.as_str(), &record)?;
         // The live view exists from the start (empty), unless a change already wrote it.

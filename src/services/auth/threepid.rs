@@ -1,0 +1,84 @@
+//! Verified email addresses bound to accounts (auth-service): one account per address, for
+//! login by email, password reset, and being found by friends who know the address.
+
+use kith_storage::{Batch, catalog};
+use ruma::{OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::AuthService;
+use super::email::normalize_address;
+use crate::events::{self, DomainEvent};
+use crate::gateway::Result;
+use crate::util::now_ms;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThreePid {
+    pub validated_ts: u64,
+    pub added_ts: u64,
+}
+
+impl AuthService {
+    /// The account an email address is bound to.
+    pub fn email_owner(&self, email: &str) -> Result<Option<OwnedUserId>> {
+        let Some(address) = normalize_address(email) else {
+            return Ok(None);
+        };
+        Ok(self.storage.get(&catalog::ADDRESS_USERID, &address)?)
+    }
+
+    /// A user's verified addresses, in address order.
+    pub fn threepids(&self, user_id: &UserId) -> Result<Vec<(String, ThreePid)>> {
+        let rows: Vec<((String, String), ThreePid)> = self
+            .storage
+            .scan_prefix(&catalog::USERID_ADDRESS_THREEPID, &user_id.as_str())?;
+        Ok(rows
+            .into_iter()
+            .map(|((_, address), threepid)| (address, threepid))
+            .collect())
+    }
+
+    /// Binds a verified address to the user, with `user.email_verified`, in `batch`. The
+    /// caller holds [`AuthService::registering`] and has checked the address is free.
+    pub fn bind_email_into(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        address: &str,
+        validated_ts: u64,
+    ) -> Result<()> {
+        let threepid = ThreePid {
+            validated_ts,
+            added_ts: now_ms(),
+        };
+        batch.put(&catalog::ADDRESS_USERID, &address, &user_id.as_str())?;
+        let key = (user_id.as_str(), address);
+        batch.put(&catalog::USERID_ADDRESS_THREEPID, &key, &threepid)?;
+        events::append(
+            batch,
+            DomainEvent::UserEmailVerified {
+                user_id: user_id.to_string(),
+                email: address.to_owned(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Unbinds one of the user's addresses in `batch`; false if it is not theirs.
+    pub fn unbind_email_into(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        email: &str,
+    ) -> Result<bool> {
+        let Some(address) = normalize_address(email) else {
+            return Ok(false);
+        };
+        if self.email_owner(&address)?.as_deref() != Some(user_id) {
+            return Ok(false);
+        }
+        batch.delete(&catalog::ADDRESS_USERID, &address.as_str())?;
+        let key = (user_id.as_str(), address.as_str());
+        batch.delete(&catalog::USERID_ADDRESS_THREEPID, &key)?;
+        Ok(true)
+    }
+}
