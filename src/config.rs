@@ -22,6 +22,7 @@ pub struct Config {
     pub database: Database,
     pub registration: Registration,
     pub email: Email,
+    pub sso: Sso,
     pub auth: Auth,
     pub limits: Limits,
     pub well_known: WellKnown,
@@ -88,6 +89,56 @@ impl Default for Email {
             token_lifetime: 3600,
             allowed_domains: Vec::new(),
             next_link_domains: Vec::new(),
+        }
+    }
+}
+
+/// Sign-in with OpenID Connect providers (legacy Matrix SSO).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sso {
+    pub providers: Vec<SsoProvider>,
+    /// URL prefixes of clients trusted to receive a login token without the user being
+    /// asked first; any other `redirectUrl` gets a confirmation page (phishing).
+    pub allowed_redirect_urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SsoProvider {
+    /// Stable identifier, in URLs and in stored identity links: never change it.
+    pub id: String,
+    /// Shown on clients' sign-in buttons.
+    pub name: String,
+    /// The provider's issuer URL (`https://`, or `http://` on a loopback address).
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+    /// Create an account on the first sign-in of someone unknown.
+    pub allow_registration: bool,
+    /// The ID token claim a new account's localpart comes from.
+    pub localpart_claim: String,
+    /// The ID token claim a new account's display name comes from.
+    pub displayname_claim: String,
+    /// Sign someone unknown in to the existing account holding the same email address, if
+    /// the provider says it verified it (only for providers trusted to verify addresses).
+    pub link_existing_by_email: bool,
+}
+
+impl Default for SsoProvider {
+    fn default() -> Self {
+        SsoProvider {
+            id: String::new(),
+            name: String::new(),
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            scopes: vec!["openid".into(), "profile".into(), "email".into()],
+            allow_registration: true,
+            localpart_claim: "preferred_username".into(),
+            displayname_claim: "name".into(),
+            link_existing_by_email: false,
         }
     }
 }
@@ -305,6 +356,7 @@ impl Default for Config {
             database: Database::default(),
             registration: Registration::default(),
             email: Email::default(),
+            sso: Sso::default(),
             auth: Auth::default(),
             limits: Limits::default(),
             well_known: WellKnown::default(),
@@ -447,9 +499,52 @@ impl Config {
         if self.email.token_lifetime == 0 {
             return Err("email.token_lifetime must be at least 1 second".into());
         }
+        self.validate_sso()?;
         let rate = self.contacts.requests_per_minute;
         if !rate.is_finite() || rate < 0.0 {
             return Err("contacts.requests_per_minute must be a number >= 0".into());
+        }
+        Ok(())
+    }
+
+    fn validate_sso(&self) -> Result<(), String> {
+        let mut ids = std::collections::BTreeSet::new();
+        for provider in &self.sso.providers {
+            let id = &provider.id;
+            let id_ok = !id.is_empty()
+                && id.len() <= 255
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._~-".contains(c));
+            if !id_ok {
+                return Err(format!(
+                    "sso.providers: id {id:?} must be 1-255 of A-Z a-z 0-9 . _ ~ -"
+                ));
+            }
+            if !ids.insert(id) {
+                return Err(format!("sso.providers: id {id:?} is given twice"));
+            }
+            let url = url::Url::parse(&provider.issuer)
+                .map_err(|e| format!("sso.providers {id}: issuer is not a URL: {e}"))?;
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(name)) => name == "localhost",
+                None => false,
+            };
+            if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+                return Err(format!(
+                    "sso.providers {id}: issuer must be https:// (http:// only on loopback)"
+                ));
+            }
+            if provider.client_id.is_empty() {
+                return Err(format!("sso.providers {id}: client_id is empty"));
+            }
+            if !provider.scopes.iter().any(|s| s == "openid") {
+                return Err(format!(
+                    "sso.providers {id}: scopes must include \"openid\""
+                ));
+            }
         }
         Ok(())
     }
@@ -522,6 +617,38 @@ mod tests {
             shown, defaults,
             "config.example.toml differs from the defaults"
         );
+    }
+
+    #[test]
+    fn identity_providers_come_from_the_environment_and_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "KITH_SSO__PROVIDERS",
+                r#"[{id="corp", name="Corp", issuer="https://id.corp.example/", client_id="kith", client_secret="s"}]"#,
+            );
+            let config = Config::load(None).map_err(figment::Error::from)?;
+            let provider = &config.sso.providers[0];
+            assert_eq!(provider.id, "corp");
+            assert_eq!(provider.localpart_claim, "preferred_username");
+            assert!(provider.allow_registration);
+            // http:// only on loopback.
+            jail.set_env(
+                "KITH_SSO__PROVIDERS",
+                r#"[{id="corp", issuer="http://id.corp.example/", client_id="kith"}]"#,
+            );
+            assert!(Config::load(None).is_err());
+            jail.set_env(
+                "KITH_SSO__PROVIDERS",
+                r#"[{id="local", issuer="http://127.0.0.1:9000", client_id="kith"}]"#,
+            );
+            assert!(Config::load(None).is_ok());
+            jail.set_env(
+                "KITH_SSO__PROVIDERS",
+                r#"[{id="a b", issuer="https://x.example", client_id="kith"}]"#,
+            );
+            assert!(Config::load(None).is_err());
+            Ok(())
+        });
     }
 
     #[test]

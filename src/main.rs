@@ -92,7 +92,7 @@ async fn serve(config: Config) -> Result<(), String> {
     services.bootstrap_registration_token()?;
     // The queue first: subscribers may queue for other servers as they catch up.
     services.start_federation();
-    services.start_email();
+    services.start_auth();
     services.start_subscribers();
     let listener = tokio::net::TcpListener::bind(address)
         .await

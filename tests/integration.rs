@@ -38,6 +38,8 @@ mod profiles;
 mod refresh;
 #[path = "integration/rooms.rs"]
 mod rooms;
+#[path = "integration/sso.rs"]
+mod sso;
 #[path = "integration/synapse.rs"]
 mod synapse;
 #[path = "integration/sync.rs"]

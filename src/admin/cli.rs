@@ -31,6 +31,9 @@ pub enum AdminCommand {
     },
     /// Deactivate a user: sessions end, the password is forgotten, the name stays taken.
     Deactivate { user: String },
+    /// Show a user's account: admin, deactivated, verified email addresses and the
+    /// identity providers they sign in with.
+    ShowUser { user: String },
     /// Registration tokens.
     #[command(subcommand)]
     Tokens(TokenCommand),
@@ -102,6 +105,7 @@ async fn over_http(config: &Config, command: &AdminCommand) -> Result<Value, Htt
             .post(format!("{base}/users/{}/password", encode(user)))
             .json(&json!({ "password": password, "logout_devices": !keep_devices })),
         AdminCommand::Deactivate { user } => client.post(format!("{base}/users/{}/deactivate", encode(user))),
+        AdminCommand::ShowUser { user } => client.get(format!("{base}/users/{}", encode(user))),
         AdminCommand::Tokens(TokenCommand::List) => client.get(format!("{base}/registration_tokens")),
         AdminCommand::Tokens(TokenCommand::Create { token, uses, expires_in_days }) => client
             .post(format!("{base}/registration_tokens"))
@@ -180,6 +184,7 @@ async fn directly(config: Config, command: AdminCommand) -> Result<Value, String
         AdminCommand::Deactivate { user } => {
             ops::deactivate(&services, &user).await.map(|()| json!({}))
         }
+        AdminCommand::ShowUser { user } => ops::show_user(&services, &user),
         AdminCommand::Tokens(TokenCommand::List) => {
             ops::list_tokens(&services).map(|t| json!({ "tokens": t }))
         }

@@ -44,6 +44,36 @@ fn local_user(services: &Services, user: &str) -> Result<OwnedUserId> {
         .ok_or_else(|| Error::invalid_param("Not a user of this server"))
 }
 
+/// A user's account as the admin sees it.
+pub fn show_user(services: &Services, user: &str) -> Result<serde_json::Value> {
+    let user_id = local_user(services, user)?;
+    let auth = &services.auth;
+    let account = auth
+        .account(&user_id)?
+        .ok_or_else(|| Error::not_found("No such user"))?;
+    let emails: Vec<_> = auth
+        .threepids(&user_id)?
+        .into_iter()
+        .map(|(address, t)| serde_json::json!({ "address": address, "validated_ts": t.validated_ts }))
+        .collect();
+    let links: Vec<_> = auth
+        .identity_links(&user_id)?
+        .into_iter()
+        .map(|(idp, subject, link)| {
+            serde_json::json!({ "provider": idp, "subject": subject, "linked_ts": link.linked_ts })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "user_id": user_id,
+        "admin": account.admin,
+        "deactivated": account.deactivated,
+        "has_password": account.password_hash.is_some(),
+        "created_ts": account.created_ts,
+        "emails": emails,
+        "sso_links": links,
+    }))
+}
+
 pub async fn create_user(services: &Services, request: CreateUser) -> Result<OwnedUserId> {
     let localpart = local_user(services, &request.user)?;
     let localpart = localpart.localpart();

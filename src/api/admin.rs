@@ -19,6 +19,7 @@ use crate::services::AppState;
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/users", post(create_user))
+        .route("/users/{user}", get(show_user))
         .route("/users/{user}/password", post(reset_password))
         .route("/users/{user}/deactivate", post(deactivate))
         .route("/registration_tokens", get(list_tokens).post(create_token))
@@ -70,6 +71,11 @@ async fn reset_password(
 ) -> Result<Json<Value>> {
     ops::reset_password(&state, &user, parse(&body)?).await?;
     Ok(Json(json!({})))
+}
+
+/// `GET /_kith/admin/v1/users/{user}` → the account, its email addresses and SSO links
+async fn show_user(State(state): State<AppState>, Path(user): Path<String>) -> Result<Json<Value>> {
+    Ok(Json(ops::show_user(&state, &user)?))
 }
 
 /// `POST /_kith/admin/v1/users/{user}/deactivate` → `{}`

@@ -111,6 +111,35 @@ pub fn router(state: AppState) -> Router {
             crate::services::auth::email::VALIDATE_PATH,
             get(client::threepid::validate),
         )
+        // auth-service: sign-in with identity providers (own routes: they set cookies)
+        .route(
+            "/_matrix/client/v3/login/sso/redirect",
+            get(client::sso::redirect),
+        )
+        .route(
+            "/_matrix/client/r0/login/sso/redirect",
+            get(client::sso::redirect),
+        )
+        .route(
+            "/_matrix/client/v3/login/sso/redirect/{idp}",
+            get(client::sso::redirect_to),
+        )
+        .route(
+            "/_matrix/client/r0/login/sso/redirect/{idp}",
+            get(client::sso::redirect_to),
+        )
+        .route(
+            crate::services::auth::sso::CALLBACK_PATH,
+            get(client::sso::callback),
+        )
+        .route(
+            "/_matrix/client/v3/auth/{auth_type}/fallback/web",
+            get(client::sso::fallback),
+        )
+        .route(
+            "/_matrix/client/r0/auth/{auth_type}/fallback/web",
+            get(client::sso::fallback),
+        )
         .ruma::<account::get_3pids::v3::Request, _, _>(client::threepid::list)
         .ruma::<account::add_3pid::v3::Request, _, _>(client::threepid::add)
         .ruma::<account::delete_3pid::v3::Request, _, _>(client::threepid::delete)

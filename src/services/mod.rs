@@ -103,6 +103,96 @@ impl Services {
     }
 }
 
+/// Signing in with an identity provider: the account (auth-service) and its display name
+/// (profile-service).
+impl Services {
+    /// The user an identity signs in as: the linked one; else, if the provider may, the
+    /// account holding the address it verified; else a new account (`user.created`) named
+    /// after its claims, if the provider allows registration.
+    pub async fn sso_user(&self, identity: &auth::sso::Identity) -> Result<ruma::OwnedUserId> {
+        let auth = &self.auth;
+        let provider = &auth.sso_provider(&identity.idp)?.config;
+        let claim = |name: &str| {
+            identity
+                .claims
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let verified_email = claim("email").filter(|_| {
+            identity.claims.get("email_verified") == Some(&serde_json::Value::Bool(true))
+        });
+        let deactivated = || {
+            crate::gateway::Error::new(
+                http::StatusCode::FORBIDDEN,
+                "M_USER_DEACTIVATED",
+                "This account has been deactivated",
+            )
+        };
+        let _registering = auth.registering().await;
+        if let Some(user_id) = auth.linked_user(&identity.idp, &identity.subject)? {
+            if auth.account(&user_id)?.is_none_or(|a| a.deactivated) {
+                return Err(deactivated());
+            }
+            return Ok(user_id);
+        }
+        let mut batch = self.storage.batch();
+        if provider.link_existing_by_email
+            && let Some(owner) = match &verified_email {
+                Some(email) => auth.email_owner(email)?,
+                None => None,
+            }
+        {
+            if auth.account(&owner)?.is_none_or(|a| a.deactivated) {
+                return Err(deactivated());
+            }
+            auth.link_identity_into(&mut batch, &owner, identity)?;
+            self.storage.commit(batch).await?;
+            return Ok(owner);
+        }
+        if !provider.allow_registration {
+            return Err(crate::gateway::Error::forbidden(
+                "No account here is linked to this sign-in, and new ones cannot be made with it",
+            ));
+        }
+        let wanted = claim(&provider.localpart_claim)
+            .and_then(|v| auth::sso::localpart_from_claim(&v))
+            .unwrap_or_else(|| crate::util::random_string(12).to_lowercase());
+        // The first free of `name`, `name1`, `name2`…, else a random one.
+        let user_id = (0..100)
+            .map(|n| match n {
+                0 => wanted.clone(),
+                n => format!("{wanted}{n}"),
+            })
+            .find_map(|name| auth.check_available(&name).ok())
+            .map_or_else(
+                || auth.check_available(&crate::util::random_string(12).to_lowercase()),
+                Ok,
+            )?;
+        auth.create_account_into(&mut batch, &user_id, None, false)?;
+        auth.link_identity_into(&mut batch, &user_id, identity)?;
+        if let Some(email) = verified_email
+            .as_deref()
+            .and_then(auth::email::normalize_address)
+            .filter(|e| auth.email_owner(e).is_ok_and(|owner| owner.is_none()))
+        {
+            auth.bind_email_into(&mut batch, &user_id, &email, crate::util::now_ms())?;
+        }
+        self.storage.commit(batch).await?;
+        drop(_registering);
+        if let Some(name) = claim(&provider.displayname_claim).filter(|n| !n.trim().is_empty()) {
+            let name = serde_json::Value::String(name.trim().to_owned());
+            if let Err(e) = self
+                .set_profile_field(&user_id, "displayname", Some(name))
+                .await
+            {
+                tracing::warn!(%user_id, "display name from SSO not set: {}", e.message());
+            }
+        }
+        Ok(user_id)
+    }
+}
+
 /// Friend requests that came as a direct-chat invite from a server without friend
 /// requests (contact-service's request, messaging-service's held invite).
 impl Services {
@@ -217,20 +307,25 @@ impl Services {
         }
     }
 
-    /// Starts the mail sender (resuming what a previous run left) and the pruning of
-    /// expired email validation sessions.
-    pub fn start_email(self: &Arc<Self>) {
-        let Some(mailer) = &self.auth.mailer else {
-            return;
-        };
-        mailer.start();
+    /// Starts auth-service's tasks: the mail sender (resuming what a previous run left),
+    /// and the pruning of expired email validation sessions and login tokens.
+    pub fn start_auth(self: &Arc<Self>) {
+        if let Some(mailer) = &self.auth.mailer {
+            mailer.start();
+        }
         let services = Arc::clone(self);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
             loop {
                 every.tick().await;
-                if let Err(e) = services.auth.prune_email_sessions().await {
-                    tracing::warn!("pruning email validation sessions failed: {}", e.message());
+                let auth = &services.auth;
+                for result in [
+                    auth.prune_email_sessions().await,
+                    auth.prune_login_tokens().await,
+                ] {
+                    if let Err(e) = result {
+                        tracing::warn!("pruning expired auth records failed: {}", e.message());
+                    }
                 }
             }
         });

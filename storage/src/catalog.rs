@@ -354,6 +354,27 @@ pub const POSITION_MAIL: Table = Table {
     value: "Mail JSON: recipient, subject, text, when queued",
 };
 
+/// Who a provider's user is here: identity links made at the first SSO sign-in.
+pub const PROVIDER_SUBJECT_USERID: Table = Table {
+    name: "provider_subject_userid",
+    key: "(SSO provider ID, subject at the provider)",
+    value: "user ID (str JSON)",
+};
+
+/// Each user's identity links, for UIA and the admin CLI.
+pub const USERID_PROVIDER_SUBJECT: Table = Table {
+    name: "userid_provider_subject",
+    key: "(user ID, SSO provider ID, subject at the provider)",
+    value: "IdentityLink JSON: when linked",
+};
+
+/// Login tokens from SSO, single-use and short-lived, by hash.
+pub const TOKENHASH_LOGINTOKEN: Table = Table {
+    name: "tokenhash_logintoken",
+    key: "SHA-256 of the login token, unpadded base64 (str)",
+    value: "LoginToken JSON: user ID, expiry",
+};
+
 /// Every table, in the order they are created.
 pub const ALL: &[&Table] = &[
     &GLOBAL_VALUE,
@@ -404,6 +425,9 @@ pub const ALL: &[&Table] = &[
     &ADDRESS_USERID,
     &USERID_ADDRESS_THREEPID,
     &POSITION_MAIL,
+    &PROVIDER_SUBJECT_USERID,
+    &USERID_PROVIDER_SUBJECT,
+    &TOKENHASH_LOGINTOKEN,
 ];
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 client do it: `requests` plays the browser (one Session, i.e. one cookie jar, for both the
 provider and kith), matrix-nio plays the Matrix client that redeems the login token.
 
-Usage: nio_sso.py KITH_BASE_URL IDP_ID LOGIN_NAME [--tamper-state]
+Usage: nio_sso.py KITH_BASE_URL IDP_ID LOGIN_NAME [--tamper-state] [--redirect-url URL]
+       nio_sso.py --reauth FALLBACK_URL KITH_BASE_URL LOGIN_NAME
 
   1. GET /_matrix/client/v3/login: m.login.sso (with identity provider IDP_ID) and
      m.login.token must be offered.
@@ -11,8 +12,15 @@ Usage: nio_sso.py KITH_BASE_URL IDP_ID LOGIN_NAME [--tamper-state]
      HTML forms (login form: login=LOGIN_NAME, any password; consent form if shown) until it
      redirects to KITH/_kith/client/oidc/callback?code=...&state=...; GET that on kith
      -> 302 to http://127.0.0.1:9/done?loginToken=... (not fetched).
+     With --redirect-url URL (a client kith does not list), kith answers 200 with a page
+     asking the user first; its Continue link carries the loginToken.
   3. nio: login(token=loginToken) then whoami. The last stdout line is
-     {"user_id": ..., "device_id": ..., "login_token": ...}.
+     {"user_id": ..., "device_id": ..., "access_token": ..., "login_token": ...,
+      "confirmed": <whether the confirmation page was shown>}.
+
+With --reauth, the browser part of UIA's m.login.sso stage: open kith's fallback page,
+follow its first "sign in again" link to the provider, sign in, and print the callback's
+{"status": ..., "body": <text>} as the last line.
 
 With --tamper-state the callback is fetched with a different `state` value instead and the
 last stdout line is {"status": <HTTP status>, "body": <JSON or text>}; exit status 0.
@@ -36,6 +44,23 @@ REDIRECT_CODES = (301, 302, 303, 307, 308)
 
 class Failure(Exception):
     pass
+
+
+class LinkParser(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.links = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "a":
+            self.links.extend(v for k, v in attrs if k == "href" and v)
+
+
+def parse_links(html):
+    parser = LinkParser()
+    parser.feed(html)
+    parser.close()
+    return parser.links
 
 
 def check(condition, message):
@@ -215,10 +240,10 @@ def check_login_flows(kith, idp_id):
     log(f"login flows: {types}; identity providers: {idps}")
 
 
-def sso_login_token(kith, idp_id, login_name, tamper_state):
+def sso_login_token(kith, idp_id, login_name, tamper_state, done_url):
     session = requests.Session()
     redirect = f"{kith}/_matrix/client/v3/login/sso/redirect/{idp_id}"
-    resp = session.get(redirect, params={"redirectUrl": DONE_URL}, allow_redirects=False, timeout=TIMEOUT)
+    resp = session.get(redirect, params={"redirectUrl": done_url}, allow_redirects=False, timeout=TIMEOUT)
     check(resp.status_code == 302, f"GET {resp.url}: expected 302, got {resp.status_code}: {snippet(resp)}")
     auth_url = urljoin(resp.url, resp.headers.get("Location", ""))
     log(f"kith sso redirect -> {auth_url}")
@@ -245,14 +270,35 @@ def sso_login_token(kith, idp_id, login_name, tamper_state):
         return None, {"status": resp.status_code, "body": body}
 
     resp = session.get(callback, allow_redirects=False, timeout=TIMEOUT)
-    check(resp.status_code == 302, f"GET {callback}: expected 302, got {resp.status_code}: {snippet(resp)}")
-    location = resp.headers.get("Location", "")
+    confirmed = resp.status_code == 200
+    if confirmed:
+        # A client kith does not list: the user is asked first; Continue is the way on.
+        links = [link for link in parse_links(resp.text) if "loginToken=" in link]
+        check(len(links) == 1, f"confirmation page without one Continue link: {snippet(resp)}")
+        location = links[0]
+    else:
+        check(resp.status_code == 302, f"GET {callback}: expected 302, got {resp.status_code}: {snippet(resp)}")
+        location = resp.headers.get("Location", "")
     log(f"kith callback -> {location}")
-    check(location.startswith(DONE_URL + "?loginToken="),
-          f"kith callback redirected to {location!r}, not {DONE_URL}?loginToken=...")
+    check(location.startswith(done_url + "?loginToken="),
+          f"kith callback led to {location!r}, not {done_url}?loginToken=...")
     tokens = parse_qs(urlsplit(location).query).get("loginToken")
     check(tokens and tokens[0], f"no loginToken in {location}")
-    return tokens[0], None
+    return tokens[0], {"confirmed": confirmed}
+
+
+def reauth(fallback_url, kith, login_name):
+    session = requests.Session()
+    resp = session.get(fallback_url, headers={"Accept": "text/html"}, timeout=TIMEOUT)
+    check(resp.status_code == 200, f"GET {fallback_url}: {resp.status_code} {snippet(resp)}")
+    links = [link for link in parse_links(resp.text) if "idp=" in link]
+    check(links, f"fallback page without a provider link: {snippet(resp)}")
+    start = urljoin(resp.url, links[0])
+    resp = session.get(start, allow_redirects=False, timeout=TIMEOUT)
+    check(resp.status_code == 302, f"GET {start}: expected 302, got {resp.status_code}: {snippet(resp)}")
+    callback = drive_provider(session, urljoin(start, resp.headers["Location"]), kith, login_name)
+    resp = session.get(callback, headers={"Accept": "text/html"}, allow_redirects=False, timeout=TIMEOUT)
+    return {"status": resp.status_code, "body": resp.text}
 
 
 async def redeem(kith, login_token):
@@ -268,24 +314,46 @@ async def redeem(kith, login_token):
         check(isinstance(me, WhoamiResponse), f"nio whoami: {me}")
         check(me.user_id == resp.user_id, f"whoami says {me.user_id}, login said {resp.user_id}")
         check(me.device_id in (None, resp.device_id), f"whoami device {me.device_id}, login said {resp.device_id}")
-        return {"user_id": resp.user_id, "device_id": resp.device_id, "login_token": login_token}
+        return {
+            "user_id": resp.user_id,
+            "device_id": resp.device_id,
+            "access_token": resp.access_token,
+            "login_token": login_token,
+        }
     finally:
         await client.close()
 
 
 def main(argv):
-    args = [a for a in argv[1:] if a != "--tamper-state"]
-    tamper = "--tamper-state" in argv[1:]
-    if len(args) != 3:
-        raise SystemExit("usage: nio_sso.py KITH_BASE_URL IDP_ID LOGIN_NAME [--tamper-state]")
-    kith, idp_id, login_name = args[0].rstrip("/"), args[1], args[2]
+    args = argv[1:]
+    tamper = "--tamper-state" in args
+    args = [a for a in args if a != "--tamper-state"]
+    done_url = DONE_URL
+    if "--redirect-url" in args:
+        i = args.index("--redirect-url")
+        done_url = args[i + 1]
+        del args[i:i + 2]
+    fallback_url = None
+    if "--reauth" in args:
+        i = args.index("--reauth")
+        fallback_url = args[i + 1]
+        del args[i:i + 2]
     try:
+        if fallback_url is not None:
+            if len(args) != 2:
+                raise SystemExit("usage: nio_sso.py --reauth FALLBACK_URL KITH_BASE_URL LOGIN_NAME")
+            print(json.dumps(reauth(fallback_url, args[0].rstrip("/"), args[1])), flush=True)
+            return 0
+        if len(args) != 3:
+            raise SystemExit("usage: nio_sso.py KITH_BASE_URL IDP_ID LOGIN_NAME [--tamper-state] [--redirect-url URL]")
+        kith, idp_id, login_name = args[0].rstrip("/"), args[1], args[2]
         check_login_flows(kith, idp_id)
-        login_token, tampered = sso_login_token(kith, idp_id, login_name, tamper)
+        login_token, extra = sso_login_token(kith, idp_id, login_name, tamper, done_url)
         if tamper:
-            print(json.dumps(tampered), flush=True)
+            print(json.dumps(extra), flush=True)
             return 0
         result = asyncio.run(redeem(kith, login_token))
+        result.update(extra)
     except Failure as err:
         log(f"FAILED: {err}")
         return 1

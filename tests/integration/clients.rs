@@ -12,8 +12,8 @@ use crate::common::{POLICY, Server};
 /// The longest any client script may take.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Runs `program args…` and checks that it passed.
-pub async fn run_client(server: &Server, program: &str, args: &[&str], marker: &str) {
+/// Runs `program args…`, checks that it passed, and returns what it printed.
+pub async fn run_client(server: &Server, program: &str, args: &[&str], marker: &str) -> String {
     let child = Command::new(program)
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -37,6 +37,7 @@ pub async fn run_client(server: &Server, program: &str, args: &[&str], marker: &
         "{program} {args:?} failed:\n{stdout}\n{stderr}\nserver log:\n{}",
         server.log()
     );
+    stdout.into_owned()
 }
 
 pub fn python() -> String {

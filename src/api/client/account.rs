@@ -8,7 +8,6 @@ use crate::gateway::{Result, Ruma, RumaResponse};
 use crate::services::AppState;
 use crate::services::auth::UiaFlows;
 
-pub const PASSWORD_FLOWS: UiaFlows = &[&["m.login.password"]];
 const RESET_FLOWS: UiaFlows = &[&["m.login.email.identity"]];
 
 /// `POST /_matrix/client/v3/account/password`: UIA with the old password; other devices are
@@ -25,7 +24,7 @@ pub async fn change_password(
     let user_id = &session.user_id;
     let uia = state.auth.uia(
         "change_password",
-        PASSWORD_FLOWS,
+        state.auth.reauth_flows(user_id)?,
         body.auth.as_ref(),
         Some(user_id),
     );
@@ -73,7 +72,12 @@ pub async fn deactivate(
     let auth = request.body.auth.as_ref();
     let uia = state
         .auth
-        .uia("deactivate", PASSWORD_FLOWS, auth, Some(&session.user_id))
+        .uia(
+            "deactivate",
+            state.auth.reauth_flows(&session.user_id)?,
+            auth,
+            Some(&session.user_id),
+        )
         .await?;
     state.deactivate(&session.user_id).await?;
     state.auth.finish_uia(&uia);

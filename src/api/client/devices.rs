@@ -6,7 +6,6 @@ use ruma::api::client::device::{
 };
 use ruma::{MilliSecondsSinceUnixEpoch, UInt};
 
-use super::account::PASSWORD_FLOWS;
 use crate::events::RevokeReason;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
@@ -94,7 +93,7 @@ pub async fn delete(
         .auth
         .uia(
             "delete_device",
-            PASSWORD_FLOWS,
+            state.auth.reauth_flows(&session.user_id)?,
             body.auth.as_ref(),
             Some(&session.user_id),
         )
@@ -120,7 +119,7 @@ pub async fn delete_many(
         .auth
         .uia(
             "delete_devices",
-            PASSWORD_FLOWS,
+            state.auth.reauth_flows(&session.user_id)?,
             body.auth.as_ref(),
             Some(&session.user_id),
         )

@@ -13,7 +13,6 @@ use ruma::to_device::DeviceIdOrAllDevices;
 use ruma::{OneTimeKeyAlgorithm, UInt};
 use serde_json::{Value, json};
 
-use super::account::PASSWORD_FLOWS;
 use super::json_of;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
@@ -227,7 +226,7 @@ pub async fn upload_cross_signing(
         let auth = body.auth.as_ref();
         let uia = state.auth.uia(
             "device_signing",
-            PASSWORD_FLOWS,
+            state.auth.reauth_flows(&session.user_id)?,
             auth,
             Some(&session.user_id),
         );

@@ -19,6 +19,7 @@ pub mod receipts;
 pub mod register;
 pub mod rooms;
 pub mod session;
+pub mod sso;
 pub mod sync;
 pub mod threepid;
 pub mod unconfigured;

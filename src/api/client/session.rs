@@ -10,12 +10,25 @@ use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::auth::email;
 use crate::services::{AppState, auth};
 
-/// `GET /_matrix/client/v3/login`
+/// `GET /_matrix/client/v3/login`: passwords, and with identity providers configured,
+/// `m.login.sso` (listing them) and `m.login.token` (how SSO ends).
 pub async fn login_types(
+    State(state): State<AppState>,
     _request: Ruma<get_login_types::v3::Request>,
 ) -> RumaResponse<get_login_types::v3::Response> {
-    let password = get_login_types::v3::LoginType::Password(Default::default());
-    RumaResponse(get_login_types::v3::Response::new(vec![password]))
+    use get_login_types::v3::{IdentityProvider, LoginType, SsoLoginType};
+    let mut types = vec![LoginType::Password(Default::default())];
+    let providers = state.auth.sso_providers();
+    if !providers.is_empty() {
+        let mut sso = SsoLoginType::new();
+        sso.identity_providers = providers
+            .iter()
+            .map(|p| IdentityProvider::new(p.config.id.clone(), p.config.name.clone()))
+            .collect();
+        types.push(LoginType::Sso(sso));
+        types.push(LoginType::Token(Default::default()));
+    }
+    RumaResponse(get_login_types::v3::Response::new(types))
 }
 
 /// `POST /_matrix/client/v3/login`: `m.login.password` with `m.id.user` (full user ID or
@@ -26,11 +39,18 @@ pub async fn login(
     request: Ruma<login::v3::Request>,
 ) -> Result<RumaResponse<login::v3::Response>> {
     let body = &request.body;
-    let login::v3::LoginInfo::Password(password) = &body.login_info else {
-        return Err(Error::unknown(
-            http::StatusCode::BAD_REQUEST,
-            "Unknown login type",
-        ));
+    let password = match &body.login_info {
+        login::v3::LoginInfo::Password(password) => password,
+        login::v3::LoginInfo::Token(token) if !state.auth.sso_providers().is_empty() => {
+            let user_id = token_login(&state, &token.token, request.client_ip).await?;
+            return new_session(&state, &request, &user_id).await;
+        }
+        _ => {
+            return Err(Error::unknown(
+                http::StatusCode::BAD_REQUEST,
+                "Unknown login type",
+            ));
+        }
     };
     let auth = &state.auth;
     // `user`, `medium` and `address` are how pre-r0.4 clients name themselves.
@@ -71,12 +91,47 @@ pub async fn login(
         return Err(Error::forbidden("Invalid username or password"));
     };
     keys.iter().for_each(|key| auth.login_limiter.refund(key));
+    new_session(&state, &request, &user_id).await
+}
 
+/// `m.login.token`: a login token from SSO, usable once; failures are rate limited per
+/// client address, as failed passwords.
+async fn token_login(
+    state: &AppState,
+    token: &str,
+    client_ip: std::net::IpAddr,
+) -> Result<ruma::OwnedUserId> {
+    let ip_key = client_ip.to_string();
+    let limiter = &state.auth.login_limiter;
+    limiter.take(&ip_key).map_err(Error::limit_exceeded)?;
+    let user_id = state
+        .auth
+        .take_login_token(token)
+        .await?
+        .ok_or_else(|| Error::forbidden("Invalid or expired login token"))?;
+    if state.auth.account(&user_id)?.is_none_or(|a| a.deactivated) {
+        return Err(Error::new(
+            http::StatusCode::FORBIDDEN,
+            "M_USER_DEACTIVATED",
+            "This account has been deactivated",
+        ));
+    }
+    limiter.refund(&ip_key);
+    Ok(user_id)
+}
+
+/// The session a successful login starts.
+async fn new_session(
+    state: &AppState,
+    request: &Ruma<login::v3::Request>,
+    user_id: &ruma::OwnedUserId,
+) -> Result<RumaResponse<login::v3::Response>> {
+    let body = &request.body;
     let (session, tokens) = state
         .sessions
         .create(
             state.storage.batch(),
-            &user_id,
+            user_id,
             body.device_id.as_ref().map(|d| d.as_str()),
             body.initial_device_display_name.clone(),
             body.refresh_token,

@@ -19,7 +19,6 @@ use ruma::{OwnedSessionId, UInt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::account::PASSWORD_FLOWS;
 use super::pages::{escape, page, wants_html};
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
@@ -207,7 +206,7 @@ pub async fn add(
     let uia = auth
         .uia(
             "add_3pid",
-            PASSWORD_FLOWS,
+            auth.reauth_flows(user_id)?,
             body.auth.as_ref(),
             Some(user_id),
         )

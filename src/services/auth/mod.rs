@@ -1,12 +1,15 @@
 //! auth-service: accounts and their passwords, registration (tokens, user-interactive auth),
-//! failed-login rate limits, verified email addresses and the mail that verifies them.
+//! failed-login rate limits, verified email addresses and the mail that verifies them,
+//! sign-in with OpenID Connect providers.
 
 mod accounts;
 pub mod email;
 pub mod mailer;
+pub mod oidc;
 pub mod password;
 mod ratelimit;
 mod regtokens;
+pub mod sso;
 mod threepid;
 mod uia;
 
@@ -41,6 +44,10 @@ pub struct AuthService {
     email_limiter: RateLimiter,
     /// Serialises each read-check-write of validation sessions.
     email_lock: Mutex<()>,
+    /// The configured OpenID Connect providers, in config order.
+    sso: Vec<oidc::OidcProvider>,
+    sso_pending: sso::PendingSignIns,
+    login_token_lock: Mutex<()>,
 }
 
 impl AuthService {
@@ -70,6 +77,14 @@ impl AuthService {
                 config.limits.email_requests_per_minute,
             ),
             email_lock: Mutex::new(()),
+            sso: config
+                .sso
+                .providers
+                .iter()
+                .map(|p| oidc::OidcProvider::new(p.clone()))
+                .collect::<Result<_, _>>()?,
+            sso_pending: sso::PendingSignIns::default(),
+            login_token_lock: Mutex::new(()),
             storage,
         })
     }

@@ -26,6 +26,13 @@ const MAX_SESSIONS: usize = 10_000;
 /// The flows an endpoint offers, each a list of stage types.
 pub type UiaFlows = &'static [&'static [&'static str]];
 
+const PASSWORD_FLOWS: UiaFlows = &[&["m.login.password"]];
+const SSO_FLOWS: UiaFlows = &[&["m.login.sso"]];
+const PASSWORD_OR_SSO_FLOWS: UiaFlows = &[&["m.login.password"], &["m.login.sso"]];
+
+/// The stage completed in a browser, through its fallback page, never in the request.
+const SSO_STAGE: &str = "m.login.sso";
+
 #[derive(Debug, Clone)]
 pub struct UiaSession {
     pub id: String,
@@ -138,8 +145,20 @@ impl AuthService {
                 expires_ts: now_ms() + SESSION_TTL_MS,
             },
         };
-        // No stage attempted (no auth, or only a session): the challenge with the progress.
-        let Some((auth, stage)) = auth.and_then(|a| Some((a, a.auth_type()?.to_string()))) else {
+        let complete = |s: &UiaSession| {
+            flows
+                .iter()
+                .any(|f| f.iter().all(|stage| s.completed.iter().any(|c| c == stage)))
+        };
+        // No stage attempted (no auth, only a session, or the SSO stage, which completes in
+        // the browser): done if the browser did it, otherwise the challenge with progress.
+        let attempt = auth
+            .and_then(|a| Some((a, a.auth_type()?.to_string())))
+            .filter(|(_, stage)| stage != SSO_STAGE);
+        let Some((auth, stage)) = attempt else {
+            if complete(&session) {
+                return Ok(session);
+            }
             self.uia_sessions.store(&session);
             return Err(challenge(flows, &session.id, &session.completed, None));
         };
@@ -207,14 +226,49 @@ impl AuthService {
         if refusal.is_none() && !session.completed.contains(&stage) {
             session.completed.push(stage);
         }
-        let complete = flows
-            .iter()
-            .any(|f| f.iter().all(|s| session.completed.iter().any(|c| c == s)));
         self.uia_sessions.store(&session);
-        if complete && refusal.is_none() {
+        if complete(&session) && refusal.is_none() {
             return Ok(session);
         }
         Err(challenge(flows, &session.id, &session.completed, refusal))
+    }
+
+    /// The flows that make a logged-in user prove it is them: their password, signing in
+    /// again at a provider they are linked to, or either.
+    pub fn reauth_flows(&self, user_id: &UserId) -> Result<UiaFlows> {
+        let password = self
+            .account(user_id)?
+            .is_some_and(|a| a.password_hash.is_some());
+        let sso = !self.sso_providers().is_empty() && !self.identity_links(user_id)?.is_empty();
+        Ok(match (password, sso) {
+            (false, true) => SSO_FLOWS,
+            (true, true) => PASSWORD_OR_SSO_FLOWS,
+            _ => PASSWORD_FLOWS,
+        })
+    }
+
+    /// The owner of a UIA session signed in again at their provider (its fallback page):
+    /// the SSO stage is done. `user_id` is who the provider says signed in.
+    pub fn complete_sso_stage(&self, session_id: &str, user_id: &UserId) -> Result<()> {
+        let mut session = self
+            .uia_sessions
+            .get(session_id)
+            .ok_or_else(|| Error::not_found("Unknown or expired session"))?;
+        if session.user_id.as_deref() != Some(user_id.as_str()) {
+            return Err(Error::forbidden(
+                "You signed in as someone else than the account asking",
+            ));
+        }
+        if !session.completed.iter().any(|c| c == SSO_STAGE) {
+            session.completed.push(SSO_STAGE.to_owned());
+        }
+        self.uia_sessions.store(&session);
+        Ok(())
+    }
+
+    /// The user a UIA session belongs to, for the fallback page.
+    pub fn uia_session_user(&self, session_id: &str) -> Option<String> {
+        self.uia_sessions.get(session_id)?.user_id
     }
 
     /// Ends a completed session, once the action it authorised is done.
