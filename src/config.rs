@@ -103,6 +103,24 @@ pub struct Sso {
     pub allowed_redirect_urls: Vec<String>,
 }
 
+impl Sso {
+    /// Whether `redirect_url` is under one of `allowed_redirect_urls`: same scheme, host
+    /// and port, and a path below the prefix's (which ends in `/`, checked at load).
+    pub fn trusts(&self, redirect_url: &str) -> bool {
+        let Ok(url) = url::Url::parse(redirect_url) else {
+            return false;
+        };
+        self.allowed_redirect_urls.iter().any(|prefix| {
+            url::Url::parse(prefix).is_ok_and(|prefix| {
+                prefix.scheme() == url.scheme()
+                    && prefix.host() == url.host()
+                    && prefix.port_or_known_default() == url.port_or_known_default()
+                    && url.path().starts_with(prefix.path())
+            })
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SsoProvider {
@@ -121,8 +139,9 @@ pub struct SsoProvider {
     pub localpart_claim: String,
     /// The ID token claim a new account's display name comes from.
     pub displayname_claim: String,
-    /// Sign someone unknown in to the existing account holding the same email address, if
-    /// the provider says it verified it (only for providers trusted to verify addresses).
+    /// Trust the provider's `email_verified`: sign someone unknown in to the existing account
+    /// holding that address, and give new accounts the address (only for providers trusted
+    /// to verify addresses).
     pub link_existing_by_email: bool,
 }
 
@@ -465,6 +484,18 @@ impl Config {
             ruma::ServerName::parse(server)
                 .map_err(|e| format!("well_known.server {server:?} is not a server name: {e}"))?;
         }
+        for baseurl in [&self.server.public_baseurl, &self.public_baseurl]
+            .into_iter()
+            .flatten()
+        {
+            let url = url::Url::parse(baseurl)
+                .map_err(|e| format!("server.public_baseurl {baseurl:?} is not a URL: {e}"))?;
+            if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+                return Err(format!(
+                    "server.public_baseurl {baseurl:?} must be an http(s) URL with a host"
+                ));
+            }
+        }
         if self.limits.max_request_size < 1024 {
             return Err("limits.max_request_size must be at least 1024 bytes".into());
         }
@@ -508,6 +539,15 @@ impl Config {
     }
 
     fn validate_sso(&self) -> Result<(), String> {
+        for prefix in &self.sso.allowed_redirect_urls {
+            let url = url::Url::parse(prefix)
+                .map_err(|e| format!("sso.allowed_redirect_urls: {prefix:?}: {e}"))?;
+            if url.host().is_none() || !prefix.ends_with('/') {
+                return Err(format!(
+                    "sso.allowed_redirect_urls: {prefix:?} must name a host and end with \"/\""
+                ));
+            }
+        }
         let mut ids = std::collections::BTreeSet::new();
         for provider in &self.sso.providers {
             let id = &provider.id;
@@ -647,6 +687,24 @@ mod tests {
                 r#"[{id="a b", issuer="https://x.example", client_id="kith"}]"#,
             );
             assert!(Config::load(None).is_err());
+            jail.set_env("KITH_SSO__PROVIDERS", "[]");
+            // Trusted clients: whole path segments of the same origin only.
+            jail.set_env(
+                "KITH_SSO__ALLOWED_REDIRECT_URLS",
+                r#"["https://app.example.org"]"#,
+            );
+            assert!(Config::load(None).is_err(), "a prefix must end with /");
+            jail.set_env(
+                "KITH_SSO__ALLOWED_REDIRECT_URLS",
+                r#"["https://app.example.org/web/"]"#,
+            );
+            let sso = Config::load(None).map_err(figment::Error::from)?.sso;
+            assert!(sso.trusts("https://app.example.org/web/#/login"));
+            assert!(sso.trusts("https://app.example.org:443/web/x?y=1"));
+            assert!(!sso.trusts("https://app.example.org.evil.test/web/"));
+            assert!(!sso.trusts("https://app.example.org/webevil/"));
+            assert!(!sso.trusts("http://app.example.org/web/"));
+            assert!(!sso.trusts("https://app.example.org:8443/web/"));
             Ok(())
         });
     }

@@ -134,11 +134,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/_matrix/client/v3/auth/{auth_type}/fallback/web",
-            get(client::sso::fallback),
+            get(client::sso::fallback).post(client::sso::fallback_confirm),
         )
         .route(
             "/_matrix/client/r0/auth/{auth_type}/fallback/web",
-            get(client::sso::fallback),
+            get(client::sso::fallback).post(client::sso::fallback_confirm),
         )
         .ruma::<account::get_3pids::v3::Request, _, _>(client::threepid::list)
         .ruma::<account::add_3pid::v3::Request, _, _>(client::threepid::add)

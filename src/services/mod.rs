@@ -171,9 +171,12 @@ impl Services {
             )?;
         auth.create_account_into(&mut batch, &user_id, None, false)?;
         auth.link_identity_into(&mut batch, &user_id, identity)?;
+        // The provider's word on the address counts only where the operator trusts it.
         if let Some(email) = verified_email
             .as_deref()
+            .filter(|_| provider.link_existing_by_email)
             .and_then(auth::email::normalize_address)
+            .filter(|e| auth.email_domain_allowed(e))
             .filter(|e| auth.email_owner(e).is_ok_and(|owner| owner.is_none()))
         {
             auth.bind_email_into(&mut batch, &user_id, &email, crate::util::now_ms())?;

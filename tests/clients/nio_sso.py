@@ -19,8 +19,11 @@ Usage: nio_sso.py KITH_BASE_URL IDP_ID LOGIN_NAME [--tamper-state] [--redirect-u
       "confirmed": <whether the confirmation page was shown>}.
 
 With --reauth, the browser part of UIA's m.login.sso stage: open kith's fallback page,
-follow its first "sign in again" link to the provider, sign in, and print the callback's
-{"status": ..., "body": <text>} as the last line.
+press its first "confirm by signing in" button (a POST form), sign in at the provider, and
+print the callback's {"status": ..., "body": <text>} as the last line.
+
+With --other-browser, the callback is fetched by a browser other than the one that started
+the sign-in (no cookies), and the last line is {"status": ..., "body": ...}.
 
 With --tamper-state the callback is fetched with a different `state` value instead and the
 last stdout line is {"status": <HTTP status>, "body": <JSON or text>}; exit status 0.
@@ -240,7 +243,7 @@ def check_login_flows(kith, idp_id):
     log(f"login flows: {types}; identity providers: {idps}")
 
 
-def sso_login_token(kith, idp_id, login_name, tamper_state, done_url):
+def sso_login_token(kith, idp_id, login_name, tamper_state, done_url, other_browser=False):
     session = requests.Session()
     redirect = f"{kith}/_matrix/client/v3/login/sso/redirect/{idp_id}"
     resp = session.get(redirect, params={"redirectUrl": done_url}, allow_redirects=False, timeout=TIMEOUT)
@@ -257,6 +260,15 @@ def sso_login_token(kith, idp_id, login_name, tamper_state, done_url):
           f"redirect_uri {auth_query['redirect_uri']} is not {kith + CALLBACK_PATH}")
 
     callback = drive_provider(session, auth_url, kith, login_name)
+
+    if other_browser:
+        resp = requests.get(callback, allow_redirects=False, timeout=TIMEOUT)
+        log(f"callback from another browser -> {resp.status_code}")
+        try:
+            body = resp.json()
+        except ValueError:
+            body = resp.text
+        return None, {"status": resp.status_code, "body": body}
 
     if tamper_state:
         old_state = parse_qs(urlsplit(callback).query)["state"][0]
@@ -291,11 +303,12 @@ def reauth(fallback_url, kith, login_name):
     session = requests.Session()
     resp = session.get(fallback_url, headers={"Accept": "text/html"}, timeout=TIMEOUT)
     check(resp.status_code == 200, f"GET {fallback_url}: {resp.status_code} {snippet(resp)}")
-    links = [link for link in parse_links(resp.text) if "idp=" in link]
-    check(links, f"fallback page without a provider link: {snippet(resp)}")
-    start = urljoin(resp.url, links[0])
-    resp = session.get(start, allow_redirects=False, timeout=TIMEOUT)
-    check(resp.status_code == 302, f"GET {start}: expected 302, got {resp.status_code}: {snippet(resp)}")
+    forms = [f for f in parse_forms(resp.text) if f["method"] == "post"]
+    check(forms, f"fallback page without a confirmation form: {snippet(resp)}")
+    fields = [(f["name"], f["value"]) for f in forms[0]["fields"] if f["name"]]
+    start = urljoin(resp.url, forms[0]["action"] or resp.url)
+    resp = session.post(start, data=fields, allow_redirects=False, timeout=TIMEOUT)
+    check(resp.status_code == 302, f"POST {start}: expected 302, got {resp.status_code}: {snippet(resp)}")
     callback = drive_provider(session, urljoin(start, resp.headers["Location"]), kith, login_name)
     resp = session.get(callback, headers={"Accept": "text/html"}, allow_redirects=False, timeout=TIMEOUT)
     return {"status": resp.status_code, "body": resp.text}
@@ -327,7 +340,8 @@ async def redeem(kith, login_token):
 def main(argv):
     args = argv[1:]
     tamper = "--tamper-state" in args
-    args = [a for a in args if a != "--tamper-state"]
+    other = "--other-browser" in args
+    args = [a for a in args if a not in ("--tamper-state", "--other-browser")]
     done_url = DONE_URL
     if "--redirect-url" in args:
         i = args.index("--redirect-url")
@@ -348,8 +362,8 @@ def main(argv):
             raise SystemExit("usage: nio_sso.py KITH_BASE_URL IDP_ID LOGIN_NAME [--tamper-state] [--redirect-url URL]")
         kith, idp_id, login_name = args[0].rstrip("/"), args[1], args[2]
         check_login_flows(kith, idp_id)
-        login_token, extra = sso_login_token(kith, idp_id, login_name, tamper, done_url)
-        if tamper:
+        login_token, extra = sso_login_token(kith, idp_id, login_name, tamper, done_url, other)
+        if tamper or other:
             print(json.dumps(extra), flush=True)
             return 0
         result = asyncio.run(redeem(kith, login_token))

@@ -367,7 +367,7 @@ async fn an_address_is_added_found_by_friends_and_resets_a_forgotten_password() 
     let changes = &capabilities["capabilities"]["m.3pid_changes"];
     assert!(changes.is_null() || changes["enabled"] == true, "{changes}");
 
-    // Adding: a validated session, then the password again.
+    // Adding: a validated session (checked first), then the password again.
     let (status, sent) = request_token(&server, "account/3pid", "add1", "bob@example.org", 1).await;
     assert_eq!(status, StatusCode::OK, "{sent}");
     let sid = sent["sid"].as_str().unwrap().to_owned();
@@ -382,19 +382,32 @@ async fn an_address_is_added_found_by_friends_and_resets_a_forgotten_password() 
             body,
         )
     };
+    let early = add(None).await;
+    assert_error(&early, StatusCode::BAD_REQUEST, "M_THREEPID_AUTH_FAILED");
+    let (status, _, page) = open(&link_in(&smtp.mail("bob@example.org", 1).await)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("verified"), "{page}");
     let (status, challenge) = add(None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let password_auth = json!({
         "type": "m.login.password", "session": challenge["session"],
         "identifier": { "type": "m.id.user", "user": bob }, "password": PASSWORD,
     });
-    let early = add(Some(password_auth.clone())).await;
-    assert_error(&early, StatusCode::BAD_REQUEST, "M_THREEPID_AUTH_FAILED");
-    let (status, _, page) = open(&link_in(&smtp.mail("bob@example.org", 1).await)).await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(page.contains("verified"), "{page}");
-    let (status, added) = add(Some(password_auth)).await;
+    let (status, added) = add(Some(password_auth.clone())).await;
     assert_eq!(status, StatusCode::OK, "{added}");
+    // The completed UIA session and the proof each served once.
+    let replay = add(Some(password_auth)).await;
+    assert_error(&replay, StatusCode::BAD_REQUEST, "M_THREEPID_AUTH_FAILED");
+    let body =
+        json!({ "sid": sid, "client_secret": "add1", "auth": { "session": challenge["session"] } });
+    let (status, _) = server
+        .post(
+            "/_matrix/client/v3/account/3pid/add",
+            Some(&bob_token),
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let (_, listed) = server
         .get("/_matrix/client/v3/account/3pid", Some(&bob_token))
         .await;
@@ -525,13 +538,40 @@ async fn mail_asked_for_while_smtp_is_down_goes_out_when_it_returns_and_links_ex
     let (status, _, _) = open(&link).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    // Three requests in a burst (per address and per client address), then 429.
+    // Three requests in a burst per address and per client address, then 429. (Since the
+    // restart 127.0.0.1 asked once, for dave.)
+    let ask = |from: [u8; 4], email: &'static str| {
+        let client = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(from))
+            .build()
+            .unwrap();
+        let url = format!(
+            "{}/_matrix/client/v3/register/email/requestToken",
+            server.base
+        );
+        let body = json!({ "client_secret": "e", "email": email, "send_attempt": 1 });
+        async move { client.post(url).json(&body).send().await.unwrap().status() }
+    };
     for _ in 0..2 {
-        let (status, _) = request_token(&server, "register", "e", "erin@example.org", 1).await;
-        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            ask([127, 0, 0, 1], "erin@example.org").await,
+            StatusCode::OK
+        );
     }
-    let limited = request_token(&server, "register", "e", "erin@example.org", 1).await;
-    assert_error(&limited, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+    // erin's address: one left, used from another client address, then refused.
+    assert_eq!(
+        ask([127, 0, 0, 2], "erin@example.org").await,
+        StatusCode::OK
+    );
+    let by_address = ask([127, 0, 0, 2], "erin@example.org").await;
+    assert_eq!(by_address, StatusCode::TOO_MANY_REQUESTS);
+    // 127.0.0.1 spent its three: refused for any address; 127.0.0.2 still may ask.
+    let by_client = ask([127, 0, 0, 1], "frank@example.org").await;
+    assert_eq!(by_client, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        ask([127, 0, 0, 2], "frank@example.org").await,
+        StatusCode::OK
+    );
 
     // The newer link expires after its lifetime.
     tokio::time::sleep(Duration::from_secs(21)).await;

@@ -68,7 +68,7 @@ fn server_with_provider() -> (Server, Provider) {
     let base = format!("http://{listen}");
     let provider = Provider::start(&base);
     let providers = format!(
-        r#"[{{id="test", name="Test IdP", issuer="{}", client_id="kith", client_secret="s3cret"}}]"#,
+        r#"[{{id="test", name="Test IdP", issuer="{}", client_id="kith", client_secret="s3cret", link_existing_by_email=true}}]"#,
         provider.issuer
     );
     let server = Server::start(&[
@@ -156,9 +156,33 @@ async fn a_provider_user_signs_in_without_a_password_and_reauthenticates_there()
     let session = challenge["session"].as_str().unwrap().to_owned();
     let fallback =
         format!("{base}/_matrix/client/v3/auth/m.login.sso/fallback/web?session={session}");
-    // Someone else signing in at the provider does not complete alice's stage.
+    let page = server.http.get(&fallback).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("delete devices of your account") && page.contains(&alice),
+        "{page}"
+    );
+    // A form posted without the page's cookie (from another site) starts nothing.
+    let forged = server
+        .http
+        .post(&fallback)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("session={session}&idp=test&csrf=guess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // Someone else (bob, who has an account of his own) signing in at the provider does
+    // not complete alice's stage.
+    let bob = nio_sso(&server, &[&base, "test", "bob"]).await;
+    assert_eq!(bob["user_id"], format!("@bob:{SERVER_NAME}"));
     let wrong = nio_sso(&server, &["--reauth", &fallback, &base, "bob"]).await;
     assert_eq!(wrong["status"], 403, "{wrong}");
+    assert!(
+        wrong["body"].as_str().unwrap().contains("someone other"),
+        "{wrong}"
+    );
     let (status, _) = delete(Some(json!({ "session": session }))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let done = nio_sso(&server, &["--reauth", &fallback, &base, "alice"]).await;
@@ -169,6 +193,9 @@ async fn a_provider_user_signs_in_without_a_password_and_reauthenticates_there()
     );
     let (status, deleted) = delete(Some(json!({ "session": session }))).await;
     assert_eq!(status, StatusCode::OK, "{deleted}");
+    // The completed session authorised that one request.
+    let (status, _) = delete(Some(json!({ "session": session }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = server.whoami(&token).await;
     assert_eq!(
         status,
@@ -196,6 +223,10 @@ async fn forged_stale_and_malformed_sign_ins_are_refused() {
     let tampered = nio_sso(&server, &[&base, "test", "mallory", "--tamper-state"]).await;
     assert_eq!(tampered["status"], 403, "{tampered}");
     assert_eq!(tampered["body"]["errcode"], "M_FORBIDDEN", "{tampered}");
+    // The real callback, opened by a browser that did not start the sign-in.
+    let stolen = nio_sso(&server, &[&base, "test", "mallory", "--other-browser"]).await;
+    assert_eq!(stolen["status"], 403, "{stolen}");
+    assert_eq!(stolen["body"]["errcode"], "M_FORBIDDEN", "{stolen}");
     let (ok, _) = server.admin(&["show-user", "mallory"]);
     assert!(!ok, "no account for a refused sign-in");
 

@@ -28,12 +28,11 @@ pub async fn change_password(
         body.auth.as_ref(),
         Some(user_id),
     );
-    let uia = uia.await?;
+    uia.await?;
     let keep = body.logout_devices.then_some(session.device_id.as_str());
     state
         .change_password(user_id, &body.new_password, body.logout_devices, keep)
         .await?;
-    state.auth.finish_uia(&uia);
     Ok(RumaResponse(change_password::v3::Response::new()))
 }
 
@@ -58,7 +57,6 @@ async fn reset_password(
     state
         .reset_password(&user_id, &body.new_password, body.logout_devices, proof)
         .await?;
-    auth.finish_uia(&uia);
     Ok(RumaResponse(change_password::v3::Response::new()))
 }
 
@@ -70,7 +68,7 @@ pub async fn deactivate(
 ) -> Result<RumaResponse<deactivate::v3::Response>> {
     let session = request.session()?;
     let auth = request.body.auth.as_ref();
-    let uia = state
+    state
         .auth
         .uia(
             "deactivate",
@@ -80,7 +78,6 @@ pub async fn deactivate(
         )
         .await?;
     state.deactivate(&session.user_id).await?;
-    state.auth.finish_uia(&uia);
     let unbind = ThirdPartyIdRemovalStatus::NoSupport;
     Ok(RumaResponse(deactivate::v3::Response::new(unbind)))
 }

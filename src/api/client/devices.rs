@@ -89,7 +89,7 @@ pub async fn delete(
     {
         return Err(Error::not_found("Unknown device"));
     }
-    let uia = state
+    state
         .auth
         .uia(
             "delete_device",
@@ -104,7 +104,6 @@ pub async fn delete(
         .sessions
         .remove_devices(batch, user_id, &ids, RevokeReason::DeviceDeleted)
         .await?;
-    state.auth.finish_uia(&uia);
     Ok(RumaResponse(delete_device::v3::Response::new()))
 }
 
@@ -115,7 +114,7 @@ pub async fn delete_many(
 ) -> Result<RumaResponse<delete_devices::v3::Response>> {
     let session = request.session()?;
     let body = &request.body;
-    let uia = state
+    state
         .auth
         .uia(
             "delete_devices",
@@ -135,6 +134,5 @@ pub async fn delete_many(
             RevokeReason::DeviceDeleted,
         )
         .await?;
-    state.auth.finish_uia(&uia);
     Ok(RumaResponse(delete_devices::v3::Response::new()))
 }

@@ -238,9 +238,6 @@ pub async fn upload_cross_signing(
         .e2ee
         .upload_cross_signing(user, uploaded, uia.is_some())
         .await?;
-    if let Some(uia) = &uia {
-        state.auth.finish_uia(uia);
-    }
     Ok(RumaResponse(upload_signing_keys::v3::Response::new()))
 }
 

@@ -44,3 +44,15 @@ pub fn wants_html(headers: &http::HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"))
 }
+
+/// The value of cookie `name` the browser sent.
+pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}

@@ -104,7 +104,6 @@ pub async fn register(
 
     if body.inhibit_login {
         state.storage.commit(batch).await?;
-        auth.finish_uia(&uia);
         return Ok(RumaResponse(register::v3::Response::new(user_id)));
     }
     let (session, tokens) = state
@@ -118,7 +117,6 @@ pub async fn register(
             request.client_ip,
         )
         .await?;
-    auth.finish_uia(&uia);
     let mut response = register::v3::Response::new(session.user_id);
     response.access_token = Some(tokens.access_token);
     response.device_id = Some(session.device_id);

@@ -2,16 +2,18 @@
 //! to the provider, kith's callback page, the page that confirms an unknown client before
 //! handing it a login token, and the `m.login.sso` stage's fallback page for UIA.
 
-use axum::extract::{Path, Query, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use ruma::UserId;
 use serde::Deserialize;
 
-use super::pages::{escape, page, wants_html};
+use super::pages::{cookie, escape, page, wants_html};
 use crate::gateway::{Error, Result};
 use crate::services::AppState;
-use crate::services::auth::sso::{CALLBACK_PATH, SsoPurpose, SsoStart};
+use crate::services::auth::sso::{SsoPurpose, SsoStart, cookie_name};
 
 /// A `302 Found` to `location` (what clients and the tests expect from SSO redirects).
 fn found(location: &str) -> Result<Response> {
@@ -67,13 +69,14 @@ fn checked_redirect_url(query: &RedirectQuery) -> Result<String> {
 /// page to pick one when there are several.
 pub async fn redirect(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<RedirectQuery>,
 ) -> Response {
     let providers = state.auth.sso_providers();
     let result = match providers {
         [] => Err(Error::not_found("No identity provider is configured")),
-        [only] => start_login(&state, &only.config.id, &query).await,
+        [only] => start_login(&state, &only.config.id, &query, peer.ip()).await,
         several => checked_redirect_url(&query).map(|url| {
             let links: String = several
                 .iter()
@@ -101,20 +104,26 @@ pub async fn redirect(
 /// `GET /_matrix/client/v3/login/sso/redirect/{idpId}?redirectUrl=`
 pub async fn redirect_to(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(idp): Path<String>,
     Query(query): Query<RedirectQuery>,
 ) -> Response {
-    start_login(&state, &idp, &query)
+    start_login(&state, &idp, &query, peer.ip())
         .await
         .unwrap_or_else(|e| failure(&headers, e))
 }
 
-async fn start_login(state: &AppState, idp: &str, query: &RedirectQuery) -> Result<Response> {
+async fn start_login(
+    state: &AppState,
+    idp: &str,
+    query: &RedirectQuery,
+    client_ip: IpAddr,
+) -> Result<Response> {
     let redirect_url = checked_redirect_url(query)?;
     let start = state
         .auth
-        .sso_start(idp, SsoPurpose::Login { redirect_url })
+        .sso_start(idp, SsoPurpose::Login { redirect_url }, client_ip)
         .await?;
     to_provider(start)
 }
@@ -135,19 +144,14 @@ pub async fn callback(
     headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let mut response = finish(&state, &headers, query)
+    let name = query.state.as_deref().map(cookie_name);
+    let browser = name.as_deref().and_then(|name| cookie(&headers, name));
+    let mut response = finish(&state, browser, &query)
         .await
         .unwrap_or_else(|e| failure(&headers, e));
     // The sign-in's cookie has served its purpose either way.
-    if let Some(name) = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('=').map(|(name, _)| name.to_owned()))
-        .find(|name| name.starts_with("kith_sso_"))
-    {
-        let expired = format!("{name}=; Path={CALLBACK_PATH}; Max-Age=0; HttpOnly; SameSite=Lax");
+    if let (Some(name), Some(_)) = (&name, browser) {
+        let expired = state.auth.sso_cookie(name, "", 0);
         if let Ok(value) = HeaderValue::from_str(&expired) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
@@ -155,14 +159,18 @@ pub async fn callback(
     response
 }
 
-async fn finish(state: &AppState, headers: &HeaderMap, query: CallbackQuery) -> Result<Response> {
+async fn finish(
+    state: &AppState,
+    browser: Option<&str>,
+    query: &CallbackQuery,
+) -> Result<Response> {
     let sign_in = query
         .state
         .as_deref()
         .ok_or_else(|| Error::missing_param("Missing state"))?;
     if let Some(error) = &query.error {
         // Used up, so it cannot be replayed with a code later.
-        state.auth.sso_cancel(sign_in);
+        state.auth.sso_cancel(sign_in, browser);
         return Err(Error::forbidden(format!(
             "The identity provider did not sign you in: {error}"
         )));
@@ -171,18 +179,14 @@ async fn finish(state: &AppState, headers: &HeaderMap, query: CallbackQuery) -> 
         .code
         .as_deref()
         .ok_or_else(|| Error::missing_param("Missing code"))?;
-    let (purpose, identity) = state.auth.sso_finish(sign_in, headers, code).await?;
+    let (purpose, identity) = state.auth.sso_finish(sign_in, browser, code).await?;
     match purpose {
         SsoPurpose::Login { redirect_url } => {
             let user_id = state.sso_user(&identity).await?;
             let token = state.auth.issue_login_token(&user_id).await?;
             let mut target = url::Url::parse(&redirect_url).map_err(Error::internal)?;
             target.query_pairs_mut().append_pair("loginToken", &token);
-            let allowed = &state.config.sso.allowed_redirect_urls;
-            if allowed
-                .iter()
-                .any(|prefix| redirect_url.starts_with(prefix))
-            {
+            if state.config.sso.trusts(&redirect_url) {
                 return found(target.as_str());
             }
             Ok(confirmation(&user_id, &redirect_url, target.as_str()))
@@ -234,67 +238,133 @@ fn reauth_done() -> Response {
 #[derive(Deserialize)]
 pub struct FallbackQuery {
     session: Option<String>,
-    idp: Option<String>,
+}
+
+/// The cookie holding the fallback page's anti-forgery value: SameSite=Strict, so a form
+/// posted from another site never carries it.
+const CSRF_COOKIE: &str = "kith_uia_csrf";
+
+/// Whom a UIA session is for, what it would let them do, and the providers (ID, name)
+/// they can sign in again with.
+struct ReauthContext {
+    user: String,
+    action: &'static str,
+    providers: Vec<(String, String)>,
+}
+
+fn reauth_context(
+    state: &AppState,
+    auth_type: &str,
+    session: Option<&str>,
+) -> Result<ReauthContext> {
+    if auth_type != "m.login.sso" {
+        return Err(Error::not_found("No fallback page for this stage"));
+    }
+    let session = session.ok_or_else(|| Error::missing_param("Missing session"))?;
+    let (user, action) = state
+        .auth
+        .uia_session_info(session)
+        .ok_or_else(|| Error::not_found("Unknown or expired session"))?;
+    let user_id = UserId::parse(user.as_str()).map_err(Error::internal)?;
+    let providers = state
+        .auth
+        .identity_links(&user_id)?
+        .into_iter()
+        .filter_map(|(idp, _, _)| state.auth.sso_provider(&idp).ok())
+        .map(|p| (p.config.id.clone(), p.config.name.clone()))
+        .collect();
+    Ok(ReauthContext {
+        user,
+        action,
+        providers,
+    })
 }
 
 /// `GET /_matrix/client/v3/auth/{authType}/fallback/web?session=`: for `m.login.sso`, a
-/// page to sign in again at one of the user's providers; choosing one (`&idp=`) goes there.
+/// page that says who asks for what, with a button per provider the user signs in with.
+/// Signing in is started only by that button (a POST carrying the page's anti-forgery
+/// value), so a link alone, sent by someone holding a stolen access token, cannot get
+/// the user to approve their request unknowingly.
 pub async fn fallback(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(auth_type): Path<String>,
     Query(query): Query<FallbackQuery>,
 ) -> Response {
+    let session = query.session.as_deref();
+    let ReauthContext {
+        user,
+        action,
+        providers,
+    } = match reauth_context(&state, &auth_type, session) {
+        Ok(context) => context,
+        Err(e) => return failure(&headers, e),
+    };
+    let csrf = crate::util::random_string(32);
+    let session = escape(session.unwrap_or_default());
+    let buttons: String = providers
+        .iter()
+        .map(|(id, name)| {
+            format!(
+                "<form method=\"post\"><input type=\"hidden\" name=\"session\" value=\"{session}\">\
+                 <input type=\"hidden\" name=\"idp\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <button type=\"submit\">Confirm by signing in with {}</button></form>",
+                escape(id),
+                escape(name)
+            )
+        })
+        .collect();
+    let mut response = page(
+        StatusCode::OK,
+        "Confirm it is you",
+        &format!(
+            "<p>An app signed in as <b>{}</b> asks to <b>{action}</b>.</p>\
+             <p>If you did not ask for this, close this page: someone else may have access \
+             to your account.</p>{buttons}",
+            escape(&user)
+        ),
+    );
+    let cookie = format!(
+        "{CSRF_COOKIE}={csrf}; Path=/_matrix/client/; Max-Age=900; HttpOnly; SameSite=Strict"
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub struct FallbackForm {
+    session: String,
+    idp: String,
+    csrf: String,
+}
+
+/// `POST /_matrix/client/v3/auth/{authType}/fallback/web`: the fallback page's button; on
+/// to the provider to sign in again.
+pub async fn fallback_confirm(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(auth_type): Path<String>,
+    form: Result<axum::Form<FallbackForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
     let result = async {
-        if auth_type != "m.login.sso" {
-            return Err(Error::not_found("No fallback page for this stage"));
+        let axum::Form(form) = form.map_err(|_| Error::missing_param("Incomplete form"))?;
+        let context = reauth_context(&state, &auth_type, Some(&form.session))?;
+        if cookie(&headers, CSRF_COOKIE) != Some(form.csrf.as_str()) {
+            return Err(Error::forbidden(
+                "Open the confirmation page again: this form did not come from it",
+            ));
         }
-        let session = query
-            .session
-            .as_deref()
-            .ok_or_else(|| Error::missing_param("Missing session"))?;
-        let user = state
-            .auth
-            .uia_session_user(session)
-            .ok_or_else(|| Error::not_found("Unknown or expired session"))?;
-        let user_id = UserId::parse(user.as_str()).map_err(Error::internal)?;
-        let linked: Vec<String> = state
-            .auth
-            .identity_links(&user_id)?
-            .into_iter()
-            .map(|(idp, _, _)| idp)
-            .filter(|idp| state.auth.sso_provider(idp).is_ok())
-            .collect();
-        if let Some(idp) = &query.idp {
-            if !linked.contains(idp) {
-                return Err(Error::not_found("You do not sign in with this provider"));
-            }
-            let purpose = SsoPurpose::Reauth {
-                uia_session: session.to_owned(),
-            };
-            return to_provider(state.auth.sso_start(idp, purpose).await?);
+        if !context.providers.iter().any(|(id, _)| *id == form.idp) {
+            return Err(Error::not_found("You do not sign in with this provider"));
         }
-        let links: String = linked
-            .iter()
-            .filter_map(|idp| state.auth.sso_provider(idp).ok())
-            .map(|p| {
-                let link = format!(
-                    "?session={}&idp={}",
-                    url::form_urlencoded::byte_serialize(session.as_bytes()).collect::<String>(),
-                    p.config.id
-                );
-                format!(
-                    "<li><a href=\"{}\">Sign in again with {}</a></li>",
-                    escape(&link),
-                    escape(&p.config.name)
-                )
-            })
-            .collect();
-        Ok(page(
-            StatusCode::OK,
-            "Confirm it is you",
-            &format!("<p>To continue, sign in again.</p><ul>{links}</ul>"),
-        ))
+        let purpose = SsoPurpose::Reauth {
+            uia_session: form.session.clone(),
+        };
+        to_provider(state.auth.sso_start(&form.idp, purpose, peer.ip()).await?)
     };
     result.await.unwrap_or_else(|e| failure(&headers, e))
 }

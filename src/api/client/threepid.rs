@@ -194,8 +194,9 @@ pub async fn list(
     Ok(Json(json!({ "threepids": threepids })))
 }
 
-/// `POST /_matrix/client/v3/account/3pid/add`: UIA with the password, then binds the
-/// address a validated session proves.
+/// `POST /_matrix/client/v3/account/3pid/add`: binds the address a validated session
+/// proves, after re-authentication (asked only once the proof is good, so a user is not
+/// asked for a password for nothing).
 pub async fn add(
     State(state): State<AppState>,
     request: Ruma<add_3pid::v3::Request>,
@@ -203,19 +204,14 @@ pub async fn add(
     let user_id = &request.session()?.user_id;
     let body = &request.body;
     let auth = &state.auth;
-    let uia = auth
-        .uia(
-            "add_3pid",
-            auth.reauth_flows(user_id)?,
-            body.auth.as_ref(),
-            Some(user_id),
-        )
-        .await?;
     let proof = auth.validated_email(
         body.sid.as_str(),
         body.client_secret.as_str(),
         EmailPurpose::AddThreepid,
     )?;
+    let flows = auth.reauth_flows(user_id)?;
+    auth.uia("add_3pid", flows, body.auth.as_ref(), Some(user_id))
+        .await?;
     let _registering = auth.registering().await;
     let mut batch = state.storage.batch();
     match auth.email_owner(&proof.address)? {
@@ -225,7 +221,6 @@ pub async fn add(
     }
     auth.consume_email_proof_into(&mut batch, &proof)?;
     state.storage.commit(batch).await?;
-    auth.finish_uia(&uia);
     Ok(RumaResponse(add_3pid::v3::Response::new()))
 }
 

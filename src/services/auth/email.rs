@@ -95,22 +95,17 @@ impl AuthService {
         let address = normalize_address(request.email)
             .ok_or_else(|| Error::invalid_param("Invalid email address"))?;
         let config = &self.email_config;
-        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
-        if !config.allowed_domains.is_empty()
-            && !config
-                .allowed_domains
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(domain))
-        {
+        if !self.email_domain_allowed(&address) {
             return Err(Error::new(
                 StatusCode::FORBIDDEN,
                 "M_THREEPID_DENIED",
                 "Email addresses at this domain are not allowed here",
             ));
         }
-        if let Some(link) = request.next_link {
-            self.check_next_link(link)?;
-        }
+        let next_link = match request.next_link {
+            Some(link) => Some(self.check_next_link(link)?),
+            None => None,
+        };
         let ip = request.client_ip.to_string();
         self.email_limiter
             .take_all(&[ip.as_str(), address.as_str()])
@@ -150,7 +145,7 @@ impl AuthService {
             Some((mut session, sid)) => {
                 session.token_hash = hash_secret(&token);
                 session.send_attempt = request.send_attempt;
-                session.next_link = request.next_link.map(str::to_owned);
+                session.next_link = next_link;
                 session.token_expires_ts = now + lifetime_ms;
                 session.validated_ts = None;
                 (sid, session)
@@ -163,7 +158,7 @@ impl AuthService {
                     client_secret: request.client_secret.to_owned(),
                     token_hash: hash_secret(&token),
                     send_attempt: request.send_attempt,
-                    next_link: request.next_link.map(str::to_owned),
+                    next_link,
                     token_expires_ts: now + lifetime_ms,
                     expires_ts: now + SESSION_TTL_MS.max(lifetime_ms),
                     validated_ts: None,
@@ -180,8 +175,16 @@ impl AuthService {
         Ok(sid)
     }
 
+    /// Whether addresses at `address`'s domain may be used here (`email.allowed_domains`).
+    pub fn email_domain_allowed(&self, address: &str) -> bool {
+        let allowed = &self.email_config.allowed_domains;
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        allowed.is_empty() || allowed.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
     /// A `next_link` must be a web URL, on an allowed host when the operator lists them.
-    fn check_next_link(&self, link: &str) -> Result<()> {
+    /// Returns it as parsed (control characters encoded), fit for a `Location` header.
+    fn check_next_link(&self, link: &str) -> Result<String> {
         let url = url::Url::parse(link)
             .map_err(|_| Error::invalid_param("next_link is not a valid URL"))?;
         if !matches!(url.scheme(), "https" | "http") {
@@ -194,16 +197,16 @@ impl AuthService {
                 "next_link leads to a host not allowed",
             ));
         }
-        Ok(())
+        Ok(url.into())
     }
 
     fn validation_mail(&self, sid: &str, session: &EmailValidation, token: &str) -> Mail {
-        let mut link = url::Url::parse(&format!("{}{VALIDATE_PATH}", self.public_baseurl))
-            .expect("public_baseurl is a URL");
-        link.query_pairs_mut()
+        let query = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("sid", sid)
             .append_pair("client_secret", &session.client_secret)
-            .append_pair("token", token);
+            .append_pair("token", token)
+            .finish();
+        let link = format!("{}{VALIDATE_PATH}?{query}", self.public_baseurl);
         let server = self.server_name.as_str();
         let (subject, what) = match session.purpose {
             EmailPurpose::Register => (
@@ -252,7 +255,10 @@ impl AuthService {
             .filter(|s| s.client_secret == client_secret && s.token_hash == hash_secret(token))
             .ok_or_else(|| auth_failed("This link is not valid"))?;
         if session.validated_ts.is_some() {
-            return Err(auth_failed("This link has already been used"));
+            // Mail scanners open links too: say the address is verified all the same.
+            return Err(auth_failed(
+                "This link has already been used: the address is verified",
+            ));
         }
         if session.token_expires_ts <= now_ms() {
             return Err(auth_failed("This link has expired: ask for a new mail"));
@@ -286,12 +292,18 @@ impl AuthService {
         })
     }
 
-    /// Ends a session whose proof was used, in `batch`.
+    /// Ends a session whose proof is being used, in `batch`; fails if it was used already.
+    /// The caller holds [`AuthService::registering`], under which every use is committed,
+    /// so one proof serves one action.
     pub fn consume_email_proof_into(
         &self,
         batch: &mut kith_storage::Batch,
         proof: &EmailProof,
     ) -> Result<()> {
+        let current = self.email_session(&proof.sid)?;
+        if !current.is_some_and(|s| s.validated_ts.is_some() && s.address == proof.address) {
+            return Err(auth_failed("This email validation was used already"));
+        }
         batch.delete(&catalog::SID_EMAILVALIDATION, &proof.sid.as_str())?;
         let lookup = (proof.client_secret.as_str(), proof.address.as_str());
         batch.delete(&catalog::CLIENTSECRET_ADDRESS_SID, &lookup)?;

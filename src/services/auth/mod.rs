@@ -47,6 +47,8 @@ pub struct AuthService {
     /// The configured OpenID Connect providers, in config order.
     sso: Vec<oidc::OidcProvider>,
     sso_pending: sso::PendingSignIns,
+    /// Sign-ins started, per client address: each holds memory until its callback.
+    pub sso_limiter: RateLimiter,
     login_token_lock: Mutex<()>,
 }
 
@@ -84,6 +86,7 @@ impl AuthService {
                 .map(|p| oidc::OidcProvider::new(p.clone()))
                 .collect::<Result<_, _>>()?,
             sso_pending: sso::PendingSignIns::default(),
+            sso_limiter: RateLimiter::new(20, 20.0),
             login_token_lock: Mutex::new(()),
             storage,
         })

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use kith_storage::{Batch, catalog};
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
@@ -64,8 +64,14 @@ impl PendingSignIns {
         map.insert(state, pending);
     }
 
-    fn take(&self, state: &str) -> Option<Pending> {
+    /// The pending sign-in `state`, removed, if `browser` is the one that started it; a
+    /// stranger who learnt the state can neither use nor spoil it.
+    fn take(&self, state: &str, browser: Option<&str>) -> Option<Pending> {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let pending = map.get(state)?;
+        if browser != Some(pending.browser.as_str()) {
+            return None;
+        }
         map.remove(state).filter(|p| p.expires_ts > now_ms())
     }
 }
@@ -74,6 +80,11 @@ impl PendingSignIns {
 pub struct SsoStart {
     pub location: String,
     pub set_cookie: String,
+}
+
+/// The cookie binding sign-in `state` to the browser that started it.
+pub fn cookie_name(state: &str) -> String {
+    format!("kith_sso_{state}")
 }
 
 /// Who the provider says signed in.
@@ -92,10 +103,6 @@ pub struct IdentityLink {
 struct LoginToken {
     user_id: OwnedUserId,
     expires_ts: u64,
-}
-
-fn cookie_name(state: &str) -> String {
-    format!("kith_sso_{state}")
 }
 
 fn not_started_here() -> Error {
@@ -136,24 +143,40 @@ impl AuthService {
         format!("{}{CALLBACK_PATH}", self.public_baseurl)
     }
 
-    /// Starts a sign-in at provider `idp`.
-    pub async fn sso_start(&self, idp: &str, purpose: SsoPurpose) -> Result<SsoStart> {
+    /// A `Set-Cookie` value for the callback's path (under `public_baseurl`'s path, if kith
+    /// is served below one); `max_age` 0 deletes it.
+    pub fn sso_cookie(&self, name: &str, value: &str, max_age: u64) -> String {
+        let base_path = url::Url::parse(&self.public_baseurl)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        let secure = match self.public_baseurl.starts_with("https://") {
+            true => "; Secure",
+            false => "",
+        };
+        format!(
+            "{name}={value}; Path={base_path}{CALLBACK_PATH}; Max-Age={max_age}; HttpOnly; \
+             SameSite=Lax{secure}"
+        )
+    }
+
+    /// Starts a sign-in at provider `idp` for a browser at `client_ip`.
+    pub async fn sso_start(
+        &self,
+        idp: &str,
+        purpose: SsoPurpose,
+        client_ip: std::net::IpAddr,
+    ) -> Result<SsoStart> {
         let provider = self.sso_provider(idp)?;
+        self.sso_limiter
+            .take(&client_ip.to_string())
+            .map_err(Error::limit_exceeded)?;
         let state = random_string(32);
         let authorization = provider
             .authorize(&self.callback_url(), &state)
             .await
             .map_err(oidc_error)?;
         let browser = random_string(32);
-        let secure = match self.public_baseurl.starts_with("https://") {
-            true => "; Secure",
-            false => "",
-        };
-        let set_cookie = format!(
-            "{}={browser}; Path={CALLBACK_PATH}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
-            cookie_name(&state),
-            PENDING_TTL_MS / 1000,
-        );
+        let set_cookie = self.sso_cookie(&cookie_name(&state), &browser, PENDING_TTL_MS / 1000);
         let pending = Pending {
             idp: idp.to_owned(),
             nonce: authorization.nonce,
@@ -170,27 +193,18 @@ impl AuthService {
     }
 
     /// The provider sent the browser back with `code` for `state`: checks the sign-in was
-    /// started in this browser, redeems the code and verifies the ID token. A state works
-    /// once, whatever the outcome.
+    /// started in this browser (`browser` is its cookie), redeems the code and verifies the
+    /// ID token. A state works once, whatever the outcome.
     pub async fn sso_finish(
         &self,
         state: &str,
-        headers: &HeaderMap,
+        browser: Option<&str>,
         code: &str,
     ) -> Result<(SsoPurpose, Identity)> {
-        let pending = self.sso_pending.take(state).ok_or_else(not_started_here)?;
-        let name = cookie_name(state);
-        let cookie = headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value);
-        if cookie != Some(pending.browser.as_str()) {
-            return Err(not_started_here());
-        }
+        let pending = self
+            .sso_pending
+            .take(state, browser)
+            .ok_or_else(not_started_here)?;
         let provider = self.sso_provider(&pending.idp)?;
         let claims = provider
             .finish(
@@ -215,8 +229,8 @@ impl AuthService {
     }
 
     /// Forgets a pending sign-in the provider reported as failed.
-    pub fn sso_cancel(&self, state: &str) {
-        self.sso_pending.take(state);
+    pub fn sso_cancel(&self, state: &str, browser: Option<&str>) {
+        self.sso_pending.take(state, browser);
     }
 
     /// The user an identity is linked to.

@@ -111,9 +111,10 @@ fn unrecognized(message: String) -> Error {
 }
 
 impl AuthService {
-    /// One step of UIA for `purpose`. Returns the session once a flow is complete (the
-    /// caller ends it with [`AuthService::finish_uia`] once its action is done); otherwise
-    /// answers with the 401 challenge, which records progress.
+    /// One step of UIA for `purpose`. Returns the session once a flow is complete, ending
+    /// it: a completed session authorises one attempt at the action, so a failed action
+    /// (or a second request) needs UIA again. Otherwise answers with the 401 challenge,
+    /// which records progress.
     pub async fn uia(
         &self,
         purpose: &str,
@@ -157,6 +158,7 @@ impl AuthService {
             .filter(|(_, stage)| stage != SSO_STAGE);
         let Some((auth, stage)) = attempt else {
             if complete(&session) {
+                self.uia_sessions.remove(&session.id);
                 return Ok(session);
             }
             self.uia_sessions.store(&session);
@@ -226,10 +228,11 @@ impl AuthService {
         if refusal.is_none() && !session.completed.contains(&stage) {
             session.completed.push(stage);
         }
-        self.uia_sessions.store(&session);
         if complete(&session) && refusal.is_none() {
+            self.uia_sessions.remove(&session.id);
             return Ok(session);
         }
+        self.uia_sessions.store(&session);
         Err(challenge(flows, &session.id, &session.completed, refusal))
     }
 
@@ -256,7 +259,7 @@ impl AuthService {
             .ok_or_else(|| Error::not_found("Unknown or expired session"))?;
         if session.user_id.as_deref() != Some(user_id.as_str()) {
             return Err(Error::forbidden(
-                "You signed in as someone else than the account asking",
+                "You signed in as someone other than the account that asked",
             ));
         }
         if !session.completed.iter().any(|c| c == SSO_STAGE) {
@@ -266,13 +269,19 @@ impl AuthService {
         Ok(())
     }
 
-    /// The user a UIA session belongs to, for the fallback page.
-    pub fn uia_session_user(&self, session_id: &str) -> Option<String> {
-        self.uia_sessions.get(session_id)?.user_id
-    }
-
-    /// Ends a completed session, once the action it authorised is done.
-    pub fn finish_uia(&self, session: &UiaSession) {
-        self.uia_sessions.remove(&session.id);
+    /// The user a UIA session belongs to and what it would let them do, in words, for the
+    /// fallback page.
+    pub fn uia_session_info(&self, session_id: &str) -> Option<(String, &'static str)> {
+        let session = self.uia_sessions.get(session_id)?;
+        let action = match session.purpose.as_str() {
+            "delete_device" => "delete one of your devices",
+            "delete_devices" => "delete devices of your account",
+            "device_signing" => "replace your cross-signing keys",
+            "change_password" => "change your password",
+            "deactivate" => "deactivate your account",
+            "add_3pid" => "add an email address to your account",
+            _ => "make a change to your account",
+        };
+        Some((session.user_id?, action))
     }
 }
