@@ -17,6 +17,9 @@ HTTPS only and serves both the client and the federation APIs: clients and feder
 servers alike use https://127.0.0.1:PORT (with certificate checks off, or trusting
 DIR/tls.crt). Ready once GET /_matrix/client/versions answers 200.
 
+--http serves plain HTTP instead (for `kith-bench --compare-synapse`, which talks to both
+servers' client APIs the same way).
+
 --kith-name NAME (repeatable) restricts Synapse's federation to those servers (and itself)
 through `federation_domain_whitelist`; without it, Synapse federates with any server name
 that resolves to loopback. Outbound, Synapse trusts any certificate, so kith can serve a
@@ -166,7 +169,7 @@ def write_config(args: argparse.Namespace) -> str:
                 "port": args.port,
                 "bind_addresses": ["127.0.0.1"],
                 "type": "http",
-                "tls": True,
+                "tls": not args.http,
                 "x_forwarded": False,
                 "resources": [
                     {"names": ["client", "federation"], "compress": False}
@@ -268,6 +271,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--config-only", action="store_true", help="write the files, don't start Synapse"
+    )
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="plain HTTP on the listener (the benchmark: clients only, like kith's client port)",
     )
     args = parser.parse_args()
     args.dir = os.path.abspath(args.dir)

@@ -259,6 +259,42 @@ impl Messaging {
         self.timeline_events(rows)
     }
 
+    /// Up to `limit` events of a room's timeline after `after` up to `upto` (inclusive),
+    /// newest first. Only those events are read: an incremental sync costs what it returns,
+    /// not the timeline limit.
+    pub fn timeline_between(
+        &self,
+        room_id: &str,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, StoredPdu)>> {
+        let in_range = |rows: Vec<((String, u64), OwnedEventId)>| -> Vec<_> {
+            rows.into_iter()
+                .filter(|((_, p), _)| *p > after && *p <= upto)
+                .collect()
+        };
+        // Usually few events are new: read forwards from `after`, and only if more than
+        // `limit` are, the newest `limit` backwards from `upto`.
+        let mut rows = in_range(self.storage.scan_prefix_after(
+            &catalog::ROOMID_POSITION_EVENTID,
+            &(room_id,),
+            &(room_id, after),
+            limit,
+        )?);
+        if rows.len() >= limit {
+            rows = in_range(self.storage.scan_prefix_back(
+                &catalog::ROOMID_POSITION_EVENTID,
+                &(room_id,),
+                &(room_id, upto.saturating_add(1)),
+                limit,
+            )?);
+        } else {
+            rows.reverse();
+        }
+        self.timeline_events(rows)
+    }
+
     /// The stored events of timeline rows, with their positions.
     fn timeline_events(
         &self,

@@ -1,5 +1,6 @@
 //! What `/sync` tells a user about their rooms between two stream positions.
 
+use kith_storage::catalog;
 use serde_json::{Value, json};
 
 use super::{Membership, Messaging, StoredPdu};
@@ -58,12 +59,8 @@ impl Messaging {
         full_state: bool,
     ) -> Result<Option<JoinedSync>> {
         let after = since.unwrap_or(0);
-        let page = self.timeline_before(room_id, upto.saturating_add(1), limit + 1)?;
-        let mut timeline: Vec<StoredPdu> = page
-            .into_iter()
-            .filter(|(p, _)| *p > after)
-            .map(|(_, s)| s)
-            .collect();
+        let page = self.timeline_between(room_id, after, upto, limit + 1)?;
+        let mut timeline: Vec<StoredPdu> = page.into_iter().map(|(_, s)| s).collect();
         let limited = timeline.len() > limit;
         timeline.truncate(limit);
         timeline.reverse();
@@ -73,36 +70,33 @@ impl Messaging {
         let first = timeline
             .first()
             .map_or(upto.saturating_add(1), |s| s.position);
-        let all_state = self.state_events(room_id)?;
         // Initial, full or after a gap: the state as of the timeline's start (approximated by
-        // the current state not in the timeline); otherwise the state changed in the gap.
-        let state = all_state
-            .iter()
-            .filter(|s| s.position < first)
-            .filter(|s| since.is_none() || full_state || (limited && s.position > after))
-            .cloned()
-            .collect();
+        // the current state not in the timeline); otherwise the state changed in the gap,
+        // which is all in the timeline, so the state events are not even read.
+        let state = match since.is_none() || full_state || limited {
+            true => self
+                .state_events(room_id)?
+                .into_iter()
+                .filter(|s| s.position < first)
+                .filter(|s| since.is_none() || full_state || s.position > after)
+                .collect(),
+            false => Vec::new(),
+        };
+        // The summary, from the membership table rather than the member events.
+        let members: Vec<((String, String), Membership)> = self
+            .storage
+            .scan_prefix(&catalog::ROOMID_USERID_MEMBERSHIP, &(room_id,))?;
         let mut joined_count = 0;
         let mut invited_count = 0;
         let mut heroes = Vec::new();
-        for event in &all_state {
-            let membership = event
-                .json
-                .get("content")
-                .and_then(|c| c.as_object())
-                .and_then(|c| c.get("membership"));
-            let key = event
-                .json
-                .get("state_key")
-                .and_then(|k| k.as_str())
-                .unwrap_or_default();
-            match membership.and_then(|m| m.as_str()) {
-                Some("join") => joined_count += 1,
-                Some("invite") => invited_count += 1,
+        for ((_, user), membership) in members {
+            match membership.membership.as_str() {
+                "join" => joined_count += 1,
+                "invite" => invited_count += 1,
                 _ => continue,
             }
             if heroes.len() < 5 {
-                heroes.push(key.to_owned());
+                heroes.push(user);
             }
         }
         Ok(Some(JoinedSync {

@@ -1,0 +1,183 @@
+//! The figures of one server's run, the side-by-side table, and the JSON file.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// p50, p95, p99 and max, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(mut samples: Vec<Duration>) -> Percentiles {
+        if samples.is_empty() {
+            return Percentiles::default();
+        }
+        samples.sort();
+        let at = |q: f64| {
+            let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            ms(samples[index])
+        };
+        Percentiles {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: ms(samples[samples.len() - 1]),
+        }
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Everything measured on one server.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    pub server: String,
+    pub setup: String,
+    pub startup_ms: Option<f64>,
+    pub idle_rss_mib: Option<f64>,
+    pub peak_rss_mib: Option<f64>,
+    pub registrations_and_logins_per_s: f64,
+    pub messages_accepted: u64,
+    pub messages_failed: u64,
+    pub messages_per_s: f64,
+    pub send_latency_ms: Percentiles,
+    pub delivery_latency_ms: Percentiles,
+    pub undelivered: u64,
+    pub server_cpu_s_during_load: Option<f64>,
+    pub server_cpu_ms_per_message: Option<f64>,
+    pub load_generator_cpu_s_during_load: f64,
+    pub load_seconds: f64,
+    pub initial_sync_rooms: usize,
+    pub initial_sync_ms_empty_rooms: Option<f64>,
+    pub initial_sync_events_per_room: usize,
+    pub initial_sync_ms_full_rooms: Option<f64>,
+}
+
+fn opt(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// Rows of (label, value, decimals).
+fn rows(f: &Figures) -> Vec<(String, Option<f64>, usize)> {
+    vec![
+        ("startup to first /versions (ms)".into(), f.startup_ms, 0),
+        ("idle RSS (MiB)".into(), f.idle_rss_mib, 1),
+        ("peak RSS (MiB)".into(), f.peak_rss_mib, 1),
+        (
+            "registrations+logins per s".into(),
+            Some(f.registrations_and_logins_per_s),
+            1,
+        ),
+        ("messages accepted per s".into(), Some(f.messages_per_s), 1),
+        (
+            "send latency p50 (ms)".into(),
+            Some(f.send_latency_ms.p50),
+            2,
+        ),
+        (
+            "send latency p95 (ms)".into(),
+            Some(f.send_latency_ms.p95),
+            2,
+        ),
+        (
+            "send latency p99 (ms)".into(),
+            Some(f.send_latency_ms.p99),
+            2,
+        ),
+        (
+            "send latency max (ms)".into(),
+            Some(f.send_latency_ms.max),
+            2,
+        ),
+        (
+            "delivery latency p50 (ms)".into(),
+            Some(f.delivery_latency_ms.p50),
+            2,
+        ),
+        (
+            "delivery latency p95 (ms)".into(),
+            Some(f.delivery_latency_ms.p95),
+            2,
+        ),
+        (
+            "delivery latency p99 (ms)".into(),
+            Some(f.delivery_latency_ms.p99),
+            2,
+        ),
+        (
+            "delivery latency max (ms)".into(),
+            Some(f.delivery_latency_ms.max),
+            2,
+        ),
+        ("undelivered messages".into(), Some(f.undelivered as f64), 0),
+        (
+            "server CPU during load (s)".into(),
+            f.server_cpu_s_during_load,
+            2,
+        ),
+        (
+            "server CPU per message (ms)".into(),
+            f.server_cpu_ms_per_message,
+            3,
+        ),
+        (
+            "load generator CPU during load (s)".into(),
+            Some(f.load_generator_cpu_s_during_load),
+            2,
+        ),
+        (
+            format!(
+                "initial sync, {} rooms, no history (ms)",
+                f.initial_sync_rooms
+            ),
+            f.initial_sync_ms_empty_rooms,
+            1,
+        ),
+        (
+            format!(
+                "initial sync, {} rooms x {} events (ms)",
+                f.initial_sync_rooms, f.initial_sync_events_per_room
+            ),
+            f.initial_sync_ms_full_rooms,
+            1,
+        ),
+    ]
+}
+
+/// The table: one column per server, and kith/other ratios when there are two.
+pub fn table(all: &[Figures]) -> String {
+    let mut out = String::new();
+    let header: Vec<String> = all.iter().map(|f| f.server.clone()).collect();
+    out.push_str(&format!("{:<46}", "metric"));
+    for name in &header {
+        out.push_str(&format!("{name:>14}"));
+    }
+    if all.len() == 2 {
+        out.push_str(&format!("{:>16}", format!("{}/{}", header[0], header[1])));
+    }
+    out.push('\n');
+    let per_server: Vec<_> = all.iter().map(rows).collect();
+    for (i, (label, _, digits)) in per_server[0].iter().enumerate() {
+        out.push_str(&format!("{label:<46}"));
+        for rows in &per_server {
+            out.push_str(&format!("{:>14}", opt(rows[i].1, *digits)));
+        }
+        if let [a, b] = per_server.as_slice() {
+            let ratio = match (a[i].1, b[i].1) {
+                (Some(x), Some(y)) if y != 0.0 => format!("{:.3}", x / y),
+                _ => "-".into(),
+            };
+            out.push_str(&format!("{ratio:>16}"));
+        }
+        out.push('\n');
+    }
+    out
+}
