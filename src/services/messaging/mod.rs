@@ -275,14 +275,18 @@ impl Messaging {
                 .collect()
         };
         // Usually few events are new: read forwards from `after`, and only if more than
-        // `limit` are, the newest `limit` backwards from `upto`.
-        let mut rows = in_range(self.storage.scan_prefix_after(
-            &catalog::ROOMID_POSITION_EVENTID,
-            &(room_id,),
-            &(room_id, after),
-            limit,
-        )?);
-        if rows.len() >= limit {
+        // `limit` are, the newest `limit` backwards from `upto` (at once when there is no
+        // `after`: an initial sync wants the newest).
+        let mut rows = match after {
+            0 => Vec::new(),
+            _ => in_range(self.storage.scan_prefix_after(
+                &catalog::ROOMID_POSITION_EVENTID,
+                &(room_id,),
+                &(room_id, after),
+                limit,
+            )?),
+        };
+        if after == 0 || rows.len() >= limit {
             rows = in_range(self.storage.scan_prefix_back(
                 &catalog::ROOMID_POSITION_EVENTID,
                 &(room_id,),
