@@ -25,7 +25,7 @@ pub struct Storage {
     stream: Arc<Stream>,
 }
 
-/// All tables' memtables together, before RocksDB flushes the largest.
+/// All tables' memtables together, before RocksDB flushes one (the oldest).
 const MEMTABLES_TOTAL: usize = 32 << 20;
 /// One table's memtable.
 const MEMTABLE: usize = 8 << 20;

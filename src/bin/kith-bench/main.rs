@@ -75,21 +75,35 @@ struct Args {
     json: PathBuf,
 }
 
+/// The CPU the servers run on, when there are two to split (set once, at start).
+static SERVER_CPU: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+
 fn main() -> Result<(), String> {
     let args = Args::parse();
     workload::LOG_START.get_or_init(Instant::now);
-    // The benchmark on CPU 1, the servers it starts on CPU 0.
-    if procfs::cpu_count() >= 2 {
-        procfs::pin_to(1).map_err(|e| format!("cannot pin to CPU 1: {e}"))?;
-    }
+    // The servers it starts on the first CPU allowed, the benchmark on the second; the
+    // `cargo build` of kith, if any, runs before, on every CPU.
+    let binary = match (&args.url, args.kith.as_deref()) {
+        (None, given) => Some(server::kith_binary(given)?),
+        (Some(_), _) => None,
+    };
+    let cpus = procfs::allowed_cpus();
+    let server_cpu = match cpus.as_slice() {
+        [server, bench, ..] => {
+            procfs::pin_to(*bench).map_err(|e| format!("cannot pin to CPU {bench}: {e}"))?;
+            Some(*server)
+        }
+        _ => None,
+    };
+    SERVER_CPU.get_or_init(|| server_cpu);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(args, binary))
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: Args, binary: Option<PathBuf>) -> Result<(), String> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .timeout(Duration::from_secs(120))
@@ -102,13 +116,14 @@ async fn run(args: Args) -> Result<(), String> {
             .unwrap_or(if args.compare_synapse { 50 } else { 1000 }),
     );
     let mut all = Vec::new();
-    match &args.url {
-        Some(url) => {
+    match binary {
+        // `--url`: a server started by hand.
+        None => {
+            let url = args.url.as_deref().unwrap_or_default();
             let server = server::external(url, args.pid);
             all.push(measure(&server, &http, &args, history).await?);
         }
-        None => {
-            let binary = server::kith_binary(args.kith.as_deref())?;
+        Some(binary) => {
             progress("starting kith");
             let kith = server::start_kith(&binary, &http).await?;
             all.push(measure(&kith, &http, &args, history).await?);

@@ -36,6 +36,21 @@ pub fn cpu_count() -> usize {
     usize::try_from(online).unwrap_or(1).max(1)
 }
 
+/// The CPUs this process may run on (a container may allow only some).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, sched_getaffinity fills at most its
+    // size, and CPU_ISSET reads within it for cpu < CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|cpu| libc::CPU_ISSET(*cpu, &set))
+            .collect()
+    }
+}
+
 /// Pins the calling thread (and threads and processes it starts later) to one CPU.
 pub fn pin_to(cpu: usize) -> std::io::Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it for cpu <

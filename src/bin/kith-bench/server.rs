@@ -38,12 +38,12 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Runs `command` on CPU 0 when the load generator has CPU 1 to itself.
+/// Runs `command` on the server's CPU, when the load generator has one to itself.
 fn pinned(command: &mut Command) -> &mut Command {
-    if procfs::cpu_count() >= 2 {
+    if let Some(cpu) = crate::SERVER_CPU.get().copied().flatten() {
         // SAFETY: only an async-signal-safe system call between fork and exec.
         unsafe {
-            command.pre_exec(|| procfs::pin_to(0));
+            command.pre_exec(move || procfs::pin_to(cpu));
         }
     }
     command

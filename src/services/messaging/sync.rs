@@ -72,7 +72,8 @@ impl Messaging {
             .map_or(upto.saturating_add(1), |s| s.position);
         // Initial, full or after a gap: the state as of the timeline's start (approximated by
         // the current state not in the timeline); otherwise the state changed in the gap,
-        // which is all in the timeline, so the state events are not even read.
+        // which the timeline carries, so the state events are not even read. (A change
+        // state resolution makes without a timeline event is missed here, as it was before.)
         let state = match since.is_none() || full_state || limited {
             true => self
                 .state_events(room_id)?
