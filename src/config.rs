@@ -10,6 +10,16 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod email;
+mod federation;
+mod sso;
+#[cfg(test)]
+mod tests;
+
+pub use email::{Email, SmtpSecurity};
+pub use federation::{Federation, Tls};
+pub use sso::{Sso, SsoProvider};
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -41,127 +51,6 @@ pub struct Server {
     pub public_baseurl: Option<String>,
 }
 
-/// How the SMTP connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpSecurity {
-    /// Plain connection upgraded with STARTTLS (required, not opportunistic).
-    Starttls,
-    /// TLS from the first byte (usually port 465).
-    Tls,
-    /// No encryption: only for a relay on the same host or a test server.
-    None,
-}
-
-/// Email (auth-service): verifying addresses, resetting passwords.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Email {
-    pub enabled: bool,
-    pub smtp_host: String,
-    pub smtp_port: u16,
-    pub smtp_security: SmtpSecurity,
-    /// Empty: no SMTP authentication.
-    pub smtp_username: String,
-    pub smtp_password: String,
-    /// The sender of kith's mail, `Name <address>` or a bare address.
-    pub from: String,
-    /// How long, in seconds, the link in a mail works.
-    pub token_lifetime: u64,
-    /// If not empty, only addresses at these domains may be added (others get
-    /// `M_THREEPID_DENIED`).
-    pub allowed_domains: Vec<String>,
-    /// If not empty, the only hosts a `next_link` may lead to after a link is clicked;
-    /// otherwise any `https`/`http` URL.
-    pub next_link_domains: Vec<String>,
-}
-
-impl Default for Email {
-    fn default() -> Self {
-        Email {
-            enabled: false,
-            smtp_host: "localhost".into(),
-            smtp_port: 587,
-            smtp_security: SmtpSecurity::Starttls,
-            smtp_username: String::new(),
-            smtp_password: String::new(),
-            from: "kith <noreply@example.org>".into(),
-            token_lifetime: 3600,
-            allowed_domains: Vec::new(),
-            next_link_domains: Vec::new(),
-        }
-    }
-}
-
-/// Sign-in with OpenID Connect providers (legacy Matrix SSO).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Sso {
-    pub providers: Vec<SsoProvider>,
-    /// URL prefixes of clients trusted to receive a login token without the user being
-    /// asked first; any other `redirectUrl` gets a confirmation page (phishing).
-    pub allowed_redirect_urls: Vec<String>,
-}
-
-impl Sso {
-    /// Whether `redirect_url` is under one of `allowed_redirect_urls`: same scheme, host
-    /// and port, and a path below the prefix's (which ends in `/`, checked at load).
-    pub fn trusts(&self, redirect_url: &str) -> bool {
-        let Ok(url) = url::Url::parse(redirect_url) else {
-            return false;
-        };
-        self.allowed_redirect_urls.iter().any(|prefix| {
-            url::Url::parse(prefix).is_ok_and(|prefix| {
-                prefix.scheme() == url.scheme()
-                    && prefix.host() == url.host()
-                    && prefix.port_or_known_default() == url.port_or_known_default()
-                    && url.path().starts_with(prefix.path())
-            })
-        })
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SsoProvider {
-    /// Stable identifier, in URLs and in stored identity links: never change it.
-    pub id: String,
-    /// Shown on clients' sign-in buttons.
-    pub name: String,
-    /// The provider's issuer URL (`https://`, or `http://` on a loopback address).
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: String,
-    pub scopes: Vec<String>,
-    /// Create an account on the first sign-in of someone unknown.
-    pub allow_registration: bool,
-    /// The ID token claim a new account's localpart comes from.
-    pub localpart_claim: String,
-    /// The ID token claim a new account's display name comes from.
-    pub displayname_claim: String,
-    /// Trust the provider's `email_verified`: sign someone unknown in to the existing account
-    /// holding that address, and give new accounts the address (only for providers trusted
-    /// to verify addresses).
-    pub link_existing_by_email: bool,
-}
-
-impl Default for SsoProvider {
-    fn default() -> Self {
-        SsoProvider {
-            id: String::new(),
-            name: String::new(),
-            issuer: String::new(),
-            client_id: String::new(),
-            client_secret: String::new(),
-            scopes: vec!["openid".into(), "profile".into(), "email".into()],
-            allow_registration: true,
-            localpart_claim: "preferred_username".into(),
-            displayname_claim: "name".into(),
-            link_existing_by_email: false,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Media {
@@ -176,76 +65,6 @@ impl Default for Media {
         Media {
             max_upload_size: 50 * 1024 * 1024,
             path: None,
-        }
-    }
-}
-
-/// The federation listener's certificate. Both unset: kith makes a self-signed one in the
-/// data directory (fine for tests and LAN peers that do not verify certificates).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Tls {
-    /// PEM certificate chain.
-    pub certificate: Option<PathBuf>,
-    /// PEM private key.
-    pub private_key: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Federation {
-    /// Off: no federation listener, no outbound requests, remote users refused.
-    pub enabled: bool,
-    /// Check peers' certificates against the system's roots (and `ca_file`).
-    pub verify_certificates: bool,
-    /// Extra PEM root certificates trusted for peers.
-    pub ca_file: Option<PathBuf>,
-    /// Address ranges never contacted, whatever a server name resolves to.
-    pub denied_ip_ranges: Vec<String>,
-    /// If not empty, the only servers federated with.
-    pub allowed_servers: Vec<String>,
-    /// Servers never federated with.
-    pub denied_servers: Vec<String>,
-}
-
-/// Synapse's default `ip_range_blacklist`: loopback, private, link-local, CGNAT, multicast,
-/// documentation and unique-local ranges, so a public server cannot be made to reach
-/// internal hosts.
-pub const DEFAULT_DENIED_RANGES: &[&str] = &[
-    "127.0.0.0/8",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "192.0.0.0/24",
-    "169.254.0.0/16",
-    "192.88.99.0/24",
-    "198.18.0.0/15",
-    "192.0.2.0/24",
-    "198.51.100.0/24",
-    "203.0.113.0/24",
-    "224.0.0.0/4",
-    "0.0.0.0/8",
-    "::1/128",
-    "fe80::/10",
-    "fc00::/7",
-    "2001:db8::/32",
-    "ff00::/8",
-    "fec0::/10",
-];
-
-impl Default for Federation {
-    fn default() -> Self {
-        Federation {
-            enabled: true,
-            verify_certificates: true,
-            ca_file: None,
-            denied_ip_ranges: DEFAULT_DENIED_RANGES
-                .iter()
-                .map(|r| r.to_string())
-                .collect(),
-            allowed_servers: Vec::new(),
-            denied_servers: Vec::new(),
         }
     }
 }
@@ -530,61 +349,10 @@ impl Config {
         if self.email.token_lifetime == 0 {
             return Err("email.token_lifetime must be at least 1 second".into());
         }
-        self.validate_sso()?;
+        self.sso.validate()?;
         let rate = self.contacts.requests_per_minute;
         if !rate.is_finite() || rate < 0.0 {
             return Err("contacts.requests_per_minute must be a number >= 0".into());
-        }
-        Ok(())
-    }
-
-    fn validate_sso(&self) -> Result<(), String> {
-        for prefix in &self.sso.allowed_redirect_urls {
-            let url = url::Url::parse(prefix)
-                .map_err(|e| format!("sso.allowed_redirect_urls: {prefix:?}: {e}"))?;
-            if url.host().is_none() || !prefix.ends_with('/') {
-                return Err(format!(
-                    "sso.allowed_redirect_urls: {prefix:?} must name a host and end with \"/\""
-                ));
-            }
-        }
-        let mut ids = std::collections::BTreeSet::new();
-        for provider in &self.sso.providers {
-            let id = &provider.id;
-            let id_ok = !id.is_empty()
-                && id.len() <= 255
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._~-".contains(c));
-            if !id_ok {
-                return Err(format!(
-                    "sso.providers: id {id:?} must be 1-255 of A-Z a-z 0-9 . _ ~ -"
-                ));
-            }
-            if !ids.insert(id) {
-                return Err(format!("sso.providers: id {id:?} is given twice"));
-            }
-            let url = url::Url::parse(&provider.issuer)
-                .map_err(|e| format!("sso.providers {id}: issuer is not a URL: {e}"))?;
-            let loopback = match url.host() {
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                Some(url::Host::Domain(name)) => name == "localhost",
-                None => false,
-            };
-            if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-                return Err(format!(
-                    "sso.providers {id}: issuer must be https:// (http:// only on loopback)"
-                ));
-            }
-            if provider.client_id.is_empty() {
-                return Err(format!("sso.providers {id}: client_id is empty"));
-            }
-            if !provider.scopes.iter().any(|s| s == "openid") {
-                return Err(format!(
-                    "sso.providers {id}: scopes must include \"openid\""
-                ));
-            }
         }
         Ok(())
     }
@@ -614,109 +382,5 @@ impl Config {
 
     pub fn admin_secret_path(&self) -> PathBuf {
         self.database.path.join("admin.secret")
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
-mod tests {
-    use super::*;
-
-    #[test]
-    fn environment_overrides_file_and_defaults() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "kith.toml",
-                "server_name = \"file.test\"\n[registration]\nmode = \"open\"\n",
-            )?;
-            jail.set_env("KITH_DATABASE__PATH", "/tmp/elsewhere");
-            jail.set_env("KITH_REGISTRATION__TOKENS", "[\"a\", \"b\"]");
-            jail.set_env("KITH_CONFIG", "ignored-here");
-            jail.set_env("KITH_CI_TARGET", "not an option");
-            let config =
-                Config::load(Some(Path::new("kith.toml"))).map_err(figment::Error::from)?;
-            assert_eq!(config.server_name, "file.test");
-            assert_eq!(config.registration.mode, RegistrationMode::Open);
-            assert_eq!(config.registration.tokens, ["a", "b"]);
-            assert_eq!(config.database.path, PathBuf::from("/tmp/elsewhere"));
-            assert_eq!(config.listen.client.port(), 8008);
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn the_example_file_is_valid_and_shows_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
-        let example: Config = Figment::new()
-            .merge(Toml::file(&path))
-            .extract()
-            .expect("config.example.toml parses");
-        let shown = serde_json::to_value(&example).unwrap();
-        let defaults = serde_json::to_value(Config::default()).unwrap();
-        assert_eq!(
-            shown, defaults,
-            "config.example.toml differs from the defaults"
-        );
-    }
-
-    #[test]
-    fn identity_providers_come_from_the_environment_and_are_checked() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env(
-                "KITH_SSO__PROVIDERS",
-                r#"[{id="corp", name="Corp", issuer="https://id.corp.example/", client_id="kith", client_secret="s"}]"#,
-            );
-            let config = Config::load(None).map_err(figment::Error::from)?;
-            let provider = &config.sso.providers[0];
-            assert_eq!(provider.id, "corp");
-            assert_eq!(provider.localpart_claim, "preferred_username");
-            assert!(provider.allow_registration);
-            // http:// only on loopback.
-            jail.set_env(
-                "KITH_SSO__PROVIDERS",
-                r#"[{id="corp", issuer="http://id.corp.example/", client_id="kith"}]"#,
-            );
-            assert!(Config::load(None).is_err());
-            jail.set_env(
-                "KITH_SSO__PROVIDERS",
-                r#"[{id="local", issuer="http://127.0.0.1:9000", client_id="kith"}]"#,
-            );
-            assert!(Config::load(None).is_ok());
-            jail.set_env(
-                "KITH_SSO__PROVIDERS",
-                r#"[{id="a b", issuer="https://x.example", client_id="kith"}]"#,
-            );
-            assert!(Config::load(None).is_err());
-            jail.set_env("KITH_SSO__PROVIDERS", "[]");
-            // Trusted clients: whole path segments of the same origin only.
-            jail.set_env(
-                "KITH_SSO__ALLOWED_REDIRECT_URLS",
-                r#"["https://app.example.org"]"#,
-            );
-            assert!(Config::load(None).is_err(), "a prefix must end with /");
-            jail.set_env(
-                "KITH_SSO__ALLOWED_REDIRECT_URLS",
-                r#"["https://app.example.org/web/"]"#,
-            );
-            let sso = Config::load(None).map_err(figment::Error::from)?.sso;
-            assert!(sso.trusts("https://app.example.org/web/#/login"));
-            assert!(sso.trusts("https://app.example.org:443/web/x?y=1"));
-            assert!(!sso.trusts("https://app.example.org.evil.test/web/"));
-            assert!(!sso.trusts("https://app.example.org/webevil/"));
-            assert!(!sso.trusts("http://app.example.org/web/"));
-            assert!(!sso.trusts("https://app.example.org:8443/web/"));
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn rejects_unknown_options_and_bad_server_names() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file("bad.toml", "[listen]\nclinet = \"127.0.0.1:1\"\n")?;
-            assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
-            jail.set_env("KITH_SERVER_NAME", "not a name");
-            assert!(Config::load(None).is_err());
-            Ok(())
-        });
     }
 }
