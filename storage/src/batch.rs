@@ -1,6 +1,8 @@
 //! An atomic group of writes: nothing happens until [`crate::Storage::commit`], and then all
 //! of it happens in one RocksDB `WriteBatch`, or none of it.
 
+use std::sync::Arc;
+
 use rocksdb::WriteBatch;
 use serde::Serialize;
 
@@ -13,6 +15,8 @@ pub struct Batch {
     pub(crate) storage: Storage,
     pub(crate) writes: WriteBatch,
     pub(crate) positions: Vec<PositionGuard>,
+    /// The one room this batch's positions concern, if the writer says so.
+    pub(crate) room: Option<Arc<str>>,
 }
 
 impl Batch {
@@ -48,6 +52,17 @@ impl Batch {
         let position = self.new_position()?;
         self.put(&catalog::STREAM_EVENT, &position, event)?;
         Ok(position)
+    }
+
+    /// Says that this batch's positions concern only members of `room` (a message, say):
+    /// long-polls of users outside it need not look. Unscoped positions concern everyone.
+    pub fn concerns_only_room(&mut self, room: &str) {
+        self.room = Some(room.into());
+    }
+
+    /// Whether the batch has taken stream positions yet.
+    pub fn has_positions(&self) -> bool {
+        !self.positions.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {

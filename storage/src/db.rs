@@ -237,6 +237,7 @@ impl Storage {
             storage: self.clone(),
             writes: Default::default(),
             positions: Vec::new(),
+            room: None,
         }
     }
 
@@ -253,11 +254,17 @@ impl Storage {
     /// [`Storage::commit`] for callers outside the async runtime (start-up, migrations, tools).
     pub fn commit_blocking(&self, batch: Batch) -> Result<()> {
         let Batch {
-            writes, positions, ..
+            writes,
+            positions,
+            room,
+            ..
         } = batch;
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db.write_opt(writes, &options)?;
+        if let Some(room) = room {
+            self.stream.record_room(&positions, room);
+        }
         // Dropping the guards only after the write makes the positions visible.
         drop(positions);
         Ok(())
@@ -281,6 +288,12 @@ impl Storage {
     /// The highest stream position below which everything has committed.
     pub fn position(&self) -> u64 {
         self.stream.visible()
+    }
+
+    /// Whether every position in (`after`, `upto`] is known to concern only one room for
+    /// which `watched` is false, so a long-poll watching those rooms has nothing new.
+    pub fn only_other_rooms(&self, after: u64, upto: u64, watched: impl Fn(&str) -> bool) -> bool {
+        self.stream.only_other_rooms(after, upto, watched)
     }
 
     /// A receiver that changes whenever the visible position advances.

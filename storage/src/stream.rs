@@ -8,13 +8,15 @@
 //! Positions are reserved on disk in blocks, so a restart continues above every position
 //! ever handed out without a write per allocation.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
 
 /// How many positions one on-disk reservation covers.
 const RESERVATION_BLOCK: u64 = 1024;
+/// How many recent positions' rooms are remembered for waking long-polls.
+const ROOMS_KEPT: usize = 4096;
 
 pub(crate) struct Stream {
     state: Mutex<State>,
@@ -25,6 +27,8 @@ struct State {
     next: u64,
     reserved_upto: u64,
     in_flight: BTreeSet<u64>,
+    /// Recent positions that concern only one room's members (the rest concern anyone).
+    rooms: BTreeMap<u64, Arc<str>>,
 }
 
 /// A handed-out position; dropping it (after commit or on abandon) lets readers pass it.
@@ -42,6 +46,7 @@ impl Stream {
                 next,
                 reserved_upto,
                 in_flight: BTreeSet::new(),
+                rooms: BTreeMap::new(),
             }),
             visible: watch::channel(next - 1).0,
         }
@@ -90,6 +95,33 @@ impl Stream {
         });
     }
 
+    /// Records that committed `positions` concern only `room` (before they become visible,
+    /// so no reader sees them unscoped).
+    pub(crate) fn record_room(&self, positions: &[PositionGuard], room: Arc<str>) {
+        let mut state = self.lock();
+        for guard in positions {
+            state.rooms.insert(guard.position, Arc::clone(&room));
+        }
+        while state.rooms.len() > ROOMS_KEPT {
+            state.rooms.pop_first();
+        }
+    }
+
+    /// Whether each position in (`after`, `upto`] is remembered as concerning one room
+    /// that `watched` does not want. Forgotten or unscoped positions concern everyone.
+    pub(crate) fn only_other_rooms(
+        &self,
+        after: u64,
+        upto: u64,
+        watched: impl Fn(&str) -> bool,
+    ) -> bool {
+        if upto.saturating_sub(after) > ROOMS_KEPT as u64 {
+            return false;
+        }
+        let state = self.lock();
+        (after + 1..=upto).all(|p| state.rooms.get(&p).is_some_and(|room| !watched(room)))
+    }
+
     pub(crate) fn visible(&self) -> u64 {
         *self.visible.borrow()
     }
@@ -119,6 +151,23 @@ mod tests {
         assert_eq!(stream.visible(), 0, "2 committed but 1 is still in flight");
         drop(a);
         assert_eq!(stream.visible(), 2);
+    }
+
+    #[test]
+    fn long_polls_skip_only_positions_of_other_rooms() {
+        let stream = Arc::new(Stream::new(0));
+        let take = || stream.allocate(|_| Ok(())).unwrap();
+        let (a, b, c) = (take(), take(), take());
+        stream.record_room(&[a, b], "!other".into());
+        drop(c);
+        let mine = |room: &str| room == "!mine";
+        assert!(stream.only_other_rooms(0, 2, mine));
+        assert!(!stream.only_other_rooms(0, 3, mine), "3 concerns anyone");
+        let d = take();
+        stream.record_room(&[d], "!mine".into());
+        assert!(!stream.only_other_rooms(3, 4, mine));
+        assert!(stream.only_other_rooms(3, 4, |_| false));
+        assert!(!stream.only_other_rooms(0, ROOMS_KEPT as u64 + 1, |_| false));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! is the global stream position, so nothing committed is skipped or repeated between one
 //! `next_batch` and the next.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -88,10 +88,34 @@ pub async fn sync(
         if !empty || since.is_none() || body.full_state {
             return Ok(RumaResponse(response));
         }
-        // Nothing yet: wait for the next commit, or the deadline.
-        match tokio::time::timeout_at(deadline, commits.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => return Ok(RumaResponse(response)),
+        // Nothing yet: wait for a commit that may concern this user, or the deadline.
+        // Messages in rooms the user is not in wake every long-poll but are passed over
+        // here, without assembling a response.
+        let rooms: HashSet<String> = state
+            .messaging
+            .memberships(user)?
+            .into_iter()
+            .map(|(room, _)| room)
+            .collect();
+        let mut seen = upto;
+        loop {
+            if !matches!(
+                tokio::time::timeout_at(deadline, commits.changed()).await,
+                Ok(Ok(()))
+            ) {
+                // Nothing up to `seen` concerned the user, so the next sync starts there.
+                response.next_batch = seen.to_string();
+                return Ok(RumaResponse(response));
+            }
+            commits.borrow_and_update();
+            let now = state.storage.position();
+            if !state
+                .storage
+                .only_other_rooms(seen, now, |room| rooms.contains(room))
+            {
+                break;
+            }
+            seen = now;
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod account_data;
 mod aliases;
+mod auth_events;
 mod backfill;
 mod draft;
 mod federation;
@@ -48,6 +49,8 @@ pub struct Messaging {
     /// Per user or alias name, held across a read-modify-write of a user's push rules or
     /// the check that an alias is free.
     name_locks: StripedLocks,
+    /// Parsed auth events for drafts (see [`auth_events`]).
+    auth_events: auth_events::AuthEvents,
 }
 
 impl Messaging {
@@ -65,6 +68,7 @@ impl Messaging {
             room_locks: StripedLocks::new(64),
             ephemeral_locks: StripedLocks::new(64),
             name_locks: StripedLocks::new(64),
+            auth_events: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! wherever histories join.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use kith_federation::Pdu;
 use kith_storage::catalog;
@@ -142,6 +143,7 @@ impl Messaging {
                 .ok()
                 .flatten()
                 .and_then(|s| s.pdu().ok())
+                .map(Arc::new)
         };
         let state = match states.len() {
             0 => StateIds::new(),
@@ -160,7 +162,7 @@ impl Messaging {
         &self,
         rules: &RoomVersionRules,
         states: &[StateIds],
-        fetch: &impl Fn(&EventId) -> Option<Pdu>,
+        fetch: &impl Fn(&EventId) -> Option<Arc<Pdu>>,
     ) -> Result<StateIds> {
         // Nothing conflicted (every state has the same entry for every key): nothing to
         // resolve, and no auth chains to walk.
@@ -222,18 +224,18 @@ impl Messaging {
 /// Every event the given ones' auth events lead to (not the events themselves).
 fn auth_chain(
     from: impl Iterator<Item = OwnedEventId>,
-    fetch: &impl Fn(&EventId) -> Option<Pdu>,
+    fetch: &impl Fn(&EventId) -> Option<Arc<Pdu>>,
 ) -> HashSet<OwnedEventId> {
     let mut seen = HashSet::new();
     let mut todo: Vec<OwnedEventId> = from
         .filter_map(|id| fetch(&id))
-        .flat_map(|pdu| pdu.auth_events)
+        .flat_map(|pdu| pdu.auth_events.clone())
         .collect();
     while let Some(id) = todo.pop() {
         if seen.insert(id.clone())
             && let Some(pdu) = fetch(&id)
         {
-            todo.extend(pdu.auth_events);
+            todo.extend(pdu.auth_events.iter().cloned());
         }
     }
     seen
@@ -244,7 +246,7 @@ fn auth_chain(
 /// event" is worked out once, depth first without recursion.
 fn conflicted_subgraph(
     conflicted: &HashSet<OwnedEventId>,
-    fetch: &impl Fn(&EventId) -> Option<Pdu>,
+    fetch: &impl Fn(&EventId) -> Option<Arc<Pdu>>,
 ) -> HashSet<OwnedEventId> {
     let mut reaches: HashMap<OwnedEventId, bool> = HashMap::new();
     let mut parents: HashMap<OwnedEventId, Vec<OwnedEventId>> = HashMap::new();
@@ -255,7 +257,9 @@ fn conflicted_subgraph(
             continue;
         }
         if !expanded {
-            let auth = fetch(&id).map(|pdu| pdu.auth_events).unwrap_or_default();
+            let auth = fetch(&id)
+                .map(|pdu| pdu.auth_events.clone())
+                .unwrap_or_default();
             stack.push((id.clone(), true));
             for parent in &auth {
                 if !reaches.contains_key(parent) {

@@ -13,6 +13,9 @@ impl Draft<'_> {
             .clone()
             .ok_or_else(|| Error::internal("draft without a room"))?;
         let room = room_id.as_str();
+        if self.changes_no_state() && !batch.has_positions() {
+            batch.concerns_only_room(room);
+        }
         let mut memberships: HashMap<String, Membership> = HashMap::new();
         // Who is notified: the members joined before these events (a new room has none).
         let members = match self.stored {
@@ -131,6 +134,17 @@ impl Draft<'_> {
         self.messaging.storage.commit(batch).await?;
         self.messaging.wake(&destinations);
         Ok(stored)
+    }
+
+    /// Whether the draft only adds timeline events to a stored room (messages, redactions):
+    /// then it concerns the room's members alone, and other users' long-polls sleep on.
+    fn changes_no_state(&self) -> bool {
+        self.stored
+            && self.state.is_empty()
+            && self.removed.is_empty()
+            && self.imported.is_empty()
+            && self.soft_failed.is_empty()
+            && self.built.iter().all(|pdu| pdu.state_key.is_none())
     }
 
     /// Whether the event is the draft's current state for its type and key.

@@ -7,6 +7,7 @@ mod received;
 mod redaction;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use http::StatusCode;
 use kith_federation::{NewEvent, Outgoing, Pdu, PduError, Queue, pdu};
@@ -200,15 +201,17 @@ impl Draft<'_> {
             .flatten()
     }
 
-    fn fetch(&self, id: &EventId) -> Option<Pdu> {
+    fn fetch(&self, id: &EventId) -> Option<Arc<Pdu>> {
         if let Some(pdu) = self.events.get(id) {
-            return Some(pdu.clone());
+            return Some(Arc::new(pdu.clone()));
         }
-        self.messaging
-            .stored_pdu(id.as_str())
-            .ok()
-            .flatten()
-            .and_then(|s| s.pdu().ok())
+        self.messaging.auth_events.get_or_load(id, || {
+            self.messaging
+                .stored_pdu(id.as_str())
+                .ok()
+                .flatten()
+                .and_then(|s| s.pdu().ok())
+        })
     }
 
     /// Builds the next event on the draft, signed, and checks it against the auth rules

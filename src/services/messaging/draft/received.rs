@@ -45,7 +45,7 @@ impl Draft<'_> {
             .map_err(Error::forbidden)?;
         // From v12 the create event is implied by the room ID rather than named.
         let create = self.state_id("m.room.create", "");
-        let named: HashMap<(String, String), Pdu> = pdu
+        let named: HashMap<(String, String), Arc<Pdu>> = pdu
             .auth_events
             .iter()
             .chain(create.iter())
