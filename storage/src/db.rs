@@ -296,6 +296,12 @@ impl Storage {
         self.stream.only_other_rooms(after, upto, watched)
     }
 
+    /// Whether every position in (`after`, `upto`] is known to be a room's timeline event
+    /// that changes no state (see [`Batch::concerns_only_room`]).
+    pub fn only_room_events(&self, after: u64, upto: u64) -> bool {
+        self.stream.only_other_rooms(after, upto, |_| false)
+    }
+
     /// A receiver that changes whenever the visible position advances.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.stream.subscribe()

@@ -142,7 +142,13 @@ fn assemble(
     let mut response = v3::Response::new(upto.to_string());
     let after = since.unwrap_or(0);
     let mut room_data: HashMap<String, Vec<Value>> = HashMap::new();
-    let mut changes = messaging.account_data_changes(user, since, upto)?;
+    // Only room messages since the last sync (the usual case): no account data, membership
+    // or key change is among them, so looking for those is skipped.
+    let messages_only = since.is_some_and(|s| state.storage.only_room_events(s, upto));
+    let mut changes = match messages_only {
+        true => Vec::new(),
+        false => messaging.account_data_changes(user, since, upto)?,
+    };
     // Clients learn their push rules from the first sync, defaults included.
     if since.is_none()
         && !changes
@@ -182,17 +188,21 @@ fn assemble(
                 if let Some(mut joined) =
                     messaging.joined_sync(&room, room_since, upto, limit, full)?
                 {
-                    // A newly joined member sees what history visibility lets them.
-                    let visibility = messaging.visibility(&room_id)?;
-                    let mut hidden = Ok(());
-                    joined.timeline.retain(|event| {
-                        let seen = messaging.may_see(&visibility, user, event);
-                        seen.unwrap_or_else(|e| {
-                            hidden = Err(e);
-                            false
-                        })
-                    });
-                    hidden?;
+                    // A newly joined member sees what history visibility lets them; one
+                    // joined before the whole timeline sees all of it.
+                    let first = joined.timeline.first();
+                    if first.is_some_and(|e| e.position <= membership.changed_at) {
+                        let visibility = messaging.visibility(&room_id)?;
+                        let mut hidden = Ok(());
+                        joined.timeline.retain(|event| {
+                            let seen = messaging.may_see(&visibility, user, event);
+                            seen.unwrap_or_else(|e| {
+                                hidden = Err(e);
+                                false
+                            })
+                        });
+                        hidden?;
+                    }
                     fill_joined(&mut out, &joined, session)?;
                 }
                 let ephemeral = [
@@ -255,7 +265,7 @@ fn assemble(
     if since.is_none_or(|s| state.presence.changed_since(s)) {
         response.presence.events = presence_events(state, user, &joined_rooms, since, upto)?;
     }
-    if let Some(since) = since {
+    if let Some(since) = since.filter(|_| !messages_only) {
         let (changed, left) = device_lists(state, user, &joined_rooms, since, upto)?;
         response.device_lists.changed = changed
             .iter()

@@ -137,10 +137,11 @@ impl Messaging {
         Ok(())
     }
 
-    /// The member's display name in the room (their user ID if they have none).
+    /// The member's display name in the room (their user ID if they have none). Under the
+    /// room's lock, so the member event may come from memory.
     fn display_name(&self, room_id: &RoomId, user_id: &str) -> Result<String> {
         let event = match self.state_event_id(room_id, "m.room.member", user_id)? {
-            Some(id) => self.stored_pdu(id.as_str())?,
+            Some(id) => self.auth_event(&id),
             None => None,
         };
         let name = event.and_then(|e| {

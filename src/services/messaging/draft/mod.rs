@@ -205,13 +205,7 @@ impl Draft<'_> {
         if let Some(pdu) = self.events.get(id) {
             return Some(Arc::new(pdu.clone()));
         }
-        self.messaging.auth_events.get_or_load(id, || {
-            self.messaging
-                .stored_pdu(id.as_str())
-                .ok()
-                .flatten()
-                .and_then(|s| s.pdu().ok())
-        })
+        self.messaging.auth_event(id)
     }
 
     /// Builds the next event on the draft, signed, and checks it against the auth rules
