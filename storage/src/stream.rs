@@ -119,7 +119,14 @@ impl Stream {
             return false;
         }
         let state = self.lock();
-        (after + 1..=upto).all(|p| state.rooms.get(&p).is_some_and(|room| !watched(room)))
+        let mut scoped = 0;
+        for (_, room) in state.rooms.range(after + 1..=upto) {
+            if watched(room) {
+                return false;
+            }
+            scoped += 1;
+        }
+        scoped == upto.saturating_sub(after)
     }
 
     pub(crate) fn visible(&self) -> u64 {

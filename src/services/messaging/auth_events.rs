@@ -2,9 +2,9 @@
 //! create event, power levels, join rules and its sender's membership, and counted for
 //! each member with their display name; these rarely change, and reading and parsing them
 //! from the database for each message was a fifth of what a message cost. A stored event
-//! never changes except by redaction, which forgets it here. Only drafts use this, under
-//! their room's lock, which redactions hold too, so no stale copy can be put back after
-//! it is forgotten.
+//! changes only by redaction or backfill, which forget it here. Only drafts use this,
+//! under their room's lock, which redactions and backfill hold too, and only events of
+//! that room are kept, so no stale copy can be put back after it is forgotten.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,16 +29,20 @@ impl AuthEvents {
         self.events.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The event, from memory or else from `load` (then kept).
-    pub fn get_or_load(
+    /// The event, from memory or else from `load`, which says whether to keep it.
+    fn get_or_load(
         &self,
         id: &EventId,
-        load: impl FnOnce() -> Option<Pdu>,
+        load: impl FnOnce() -> Option<(Pdu, bool)>,
     ) -> Option<Arc<Pdu>> {
         if let Some(pdu) = self.lock().get(id) {
             return Some(Arc::clone(pdu));
         }
-        let pdu = Arc::new(load()?);
+        let (pdu, keep) = load()?;
+        let pdu = Arc::new(pdu);
+        if !keep {
+            return Some(pdu);
+        }
         let mut events = self.lock();
         if events.len() >= KEPT {
             events.clear();
@@ -47,20 +51,20 @@ impl AuthEvents {
         Some(pdu)
     }
 
-    /// Forgets an event whose stored form changes (it is being redacted).
+    /// Forgets an event whose stored form changes (redacted, or replaced by backfill).
     pub fn forget(&self, id: &EventId) {
         self.lock().remove(id);
     }
 }
 
 impl Messaging {
-    /// A stored event, parsed, from memory when it can be. For drafts only (see above).
-    pub(super) fn auth_event(&self, id: &EventId) -> Option<Arc<Pdu>> {
+    /// A stored event, parsed, from memory when it can be. Only for a draft on `room`,
+    /// holding its lock: events of other rooms are read but not kept (see above).
+    pub(super) fn auth_event(&self, room: &str, id: &EventId) -> Option<Arc<Pdu>> {
         self.auth_events.get_or_load(id, || {
-            self.stored_pdu(id.as_str())
-                .ok()
-                .flatten()
-                .and_then(|s| s.pdu().ok())
+            let stored = self.stored_pdu(id.as_str()).ok().flatten()?;
+            let keep = stored.room_id == room;
+            Some((stored.pdu().ok()?, keep))
         })
     }
 }

@@ -233,6 +233,7 @@ impl Messaging {
         let mut batch = self.storage.batch();
         let mut position = first;
         let mut added = 0;
+        let mut rewritten = Vec::new();
         for pdu in events {
             let known = self.stored_pdu(pdu.event_id.as_str())?;
             let in_timeline = known
@@ -249,13 +250,24 @@ impl Messaging {
                 break;
             };
             position = below;
+            let (json, redacted_because) = match known {
+                // A copy redacted here stays redacted.
+                Some(known) if known.redacted_because.is_some() => {
+                    (known.json, known.redacted_because)
+                }
+                Some(_) => {
+                    rewritten.push(pdu.event_id.clone());
+                    (pdu.json.clone(), None)
+                }
+                None => (pdu.json.clone(), None),
+            };
             let record = StoredPdu {
                 event_id: pdu.event_id.clone(),
                 room_id: room.to_owned(),
                 position,
-                json: pdu.json.clone(),
+                json,
                 transaction: None,
-                redacted_because: known.and_then(|k| k.redacted_because),
+                redacted_because,
                 outlier: false,
             };
             batch.put(&catalog::EVENTID_PDU, &pdu.event_id.as_str(), &record)?;
@@ -267,6 +279,10 @@ impl Messaging {
             added += 1;
         }
         self.storage.commit(batch).await?;
+        // The outliers placed in the timeline now hold the fetched copy.
+        for id in &rewritten {
+            self.auth_events.forget(id);
+        }
         Ok(added)
     }
 

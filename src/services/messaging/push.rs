@@ -141,7 +141,7 @@ impl Messaging {
     /// room's lock, so the member event may come from memory.
     fn display_name(&self, room_id: &RoomId, user_id: &str) -> Result<String> {
         let event = match self.state_event_id(room_id, "m.room.member", user_id)? {
-            Some(id) => self.auth_event(&id),
+            Some(id) => self.auth_event(room_id.as_str(), &id),
             None => None,
         };
         let name = event.and_then(|e| {

@@ -205,7 +205,8 @@ impl Draft<'_> {
         if let Some(pdu) = self.events.get(id) {
             return Some(Arc::new(pdu.clone()));
         }
-        self.messaging.auth_event(id)
+        let room = self.room_id.as_ref()?;
+        self.messaging.auth_event(room.as_str(), id)
     }
 
     /// Builds the next event on the draft, signed, and checks it against the auth rules
