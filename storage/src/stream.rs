@@ -115,7 +115,10 @@ impl Stream {
         upto: u64,
         watched: impl Fn(&str) -> bool,
     ) -> bool {
-        if upto.saturating_sub(after) > ROOMS_KEPT as u64 {
+        if upto <= after {
+            return true;
+        }
+        if upto - after > ROOMS_KEPT as u64 {
             return false;
         }
         let state = self.lock();
@@ -126,7 +129,7 @@ impl Stream {
             }
             scoped += 1;
         }
-        scoped == upto.saturating_sub(after)
+        scoped == upto - after
     }
 
     pub(crate) fn visible(&self) -> u64 {
@@ -174,6 +177,7 @@ mod tests {
         stream.record_room(&[d], "!mine".into());
         assert!(!stream.only_other_rooms(3, 4, mine));
         assert!(stream.only_other_rooms(3, 4, |_| false));
+        assert!(stream.only_other_rooms(4, 4, mine), "nothing new");
         assert!(!stream.only_other_rooms(0, ROOMS_KEPT as u64 + 1, |_| false));
     }
 
