@@ -132,6 +132,11 @@ impl Draft<'_> {
         let destinations = self.queue_for_servers(&mut batch, &members, &memberships)?;
         batch.put(&catalog::ROOMID_ROOM, &room, &self.room)?;
         self.messaging.storage.commit(batch).await?;
+        // Redacted events change their stored form: forgotten once it is written, still
+        // under the room's lock, so no reader can keep the old one.
+        for target in self.built.iter().filter_map(|pdu| pdu.redacts.as_ref()) {
+            self.messaging.auth_events.forget(target);
+        }
         self.messaging.wake(&destinations);
         Ok(stored)
     }

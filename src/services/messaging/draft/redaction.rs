@@ -73,7 +73,6 @@ impl Draft<'_> {
         if event.room_id != redaction.room_id {
             return Ok(());
         }
-        self.messaging.auth_events.forget(target);
         event.json = ruma::canonical_json::redact(event.json, &self.rules.redaction, None)
             .map_err(Error::internal)?;
         event.redacted_because = Some(redaction.client_event());
