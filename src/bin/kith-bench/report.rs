@@ -65,9 +65,24 @@ fn opt(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
 }
 
-/// Rows of (label, value, decimals).
-fn rows(f: &Figures) -> Vec<(String, Option<f64>, usize)> {
-    vec![
+/// A label, a value and its decimals.
+type Row = (String, Option<f64>, usize);
+
+/// The four latency rows of one kind (`send`, `delivery`).
+fn latency_rows(kind: &str, latency: &Percentiles) -> [Row; 4] {
+    let p = latency;
+    [
+        ("p50", p.p50),
+        ("p95", p.p95),
+        ("p99", p.p99),
+        ("max", p.max),
+    ]
+    .map(|(which, ms)| (format!("{kind} latency {which} (ms)"), Some(ms), 2))
+}
+
+/// The table's rows for one server.
+fn rows(f: &Figures) -> Vec<Row> {
+    let mut rows = vec![
         ("startup to first /versions (ms)".into(), f.startup_ms, 0),
         ("idle RSS (MiB)".into(), f.idle_rss_mib, 1),
         ("peak RSS (MiB)".into(), f.peak_rss_mib, 1),
@@ -77,46 +92,10 @@ fn rows(f: &Figures) -> Vec<(String, Option<f64>, usize)> {
             1,
         ),
         ("messages accepted per s".into(), Some(f.messages_per_s), 1),
-        (
-            "send latency p50 (ms)".into(),
-            Some(f.send_latency_ms.p50),
-            2,
-        ),
-        (
-            "send latency p95 (ms)".into(),
-            Some(f.send_latency_ms.p95),
-            2,
-        ),
-        (
-            "send latency p99 (ms)".into(),
-            Some(f.send_latency_ms.p99),
-            2,
-        ),
-        (
-            "send latency max (ms)".into(),
-            Some(f.send_latency_ms.max),
-            2,
-        ),
-        (
-            "delivery latency p50 (ms)".into(),
-            Some(f.delivery_latency_ms.p50),
-            2,
-        ),
-        (
-            "delivery latency p95 (ms)".into(),
-            Some(f.delivery_latency_ms.p95),
-            2,
-        ),
-        (
-            "delivery latency p99 (ms)".into(),
-            Some(f.delivery_latency_ms.p99),
-            2,
-        ),
-        (
-            "delivery latency max (ms)".into(),
-            Some(f.delivery_latency_ms.max),
-            2,
-        ),
+    ];
+    rows.extend(latency_rows("send", &f.send_latency_ms));
+    rows.extend(latency_rows("delivery", &f.delivery_latency_ms));
+    rows.extend([
         ("undelivered messages".into(), Some(f.undelivered as f64), 0),
         (
             "server CPU during load (s)".into(),
@@ -149,7 +128,8 @@ fn rows(f: &Figures) -> Vec<(String, Option<f64>, usize)> {
             f.initial_sync_ms_full_rooms,
             1,
         ),
-    ]
+    ]);
+    rows
 }
 
 /// The table: one column per server, and kith/other ratios when there are two.

@@ -233,7 +233,6 @@ impl Messaging {
         let mut batch = self.storage.batch();
         let mut position = first;
         let mut added = 0;
-        let mut rewritten = Vec::new();
         for pdu in events {
             let known = self.stored_pdu(pdu.event_id.as_str())?;
             let in_timeline = known
@@ -255,11 +254,7 @@ impl Messaging {
                 Some(known) if known.redacted_because.is_some() => {
                     (known.json, known.redacted_because)
                 }
-                Some(_) => {
-                    rewritten.push(pdu.event_id.clone());
-                    (pdu.json.clone(), None)
-                }
-                None => (pdu.json.clone(), None),
+                _ => (pdu.json.clone(), None),
             };
             let record = StoredPdu {
                 event_id: pdu.event_id.clone(),
@@ -279,8 +274,8 @@ impl Messaging {
             added += 1;
         }
         self.storage.commit(batch).await?;
-        // The outliers placed in the timeline now hold the fetched copy.
-        for id in &rewritten {
+        // Outliers placed in the timeline now hold the fetched copy.
+        for id in &placed {
             self.auth_events.forget(id);
         }
         Ok(added)
