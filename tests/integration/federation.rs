@@ -78,6 +78,14 @@ async fn users_on_two_kith_servers_invite_join_and_chat() {
         .unwrap_or_else(|| panic!("no invite event in {state}"));
     assert_eq!(invite["sender"], alice);
     assert_eq!(invite["content"]["is_direct"], true);
+    // A sent the inviter's member event with it, which names the invite in Element.
+    let inviter = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == alice)
+        .unwrap_or_else(|| panic!("no inviter's member event in {state}"));
+    assert_eq!(inviter["content"]["displayname"], "alice");
     let path = format!("/_matrix/client/v3/rooms/{room}/join");
     let (status, joined) = b.post(&path, Some(&bob_token), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{joined}");

@@ -1,6 +1,7 @@
 //! What `/sync` tells a user about their rooms between two stream positions.
 
 use kith_storage::catalog;
+use ruma::CanonicalJsonValue;
 use serde_json::{Value, json};
 
 use super::{Membership, Messaging, StoredPdu};
@@ -17,13 +18,16 @@ pub struct JoinedSync {
     pub heroes: Vec<String>,
 }
 
-/// The state types shown to someone invited, before they join (the spec's recommendation).
-const INVITE_STATE: [&str; 6] = [
+/// The state types shown to someone invited, before they join: Synapse's default
+/// `room_prejoin_state`, which clients name and decorate invites from. The inviter's own
+/// member event goes with them (Element names a direct-chat invite after it).
+const INVITE_STATE: [&str; 7] = [
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
     "m.room.avatar",
     "m.room.canonical_alias",
+    "m.room.topic",
     "m.room.encryption",
 ];
 
@@ -113,43 +117,44 @@ impl Messaging {
     /// The stripped state an invited user sees, with their own invite event: for a room
     /// on another server, the state its invite came with.
     pub fn invite_state(&self, room_id: &str, membership: &Membership) -> Result<Vec<Value>> {
+        let invite = self.stored_pdu(membership.event_id.as_str())?;
         let mut stripped = match membership.invite_state.is_empty() {
-            true => self.stripped_state(room_id)?,
+            true => {
+                let inviter = invite.as_ref().and_then(|i| match i.json.get("sender") {
+                    Some(CanonicalJsonValue::String(sender)) => Some(sender.as_str()),
+                    _ => None,
+                });
+                let events = self.invite_state_events(room_id, inviter.unwrap_or_default())?;
+                events.iter().map(strip).collect()
+            }
             false => membership.invite_state.clone(),
         };
-        let invite = self.stored_pdu(membership.event_id.as_str())?;
         stripped.extend(invite.as_ref().map(strip));
         Ok(stripped)
     }
 
     /// The same state as whole signed PDUs, as invites over federation carry it (v1.18).
-    pub fn invite_state_pdus(&self, room_id: &str) -> Result<Vec<Value>> {
+    pub fn invite_state_pdus(&self, room_id: &str, inviter: &str) -> Result<Vec<Value>> {
         Ok(self
-            .invite_state_events(room_id)?
+            .invite_state_events(room_id, inviter)?
             .iter()
             .filter_map(|s| serde_json::to_value(&s.json).ok())
             .collect())
     }
 
-    /// The room's state events of the types shown before joining.
-    fn invite_state_events(&self, room_id: &str) -> Result<Vec<StoredPdu>> {
-        let mut events = self.state_events(room_id)?;
-        events.retain(|s| {
-            s.json
-                .get("type")
-                .and_then(|t| t.as_str())
-                .is_some_and(|t| INVITE_STATE.contains(&t))
-        });
+    /// The room's state events shown before joining: those of the types above and the
+    /// inviter's member event.
+    fn invite_state_events(&self, room_id: &str, inviter: &str) -> Result<Vec<StoredPdu>> {
+        let room_id = ruma::RoomId::parse(room_id).map_err(crate::gateway::Error::internal)?;
+        let mut events = Vec::new();
+        for ((kind, key), event_id) in self.state_ids(&room_id)? {
+            let shown = INVITE_STATE.contains(&kind.as_str())
+                || (kind == "m.room.member" && key == inviter);
+            if shown {
+                events.extend(self.stored_pdu(event_id.as_str())?);
+            }
+        }
         Ok(events)
-    }
-
-    /// The room's state that invitees see before joining, stripped.
-    pub fn stripped_state(&self, room_id: &str) -> Result<Vec<Value>> {
-        Ok(self
-            .invite_state_events(room_id)?
-            .iter()
-            .map(strip)
-            .collect())
     }
 }
 

@@ -21,7 +21,8 @@ impl Messaging {
         };
         // Whole PDUs, the create event among them, as v1.18 (MSC4311) asks; servers
         // accept them in every room version.
-        let invite_state = self.invite_state_pdus(room_id.as_str())?;
+        let inviter = invite.sender.as_str();
+        let invite_state = self.invite_state_pdus(room_id.as_str(), inviter)?;
         let body = json!({
             "event": invite.json,
             "room_version": draft.version().as_str(),
