@@ -218,6 +218,11 @@ async fn discovery_endpoints() {
         "{list:?}"
     );
     assert_eq!(versions["unstable_features"]["org.kith.contacts"], true);
+    // Element Web sets up cross-signing at first login only where this is advertised.
+    assert_eq!(
+        versions["unstable_features"]["org.matrix.e2e_cross_signing"],
+        true
+    );
 
     let (_, well_known) = server.get("/.well-known/matrix/client", None).await;
     assert_eq!(

@@ -26,7 +26,13 @@ pub async fn versions(
 ) -> RumaResponse<get_supported_versions::Response> {
     let mut response =
         get_supported_versions::Response::new(VERSIONS.iter().map(|v| v.to_string()).collect());
-    response.unstable_features = BTreeMap::from([("org.kith.contacts".to_owned(), true)]);
+    response.unstable_features = BTreeMap::from([
+        ("org.kith.contacts".to_owned(), true),
+        // Element Web sets up cross-signing at first login only where this is set (as
+        // Synapse does); without it the Rust crypto finds no identity of its own user and
+        // re-queries its keys in a loop.
+        ("org.matrix.e2e_cross_signing".to_owned(), true),
+    ]);
     RumaResponse(response)
 }
 
