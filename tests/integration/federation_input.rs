@@ -3,7 +3,8 @@
 //! kith's own federation client, so its requests are properly signed and only their
 //! content is wrong.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kith_federation::{FederationClient, FederationError, NewEvent, ServerKeys, Settings};
 use kith_storage::Storage;
@@ -14,11 +15,13 @@ use serde_json::{Value, json};
 
 use crate::common::Server;
 
-/// A homeserver in name only: it signs with its key and serves that key, nothing else.
+/// A homeserver in name only: it signs with its key and serves that key, and keeps the
+/// transactions sent to it (unchecked), nothing else.
 struct Peer {
     name: String,
     keys: Arc<ServerKeys>,
     client: FederationClient,
+    received: Arc<Mutex<Vec<Value>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -31,10 +34,20 @@ impl Peer {
         let storage = Storage::open(&dir.path().join("db")).unwrap();
         let keys = Arc::new(ServerKeys::load_or_generate(&storage, &name).unwrap());
         let served = Arc::clone(&keys);
-        let router = axum::Router::new().route(
-            "/_matrix/key/v2/server",
-            axum::routing::get(move || async move { axum::Json(served.key_document()) }),
-        );
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&received);
+        let router = axum::Router::new()
+            .route(
+                "/_matrix/key/v2/server",
+                axum::routing::get(move || async move { axum::Json(served.key_document()) }),
+            )
+            .route(
+                "/_matrix/federation/v1/send/{txn}",
+                axum::routing::put(move |axum::Json(body): axum::Json<Value>| async move {
+                    kept.lock().unwrap().push(body);
+                    axum::Json(json!({ "pdus": {} }))
+                }),
+            );
         let certificate = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
         let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
             certificate.cert.pem().into_bytes(),
@@ -53,6 +66,7 @@ impl Peer {
             name,
             keys,
             client,
+            received,
             _dir: dir,
         }
     }
@@ -397,4 +411,74 @@ async fn a_server_that_joined_reads_state_and_history() {
     let seen = bodies(&kith, &token, &room).await;
     assert!(!seen.contains(&"sent before I knew".to_owned()), "{seen:?}");
     kith.assert_events_verify();
+}
+
+/// A message alice sends while mallory's server is joining (after `make_join`, before
+/// `send_join`) is named by no event that server gets: kith sends it along with the join,
+/// or mallory would never see it (Element's first message of a direct chat, racing the
+/// invitee's acceptance).
+#[tokio::test]
+async fn a_message_sent_while_a_server_joins_reaches_it() {
+    let (kith, name) = Server::federated(&[]);
+    let peer = Peer::start().await;
+    let (_, token) = kith.user("alice").await;
+    let (room, _head, _) = room(&kith, &token).await;
+    let to = ServerName::parse(name.as_str()).unwrap();
+    let user = format!("@mallory:{}", peer.name);
+    let path = format!(
+        "/_matrix/federation/v1/make_join/{}/{user}?ver=12",
+        encoded(&room)
+    );
+    let made = peer
+        .client
+        .send_json(&to, http::Method::GET, &path, None)
+        .await
+        .unwrap();
+    let racing = kith.say(&token, &room, "said while you joined").await;
+    let template: ruma::CanonicalJsonObject =
+        serde_json::from_value(made["event"].clone()).unwrap();
+    let join = peer
+        .keys
+        .sign_new_pdu(&RoomVersionId::V12, template)
+        .unwrap();
+    assert!(
+        !join.prev_events.iter().any(|p| p.as_str() == racing),
+        "the join was made before the message"
+    );
+    let path = format!(
+        "/_matrix/federation/v2/send_join/{}/{}",
+        encoded(&room),
+        encoded(join.event_id.as_str())
+    );
+    peer.put(&name, &path, &serde_json::to_value(&join.json).unwrap())
+        .await
+        .unwrap();
+    let sent_to_peer = |id: &str| {
+        peer.received.lock().unwrap().iter().any(|txn| {
+            txn["pdus"].as_array().is_some_and(|pdus| {
+                pdus.iter().any(|pdu| {
+                    let object = serde_json::from_value(pdu.clone()).unwrap();
+                    kith_federation::Pdu::received(&RoomVersionId::V12, object)
+                        .is_ok_and(|p| p.event_id == id)
+                })
+            })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sent_to_peer(&racing) {
+        assert!(
+            Instant::now() < deadline,
+            "the racing message never reached the peer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And what follows reaches it as usual.
+    let after = kith.say(&token, &room, "and after").await;
+    while !sent_to_peer(&after) {
+        assert!(
+            Instant::now() < deadline,
+            "the next message never reached the peer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

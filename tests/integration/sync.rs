@@ -98,7 +98,8 @@ async fn invites_joins_and_messages_arrive_by_long_poll() {
     // Bob waits; Alice's invite wakes him.
     let waiting = long_poll(&server, &bob_token, &since, has_invite);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let body = json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": ["@bob:kith.test"], "name": "Us" });
+    let encryption = json!({ "type": "m.room.encryption", "state_key": "", "content": { "algorithm": "m.megolm.v1.aes-sha2" } });
+    let body = json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": ["@bob:kith.test"], "name": "Us", "topic": "Plans", "initial_state": [encryption] });
     let (_, created) = server
         .post("/_matrix/client/v3/createRoom", Some(&alice_token), body)
         .await;
@@ -113,6 +114,23 @@ async fn invites_joins_and_messages_arrive_by_long_poll() {
         invite_state
             .iter()
             .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Us")
+    );
+    // What clients name and decorate the invite with, as Synapse sends it: the topic,
+    // the encryption, and the inviter's member event (Element names a DM after it).
+    for kind in ["m.room.topic", "m.room.encryption", "m.room.join_rules"] {
+        assert!(invite_state.iter().any(|e| e["type"] == kind), "no {kind}");
+    }
+    let inviter = invite_state
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == "@alice:kith.test")
+        .expect("the inviter's member event");
+    assert_eq!(inviter["content"]["membership"], "join");
+    assert_eq!(inviter["content"]["displayname"], "alice");
+    // Nothing else of the room (power levels, other members) shows before joining.
+    assert!(
+        !invite_state
+            .iter()
+            .any(|e| e["type"] == "m.room.power_levels")
     );
     let own = invite_state
         .iter()
@@ -132,6 +150,10 @@ async fn invites_joins_and_messages_arrive_by_long_poll() {
     let joined = sync(&server, &bob_token, Some(&since), 5000).await;
     // The room's state arrives, in `state` or (here, all of it fits) in the timeline.
     let room_view = &joined["rooms"]["join"][&room];
+    // Newly joined, the timeline is limited (as Synapse marks it): js-sdk takes a
+    // back-pagination token only from a limited timeline of a room it knew as an invite.
+    assert_eq!(room_view["timeline"]["limited"], true, "{joined}");
+    assert!(room_view["timeline"]["prev_batch"].is_string(), "{joined}");
     let mut known: Vec<&Value> = room_view["state"]["events"]
         .as_array()
         .map(|a| a.iter().collect())

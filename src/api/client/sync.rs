@@ -203,6 +203,11 @@ fn assemble(
                         });
                         hidden?;
                     }
+                    // Clients take a back-pagination token only from a limited timeline of
+                    // a room they knew (as an invite, say); a room joined since the last
+                    // sync is limited, as Synapse marks it, so that history before the join
+                    // (on another server, after a remote join) can be paged in.
+                    joined.limited |= since.is_some() && changed;
                     fill_joined(&mut out, &joined, session)?;
                 }
                 let ephemeral = [

@@ -35,6 +35,24 @@ impl Draft<'_> {
         }
     }
 
+    /// Queues for the server of a join it is accepting the room's newest events that the
+    /// join does not name: those committed while that server's user was only invited, which
+    /// no server sent it (it was not in the room yet) and which no event it will receive
+    /// names, so it would not learn of them otherwise (a first message racing the invitee's
+    /// acceptance of a direct chat).
+    pub fn queue_heads_unseen_by(&self, batch: &mut Batch, join: &Pdu) -> Result<()> {
+        let server = join.origin().as_str();
+        for head in &self.room.extremities {
+            if join.prev_events.contains(head) {
+                continue;
+            }
+            if let Some(stored) = self.messaging.stored_pdu(head.as_str())? {
+                Queue::push_into(batch, server, &Outgoing::Pdu(stored.json))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Takes in an event another server built (its signatures already checked): it must
     /// pass the auth rules against the auth events it names and against the room's current
     /// state (403 `M_FORBIDDEN` otherwise). `forward`: whether this server must send it on

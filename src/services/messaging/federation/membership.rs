@@ -77,8 +77,13 @@ impl Messaging {
         let mut draft = self.draft(room_id).await?;
         let state: Vec<StoredPdu> = self.state_events(room_id.as_str())?;
         if !draft.has(&pdu.event_id)? {
+            let mut batch = self.storage.batch();
+            if membership == "join" {
+                draft.queue_heads_unseen_by(&mut batch, &pdu)?;
+            }
             draft.accept(pdu, true)?;
-            draft.commit(self.storage.batch()).await?;
+            draft.commit(batch).await?;
+            self.wake(&[origin.to_string()]);
         }
         if membership != "join" {
             return Ok((Vec::new(), Vec::new()));
