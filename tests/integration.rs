@@ -16,6 +16,8 @@ mod contacts;
 mod crash;
 #[path = "integration/e2ee.rs"]
 mod e2ee;
+#[path = "integration/element.rs"]
+mod element;
 #[path = "integration/email.rs"]
 mod email;
 #[path = "integration/ephemeral.rs"]

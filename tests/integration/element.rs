@@ -1,0 +1,105 @@
+//! The real Element Web (1.11.54, Rust crypto) in Chromium, driven by
+//! `tests/clients/element/dm.mjs` (playwright-core from npm, Debian's `chromium`): two
+//! people sign in on Element's own screens and hold an encrypted direct chat, on one kith,
+//! across two kith servers, and between kith and Synapse.
+//!
+//! Element Web is not on any registry reachable here: `KITH_ELEMENT_WEB` names the
+//! directory with its built tarball and `serve.mjs` (`.ci/run` finds the team's copy);
+//! without it these tests say so and pass nothing off as checked.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::clients::run_client;
+use crate::common::{PASSWORD, Server};
+use crate::synapse::Synapse;
+
+const TARBALL: &str = "element-web-1.11.54.tar.gz";
+
+/// Element Web unpacked into a fresh directory, with the path of its `serve.mjs`; `None`
+/// (said on stderr) where it is not available.
+fn element_web() -> Option<(tempfile::TempDir, PathBuf)> {
+    let Some(dir) = std::env::var_os("KITH_ELEMENT_WEB").map(PathBuf::from) else {
+        eprintln!("KITH_ELEMENT_WEB is not set: Element Web tests skipped");
+        return None;
+    };
+    let webapp = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(dir.join(TARBALL))
+        .arg("-C")
+        .arg(webapp.path())
+        .status()
+        .expect("run tar");
+    assert!(
+        status.success(),
+        "cannot unpack {}",
+        dir.join(TARBALL).display()
+    );
+    Some((webapp, dir.join("serve.mjs")))
+}
+
+/// A person's sign-in: the homeserver Element is pointed at, the user ID, the password.
+fn person(hs: &str, user: &str) -> serde_json::Value {
+    json!({ "hs": hs, "user": user, "password": PASSWORD })
+}
+
+/// Runs the Element DM script for alice and bob; `server` is the kith whose log a failure
+/// prints.
+async fn element_dm(server: &Server, alice: serde_json::Value, bob: serde_json::Value) {
+    let Some((webapp, serve)) = element_web() else {
+        return;
+    };
+    let shots = std::env::temp_dir().join(format!("kith-element-{}", crate::common::rand_suffix()));
+    let config = json!({
+        "webapp": webapp.path(),
+        "serve": serve,
+        "shots": shots,
+        "alice": alice,
+        "bob": bob,
+    });
+    let args = ["tests/clients/element/dm.mjs", &config.to_string()];
+    let out = run_client(server, "node", &args, "element dm test passed").await;
+    println!("{out}");
+}
+
+/// Two people on one kith: alice starts an encrypted DM from Element's "Start chat" dialog,
+/// bob sees the invite named after her, accepts, and both read each other.
+#[tokio::test]
+async fn element_web_users_hold_an_encrypted_dm() {
+    let server = Server::start(&[]);
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let alice = person(&server.base, &alice);
+    let bob = person(&server.base, &bob);
+    element_dm(&server, alice, bob).await;
+}
+
+/// The same with bob on a second kith server: the invite, its room state, the keys and the
+/// messages all cross federation.
+#[tokio::test]
+async fn element_web_users_on_two_kith_servers_hold_an_encrypted_dm() {
+    let (one, _) = Server::federated(&[]);
+    let (two, _) = Server::federated(&[]);
+    let (alice, _) = one.user("alice").await;
+    let (bob, _) = two.user("bob").await;
+    let alice = person(&one.base, &alice);
+    let bob = person(&two.base, &bob);
+    element_dm(&one, alice, bob).await;
+}
+
+/// alice on kith, bob on Synapse.
+#[tokio::test]
+async fn element_web_users_on_kith_and_synapse_hold_an_encrypted_dm() {
+    let (kith, name) = Server::federated(&[]);
+    let Some(synapse) = Synapse::start(&[&name]).await else {
+        eprintln!("KITH_SYNAPSE_PYTHON is not set: the Synapse test is skipped");
+        return;
+    };
+    let (alice, _) = kith.user("alice").await;
+    let (bob, _) = synapse.user("bob").await;
+    let alice = person(&kith.base, &alice);
+    let bob = person(&format!("https://{}", synapse.name), &bob);
+    element_dm(&kith, alice, bob).await;
+}
