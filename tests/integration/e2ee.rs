@@ -131,8 +131,33 @@ async fn keys_are_uploaded_signed_queried_and_claimed_once() {
             query.clone(),
         )
         .await;
-    assert_eq!(found["device_keys"][&bob]["BOBPHONE"]["keys"], keys["keys"]);
-    assert!(found["device_keys"][&bob]["BOBPHONE"]["signatures"][&bob].is_object());
+    // Exactly what the device uploaded, its display name added under `unsigned` as the
+    // spec says, and the same answer every time: clients compare what they get.
+    let mut served = found["device_keys"][&bob]["BOBPHONE"].clone();
+    let unsigned = served.as_object_mut().unwrap().remove("unsigned").unwrap();
+    assert_eq!(served, keys);
+    assert_eq!(unsigned, json!({}));
+    let body = json!({ "display_name": "Bob's phone" });
+    let path = "/_matrix/client/v3/devices/BOBPHONE";
+    let (status, named) = server.put(path, Some(&bob_token), body).await;
+    assert_eq!(status, StatusCode::OK, "{named}");
+    let (_, found) = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            Some(&alice_token),
+            query.clone(),
+        )
+        .await;
+    let name = &found["device_keys"][&bob]["BOBPHONE"]["unsigned"]["device_display_name"];
+    assert_eq!(name, "Bob's phone");
+    let (_, again) = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            Some(&alice_token),
+            query.clone(),
+        )
+        .await;
+    assert_eq!(again["device_keys"], found["device_keys"]);
 
     // Ten claims at once: the three keys once each, then the fallback.
     let mut claims = Vec::new();

@@ -191,13 +191,13 @@ impl E2ee {
                 if !self.device_exists(user, &device)? {
                     continue;
                 }
-                if let Some(name) = display_name(user, &device)
-                    && let Some(keys) = keys.as_object_mut()
-                {
-                    let unsigned = keys.entry("unsigned").or_insert_with(|| json!({}));
-                    if let Some(unsigned) = unsigned.as_object_mut() {
-                        unsigned.insert("device_display_name".into(), name.into());
-                    }
+                // `unsigned` is the server's (as Synapse answers): the display name, if any.
+                if let Some(keys) = keys.as_object_mut() {
+                    let unsigned = match display_name(user, &device) {
+                        Some(name) => json!({ "device_display_name": name }),
+                        None => json!({}),
+                    };
+                    keys.insert("unsigned".into(), unsigned);
                 }
                 found.insert(device, keys);
             }
