@@ -1,7 +1,7 @@
-//! The real Element Web (1.11.54, Rust crypto) in Chromium, driven by
-//! `tests/clients/element/dm.mjs` (playwright-core from npm, Debian's `chromium`): two
-//! people sign in on Element's own screens and hold an encrypted direct chat, on one kith,
-//! across two kith servers, and between kith and Synapse.
+//! The real Element Web (1.11.54, Rust crypto) in Chromium, driven by the scripts in
+//! `tests/clients/element/` (playwright-core from npm, Debian's `chromium`): two people
+//! sign in on Element's own screens and hold an encrypted direct chat, on one kith, across
+//! two kith servers, and between kith and Synapse; and they use a room as people do.
 //!
 //! Element Web is not on any registry reachable here: `KITH_ELEMENT_WEB` names the
 //! directory with its built tarball and `serve.mjs` (`.ci/run` finds the team's copy);
@@ -45,9 +45,9 @@ fn person(hs: &str, user: &str) -> serde_json::Value {
     json!({ "hs": hs, "user": user, "password": PASSWORD })
 }
 
-/// Runs the Element DM script for alice and bob; `server` is the kith whose log a failure
-/// prints.
-async fn element_dm(server: &Server, alice: serde_json::Value, bob: serde_json::Value) {
+/// Runs an Element script (`dm`, `walk`) for alice and bob; `server` is the kith whose log
+/// a failure prints.
+async fn element(script: &str, server: &Server, alice: serde_json::Value, bob: serde_json::Value) {
     let Some((webapp, serve)) = element_web() else {
         return;
     };
@@ -59,8 +59,9 @@ async fn element_dm(server: &Server, alice: serde_json::Value, bob: serde_json::
         "alice": alice,
         "bob": bob,
     });
-    let args = ["tests/clients/element/dm.mjs", &config.to_string()];
-    let out = run_client(server, "node", &args, "element dm test passed").await;
+    let path = format!("tests/clients/element/{script}.mjs");
+    let marker = format!("element {script} test passed");
+    let out = run_client(server, "node", &[&path, &config.to_string()], &marker).await;
     println!("{out}");
 }
 
@@ -73,7 +74,7 @@ async fn element_web_users_hold_an_encrypted_dm() {
     let (bob, _) = server.user("bob").await;
     let alice = person(&server.base, &alice);
     let bob = person(&server.base, &bob);
-    element_dm(&server, alice, bob).await;
+    element("dm", &server, alice, bob).await;
 }
 
 /// The same with bob on a second kith server: the invite, its room state, the keys and the
@@ -86,7 +87,7 @@ async fn element_web_users_on_two_kith_servers_hold_an_encrypted_dm() {
     let (bob, _) = two.user("bob").await;
     let alice = person(&one.base, &alice);
     let bob = person(&two.base, &bob);
-    element_dm(&one, alice, bob).await;
+    element("dm", &one, alice, bob).await;
 }
 
 /// alice on kith, bob on Synapse.
@@ -101,5 +102,18 @@ async fn element_web_users_on_kith_and_synapse_hold_an_encrypted_dm() {
     let (bob, _) = synapse.user("bob").await;
     let alice = person(&kith.base, &alice);
     let bob = person(&format!("https://{}", synapse.name), &bob);
-    element_dm(&kith, alice, bob).await;
+    element("dm", &kith, alice, bob).await;
+}
+
+/// alice makes a room, invites bob, sets its topic; bob accepts; alice uploads an image;
+/// bob reacts, replies and edits his reply; alice renames the room; bob leaves; alice signs
+/// out and in again. Each step is checked on the other person's screen.
+#[tokio::test]
+async fn element_web_users_use_a_room() {
+    let server = Server::start(&[]);
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let alice = person(&server.base, &alice);
+    let bob = person(&server.base, &bob);
+    element("walk", &server, alice, bob).await;
 }
