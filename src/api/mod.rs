@@ -217,6 +217,19 @@ pub fn router(state: AppState) -> Router {
         )
         .ruma::<voip::get_turn_server_info::v3::Request, _, _>(client::unconfigured::turn_server)
         .ruma::<thirdparty::get_protocols::v3::Request, _, _>(client::unconfigured::protocols)
+        .ruma::<thirdparty::get_protocol::v3::Request, _, _>(client::unconfigured::protocol)
+        .ruma::<thirdparty::get_user_for_protocol::v3::Request, _, _>(
+            client::unconfigured::users_for_protocol,
+        )
+        .ruma::<thirdparty::get_location_for_protocol::v3::Request, _, _>(
+            client::unconfigured::locations_for_protocol,
+        )
+        .ruma::<thirdparty::get_user_for_user_id::v3::Request, _, _>(
+            client::unconfigured::users_for_user_id,
+        )
+        .ruma::<thirdparty::get_location_for_room_alias::v3::Request, _, _>(
+            client::unconfigured::locations_for_alias,
+        )
         // profile-service
         .ruma::<profile::get_profile::v3::Request, _, _>(client::profile::get_profile)
         .ruma::<profile::get_profile_field::v3::Request, _, _>(client::profile::get_field)

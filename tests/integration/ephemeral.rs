@@ -330,6 +330,25 @@ async fn presence_is_stored_and_shared_with_room_members() {
         .get("/_matrix/client/v3/thirdparty/protocols", Some(&bob_token))
         .await;
     assert_eq!((status, protocols), (StatusCode::OK, json!({})));
+    // No bridge knows anyone or anywhere (Element asks for a SIP user per direct chat).
+    for path in [
+        "/_matrix/client/v3/thirdparty/user/im.vector.protocol.sip_virtual?native_mxid=%40a%3Ab",
+        "/_matrix/client/v3/thirdparty/location/irc?network=x",
+        "/_matrix/client/v3/thirdparty/user?userid=%40a%3Ab",
+        "/_matrix/client/v3/thirdparty/location?alias=%23a%3Ab",
+    ] {
+        let (status, found) = server.get(path, Some(&bob_token)).await;
+        assert_eq!((status, found), (StatusCode::OK, json!([])), "{path}");
+        let result = server.get(path, None).await;
+        assert_error(&result, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
+    }
+    let result = server
+        .get(
+            "/_matrix/client/v3/thirdparty/protocol/irc",
+            Some(&bob_token),
+        )
+        .await;
+    assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
     let result = server
         .get("/_matrix/client/v3/room_keys/version", Some(&bob_token))
         .await;
