@@ -206,7 +206,7 @@ async fn directly(config: Config, command: AdminCommand) -> Result<Value, String
         AdminCommand::RotateSigningKey => {
             kith_federation::ServerKeys::rotate(&services.storage, &services.config.server_name)
                 .map(|key_id| json!({ "key_id": key_id }))
-                .map_err(crate::gateway::Error::internal)
+                .map_err(crate::services::error::Error::internal)
         }
     };
     result.map_err(|e| e.to_string())

@@ -3,9 +3,9 @@
 use ruma::OwnedUserId;
 use serde::{Deserialize, Serialize};
 
-use crate::gateway::{Error, Result};
 use crate::services::Services;
 use crate::services::auth::{RegistrationToken, password};
+use crate::services::error::{Error, Result};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CreateUser {

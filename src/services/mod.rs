@@ -1,9 +1,11 @@
 //! The original design's services, as modules of one process. Handlers reach them through
-//! axum `State` as [`AppState`].
+//! the router's shared state, [`AppState`]. They speak the domain: their errors are
+//! [`error::Error`] kinds, which only the gateway turns into HTTP.
 
 pub mod auth;
 pub mod contacts;
 pub mod e2ee;
+pub mod error;
 pub mod media;
 pub mod messaging;
 pub mod profile;
@@ -17,7 +19,7 @@ use ruma::UserId;
 
 use crate::config::{Config, RegistrationMode};
 use crate::events::{self, RevokeReason};
-use crate::gateway::Result;
+use crate::services::error::Result;
 
 pub type AppState = Arc<Services>;
 
@@ -123,9 +125,8 @@ impl Services {
             identity.claims.get("email_verified") == Some(&serde_json::Value::Bool(true))
         });
         let deactivated = || {
-            crate::gateway::Error::new(
-                http::StatusCode::FORBIDDEN,
-                "M_USER_DEACTIVATED",
+            crate::services::error::Error::new(
+                error::ErrorKind::UserDeactivated,
                 "This account has been deactivated",
             )
         };
@@ -151,7 +152,7 @@ impl Services {
             return Ok(owner);
         }
         if !provider.allow_registration {
-            return Err(crate::gateway::Error::forbidden(
+            return Err(crate::services::error::Error::forbidden(
                 "No account here is linked to this sign-in, and new ones cannot be made with it",
             ));
         }
@@ -217,7 +218,8 @@ impl Services {
             .withdraw(user, request_id, contacts::Direction::Incoming)
             .await?;
         if let (Some(room), Ok(user_id)) = (room, UserId::parse(user)) {
-            let room_id = ruma::RoomId::parse(&room).map_err(crate::gateway::Error::internal)?;
+            let room_id =
+                ruma::RoomId::parse(&room).map_err(crate::services::error::Error::internal)?;
             if let Err(e) = self.messaging.leave_remote(&user_id, &room_id).await {
                 tracing::info!(%room, "declining a held invite failed: {}", e.message());
             }

@@ -304,7 +304,7 @@ pub async fn send_to_device(
             messages.push((user.to_string(), target, json_of(content)?));
         }
     }
-    let devices_of = |user: &str| -> Result<Vec<String>> {
+    let devices_of = |user: &str| -> crate::services::error::Result<Vec<String>> {
         Ok(state
             .sessions
             .devices(user)?

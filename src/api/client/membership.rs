@@ -70,10 +70,10 @@ async fn join_room(
         }
         servers.extend(room_id.server_name().map(ToOwned::to_owned));
         servers.extend(via.iter().cloned());
-        return state
+        return Ok(state
             .messaging
             .join_remote(&session.user_id, room_id, &servers, content)
-            .await;
+            .await?);
     }
     append(state, room_id, member(session, user, "join", content)).await?;
     Ok(())
@@ -204,9 +204,9 @@ pub(super) async fn check_invite(
         return Ok(());
     }
     let policy = state.config.contacts.dm_requires_friendship;
-    state
+    Ok(state
         .contacts
-        .check_invite(policy, me, invitee.as_str(), direct)
+        .check_invite(policy, me, invitee.as_str(), direct)?)
 }
 
 /// Adds an invite to the draft and commits it; an invitee on another server is asked

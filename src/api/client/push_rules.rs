@@ -8,12 +8,13 @@ use ruma::api::client::push::{
 };
 use ruma::push::{AnyPushRuleRef, InsertPushRuleError, RemovePushRuleError, RuleKind, Ruleset};
 
-use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::gateway::{Result, Ruma, RumaResponse};
 use crate::services::AppState;
+use crate::services::error::Error;
 use crate::services::session::Session;
 
 fn rules(state: &AppState, session: &Session) -> Result<Ruleset> {
-    state.messaging.push_rules(&session.user_id)
+    Ok(state.messaging.push_rules(&session.user_id)?)
 }
 
 fn not_found() -> Error {
@@ -21,7 +22,7 @@ fn not_found() -> Error {
 }
 
 fn find<'a>(rules: &'a Ruleset, kind: &RuleKind, rule_id: &str) -> Result<AnyPushRuleRef<'a>> {
-    rules.get(kind.clone(), rule_id).ok_or_else(not_found)
+    Ok(rules.get(kind.clone(), rule_id).ok_or_else(not_found)?)
 }
 
 /// `GET /_matrix/client/v3/pushrules/` (and without the slash)

@@ -30,7 +30,7 @@ fn room_event(state: &AppState, room_id: &RoomId, event_id: &EventId) -> Result<
 
 async fn set_fully_read(state: &AppState, session: &Session, event: &StoredPdu) -> Result<()> {
     let content = json!({ "event_id": event.event_id });
-    state
+    Ok(state
         .messaging
         .set_account_data(
             session.user_id.as_str(),
@@ -38,7 +38,7 @@ async fn set_fully_read(state: &AppState, session: &Session, event: &StoredPdu) 
             "m.fully_read",
             content,
         )
-        .await
+        .await?)
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}`

@@ -95,7 +95,7 @@ pub async fn register(
     if let Some(proof) = &uia.email {
         // Re-checked under the lock: another account may have taken it since.
         if auth.email_owner(&proof.address)?.is_some() {
-            return Err(email::threepid_in_use());
+            return Err(email::threepid_in_use().into());
         }
         auth.bind_email_into(&mut batch, &user_id, &proof.address, proof.validated_ts)?;
         auth.consume_email_proof_into(&mut batch, proof)?;

@@ -312,7 +312,7 @@ async fn check_direct_send(
     {
         return Ok(());
     }
-    state.contacts.check_send(policy, me, &members)
+    Ok(state.contacts.check_send(policy, me, &members)?)
 }
 
 /// Sends one event for a device under a transaction ID: a replay with the same `scope`

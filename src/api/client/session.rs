@@ -64,7 +64,7 @@ pub async fn login(
             auth.email_owner(address)?
         }
         (Some(UserIdentifier::Msisdn(_) | UserIdentifier::PhoneNumber(_)), _)
-        | (None, (None, Some(_), Some(_))) => return Err(email::medium_not_supported()),
+        | (None, (None, Some(_), Some(_))) => return Err(email::medium_not_supported().into()),
         (Some(_), _) => {
             return Err(Error::unknown(
                 http::StatusCode::BAD_REQUEST,

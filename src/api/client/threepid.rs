@@ -111,21 +111,21 @@ pub async fn password_token(
 pub async fn register_msisdn(
     _request: Ruma<register_msisdn_token::v3::Request>,
 ) -> Result<RumaResponse<register_msisdn_token::v3::Response>> {
-    Err(medium_not_supported())
+    Err(medium_not_supported().into())
 }
 
 /// `POST /_matrix/client/v3/account/3pid/msisdn/requestToken`
 pub async fn add_msisdn(
     _request: Ruma<add_msisdn_token::v3::Request>,
 ) -> Result<RumaResponse<add_msisdn_token::v3::Response>> {
-    Err(medium_not_supported())
+    Err(medium_not_supported().into())
 }
 
 /// `POST /_matrix/client/v3/account/password/msisdn/requestToken`
 pub async fn password_msisdn(
     _request: Ruma<password_msisdn_token::v3::Request>,
 ) -> Result<RumaResponse<password_msisdn_token::v3::Response>> {
-    Err(medium_not_supported())
+    Err(medium_not_supported().into())
 }
 
 #[derive(Deserialize)]
@@ -144,12 +144,11 @@ pub async fn validate(
     query: Result<Query<ValidateQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let result = match query {
-        Ok(Query(q)) => {
-            state
-                .auth
-                .validate_email_link(&q.sid, &q.client_secret, &q.token)
-                .await
-        }
+        Ok(Query(q)) => state
+            .auth
+            .validate_email_link(&q.sid, &q.client_secret, &q.token)
+            .await
+            .map_err(Error::from),
         Err(_) => Err(Error::missing_param("The link is incomplete")),
     };
     let html = wants_html(&headers);
@@ -216,7 +215,7 @@ pub async fn add(
     let mut batch = state.storage.batch();
     match auth.email_owner(&proof.address)? {
         Some(owner) if owner == *user_id => {}
-        Some(_) => return Err(threepid_in_use()),
+        Some(_) => return Err(threepid_in_use().into()),
         None => auth.bind_email_into(&mut batch, user_id, &proof.address, proof.validated_ts)?,
     }
     auth.consume_email_proof_into(&mut batch, &proof)?;
@@ -232,7 +231,7 @@ pub async fn delete(
     let user_id = &request.session()?.user_id;
     let body = &request.body;
     if body.medium != Medium::Email {
-        return Err(medium_not_supported());
+        return Err(medium_not_supported().into());
     }
     let _registering = state.auth.registering().await;
     let mut batch = state.storage.batch();

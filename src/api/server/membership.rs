@@ -144,7 +144,7 @@ pub async fn invite(
         .check_invite(policy, inviter, invitee, direct)
     {
         if state.contacts.speaks_contacts(origin).await {
-            return Err(blocked);
+            return Err(blocked.into());
         }
         held = true;
     }

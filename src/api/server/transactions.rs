@@ -102,7 +102,7 @@ async fn receive_edu(state: &AppState, origin: &ServerName, edu: &Value) -> Resu
         "m.direct_to_device" => {
             let own = format!(":{}", state.config.server_name);
             let local = |user: &str| user.ends_with(&own);
-            let devices_of = |user: &str| -> Result<Vec<String>> {
+            let devices_of = |user: &str| -> crate::services::error::Result<Vec<String>> {
                 Ok(state
                     .sessions
                     .devices(user)?

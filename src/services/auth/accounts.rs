@@ -7,7 +7,7 @@ use tokio::sync::MutexGuard;
 
 use super::{AuthService, password};
 use crate::events::{self, DomainEvent};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::now_ms;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,7 +20,7 @@ pub struct Account {
 }
 
 fn invalid_username(message: &str) -> Error {
-    Error::new(http::StatusCode::BAD_REQUEST, "M_INVALID_USERNAME", message)
+    Error::new(ErrorKind::InvalidUsername, message)
 }
 
 impl AuthService {
@@ -53,11 +53,7 @@ impl AuthService {
             .storage
             .contains(&catalog::USERID_ACCOUNT, &user_id.as_str())?
         {
-            return Err(Error::new(
-                http::StatusCode::BAD_REQUEST,
-                "M_USER_IN_USE",
-                "User ID already taken",
-            ));
+            return Err(Error::new(ErrorKind::UserInUse, "User ID already taken"));
         }
         Ok(user_id)
     }

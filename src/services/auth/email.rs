@@ -5,13 +5,12 @@
 
 use std::net::IpAddr;
 
-use http::StatusCode;
 use kith_storage::catalog;
 use serde::{Deserialize, Serialize};
 
 use super::AuthService;
 use super::mailer::Mail;
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::{hash_secret, now_ms, random_string};
 
 /// How long a session may be used after it starts (the mailed token expires sooner).
@@ -53,21 +52,19 @@ pub struct TokenRequest<'a> {
 }
 
 fn auth_failed(message: &str) -> Error {
-    Error::new(StatusCode::BAD_REQUEST, "M_THREEPID_AUTH_FAILED", message)
+    Error::new(ErrorKind::ThreepidAuthFailed, message)
 }
 
 pub fn medium_not_supported() -> Error {
     Error::new(
-        StatusCode::BAD_REQUEST,
-        "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+        ErrorKind::ThreepidMediumNotSupported,
         "This server supports email addresses only",
     )
 }
 
 pub fn threepid_in_use() -> Error {
     Error::new(
-        StatusCode::BAD_REQUEST,
-        "M_THREEPID_IN_USE",
+        ErrorKind::ThreepidInUse,
         "This email address is already in use",
     )
 }
@@ -97,8 +94,7 @@ impl AuthService {
         let config = &self.email_config;
         if !self.email_domain_allowed(&address) {
             return Err(Error::new(
-                StatusCode::FORBIDDEN,
-                "M_THREEPID_DENIED",
+                ErrorKind::ThreepidDenied,
                 "Email addresses at this domain are not allowed here",
             ));
         }
@@ -114,8 +110,7 @@ impl AuthService {
         match request.purpose {
             EmailPurpose::ResetPassword if owner.is_none() => {
                 return Err(Error::new(
-                    StatusCode::BAD_REQUEST,
-                    "M_THREEPID_NOT_FOUND",
+                    ErrorKind::ThreepidNotFound,
                     "No account has this email address",
                 ));
             }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::config::{Email, SmtpSecurity};
-use crate::gateway::Result;
+use crate::services::error::Result;
 use crate::util::now_ms;
 
 /// Longest wait between attempts while the SMTP server fails.

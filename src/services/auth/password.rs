@@ -8,7 +8,7 @@ use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 
 /// Longest password accepted; argon2 takes any length, but a huge one is only a DoS vector.
 pub const MAX_PASSWORD_LEN: usize = 512;
@@ -16,8 +16,7 @@ pub const MAX_PASSWORD_LEN: usize = 512;
 pub async fn hash(password: &str) -> Result<String> {
     if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
         return Err(Error::new(
-            http::StatusCode::BAD_REQUEST,
-            "M_WEAK_PASSWORD",
+            ErrorKind::WeakPassword,
             "Password must be 1 to 512 bytes",
         ));
     }

@@ -5,7 +5,7 @@ use kith_storage::{Batch, catalog};
 use serde::{Deserialize, Serialize};
 
 use super::AuthService;
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 use crate::util::{now_ms, random_string};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,14 +6,13 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use http::StatusCode;
 use kith_storage::{Batch, catalog};
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::AuthService;
 use super::oidc::{Claims, OidcError, OidcProvider};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 use crate::util::{hash_secret, now_ms, random_string};
 
 /// kith's callback, the redirect URI operators register at their provider.
@@ -114,11 +113,7 @@ pub fn oidc_error(error: OidcError) -> Error {
     match error {
         OidcError::Provider(m) => {
             tracing::warn!("SSO provider failed: {m}");
-            Error::new(
-                StatusCode::BAD_GATEWAY,
-                "M_UNKNOWN",
-                "The identity provider could not be reached or answered nonsense",
-            )
+            Error::bad_gateway("The identity provider could not be reached or answered nonsense")
         }
         OidcError::Refused(m) => {
             tracing::info!("SSO sign-in refused: {m}");

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::AuthService;
 use super::email::normalize_address;
 use crate::events::{self, DomainEvent};
-use crate::gateway::Result;
+use crate::services::error::Result;
 use crate::util::now_ms;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,14 +7,13 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use http::StatusCode;
 use ruma::UserId;
 use ruma::api::client::uiaa::{AuthData, UserIdentifier};
 use serde_json::{Map, Value, json};
 
 use super::AuthService;
 use super::email::{EmailProof, EmailPurpose};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::{now_ms, random_string};
 
 /// How long a UIA session may take.
@@ -103,11 +102,11 @@ fn challenge(
         body.insert("errcode".into(), errcode.into());
         body.insert("error".into(), message.into());
     }
-    Error::with_body(StatusCode::UNAUTHORIZED, body)
+    Error::new(ErrorKind::AuthRequired(body), "Authentication needed")
 }
 
 fn unrecognized(message: String) -> Error {
-    Error::new(StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", message)
+    Error::new(ErrorKind::Unrecognized, message)
 }
 
 impl AuthService {
@@ -129,11 +128,7 @@ impl AuthService {
                 .get(id)
                 .filter(|s| s.purpose == purpose && s.user_id == owner)
                 .ok_or_else(|| {
-                    Error::new(
-                        StatusCode::BAD_REQUEST,
-                        "M_UNKNOWN",
-                        "Unknown or expired session",
-                    )
+                    Error::new(ErrorKind::UnknownSession, "Unknown or expired session")
                 })?,
             // A client may complete a one-stage flow without asking first (matrix-nio does).
             None => UiaSession {

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::events::{DomainEvent, Subscriber};
-use crate::gateway::Result;
 use crate::services::auth::RateLimiter;
+use crate::services::error::Result;
 use crate::services::messaging::{has_account_data, put_account_data};
 use crate::util::{StripedLocks, now_ms};
 
@@ -173,7 +173,7 @@ impl Contacts {
     pub async fn remove_friend(&self, user: &str, other: &str) -> Result<()> {
         let _guard = self.lock_pair(user, other).await;
         if !self.are_friends(user, other)? {
-            return Err(crate::gateway::Error::not_found("Not friends"));
+            return Err(crate::services::error::Error::not_found("Not friends"));
         }
         let mut batch = self.storage.batch();
         let mut change = view::Change::default();

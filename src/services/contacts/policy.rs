@@ -1,11 +1,9 @@
 //! The friendship policy messaging asks about: who may be invited, and who may still write
 //! into a direct chat (`[contacts] dm_requires_friendship`).
 
-use http::StatusCode;
-
 use super::Contacts;
 use crate::config::DmPolicy;
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 
 /// How many members make a room a direct chat at most, when not marked `is_direct`.
 pub const DIRECT_MAX_MEMBERS: usize = 2;
@@ -28,8 +26,7 @@ impl Contacts {
         };
         if needed && !self.are_friends(inviter, invitee)? {
             return Err(Error::new(
-                StatusCode::FORBIDDEN,
-                "M_INVITE_BLOCKED",
+                ErrorKind::InviteBlocked,
                 format!("{invitee} accepts invitations only from friends"),
             ));
         }

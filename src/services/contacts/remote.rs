@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::view::Change;
 use super::{Contacts, Direction, FriendRequest, SendOutcome};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::{now_ms, random_string};
 
 /// Where kith's contacts endpoints live on every server.
@@ -62,8 +62,7 @@ fn server_of(user: &str) -> &str {
 
 fn unsupported(server: &str) -> Error {
     Error::new(
-        StatusCode::BAD_REQUEST,
-        "ORG.KITH.CONTACTS_REMOTE_UNSUPPORTED",
+        ErrorKind::RemoteUnsupported,
         format!("{server} does not support friend requests (it is not a kith server)"),
     )
 }

@@ -2,14 +2,13 @@
 //! once), accepting, declining, cancelling. Each runs under the pair's lock, so its checks
 //! still hold when its batch commits.
 
-use http::StatusCode;
 use kith_storage::{Batch, catalog};
 use serde_json::Value;
 
 use super::view::Change;
 use super::{Contacts, Direction, FriendRequest, Friendship, RequestRef};
 use crate::events::{self, DomainEvent};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::{now_ms, random_string};
 
 /// The longest message a request may carry, in bytes.
@@ -20,10 +19,6 @@ pub enum SendOutcome {
     Pending(String),
     /// The other user had already asked: now friends, by their request.
     Accepted(String),
-}
-
-fn conflict(errcode: &str, message: &str) -> Error {
-    Error::new(StatusCode::CONFLICT, errcode, message)
 }
 
 impl Contacts {
@@ -129,17 +124,14 @@ impl Contacts {
     /// pair's lock).
     pub(super) fn check_new_request(&self, from: &str, to: &str) -> Result<()> {
         if self.are_friends(from, to)? {
-            return Err(conflict(
-                "ORG.KITH.CONTACTS_ALREADY_FRIENDS",
-                "Already friends",
-            ));
+            return Err(Error::new(ErrorKind::AlreadyFriends, "Already friends"));
         }
         if self
             .request_ref(from, to)?
             .is_some_and(|r| r.dir == Direction::Outgoing)
         {
-            return Err(conflict(
-                "ORG.KITH.CONTACTS_REQUEST_EXISTS",
+            return Err(Error::new(
+                ErrorKind::RequestExists,
                 "You have already asked this user",
             ));
         }

@@ -6,7 +6,7 @@ use kith_storage::{Batch, catalog};
 use serde_json::{Value, json};
 
 use super::{Contacts, Direction, FriendRequest, Friendship, RequestRef};
-use crate::gateway::Result;
+use crate::services::error::Result;
 use crate::services::messaging::put_account_data;
 
 /// The global account data type the server keeps for each user's contacts.

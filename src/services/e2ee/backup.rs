@@ -3,13 +3,12 @@
 //! replaces a stored one only if it is better (verified, earlier first index, fewer
 //! forwards), as the spec says.
 
-use http::StatusCode;
 use kith_storage::{Batch, catalog};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::E2ee;
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Backup {
@@ -188,12 +187,11 @@ impl E2ee {
         let (current, mut backup) = self.current(user)?.ok_or_else(no_version)?;
         if current != v {
             self.backup(user, v)?;
+            let current_version = current.to_string();
             return Err(Error::new(
-                StatusCode::FORBIDDEN,
-                "M_WRONG_ROOM_KEYS_VERSION",
+                ErrorKind::WrongRoomKeysVersion { current_version },
                 "Not the current backup version",
-            )
-            .with("current_version", current.to_string()));
+            ));
         }
         let mut batch = self.storage.batch();
         let mut changed = false;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::E2ee;
 use super::signed::{cross_signing_key, ed25519_key, signed_by, well_formed};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 
 /// The three kinds, as stored and as the `usage` field names them.
 pub const KINDS: [&str; 3] = ["master", "self_signing", "user_signing"];

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::{E2ee, Target};
 use crate::events::{DomainEvent, Subscriber};
-use crate::gateway::Result;
+use crate::services::error::Result;
 use crate::services::messaging::servers_sharing_rooms;
 
 impl E2ee {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::E2ee;
 use super::signed::{ed25519_key, signed_by, well_formed};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 
 /// The most devices one claim asks about (each is a write).
 const MAX_CLAIMS: usize = 1000;

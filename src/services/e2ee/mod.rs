@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use kith_storage::{Batch, Storage, catalog};
 
-use crate::gateway::Result;
+use crate::services::error::Result;
 use crate::util::StripedLocks;
 
 pub use backup::BackupKeys;

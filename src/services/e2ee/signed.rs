@@ -37,9 +37,9 @@ pub fn signed_by(object: &Value, user: &str, key_id: &str, public_key: &str) -> 
 /// Whether a key object is shaped so it can be stored and added to: an object whose
 /// `signatures` (if any) map users to objects of strings and whose `unsigned` (if any) is
 /// an object. Anything else is `M_BAD_JSON`, so nothing malformed is ever relayed.
-pub fn well_formed(object: &Value) -> crate::gateway::Result<()> {
+pub fn well_formed(object: &Value) -> crate::services::error::Result<()> {
     let bad = |what: &str| {
-        Err(crate::gateway::Error::bad_json(format!(
+        Err(crate::services::error::Error::bad_json(format!(
             "Malformed key: {what}"
         )))
     };

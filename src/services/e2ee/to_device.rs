@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::E2ee;
-use crate::gateway::Result;
+use crate::services::error::Result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ToDevice {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 use crate::util::random_string;
 
 fn path_of(dir: &Path, sha256: &str) -> PathBuf {

@@ -15,7 +15,7 @@ use kith_storage::{Storage, catalog};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::{StripedLocks, now_ms, random_string};
 
 pub use thumbnail::Fit;
@@ -103,18 +103,12 @@ impl Media {
                     FederationError::Remote { status, .. } if status == StatusCode::NOT_FOUND => {
                         not_found()
                     }
-                    other => Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", other.to_string()),
+                    other => Error::bad_gateway(other.to_string()),
                 })?;
         let (file_type, bytes) = content_type
             .as_deref()
             .and_then(|kind| kith_federation::media::decode_multipart(kind, &body))
-            .ok_or_else(|| {
-                Error::new(
-                    StatusCode::BAD_GATEWAY,
-                    "M_UNKNOWN",
-                    format!("{server} sent no file"),
-                )
-            })?;
+            .ok_or_else(|| Error::bad_gateway(format!("{server} sent no file")))?;
         let size = bytes.len() as u64;
         let sha256 = files::store(&self.dir, bytes).await?;
         let record = MediaRecord {
@@ -199,8 +193,7 @@ impl Media {
         }
         if record.sha256.is_some() {
             return Err(Error::new(
-                StatusCode::CONFLICT,
-                "M_CANNOT_OVERWRITE_MEDIA",
+                ErrorKind::CannotOverwriteMedia,
                 "This media already has content",
             ));
         }
@@ -225,8 +218,7 @@ impl Media {
         let record = self.record(server, media_id)?.ok_or_else(not_found)?;
         let Some(sha256) = &record.sha256 else {
             return Err(Error::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "M_NOT_YET_UPLOADED",
+                ErrorKind::NotYetUploaded,
                 "The media has not been uploaded yet",
             ));
         };

@@ -6,13 +6,12 @@
 
 use std::io::Cursor;
 
-use http::StatusCode;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 use kith_storage::catalog;
 use serde::{Deserialize, Serialize};
 
 use super::{Content, Media, files};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 
 /// The sizes made, as the spec recommends: (width, height, method).
 const SIZES: [(u32, u32, Fit); 5] = [
@@ -76,8 +75,8 @@ fn render(
     fit: Fit,
 ) -> Result<Option<(Vec<u8>, &'static str)>> {
     let cannot = |e: image::ImageError| {
-        Error::unknown(
-            StatusCode::BAD_REQUEST,
+        Error::new(
+            ErrorKind::CannotThumbnail,
             format!("Cannot make a thumbnail of this image: {e}"),
         )
     };
@@ -85,8 +84,7 @@ fn render(
     let (source_w, source_h) = reader.into_dimensions().map_err(cannot)?;
     if u64::from(source_w) * u64::from(source_h) > MAX_SOURCE_PIXELS {
         return Err(Error::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "M_TOO_LARGE",
+            ErrorKind::TooLarge,
             "The image is too large to thumbnail",
         ));
     }
@@ -153,8 +151,8 @@ impl Media {
             return Ok(self.content(server, media_id).await?.1);
         }
         let format = format_of(record.content_type.as_deref()).ok_or_else(|| {
-            Error::unknown(
-                StatusCode::BAD_REQUEST,
+            Error::new(
+                ErrorKind::CannotThumbnail,
                 "No thumbnails of this type of media",
             )
         })?;

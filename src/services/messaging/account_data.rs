@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Messaging;
-use crate::gateway::Result;
+use crate::services::error::Result;
 use crate::util::random_string;
 
 /// The room ID part of the key for global account data.

@@ -1,12 +1,11 @@
 //! Room aliases of this server (`#name:server` → room ID).
 
-use http::StatusCode;
 use kith_storage::catalog;
 use ruma::api::federation::query::get_room_information;
 use serde::{Deserialize, Serialize};
 
 use super::Messaging;
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Alias {
@@ -24,8 +23,8 @@ impl Messaging {
     pub async fn create_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<()> {
         let _guard = self.name_locks.lock(alias).await;
         if self.alias(alias)?.is_some() {
-            return Err(Error::unknown(
-                StatusCode::CONFLICT,
+            return Err(Error::new(
+                ErrorKind::AliasInUse,
                 format!("Room alias {alias} already exists"),
             ));
         }

@@ -12,7 +12,7 @@ use ruma::{CanonicalJsonObject, EventId, OwnedEventId, OwnedServerName, RoomId, 
 use serde_json::Value;
 
 use super::{Messaging, StoredPdu};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 
 /// Events asked for per backfill request.
 const BACKFILL_LIMIT: u32 = 100;

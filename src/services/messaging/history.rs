@@ -4,7 +4,7 @@
 use ruma::api::Direction;
 
 use super::{Messaging, StoredPdu};
-use crate::gateway::Result;
+use crate::services::error::Result;
 
 /// Events read per storage scan while paging.
 const CHUNK: usize = 64;

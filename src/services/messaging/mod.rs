@@ -33,7 +33,7 @@ pub use receipts::PRIVATE_READ;
 pub use room::{LocalTransaction, Membership, Room, StoredPdu};
 pub use sync::JoinedSync;
 
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::StripedLocks;
 
 pub struct Messaging {
@@ -217,8 +217,8 @@ impl Messaging {
             .membership(user_id, room)?
             .ok_or_else(|| Error::not_found("You were never in this room"))?;
         if !matches!(membership.membership.as_str(), "leave" | "ban") {
-            return Err(Error::unknown(
-                http::StatusCode::BAD_REQUEST,
+            return Err(Error::new(
+                ErrorKind::StillInRoom,
                 "You must leave the room before forgetting it",
             ));
         }

@@ -4,7 +4,7 @@ use ruma::RoomId;
 use serde_json::Value;
 
 use super::Messaging;
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 
 impl Messaging {
     pub(super) fn state_content(&self, room_id: &RoomId, kind: &str) -> Result<Option<Value>> {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Messaging, StoredPdu};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 
 /// The account data type holding a user's rules.
 pub const PUSH_RULES: &str = "m.push_rules";

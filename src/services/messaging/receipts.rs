@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Messaging, StoredPdu};
 use crate::events::{self, DomainEvent};
-use crate::gateway::Result;
+use crate::services::error::Result;
 use crate::util::now_ms;
 
 /// The receipt type that only its owner sees.

@@ -19,7 +19,7 @@ use ruma::{EventId, OwnedEventId};
 use serde::{Deserialize, Serialize};
 
 use super::Messaging;
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 
 /// The longest chain of changes before a snapshot is kept whole.
 pub(super) const MAX_HOPS: u32 = 100;

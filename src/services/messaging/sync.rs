@@ -5,7 +5,7 @@ use ruma::CanonicalJsonValue;
 use serde_json::{Value, json};
 
 use super::{Membership, Messaging, StoredPdu};
-use crate::gateway::Result;
+use crate::services::error::Result;
 
 /// A joined room's part of a sync.
 pub struct JoinedSync {
@@ -43,7 +43,8 @@ impl Messaging {
 
     /// The room's current state events.
     pub fn state_events(&self, room_id: &str) -> Result<Vec<StoredPdu>> {
-        let room_id = ruma::RoomId::parse(room_id).map_err(crate::gateway::Error::internal)?;
+        let room_id =
+            ruma::RoomId::parse(room_id).map_err(crate::services::error::Error::internal)?;
         let mut events = Vec::new();
         for (_, event_id) in self.state_ids(&room_id)? {
             events.extend(self.stored_pdu(event_id.as_str())?);
@@ -145,7 +146,8 @@ impl Messaging {
     /// The room's state events shown before joining: those of the types above and the
     /// inviter's member event.
     fn invite_state_events(&self, room_id: &str, inviter: &str) -> Result<Vec<StoredPdu>> {
-        let room_id = ruma::RoomId::parse(room_id).map_err(crate::gateway::Error::internal)?;
+        let room_id =
+            ruma::RoomId::parse(room_id).map_err(crate::services::error::Error::internal)?;
         let mut events = Vec::new();
         for ((kind, key), event_id) in self.state_ids(&room_id)? {
             let shown = INVITE_STATE.contains(&kind.as_str())

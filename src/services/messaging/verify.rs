@@ -10,7 +10,7 @@ use ruma::signatures::Verified;
 use serde::Serialize;
 
 use super::{Messaging, Room, StoredPdu};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {

@@ -5,7 +5,7 @@
 use ruma::RoomId;
 
 use super::{Messaging, StoredPdu};
-use crate::gateway::Result;
+use crate::services::error::Result;
 
 /// What a reader may see of a room, decided once per request.
 pub enum Visibility {

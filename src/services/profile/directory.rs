@@ -10,7 +10,7 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
 use super::Profile;
-use crate::gateway::Result;
+use crate::services::error::Result;
 
 /// The most index entries one search word reads; a word that matches more (a single
 /// letter on a big server) gives the first ones, and the search says it was limited.

@@ -11,7 +11,7 @@ use kith_storage::{Storage, catalog};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::gateway::Result;
+use crate::services::error::Result;
 use crate::services::messaging::servers_sharing_rooms;
 use crate::util::{StripedLocks, now_ms};
 

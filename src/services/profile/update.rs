@@ -2,15 +2,14 @@
 //! write; then the new name or avatar goes into every room the user is in, as a new
 //! `m.room.member` event (each room its own write, as each room has its own lock).
 
-use http::StatusCode;
 use ruma::UserId;
 use ruma::events::TimelineEventType;
 use serde_json::Value;
 
 use super::{Profile, directory, new_profile, profile};
 use crate::events::{self, DomainEvent};
-use crate::gateway::{Error, Result};
 use crate::services::Services;
+use crate::services::error::{Error, ErrorKind, Result};
 use crate::services::messaging::EventSpec;
 
 /// The most bytes a profile field may hold, as JSON.
@@ -20,7 +19,7 @@ const MAX_KEY_BYTES: usize = 255;
 const MAX_PROFILE_BYTES: usize = 64 * 1024;
 
 fn too_large(message: String) -> Error {
-    Error::new(StatusCode::BAD_REQUEST, "M_PROFILE_TOO_LARGE", message)
+    Error::new(ErrorKind::ProfileTooLarge, message)
 }
 
 impl Services {
@@ -41,8 +40,7 @@ impl Services {
         }
         if field.len() > MAX_KEY_BYTES {
             return Err(Error::new(
-                StatusCode::BAD_REQUEST,
-                "M_KEY_TOO_LARGE",
+                ErrorKind::KeyTooLarge,
                 format!("A profile field's name has at most {MAX_KEY_BYTES} bytes"),
             ));
         }

@@ -17,7 +17,7 @@ use tokens::{AccessClaims, TokenSigner};
 
 use crate::config::Config;
 use crate::events::{self, DomainEvent, RevokeReason};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 use crate::util::{StripedLocks, hash_secret, now_ms, random_device_id, random_string};
 
 /// An authenticated caller.

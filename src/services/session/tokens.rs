@@ -10,7 +10,7 @@ use kith_storage::{Storage, catalog};
 use serde::{Deserialize, Serialize};
 
 use super::{Device, Session};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, Result};
 use crate::util::random_string;
 
 /// The `global_value` key holding the signing secret.

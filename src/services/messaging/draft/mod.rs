@@ -9,7 +9,6 @@ mod redaction;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use http::StatusCode;
 use kith_federation::{NewEvent, Outgoing, Pdu, PduError, Queue, pdu};
 use kith_storage::{Batch, catalog};
 use ruma::events::TimelineEventType;
@@ -24,7 +23,7 @@ use tokio::sync::MutexGuard;
 use super::state::{MAX_HOPS, Snapshot, StateIds, add_own};
 use super::{LocalTransaction, Membership, Messaging, Room, StoredPdu, UnreadCounts};
 use crate::events::{self, DomainEvent};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::now_ms;
 
 /// A new event's parts, before it is built on the room.
@@ -69,17 +68,12 @@ const MAX_DEPTH: u64 = (1 << 53) - (1 << 32);
 fn pdu_error(e: PduError) -> Error {
     match e {
         PduError::UnsupportedVersion(v) => Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_UNSUPPORTED_ROOM_VERSION",
+            ErrorKind::UnsupportedRoomVersion,
             format!("Room version {v} is not supported"),
         ),
         // ruma's words for the whole event over 65,535 bytes (a long ID is a 400 below).
         PduError::Format(m) | PduError::Signing(m) if m.contains("PDU is larger than") => {
-            Error::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "M_TOO_LARGE",
-                "Event is larger than 65536 bytes",
-            )
+            Error::new(ErrorKind::TooLarge, "Event is larger than 65536 bytes")
         }
         PduError::Format(m) => Error::bad_json(m),
         PduError::Signing(m) => Error::internal(m),

@@ -37,16 +37,12 @@ impl Messaging {
             .send_json(invitee.server_name(), http::Method::PUT, &path, Some(&body))
             .await
             .map_err(remote_error)?;
-        let signed = answer.get("event").ok_or_else(|| {
-            Error::new(
-                StatusCode::BAD_GATEWAY,
-                "M_UNKNOWN",
-                "The invitee's server sent no event",
-            )
-        })?;
+        let signed = answer
+            .get("event")
+            .ok_or_else(|| Error::bad_gateway("The invitee's server sent no event"))?;
         // Only their signature is taken, and only if it holds over our event.
         let server = invitee.server_name().as_str();
-        let bad = |m: &str| Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", m.to_owned());
+        let bad = |m: &str| Error::bad_gateway(m);
         let theirs = signed
             .get("signatures")
             .and_then(|s| s.get(server))

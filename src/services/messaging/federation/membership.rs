@@ -199,8 +199,8 @@ impl Messaging {
             .map(|r| (r, true))
             .chain(state.auth_chain.iter().map(|r| (r, false)))
         {
-            let object: CanonicalJsonObject = serde_json::from_str(raw.get())
-                .map_err(|e| Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", e.to_string()))?;
+            let object: CanonicalJsonObject =
+                serde_json::from_str(raw.get()).map_err(|e| Error::bad_gateway(e.to_string()))?;
             let event = match self.verify_received(&version, object).await {
                 Ok(event) => event,
                 Err(e) => {
@@ -268,7 +268,7 @@ impl Messaging {
         membership: &str,
         content: Value,
     ) -> Result<CanonicalJsonObject> {
-        let bad_gateway = |m: String| Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", m);
+        let bad_gateway = Error::bad_gateway;
         let mut template: CanonicalJsonObject =
             serde_json::from_str(template).map_err(|e| bad_gateway(e.to_string()))?;
         let asked = template.get("room_id").and_then(|r| r.as_str()) == Some(room_id.as_str());

@@ -10,7 +10,6 @@ mod membership;
 
 pub use invites::InviteIn;
 
-use http::StatusCode;
 use kith_federation::pdu::{self, SUPPORTED_VERSIONS};
 use kith_federation::{FederationClient, FederationError, Pdu};
 use kith_storage::catalog;
@@ -28,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::draft::{Draft, EventSpec};
 use super::{Messaging, Room, StoredPdu};
-use crate::gateway::{Error, Result};
+use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::now_ms;
 
 /// How long a remote user types without a renewal (Synapse renews every 40 s and forgets
@@ -36,12 +35,13 @@ use crate::util::now_ms;
 pub const REMOTE_TYPING: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn incompatible(version: &RoomVersionId) -> Error {
+    let kind = ErrorKind::IncompatibleRoomVersion {
+        version: version.to_string(),
+    };
     Error::new(
-        StatusCode::BAD_REQUEST,
-        "M_INCOMPATIBLE_ROOM_VERSION",
+        kind,
         format!("Room version {version} is not supported here"),
     )
-    .with("room_version", version.as_str())
 }
 
 /// A peer's failure, as our client sees it: its own Matrix error passed on where it gave
@@ -53,8 +53,11 @@ pub fn remote_error(e: FederationError) -> Error {
             errcode,
             error,
             ..
-        } if !errcode.is_empty() && status.is_client_error() => Error::new(status, &errcode, error),
-        other => Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", other.to_string()),
+        } if !errcode.is_empty() && status.is_client_error() => {
+            let status = status.as_u16();
+            Error::new(ErrorKind::Remote { status, errcode }, error)
+        }
+        other => Error::bad_gateway(other.to_string()),
     }
 }
 
