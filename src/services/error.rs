@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use kith_federation::FederationError;
 use serde_json::{Map, Value};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -166,5 +167,22 @@ impl std::fmt::Display for Error {
 impl From<kith_storage::Error> for Error {
     fn from(e: kith_storage::Error) -> Error {
         Error::internal(e)
+    }
+}
+
+/// A peer's failure, as our client sees it: its own Matrix error passed on where it gave
+/// one (an invite it blocked stays `M_INVITE_BLOCKED`), else 502.
+pub fn remote_error(e: FederationError) -> Error {
+    match e {
+        FederationError::Remote {
+            status,
+            errcode,
+            error,
+            ..
+        } if !errcode.is_empty() && status.is_client_error() => {
+            let status = status.as_u16();
+            Error::new(ErrorKind::Remote { status, errcode }, error)
+        }
+        other => Error::bad_gateway(other.to_string()),
     }
 }

@@ -2,6 +2,7 @@
 //! the router's shared state, [`AppState`]. They speak the domain: their errors are
 //! [`error::Error`] kinds, which only the gateway turns into HTTP.
 
+pub mod account_data;
 pub mod auth;
 pub mod contacts;
 pub mod e2ee;

@@ -9,7 +9,7 @@ use ruma::api::federation::query::get_profile_information;
 use ruma::profile::ProfileFieldValue;
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
-use crate::services::messaging::remote_error;
+use crate::services::error::remote_error;
 use crate::services::profile::Profile;
 use crate::services::session::Session;
 use crate::services::{AppState, profile};

@@ -205,7 +205,7 @@ impl Contacts {
             {
                 return Err(unsupported(to.server_name().as_str()));
             }
-            Err(e) if e.answered() => return Err(crate::services::messaging::remote_error(e)),
+            Err(e) if e.answered() => return Err(crate::services::error::remote_error(e)),
             // Not reachable now: the request stands here and reaches them later.
             Err(e) => {
                 tracing::info!(%to, "friend request queued: {e}");

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Contacts, Direction, FriendRequest, Friendship, RequestRef};
 use crate::services::error::Result;
-use crate::services::messaging::put_account_data;
+use crate::services::account_data::put_account_data;
 
 /// The global account data type the server keeps for each user's contacts.
 pub const CONTACTS_EVENT: &str = "org.kith.contacts";

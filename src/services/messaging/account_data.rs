@@ -1,49 +1,13 @@
 //! Account data (global and per room) and sync filters: what a user's clients store on the
 //! server for themselves. Each change takes a stream position, so `/sync` delivers it once.
 
-use kith_storage::{Batch, catalog};
-use serde::{Deserialize, Serialize};
+use kith_storage::catalog;
 use serde_json::Value;
 
 use super::Messaging;
+use crate::services::account_data::{AccountData, GLOBAL, put_account_data};
 use crate::services::error::Result;
 use crate::util::random_string;
-
-/// The room ID part of the key for global account data.
-const GLOBAL: &str = "";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AccountData {
-    pub position: u64,
-    pub content: Value,
-}
-
-/// Writes an account data entry into `batch` at a new stream position (for changes made
-/// together with the data they describe, such as contacts).
-pub fn put_account_data(
-    batch: &mut Batch,
-    user_id: &str,
-    room: Option<&str>,
-    kind: &str,
-    content: Value,
-) -> kith_storage::Result<()> {
-    let position = batch.new_position()?;
-    let key = (user_id, room.unwrap_or(GLOBAL), kind);
-    let data = AccountData { position, content };
-    batch.put(&catalog::USERID_ROOMID_TYPE_ACCOUNTDATA, &key, &data)
-}
-
-/// Whether the user has global account data of this type.
-pub fn has_account_data(
-    storage: &kith_storage::Storage,
-    user_id: &str,
-    kind: &str,
-) -> kith_storage::Result<bool> {
-    storage.contains(
-        &catalog::USERID_ROOMID_TYPE_ACCOUNTDATA,
-        &(user_id, GLOBAL, kind),
-    )
-}
 
 impl Messaging {
     /// One account data entry's content; `room` is `None` for global data.

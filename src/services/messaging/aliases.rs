@@ -57,7 +57,7 @@ impl Messaging {
             let found = client
                 .send(alias.server_name(), request)
                 .await
-                .map_err(super::remote_error)?;
+                .map_err(crate::services::error::remote_error)?;
             return Ok((found.room_id, found.servers));
         }
         let found = self

@@ -24,9 +24,8 @@ use kith_federation::{FederationClient, Outbox, Queue, ServerKeys};
 use kith_storage::{Storage, catalog};
 use ruma::{OwnedEventId, RoomId};
 
-pub use account_data::{has_account_data, put_account_data};
 pub use draft::{Draft, EventSpec};
-pub use federation::{InviteIn, REMOTE_TYPING, remote_error};
+pub use federation::{InviteIn, REMOTE_TYPING};
 
 pub use push::{PUSH_RULES, UnreadCounts};
 pub use receipts::PRIVATE_READ;

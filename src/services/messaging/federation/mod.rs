@@ -11,7 +11,7 @@ mod membership;
 pub use invites::InviteIn;
 
 use kith_federation::pdu::{self, SUPPORTED_VERSIONS};
-use kith_federation::{FederationClient, FederationError, Pdu};
+use kith_federation::{FederationClient, Pdu};
 use kith_storage::catalog;
 use ruma::api::federation::event::get_missing_events;
 use ruma::api::federation::membership::{
@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::draft::{Draft, EventSpec};
 use super::{Messaging, Room, StoredPdu};
-use crate::services::error::{Error, ErrorKind, Result};
+use crate::services::error::{Error, ErrorKind, Result, remote_error};
 use crate::util::now_ms;
 
 /// How long a remote user types without a renewal (Synapse renews every 40 s and forgets
@@ -42,23 +42,6 @@ fn incompatible(version: &RoomVersionId) -> Error {
         kind,
         format!("Room version {version} is not supported here"),
     )
-}
-
-/// A peer's failure, as our client sees it: its own Matrix error passed on where it gave
-/// one (an invite it blocked stays `M_INVITE_BLOCKED`), else 502.
-pub fn remote_error(e: FederationError) -> Error {
-    match e {
-        FederationError::Remote {
-            status,
-            errcode,
-            error,
-            ..
-        } if !errcode.is_empty() && status.is_client_error() => {
-            let status = status.as_u16();
-            Error::new(ErrorKind::Remote { status, errcode }, error)
-        }
-        other => Error::bad_gateway(other.to_string()),
-    }
 }
 
 fn object_of(value: &Value) -> Result<CanonicalJsonObject> {
