@@ -41,4 +41,3 @@ pub fn has_account_data(
         &(user_id, GLOBAL, kind),
     )
 }
-

@@ -13,11 +13,10 @@ use serde_json::{Value, json};
 
 use super::membership::member_content;
 use super::{json_of, raw};
-use crate::config::DmPolicy;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
 use crate::services::contacts::DIRECT_MAX_MEMBERS;
-use crate::services::messaging::{EventSpec, LocalTransaction, StoredPdu};
+use crate::services::messaging::{EventSpec, StoredPdu, Transaction};
 use crate::services::session::Session;
 
 const SUPPORTED_VERSIONS: [RoomVersionId; 3] =
@@ -290,34 +289,8 @@ pub async fn send_message(
     )))
 }
 
-/// The friendship policy for writing into a direct chat (under its lock): its two members
-/// must still be friends, unless the other is on a server without friend requests (as for
-/// invites, chatting with them is this user's own consent).
-async fn check_direct_send(
-    state: &AppState,
-    session: &Session,
-    room_id: &RoomId,
-    direct: bool,
-) -> Result<()> {
-    let policy = state.config.contacts.dm_requires_friendship;
-    if !direct || policy == DmPolicy::Off {
-        return Ok(());
-    }
-    let members = state.messaging.joined_members(room_id.as_str())?;
-    let me = session.user_id.as_str();
-    let other = members.iter().find(|m| m.as_str() != me);
-    if let Some(other) = other.and_then(|o| ruma::UserId::parse(o).ok())
-        && other.server_name().as_str() != state.config.server_name
-        && !state.contacts.speaks_contacts(other.server_name()).await
-    {
-        return Ok(());
-    }
-    Ok(state.contacts.check_send(policy, me, &members)?)
-}
-
-/// Sends one event for a device under a transaction ID: a replay with the same `scope`
-/// (the request path, as Synapse scopes them) returns the first event's ID and creates
-/// nothing.
+/// Sends one event for a device under a transaction ID, through messaging (which applies
+/// the friendship policy and makes replays answer the first event's ID).
 pub(super) async fn send_once(
     state: &AppState,
     session: &Session,
@@ -326,34 +299,17 @@ pub(super) async fn send_once(
     txn_id: &TransactionId,
     spec: EventSpec,
 ) -> Result<OwnedEventId> {
-    let txn = (session.user_id.as_str(), session.device_id.as_str(), scope);
-    let mut draft = state
-        .messaging
-        .draft(room_id)
-        .await
-        .map_err(|_| not_in_room())?;
-    // Checked under the room's lock: a concurrent replay waits, then finds the first answer.
-    if let Some(event_id) = state.messaging.transaction(txn)? {
-        return Ok(event_id);
-    }
-    // One may still take back (redact) what one said after a friendship ended.
-    if spec.kind != TimelineEventType::RoomRedaction {
-        check_direct_send(state, session, room_id, draft.is_direct()).await?;
-    }
-    let pdu = draft.add(spec)?;
-    let transaction = LocalTransaction {
-        device_id: session.device_id.to_string(),
-        txn_id: txn_id.to_string(),
+    let transaction = Transaction {
+        device_id: &session.device_id,
+        txn_id,
+        scope,
     };
-    draft.set_transaction(&pdu.event_id, transaction);
-    let mut batch = state.storage.batch();
-    batch.put(
-        &kith_storage::catalog::USERID_DEVICEID_TXNID_EVENTID,
-        &txn,
-        &pdu.event_id,
-    )?;
-    draft.commit(batch).await?;
-    Ok(pdu.event_id)
+    let policy = state.config.contacts.dm_requires_friendship;
+    let contacts = &state.contacts;
+    let sent = state
+        .messaging
+        .send(contacts, policy, room_id, Some(transaction), spec);
+    Ok(sent.await?)
 }
 
 /// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
@@ -371,19 +327,13 @@ pub async fn send_state(
         &body.state_key,
         content,
     );
-    let mut draft = state
+    let policy = state.config.contacts.dm_requires_friendship;
+    let room_id = &body.room_id;
+    let sent = state
         .messaging
-        .draft(&body.room_id)
-        .await
-        .map_err(|_| not_in_room())?;
-    check_direct_send(&state, session, &body.room_id, draft.is_direct()).await?;
-    draft.add(spec)?;
-    let mut stored = draft.commit(state.storage.batch()).await?;
-    let stored = stored
-        .pop()
-        .ok_or_else(|| Error::internal("nothing committed"))?;
+        .send(&state.contacts, policy, room_id, None, spec);
     Ok(RumaResponse(send_state_event::v3::Response::new(
-        stored.event_id,
+        sent.await?,
     )))
 }
 

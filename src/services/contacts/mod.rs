@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::events::{DomainEvent, Subscriber};
+use crate::services::account_data::{has_account_data, put_account_data};
 use crate::services::auth::RateLimiter;
 use crate::services::error::Result;
-use crate::services::account_data::{has_account_data, put_account_data};
 use crate::util::{StripedLocks, now_ms};
 
 pub use policy::DIRECT_MAX_MEMBERS;

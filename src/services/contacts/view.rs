@@ -6,8 +6,8 @@ use kith_storage::{Batch, catalog};
 use serde_json::{Value, json};
 
 use super::{Contacts, Direction, FriendRequest, Friendship, RequestRef};
-use crate::services::error::Result;
 use crate::services::account_data::put_account_data;
+use crate::services::error::Result;
 
 /// The global account data type the server keeps for each user's contacts.
 pub const CONTACTS_EVENT: &str = "org.kith.contacts";

@@ -13,6 +13,7 @@ mod power;
 mod push;
 mod receipts;
 mod room;
+mod send;
 mod state;
 mod sync;
 mod verify;
@@ -30,6 +31,7 @@ pub use federation::{InviteIn, REMOTE_TYPING};
 pub use push::{PUSH_RULES, UnreadCounts};
 pub use receipts::PRIVATE_READ;
 pub use room::{LocalTransaction, Membership, Room, StoredPdu};
+pub use send::Transaction;
 pub use sync::JoinedSync;
 
 use crate::services::error::{Error, ErrorKind, Result};
