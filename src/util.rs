@@ -1,18 +1,17 @@
 //! Small helpers shared by the services.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng;
 use rand::distr::Alphanumeric;
+use ruma::{ServerName, UserId};
 use sha2::{Digest, Sha256};
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+pub use kith_federation::now_ms;
+
+/// The server part of a user ID, as ruma parses it (`None` if it is not a user ID).
+pub fn server_of(user_id: &str) -> Option<&ServerName> {
+    <&UserId>::try_from(user_id).ok().map(UserId::server_name)
 }
 
 /// A random string of ASCII letters and digits from the OS-seeded CSPRNG.

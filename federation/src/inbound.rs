@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::now_ms;
 use kith_storage::{Storage, catalog};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,12 +19,6 @@ pub struct Handled {
     pub ts: u64,
     /// The per-PDU results sent back: `{}` or `{error}` by event ID.
     pub pdus: BTreeMap<String, Value>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Handled {

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::now_ms;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use kith_storage::{Storage, catalog};
@@ -160,12 +161,6 @@ impl ServerKeys {
         let _ = ruma::signatures::sign_json(&self.server_name, &self.key_pair, &mut object);
         object
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {

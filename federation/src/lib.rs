@@ -18,3 +18,11 @@ pub use keys::{KeyError, ServerKeys};
 pub use pdu::{NewEvent, Pdu, PduError};
 pub use queue::{Outbox, Outgoing, Queue};
 pub use remote_keys::RemoteKey;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it): the one clock of
+/// timestamps, expiries and backoffs, here and in the server.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use crate::client::{FederationClient, FederationError};
+use crate::now_ms;
 
 const MAX_PDUS: usize = 50;
 const MAX_EDUS: usize = 100;
@@ -53,7 +54,13 @@ impl Outbox {
         destination: &str,
         item: &Outgoing,
     ) -> Result<u64, kith_storage::Error> {
-        Queue::push_into(batch, destination, item)
+        let position = batch.new_position()?;
+        batch.put(
+            &catalog::DESTINATION_POSITION_OUTGOING,
+            &(destination, position),
+            item,
+        )?;
+        Ok(position)
     }
 
     /// Has the queue send an item for `destination` once the write holding `position`
@@ -105,12 +112,6 @@ pub struct Queue {
     backing_off: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Queue {
     /// Starts the dispatcher and resumes every destination with queued items.
     pub fn start(storage: Storage, client: Arc<FederationClient>) -> Arc<Queue> {
@@ -152,21 +153,6 @@ impl Queue {
             Err(e) => tracing::error!("cannot read the federation queue: {e}"),
         }
         queue
-    }
-
-    /// Appends `item` for `destination` to `batch`; returns its position.
-    pub fn push_into(
-        batch: &mut Batch,
-        destination: &str,
-        item: &Outgoing,
-    ) -> Result<u64, kith_storage::Error> {
-        let position = batch.new_position()?;
-        batch.put(
-            &catalog::DESTINATION_POSITION_OUTGOING,
-            &(destination, position),
-            item,
-        )?;
-        Ok(position)
     }
 
     /// Has the destination's worker look at its queue.

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use kith_storage::{Storage, catalog};
 use ruma::serde::Base64;
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ServerKeys;
 use crate::client::FederationClient;
+use crate::now_ms;
 
 const MAX_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -51,12 +52,6 @@ struct OldVerifyKey {
 pub struct RemoteKeys {
     storage: Storage,
     own: Arc<ServerKeys>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl RemoteKeys {

@@ -17,6 +17,7 @@ use super::json_of;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
 use crate::services::e2ee::{self, Target, Upload};
+use crate::util::server_of;
 
 /// `POST /_matrix/client/v3/keys/upload`: device keys, one-time and fallback keys.
 pub async fn upload(
@@ -99,7 +100,7 @@ fn split_by_server<T>(
     let mut local = BTreeMap::new();
     let mut remote: BTreeMap<String, BTreeMap<String, T>> = BTreeMap::new();
     for (user, value) in asked {
-        match user.split_once(':').map(|(_, server)| server) {
+        match server_of(&user).map(|server| server.as_str()) {
             Some(server) if server != state.config.server_name => {
                 remote
                     .entry(server.to_owned())

@@ -20,6 +20,7 @@ use crate::services::contacts::DIRECT_MAX_MEMBERS;
 use crate::services::messaging::{Draft, EventSpec};
 use crate::services::profile;
 use crate::services::session::Session;
+use crate::util::server_of;
 
 /// A member event's extra content: the user's profile (as Synapse adds it) and a reason.
 pub(super) fn member_content(
@@ -220,8 +221,8 @@ pub(super) async fn send_invite(
     let remote = invite
         .state_key
         .as_deref()
-        .and_then(|k| k.split_once(':'))
-        .is_some_and(|(_, server)| server != state.config.server_name);
+        .and_then(server_of)
+        .is_some_and(|server| server != state.config.server_name.as_str());
     if remote {
         state.messaging.invite_remote(&mut draft, &invite).await?;
     }

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::view::Change;
 use super::{Contacts, Direction, FriendRequest, SendOutcome};
 use crate::services::error::{Error, ErrorKind, Result};
-use crate::util::{now_ms, random_string};
+use crate::util::{now_ms, random_string, server_of};
 
 /// Where kith's contacts endpoints live on every server.
 pub const FEDERATION_PREFIX: &str = "/_matrix/federation/unstable/org.kith.contacts/v1";
@@ -56,10 +56,6 @@ pub struct RemoteRemove {
     pub target: String,
 }
 
-fn server_of(user: &str) -> &str {
-    user.split_once(':').map_or("", |(_, server)| server)
-}
-
 fn unsupported(server: &str) -> Error {
     Error::new(
         ErrorKind::RemoteUnsupported,
@@ -69,7 +65,7 @@ fn unsupported(server: &str) -> Error {
 
 impl Contacts {
     pub(super) fn is_local(&self, user: &str) -> bool {
-        server_of(user) == self.server_name
+        server_of(user).is_some_and(|s| s == self.server_name.as_str())
     }
 
     /// Queues a `PUT` to `user`'s server in `batch` if they are on another server;
@@ -84,7 +80,9 @@ impl Contacts {
         if self.is_local(user) || self.federation.is_none() {
             return Ok(None);
         }
-        let server = server_of(user).to_owned();
+        let Some(server) = server_of(user).map(|s| s.to_string()) else {
+            return Ok(None);
+        };
         let path = format!("{FEDERATION_PREFIX}{path}");
         Outbox::push_into(batch, &server, &Outgoing::Put { path, body })?;
         Ok(Some(server))

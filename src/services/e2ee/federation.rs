@@ -75,7 +75,7 @@ pub fn to_device_into(
 ) -> Result<()> {
     let mut by_server: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
     for (user, devices) in messages {
-        let Some((_, server)) = user.split_once(':') else {
+        let Some(server) = crate::util::server_of(&user).map(|s| s.to_string()) else {
             continue;
         };
         let devices: serde_json::Map<String, Value> = devices.into_iter().collect();

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::{Messaging, StoredPdu};
 use crate::services::error::{Error, Result};
+use crate::util::server_of;
 
 /// Events asked for per backfill request.
 const BACKFILL_LIMIT: u32 = 100;
@@ -164,12 +165,11 @@ impl Messaging {
         let own = self.server_name();
         let mut servers: Vec<OwnedServerName> = Vec::new();
         for user in self.joined_members(room_id.as_str())? {
-            if let Some(server) = user.split_once(':').map(|(_, s)| s)
+            if let Some(server) = server_of(&user)
                 && server != own
-                && let Ok(server) = ServerName::parse(server)
-                && !servers.contains(&server)
+                && !servers.iter().any(|s| s == server)
             {
-                servers.push(server);
+                servers.push(server.to_owned());
             }
         }
         for server in servers {

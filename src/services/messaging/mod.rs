@@ -21,7 +21,7 @@ mod visibility;
 
 use std::sync::Arc;
 
-use kith_federation::{FederationClient, Outbox, Queue, ServerKeys};
+use kith_federation::{FederationClient, Outbox, ServerKeys};
 use kith_storage::{Storage, catalog};
 use ruma::{OwnedEventId, RoomId};
 
@@ -35,7 +35,7 @@ pub use send::Transaction;
 pub use sync::JoinedSync;
 
 use crate::services::error::{Error, ErrorKind, Result};
-use crate::util::StripedLocks;
+use crate::util::{StripedLocks, server_of};
 
 pub struct Messaging {
     storage: Storage,
@@ -90,12 +90,12 @@ impl Messaging {
         let servers: std::collections::BTreeSet<String> = self
             .joined_members(room_id)?
             .iter()
-            .filter_map(|user| user.split_once(':').map(|(_, server)| server.to_owned()))
+            .filter_map(|user| server_of(user).map(|s| s.to_string()))
             .filter(|server| server != own)
             .collect();
         let item = kith_federation::Outgoing::Edu(edu);
         for server in &servers {
-            Queue::push_into(batch, server, &item)?;
+            Outbox::push_into(batch, server, &item)?;
         }
         Ok(servers.into_iter().collect())
     }
@@ -335,10 +335,10 @@ pub fn servers_sharing_rooms(
             storage.scan_prefix(&catalog::ROOMID_USERID_MEMBERSHIP, &(room.as_str(),))?;
         for ((_, member), membership) in members {
             if membership.membership == "join"
-                && let Some((_, server)) = member.split_once(':')
+                && let Some(server) = server_of(&member)
                 && server != own
             {
-                servers.insert(server.to_owned());
+                servers.insert(server.to_string());
             }
         }
     }

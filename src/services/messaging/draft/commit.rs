@@ -244,7 +244,7 @@ impl Draft<'_> {
         memberships: &HashMap<String, Membership>,
     ) -> Result<Vec<String>> {
         let own = self.messaging.server_name();
-        let server_of = |user: &str| user.split_once(':').map(|(_, s)| s.to_owned());
+        let server_of = |user: &str| crate::util::server_of(user).map(|s| s.to_string());
         let mut servers: BTreeSet<String> = members.iter().filter_map(|u| server_of(u)).collect();
         for (user, membership) in memberships {
             if matches!(membership.membership.as_str(), "join" | "leave" | "ban") {
@@ -259,7 +259,7 @@ impl Draft<'_> {
             .filter(|p| !self.received.contains(&p.event_id))
         {
             for server in servers.iter().filter(|s| *s != pdu.origin().as_str()) {
-                Queue::push_into(batch, server, &Outgoing::Pdu(pdu.json.clone()))?;
+                Outbox::push_into(batch, server, &Outgoing::Pdu(pdu.json.clone()))?;
                 destinations.insert(server.clone());
             }
         }

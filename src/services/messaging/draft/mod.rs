@@ -9,7 +9,7 @@ mod redaction;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use kith_federation::{NewEvent, Outgoing, Pdu, PduError, Queue, pdu};
+use kith_federation::{NewEvent, Outbox, Outgoing, Pdu, PduError, pdu};
 use kith_storage::{Batch, catalog};
 use ruma::events::TimelineEventType;
 use ruma::room_version_rules::RoomVersionRules;

@@ -47,7 +47,7 @@ impl Draft<'_> {
                 continue;
             }
             if let Some(stored) = self.messaging.stored_pdu(head.as_str())? {
-                Queue::push_into(batch, server, &Outgoing::Pdu(stored.json))?;
+                Outbox::push_into(batch, server, &Outgoing::Pdu(stored.json))?;
             }
         }
         Ok(())
