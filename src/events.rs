@@ -101,6 +101,8 @@ pub fn append(batch: &mut Batch, event: DomainEvent) -> kith_storage::Result<u64
 pub trait Subscriber: Send + Sync + 'static {
     /// The cursor's name; never change it once released.
     fn name(&self) -> &'static str;
+    /// Whether it reacts to `event`; the others it passes by without writing anything.
+    fn wants(&self, event: &DomainEvent) -> bool;
     fn handle(
         &self,
         storage: &Storage,
@@ -112,12 +114,24 @@ pub trait Subscriber: Send + Sync + 'static {
 /// How many events one subscriber batch covers.
 const CHUNK: usize = 256;
 
+/// How far a subscriber may get past its stored cursor while passing events by before the
+/// cursor is written anyway: what it reads again (and passes by again) after a restart.
+const IDLE_CURSOR_LAG: u64 = 4096;
+
+/// Where a subscriber is: `at` in memory, `stored` on disk (written with what it handles).
+#[derive(Debug, Default)]
+pub struct Cursor {
+    at: Option<u64>,
+    stored: u64,
+}
+
 /// Runs `subscriber` until the process ends: catch up from its cursor, then wait for commits.
 pub fn spawn(storage: Storage, subscriber: Arc<dyn Subscriber>) {
     tokio::spawn(async move {
         let mut commits = storage.subscribe();
+        let mut cursor = Cursor::default();
         loop {
-            match catch_up(&storage, subscriber.as_ref()).await {
+            match catch_up(&storage, subscriber.as_ref(), &mut cursor).await {
                 Ok(()) => {}
                 Err(e) => {
                     tracing::error!(subscriber = subscriber.name(), %e, "event subscriber failed; retrying");
@@ -132,37 +146,135 @@ pub fn spawn(storage: Storage, subscriber: Arc<dyn Subscriber>) {
     });
 }
 
-/// Handles every visible event after the subscriber's cursor.
-pub async fn catch_up(storage: &Storage, subscriber: &dyn Subscriber) -> kith_storage::Result<()> {
+/// Handles every visible event after the subscriber's cursor that it wants. The cursor is
+/// written (a synced write) with what it handles, or once it is `IDLE_CURSOR_LAG` ahead of
+/// what is stored; events it passes by cost no write.
+pub async fn catch_up(
+    storage: &Storage,
+    subscriber: &dyn Subscriber,
+    cursor: &mut Cursor,
+) -> kith_storage::Result<()> {
+    let name = subscriber.name();
+    let mut at = match cursor.at {
+        Some(at) => at,
+        None => {
+            cursor.stored = storage
+                .get(&catalog::SUBSCRIBER_CURSOR, &name)?
+                .unwrap_or(0);
+            cursor.stored
+        }
+    };
     loop {
-        let name = subscriber.name();
-        let cursor: u64 = storage
-            .get(&catalog::SUBSCRIBER_CURSOR, &name)?
-            .unwrap_or(0);
+        cursor.at = Some(at);
         let visible = storage.position();
-        if cursor >= visible {
+        if at >= visible {
             return Ok(());
         }
         let entries: Vec<(u64, LogEntry)> =
-            storage.scan_from(&catalog::STREAM_EVENT, &(cursor + 1), CHUNK)?;
+            storage.scan_from(&catalog::STREAM_EVENT, &(at + 1), CHUNK)?;
         let mut batch = storage.batch();
-        let mut last = cursor;
+        let mut handled = false;
+        let mut last = at;
         for (position, entry) in entries.iter().take_while(|(p, _)| *p <= visible) {
-            subscriber.handle(storage, &entry.event, &mut batch)?;
+            if subscriber.wants(&entry.event) {
+                subscriber.handle(storage, &entry.event, &mut batch)?;
+                handled = true;
+            }
             last = *position;
         }
-        if last == cursor {
+        if last == at {
             // Nothing logged up to `visible` (positions without events): move past them.
             last = visible;
         }
-        batch.put(&catalog::SUBSCRIBER_CURSOR, &name, &last)?;
-        storage.commit(batch).await?;
+        if handled || last - cursor.stored >= IDLE_CURSOR_LAG {
+            batch.put(&catalog::SUBSCRIBER_CURSOR, &name, &last)?;
+            storage.commit(batch).await?;
+            cursor.stored = last;
+        }
+        at = last;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    /// Counts the `user.created` events it is given.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Subscriber for Counter {
+        fn name(&self) -> &'static str {
+            "test.count_users"
+        }
+        fn wants(&self, event: &DomainEvent) -> bool {
+            matches!(event, DomainEvent::UserCreated { .. })
+        }
+        fn handle(&self, _: &Storage, _: &DomainEvent, _: &mut Batch) -> kith_storage::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    async fn log(storage: &Storage, event: DomainEvent) -> u64 {
+        let mut batch = storage.batch();
+        let position = append(&mut batch, event).unwrap();
+        storage.commit(batch).await.unwrap();
+        position
+    }
+
+    fn seen(room: &str) -> DomainEvent {
+        DomainEvent::MessageSent {
+            room_id: room.into(),
+            event_id: "$e".into(),
+            sender: "@a:x".into(),
+        }
+    }
+
+    fn stored(storage: &Storage) -> Option<u64> {
+        storage
+            .get(&catalog::SUBSCRIBER_CURSOR, &"test.count_users")
+            .unwrap()
+    }
+
+    /// A subscriber handles what it wants once, writes its cursor with that, passes the
+    /// rest by without a write, and after a restart handles nothing twice.
+    #[tokio::test]
+    async fn subscribers_write_their_cursor_only_with_what_they_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let counter = Counter::default();
+        let mut cursor = Cursor::default();
+        log(&storage, seen("!a:x")).await;
+        let user = DomainEvent::UserCreated {
+            user_id: "@a:x".into(),
+            admin: false,
+        };
+        let created = log(&storage, user).await;
+        catch_up(&storage, &counter, &mut cursor).await.unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert!(stored(&storage).is_some_and(|c| c >= created));
+        let before = stored(&storage);
+
+        for _ in 0..5 {
+            log(&storage, seen("!a:x")).await;
+        }
+        catch_up(&storage, &counter, &mut cursor).await.unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            stored(&storage),
+            before,
+            "passing events by wrote the cursor"
+        );
+        assert_eq!(cursor.at, Some(storage.position()));
+
+        // A restart reads from the stored cursor: the messages again, the user not.
+        let mut restarted = Cursor::default();
+        catch_up(&storage, &counter, &mut restarted).await.unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn events_are_named_as_in_the_design() {

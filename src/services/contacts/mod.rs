@@ -265,6 +265,10 @@ impl Subscriber for ContactsCreator {
         "contacts.create_on_user_created"
     }
 
+    fn wants(&self, event: &DomainEvent) -> bool {
+        matches!(event, DomainEvent::UserCreated { .. })
+    }
+
     fn handle(
         &self,
         storage: &Storage,

@@ -106,6 +106,10 @@ impl Subscriber for DeviceListAnnouncer {
         "e2ee.announce_device_lists"
     }
 
+    fn wants(&self, event: &DomainEvent) -> bool {
+        matches!(event, DomainEvent::DeviceListChanged { .. })
+    }
+
     fn handle(
         &self,
         storage: &Storage,

@@ -50,6 +50,10 @@ impl Subscriber for ProfileCreator {
         "profile.create_on_user_created"
     }
 
+    fn wants(&self, event: &DomainEvent) -> bool {
+        matches!(event, DomainEvent::UserCreated { .. })
+    }
+
     fn handle(
         &self,
         storage: &Storage,
