@@ -10,6 +10,7 @@ use super::{LocalTransaction, Messaging};
 use crate::config::DmPolicy;
 use crate::services::contacts::Contacts;
 use crate::services::error::{Error, Result};
+use crate::util::server_of;
 
 /// Who sends, from which device, under which transaction ID; `scope` is the request path
 /// the ID is scoped to (as Synapse scopes them).
@@ -62,8 +63,8 @@ impl Messaging {
             let members = self.joined_members(room_id.as_str())?;
             let other = members.iter().find(|m| m.as_str() != sender.as_str());
             let exempt = other
-                .and_then(|o| UserId::parse(o).ok())
-                .is_some_and(|o| without_contacts.as_deref() == Some(o.server_name()));
+                .and_then(|o| server_of(o))
+                .is_some_and(|server| without_contacts.as_deref() == Some(server));
             if !exempt {
                 contacts.check_send(policy, sender.as_str(), &members)?;
             }
@@ -93,14 +94,13 @@ impl Messaging {
         sender: &UserId,
     ) -> Result<Option<OwnedServerName>> {
         let members = self.joined_members(room_id.as_str())?;
-        let other = members
-            .iter()
-            .filter(|m| m.as_str() != sender.as_str())
-            .find_map(|m| UserId::parse(m).ok());
-        let Some(other) = other.filter(|o| o.server_name().as_str() != self.server_name()) else {
+        let other = members.iter().find(|m| m.as_str() != sender.as_str());
+        let Some(server) = other
+            .and_then(|o| server_of(o))
+            .filter(|s| s.as_str() != self.server_name())
+        else {
             return Ok(None);
         };
-        let server = other.server_name();
         Ok((!contacts.speaks_contacts(server).await).then(|| server.to_owned()))
     }
 }
