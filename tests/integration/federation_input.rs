@@ -78,6 +78,32 @@ impl Peer {
             .await
     }
 
+    /// `make_join` for `@mallory:<peer>` into the v12 `room` on `to`: the answer.
+    async fn make_join(&self, to: &str, room: &str) -> Value {
+        let to = ServerName::parse(to).unwrap();
+        let user = format!("@mallory:{}", self.name);
+        let path = format!(
+            "/_matrix/federation/v1/make_join/{}/{user}?ver=12",
+            encoded(room)
+        );
+        self.client
+            .send_json(&to, http::Method::GET, &path, None)
+            .await
+            .unwrap()
+    }
+
+    /// `send_join` of the signed `join` into `room` on `to`: the answer.
+    async fn send_join(&self, to: &str, room: &str, join: &kith_federation::Pdu) -> Value {
+        let path = format!(
+            "/_matrix/federation/v2/send_join/{}/{}",
+            encoded(room),
+            encoded(join.event_id.as_str())
+        );
+        self.put(to, &path, &serde_json::to_value(&join.json).unwrap())
+            .await
+            .unwrap()
+    }
+
     /// A transaction of these PDUs under `txn`.
     async fn send(&self, to: &str, txn: &str, pdus: Vec<Value>) -> Result<Value, FederationError> {
         let body = json!({ "origin": self.name, "origin_server_ts": 1, "pdus": pdus });
@@ -286,15 +312,7 @@ async fn a_server_that_joined_reads_state_and_history() {
     let (room, _head, _) = room(&kith, &token).await;
     let to = ServerName::parse(name.as_str()).unwrap();
     let user = format!("@mallory:{}", peer.name);
-    let path = format!(
-        "/_matrix/federation/v1/make_join/{}/{user}?ver=12",
-        encoded(&room)
-    );
-    let made = peer
-        .client
-        .send_json(&to, http::Method::GET, &path, None)
-        .await
-        .unwrap();
+    let made = peer.make_join(&name, &room).await;
     assert_eq!(made["room_version"], "12", "{made}");
     let mut template: ruma::CanonicalJsonObject =
         serde_json::from_value(made["event"].clone()).unwrap();
@@ -306,15 +324,7 @@ async fn a_server_that_joined_reads_state_and_history() {
         .keys
         .sign_new_pdu(&RoomVersionId::V12, template)
         .unwrap();
-    let path = format!(
-        "/_matrix/federation/v2/send_join/{}/{}",
-        encoded(&room),
-        encoded(join.event_id.as_str())
-    );
-    let joined = peer
-        .put(&name, &path, &serde_json::to_value(&join.json).unwrap())
-        .await
-        .unwrap();
+    let joined = peer.send_join(&name, &room, &join).await;
     let state = joined["state"].as_array().unwrap();
     assert!(
         state.iter().any(|e| e["type"] == "m.room.create"),
@@ -423,17 +433,7 @@ async fn a_message_sent_while_a_server_joins_reaches_it() {
     let peer = Peer::start().await;
     let (_, token) = kith.user("alice").await;
     let (room, _head, _) = room(&kith, &token).await;
-    let to = ServerName::parse(name.as_str()).unwrap();
-    let user = format!("@mallory:{}", peer.name);
-    let path = format!(
-        "/_matrix/federation/v1/make_join/{}/{user}?ver=12",
-        encoded(&room)
-    );
-    let made = peer
-        .client
-        .send_json(&to, http::Method::GET, &path, None)
-        .await
-        .unwrap();
+    let made = peer.make_join(&name, &room).await;
     let racing = kith.say(&token, &room, "said while you joined").await;
     let template: ruma::CanonicalJsonObject =
         serde_json::from_value(made["event"].clone()).unwrap();
@@ -445,14 +445,7 @@ async fn a_message_sent_while_a_server_joins_reaches_it() {
         !join.prev_events.iter().any(|p| p.as_str() == racing),
         "the join was made before the message"
     );
-    let path = format!(
-        "/_matrix/federation/v2/send_join/{}/{}",
-        encoded(&room),
-        encoded(join.event_id.as_str())
-    );
-    peer.put(&name, &path, &serde_json::to_value(&join.json).unwrap())
-        .await
-        .unwrap();
+    peer.send_join(&name, &room, &join).await;
     let sent_to_peer = |id: &str| {
         peer.received.lock().unwrap().iter().any(|txn| {
             txn["pdus"].as_array().is_some_and(|pdus| {
