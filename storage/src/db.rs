@@ -17,6 +17,8 @@ use crate::{Batch, Error, Result, schema};
 
 /// The `global_value` key holding the end of the last stream reservation.
 const STREAM_RESERVED_KEY: &str = "stream_reserved_upto";
+/// The longest a commit waits for lower positions to commit before it acknowledges.
+const VISIBILITY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A cheap, cloneable handle on the one database.
 #[derive(Clone)]
@@ -244,11 +246,24 @@ impl Storage {
     /// Commits a batch atomically and durably (WAL synced), then lets readers see its stream
     /// positions. Runs on the blocking pool so that concurrent commits share RocksDB's group
     /// commit instead of queueing on the async runtime.
+    ///
+    /// Returns once readers see the batch (read-your-writes): a client that made a room and
+    /// then pages its history must find the room's events, even while a concurrent writer
+    /// still holds a lower position. Those writers are between allocating and committing,
+    /// which takes milliseconds; the wait is bounded all the same, so a writer that stalls
+    /// can only delay an acknowledgement, never withhold it.
     pub async fn commit(&self, batch: Batch) -> Result<()> {
+        let highest = batch.positions.iter().map(|guard| guard.position).max();
         let storage = self.clone();
         tokio::task::spawn_blocking(move || storage.commit_blocking(batch))
             .await
-            .map_err(|e| Error::Join(e.to_string()))?
+            .map_err(|e| Error::Join(e.to_string()))??;
+        if let Some(highest) = highest {
+            let mut visible = self.stream.subscribe();
+            let seen = visible.wait_for(|at| *at >= highest);
+            let _ = tokio::time::timeout(VISIBILITY_WAIT, seen).await;
+        }
+        Ok(())
     }
 
     /// [`Storage::commit`] for callers outside the async runtime (start-up, migrations, tools).
@@ -343,6 +358,27 @@ mod tests {
         assert!(waiter.has_changed().unwrap());
         let logged: Option<String> = storage.get(&catalog::STREAM_EVENT, &position).unwrap();
         assert_eq!(logged.as_deref(), Some("user.created"));
+    }
+
+    /// A commit is acknowledged only once readers see it, so a concurrent writer holding a
+    /// lower position holds the acknowledgement back until it commits too.
+    #[tokio::test]
+    async fn a_commit_returns_once_readers_see_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut earlier = storage.batch();
+        earlier.new_position().unwrap();
+        let mut later = storage.batch();
+        let position = later.new_position().unwrap();
+        let committing = tokio::spawn({
+            let storage = storage.clone();
+            async move { storage.commit(later).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!committing.is_finished(), "acknowledged while invisible");
+        storage.commit(earlier).await.unwrap();
+        committing.await.unwrap().unwrap();
+        assert_eq!(storage.position(), position);
     }
 
     #[tokio::test]
