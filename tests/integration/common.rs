@@ -30,16 +30,30 @@ impl Server {
     /// and sync are not about who may chat; `contacts.rs` and the nio chat test run the
     /// default `dm_only`), plus `env` overrides (`KITH_*`).
     pub fn start(env: &[(&str, &str)]) -> Server {
+        Server::try_start(env)
+            .unwrap_or_else(|log| panic!("kith did not start listening; log:\n{log}"))
+    }
+
+    /// [`Server::start`], or the log of a server that did not start.
+    fn try_start(env: &[(&str, &str)]) -> Result<Server, String> {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let mut all = vec![
             ("KITH_REGISTRATION__MODE".to_owned(), "open".to_owned()),
             (POLICY.to_owned(), "off".to_owned()),
         ];
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Server::spawn(dir, all)
+        Server::try_spawn(dir, all)
     }
 
     fn spawn(dir: Arc<tempfile::TempDir>, env: Vec<(String, String)>) -> Server {
+        Server::try_spawn(dir, env)
+            .unwrap_or_else(|log| panic!("kith did not start listening; log:\n{log}"))
+    }
+
+    fn try_spawn(
+        dir: Arc<tempfile::TempDir>,
+        env: Vec<(String, String)>,
+    ) -> Result<Server, String> {
         let data = dir.path().join("data");
         let mut command = Command::new(env!("CARGO_BIN_EXE_kith"));
         command
@@ -71,12 +85,10 @@ impl Server {
         });
         let Ok(addr) = port.recv_timeout(Duration::from_secs(60)) else {
             let _ = child.kill();
-            panic!(
-                "kith did not start listening; log:\n{}",
-                log.lock().unwrap()
-            );
+            let _ = child.wait();
+            return Err(log.lock().unwrap().clone());
         };
-        Server {
+        Ok(Server {
             child,
             base: format!("http://{addr}"),
             data,
@@ -87,7 +99,7 @@ impl Server {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
-        }
+        })
     }
 
     /// Kills the process at once (SIGKILL): no shutdown, no flush.
@@ -114,17 +126,26 @@ impl Server {
 
     /// A server that federates on loopback: named `127.0.0.1:PORT` after its federation
     /// listener's port, trusting peers' self-signed certificates and loopback addresses.
+    /// Its name's port is chosen before it starts, so another test may take it first:
+    /// then it starts again on another.
     pub fn federated(env: &[(&str, &str)]) -> (Server, String) {
-        let port = free_port();
-        let name = format!("127.0.0.1:{port}");
-        let mut all = vec![
-            ("KITH_SERVER_NAME", name.as_str()),
-            ("KITH_LISTEN__FEDERATION", name.as_str()),
-            ("KITH_FEDERATION__VERIFY_CERTIFICATES", "false"),
-            ("KITH_FEDERATION__DENIED_IP_RANGES", "[]"),
-        ];
-        all.extend_from_slice(env);
-        (Server::start(&all), name)
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let name = format!("127.0.0.1:{}", free_port());
+            let mut all = vec![
+                ("KITH_SERVER_NAME", name.as_str()),
+                ("KITH_LISTEN__FEDERATION", name.as_str()),
+                ("KITH_FEDERATION__VERIFY_CERTIFICATES", "false"),
+                ("KITH_FEDERATION__DENIED_IP_RANGES", "[]"),
+            ];
+            all.extend_from_slice(env);
+            match Server::try_start(&all) {
+                Ok(server) => return (server, name),
+                Err(log) if log.contains("Address already in use") => last_log = log,
+                Err(log) => panic!("kith did not start listening; log:\n{log}"),
+            }
+        }
+        panic!("kith found no free federation port; last log:\n{last_log}")
     }
 
     /// Starts a new process on the same data directory and environment.
@@ -316,11 +337,15 @@ fn field(line: &str, name: &str) -> Option<String> {
 
 /// A loopback port nothing listens on now, for a server whose address must be known before
 /// it starts (links in its mail, its SSO callback).
+/// A loopback port free now, below Linux's ephemeral range (32768–60999), so that no
+/// outgoing connection's source port takes it before the server that is to listen on it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..1000)
+        .map(|_| rng.random_range(20_000..32_000))
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
         .expect("a free port")
-        .port()
 }
 
 /// Asserts a Matrix error: status and errcode.

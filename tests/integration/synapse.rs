@@ -31,10 +31,7 @@ impl Synapse {
     pub async fn start(peers: &[&str]) -> Option<Synapse> {
         let python = std::env::var("KITH_SYNAPSE_PYTHON").ok()?;
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::common::free_port();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
         let mut command = Command::new(python);
         command
