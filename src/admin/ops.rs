@@ -4,7 +4,8 @@ use ruma::OwnedUserId;
 use serde::{Deserialize, Serialize};
 
 use crate::services::Services;
-use crate::services::auth::{RegistrationToken, password};
+use crate::services::account;
+use crate::services::auth::RegistrationToken;
 use crate::services::error::{Error, Result};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,39 +78,36 @@ pub fn show_user(services: &Services, user: &str) -> Result<serde_json::Value> {
 pub async fn create_user(services: &Services, request: CreateUser) -> Result<OwnedUserId> {
     let localpart = local_user(services, &request.user)?;
     let localpart = localpart.localpart();
-    let hash = password::hash(&request.password).await?;
-    let _guard = services.auth.registering().await;
-    let user_id = services.auth.check_available(localpart)?;
-    let mut batch = services.storage.batch();
     services
         .auth
-        .create_account_into(&mut batch, &user_id, Some(hash), request.admin)?;
-    services.storage.commit(batch).await?;
-    Ok(user_id)
+        .create_account(localpart, &request.password, request.admin)
+        .await
 }
 
 pub async fn reset_password(services: &Services, user: &str, request: ResetPassword) -> Result<()> {
     let user_id = local_user(services, user)?;
-    services
-        .change_password(&user_id, &request.password, request.logout_devices, None)
-        .await
+    account::change_password(
+        services,
+        &user_id,
+        &request.password,
+        request.logout_devices,
+        None,
+    )
+    .await
 }
 
 pub async fn deactivate(services: &Services, user: &str) -> Result<()> {
-    services.deactivate(&local_user(services, user)?).await
+    account::deactivate(services, &local_user(services, user)?).await
 }
 
 pub async fn create_token(services: &Services, request: NewToken) -> Result<RegistrationToken> {
-    let _guard = services.auth.registering().await;
-    let mut batch = services.storage.batch();
-    let token = services.auth.token_into(
-        &mut batch,
-        request.token,
-        request.uses_allowed,
-        request.expiry_time,
-    )?;
-    services.storage.commit(batch).await?;
-    Ok(token)
+    let NewToken {
+        token,
+        uses_allowed,
+        expiry_time,
+    } = request;
+    let auth = &services.auth;
+    auth.create_token(token, uses_allowed, expiry_time).await
 }
 
 pub fn list_tokens(services: &Services) -> Result<Vec<RegistrationToken>> {

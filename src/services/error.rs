@@ -37,6 +37,9 @@ pub enum ErrorKind {
     AuthRequired(Map<String, Value>),
     /// An auth session or similar state that is unknown or over.
     UnknownSession,
+    /// A credential that was good when checked but is no longer (a registration token
+    /// used up meanwhile).
+    Unauthorized,
 
     // Accounts and email.
     InvalidUsername,
@@ -47,6 +50,8 @@ pub enum ErrorKind {
     ThreepidInUse,
     ThreepidDenied,
     ThreepidNotFound,
+    /// An address that is not on the user's account (to remove it).
+    ThreepidNotOnAccount,
 
     // Profiles.
     ProfileTooLarge,

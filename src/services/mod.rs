@@ -1,7 +1,50 @@
-//! The original design's services, as modules of one process. Handlers reach them through
-//! the router's shared state, [`AppState`]. They speak the domain: their errors are
-//! [`error::Error`] kinds, which only the gateway turns into HTTP.
+//! The original design's services, as modules of one process, and the use cases that
+//! span them. Handlers reach them through the router's shared state, [`AppState`] (a
+//! plain container of the services); they speak the domain — ruma IDs, and
+//! [`error::Error`] kinds that only the gateway turns into HTTP.
+//!
+//! ## Services and the tables each owns
+//!
+//! | service | tables (column families) |
+//! |---|---|
+//! | [`auth`] — accounts, passwords, registration tokens, email, SSO | `userid_account`, `regtoken_info`, `sid_emailvalidation`, `clientsecret_address_sid`, `address_userid`, `userid_address_threepid`, `position_mail`, `provider_subject_userid`, `userid_provider_subject`, `tokenhash_logintoken` |
+//! | [`session`] — devices, access and refresh tokens | `userid_deviceid_device`, `refreshhash_userid_deviceid` |
+//! | [`profile`] — public profiles, the user directory | `userid_profile`, `word_userid` |
+//! | [`presence`] — online status, shared with rooms | `userid_presence` |
+//! | [`contacts`] — friend requests, friendships, the DM policy | `userid_contacts`, `userid_otherid_friendship`, `requestid_request`, `userid_otherid_request` |
+//! | [`messaging`] — rooms, events, state, membership, receipts, typing, push rules, aliases, federation of rooms | `roomid_room`, `eventid_pdu`, `eventid_state`, `roomid_position_eventid`, `roomid_type_statekey_eventid`, `userid_roomid_membership`, `roomid_userid_membership`, `userid_deviceid_txnid_eventid`, `userid_filterid_filter`, `roomid_userid_type_thread_receipt`, `roomid_typing`, `userid_roomid_unread`, `userid_roomid_position_notification`, `alias_roomid` |
+//! | [`account_data`] — account data (table helpers every service may write through) | `userid_roomid_type_accountdata` |
+//! | [`e2ee`] — device and one-time keys, cross-signing, to-device, key backup | `userid_deviceid_keys`, `userid_deviceid_algorithm_keyid_onetimekey`, `userid_deviceid_algorithm_fallbackkey`, `userid_kind_crosssigningkey`, `userid_keychange`, `userid_deviceid_position_todevice`, `userid_version_backup`, `userid_version_roomid_sessionid_key` |
+//! | [`media`] — uploads and thumbnails | `mediaid_media`, `mediaid_size_thumbnail` |
+//!
+//! The event log (`stream_event`, `subscriber_cursor`) is [`crate::events`]'; server
+//! keys and the outbound queue (`servername_keyid_verifykey`,
+//! `destination_position_outgoing`, `destination_backoff`, `origin_txnid_response`) are
+//! the federation crate's.
+//!
+//! ## Who calls whom
+//!
+//! Dependencies go one way, down this list; no service calls one above it:
+//!
+//! ```text
+//! account, sync, search, transactions   use cases spanning services (above them all)
+//! presence            → messaging
+//! session             → e2ee (a new device's leftovers, device-list changes)
+//! e2ee                → messaging (which servers share a room with a user)
+//! messaging           → contacts (the DM policy), auth (does an invitee exist),
+//!                       profile (names in member events), account_data
+//! contacts            → account_data
+//! auth                → profile (the directory's word folding)
+//! profile, media, account_data          nothing
+//! ```
+//!
+//! Where two services meet in one operation, the use case lives above both:
+//! [`account`] (registration, password change, deactivation, SSO sign-up, profile
+//! changes, friend requests that came as invites), [`sync`] (one `/sync` across
+//! messaging, presence and e2ee), [`search`] (finding people), [`transactions`]
+//! (inbound federation transactions).
 
+pub mod account;
 pub mod account_data;
 pub mod auth;
 pub mod contacts;
@@ -9,235 +52,54 @@ pub mod e2ee;
 pub mod error;
 pub mod media;
 pub mod messaging;
+pub mod presence;
 pub mod profile;
+pub mod search;
 pub mod session;
+pub mod sync;
+pub mod transactions;
 
 use std::sync::Arc;
 
 use kith_federation::{FederationClient, Outbox, Queue, ServerKeys, Settings};
 use kith_storage::{Storage, catalog};
-use ruma::UserId;
+use ruma::{OwnedServerName, ServerName};
 
 use crate::config::{Config, RegistrationMode};
-use crate::events::{self, RevokeReason};
+use crate::events;
 use crate::services::error::Result;
 
 pub type AppState = Arc<Services>;
 
 pub struct Services {
     pub config: Config,
+    /// `config.server_name`, parsed.
+    pub server_name: OwnedServerName,
     pub storage: Storage,
     pub keys: Arc<ServerKeys>,
     /// Requests to other servers and the check of theirs; `None` with federation off.
     pub federation: Option<Arc<FederationClient>>,
     pub messaging: messaging::Messaging,
-    pub auth: auth::AuthService,
+    pub auth: Arc<auth::AuthService>,
     pub sessions: session::Sessions,
-    pub contacts: contacts::Contacts,
+    pub contacts: Arc<contacts::Contacts>,
     pub e2ee: e2ee::E2ee,
     pub media: media::Media,
-    pub presence: profile::Presences,
-    /// Per user, across a profile's read-modify-write.
-    pub profile_locks: crate::util::StripedLocks,
+    pub presence: presence::Presences,
+    pub profiles: profile::Profiles,
     /// Guards the local admin API (`<data>/admin.secret`).
     pub admin_secret: String,
-}
-
-/// Account changes that span auth-service (the account) and session-service (the devices),
-/// committed as one write.
-impl Services {
-    /// Sets a new password; with `logout`, ends every session but `keep`'s.
-    pub async fn change_password(
-        &self,
-        user_id: &UserId,
-        new_password: &str,
-        logout: bool,
-        keep: Option<&str>,
-    ) -> Result<()> {
-        let hash = auth::password::hash(new_password).await?;
-        let _guard = self.auth.registering().await;
-        let mut batch = self.storage.batch();
-        self.auth.set_password_into(&mut batch, user_id, hash)?;
-        if !logout {
-            return Ok(self.storage.commit(batch).await?);
-        }
-        let reason = RevokeReason::PasswordChanged;
-        self.sessions
-            .remove_all_devices(batch, user_id.as_str(), keep, reason)
-            .await
-    }
-
-    /// Sets a new password proven by email (the proof is used up in the same write); with
-    /// `logout`, ends every session.
-    pub async fn reset_password(
-        &self,
-        user_id: &UserId,
-        new_password: &str,
-        logout: bool,
-        proof: &auth::email::EmailProof,
-    ) -> Result<()> {
-        let hash = auth::password::hash(new_password).await?;
-        let _guard = self.auth.registering().await;
-        let mut batch = self.storage.batch();
-        self.auth.set_password_into(&mut batch, user_id, hash)?;
-        self.auth.consume_email_proof_into(&mut batch, proof)?;
-        if !logout {
-            return Ok(self.storage.commit(batch).await?);
-        }
-        let reason = RevokeReason::PasswordChanged;
-        self.sessions
-            .remove_all_devices(batch, user_id.as_str(), None, reason)
-            .await
-    }
-
-    /// Deactivates the account and ends all its sessions, then its friendships and
-    /// requests (a write per other user, as each changes that user's view too).
-    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
-        {
-            let _guard = self.auth.registering().await;
-            let mut batch = self.storage.batch();
-            self.auth.deactivate_into(&mut batch, user_id)?;
-            let reason = RevokeReason::Deactivated;
-            self.sessions
-                .remove_all_devices(batch, user_id.as_str(), None, reason)
-                .await?;
-        }
-        self.contacts.forget_user(user_id.as_str()).await
-    }
-}
-
-/// Signing in with an identity provider: the account (auth-service) and its display name
-/// (profile-service).
-impl Services {
-    /// The user an identity signs in as: the linked one; else, if the provider may, the
-    /// account holding the address it verified; else a new account (`user.created`) named
-    /// after its claims, if the provider allows registration.
-    pub async fn sso_user(&self, identity: &auth::sso::Identity) -> Result<ruma::OwnedUserId> {
-        let auth = &self.auth;
-        let provider = &auth.sso_provider(&identity.idp)?.config;
-        let claim = |name: &str| {
-            identity
-                .claims
-                .get(name)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        };
-        let verified_email = claim("email").filter(|_| {
-            identity.claims.get("email_verified") == Some(&serde_json::Value::Bool(true))
-        });
-        let deactivated = || {
-            crate::services::error::Error::new(
-                error::ErrorKind::UserDeactivated,
-                "This account has been deactivated",
-            )
-        };
-        let _registering = auth.registering().await;
-        if let Some(user_id) = auth.linked_user(&identity.idp, &identity.subject)? {
-            if auth.account(&user_id)?.is_none_or(|a| a.deactivated) {
-                return Err(deactivated());
-            }
-            return Ok(user_id);
-        }
-        let mut batch = self.storage.batch();
-        if provider.link_existing_by_email
-            && let Some(owner) = match &verified_email {
-                Some(email) => auth.email_owner(email)?,
-                None => None,
-            }
-        {
-            if auth.account(&owner)?.is_none_or(|a| a.deactivated) {
-                return Err(deactivated());
-            }
-            auth.link_identity_into(&mut batch, &owner, identity)?;
-            self.storage.commit(batch).await?;
-            return Ok(owner);
-        }
-        if !provider.allow_registration {
-            return Err(crate::services::error::Error::forbidden(
-                "No account here is linked to this sign-in, and new ones cannot be made with it",
-            ));
-        }
-        let wanted = claim(&provider.localpart_claim)
-            .and_then(|v| auth::sso::localpart_from_claim(&v))
-            .unwrap_or_else(|| crate::util::random_string(12).to_lowercase());
-        // The first free of `name`, `name1`, `name2`…, else a random one.
-        let user_id = (0..100)
-            .map(|n| match n {
-                0 => wanted.clone(),
-                n => format!("{wanted}{n}"),
-            })
-            .find_map(|name| auth.check_available(&name).ok())
-            .map_or_else(
-                || auth.check_available(&crate::util::random_string(12).to_lowercase()),
-                Ok,
-            )?;
-        auth.create_account_into(&mut batch, &user_id, None, false)?;
-        auth.link_identity_into(&mut batch, &user_id, identity)?;
-        // The provider's word on the address counts only where the operator trusts it.
-        if let Some(email) = verified_email
-            .as_deref()
-            .filter(|_| provider.link_existing_by_email)
-            .and_then(auth::email::normalize_address)
-            .filter(|e| auth.email_domain_allowed(e))
-            .filter(|e| auth.email_owner(e).is_ok_and(|owner| owner.is_none()))
-        {
-            auth.bind_email_into(&mut batch, &user_id, &email, crate::util::now_ms())?;
-        }
-        self.storage.commit(batch).await?;
-        drop(_registering);
-        if let Some(name) = claim(&provider.displayname_claim).filter(|n| !n.trim().is_empty()) {
-            let name = serde_json::Value::String(name.trim().to_owned());
-            if let Err(e) = self
-                .set_profile_field(&user_id, "displayname", Some(name))
-                .await
-            {
-                tracing::warn!(%user_id, "display name from SSO not set: {}", e.message());
-            }
-        }
-        Ok(user_id)
-    }
-}
-
-/// Friend requests that came as a direct-chat invite from a server without friend
-/// requests (contact-service's request, messaging-service's held invite).
-impl Services {
-    /// Accepts a request; one that came as an invite reveals it, in the same write.
-    pub async fn accept_request(&self, user: &str, request_id: &str) -> Result<()> {
-        let mut batch = self.storage.batch();
-        if let Some(room) = self.held_room(user, request_id)? {
-            self.messaging
-                .release_invite_into(&mut batch, user, &room)?;
-        }
-        self.contacts.accept(user, request_id, batch).await
-    }
-
-    /// Declines a request; one that came as an invite declines it too (best effort: the
-    /// inviting server may be gone).
-    pub async fn decline_request(&self, user: &str, request_id: &str) -> Result<()> {
-        let room = self.held_room(user, request_id)?;
-        self.contacts
-            .withdraw(user, request_id, contacts::Direction::Incoming)
-            .await?;
-        if let (Some(room), Ok(user_id)) = (room, UserId::parse(user)) {
-            let room_id =
-                ruma::RoomId::parse(&room).map_err(crate::services::error::Error::internal)?;
-            if let Err(e) = self.messaging.leave_remote(&user_id, &room_id).await {
-                tracing::info!(%room, "declining a held invite failed: {}", e.message());
-            }
-        }
-        Ok(())
-    }
-
-    fn held_room(&self, user: &str, request_id: &str) -> Result<Option<String>> {
-        let request = self.contacts.request(request_id)?;
-        Ok(request.filter(|r| r.to == user).and_then(|r| r.room_id))
-    }
 }
 
 /// The `global_value` key recording that the first-start registration token was made.
 const BOOTSTRAP_TOKEN_KEY: &str = "bootstrap_registration_token_issued";
 
 impl Services {
+    /// Whether `server` is this server.
+    pub fn is_ours(&self, server: &ServerName) -> bool {
+        server == self.server_name
+    }
+
     /// Opens the database and builds every service; starts no tasks.
     pub fn open(config: Config) -> Result<AppState, String> {
         std::fs::create_dir_all(&config.database.path).map_err(|e| {
@@ -246,6 +108,8 @@ impl Services {
                 config.database.path.display()
             )
         })?;
+        let server_name = OwnedServerName::try_from(config.server_name.as_str())
+            .map_err(|e| format!("server_name: {e}"))?;
         let storage = Storage::open(&config.db_path())
             .map_err(|e| format!("cannot open the database: {e}"))?;
         let keys = ServerKeys::load_or_generate(&storage, &config.server_name)
@@ -260,24 +124,26 @@ impl Services {
             false => None,
         };
         let outbox = Arc::new(Outbox::default());
-        let messaging = messaging::Messaging::new(
-            storage.clone(),
-            Arc::clone(&keys),
-            federation.clone(),
-            Arc::clone(&outbox),
-        );
-        let auth = auth::AuthService::new(storage.clone(), &config)?;
-        let sessions =
-            session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
-        let presence =
-            profile::Presences::new(storage.clone(), Arc::clone(&outbox), &config.server_name);
-        let contacts = contacts::Contacts::new(
+        let contacts = Arc::new(contacts::Contacts::new(
             storage.clone(),
             &config,
             federation.clone(),
             Arc::clone(&outbox),
+        ));
+        let auth = Arc::new(auth::AuthService::new(storage.clone(), &config)?);
+        let messaging = messaging::Messaging::new(
+            storage.clone(),
+            Arc::clone(&keys),
+            federation.clone(),
+            (Arc::clone(&auth), Arc::clone(&contacts)),
+            Arc::clone(&outbox),
         );
-        let e2ee = e2ee::E2ee::new(storage.clone());
+        let sessions =
+            session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
+        let presence =
+            presence::Presences::new(storage.clone(), Arc::clone(&outbox), &config.server_name);
+        let e2ee = e2ee::E2ee::new(storage.clone(), server_name.clone(), Arc::clone(&outbox));
+        let profiles = profile::Profiles::new(storage.clone());
         let media = media::Media::new(storage.clone(), &config, federation.clone())?;
         profile::directory::ensure_indexed(&storage)
             .map_err(|e| format!("cannot index the user directory: {e}"))?;
@@ -285,6 +151,7 @@ impl Services {
             .map_err(|e| format!("cannot write {}: {e}", config.admin_secret_path().display()))?;
         Ok(Arc::new(Services {
             config,
+            server_name,
             storage,
             keys,
             federation,
@@ -295,7 +162,7 @@ impl Services {
             e2ee,
             media,
             presence,
-            profile_locks: crate::util::StripedLocks::new(16),
+            profiles,
             admin_secret,
         }))
     }

@@ -1,4 +1,5 @@
-//! Presence: what each user last said about being online. A change takes a stream position
+//! presence (of the original profile-service, apart here because it follows rooms):
+//! what each user last said about being online. A change takes a stream position
 //! so `/sync` delivers it; setting what is already set writes nothing, so clients that send
 //! `set_presence` on every sync do not wake everyone's long-polls.
 

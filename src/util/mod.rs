@@ -1,5 +1,9 @@
 //! Small helpers shared by the services.
 
+mod ratelimit;
+
+pub use ratelimit::RateLimiter;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng;

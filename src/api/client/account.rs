@@ -6,6 +6,7 @@ use ruma::api::client::account::{ThirdPartyIdRemovalStatus, change_password, dea
 
 use crate::gateway::{Result, Ruma, RumaResponse};
 use crate::services::AppState;
+use crate::services::account;
 use crate::services::auth::UiaFlows;
 
 const RESET_FLOWS: UiaFlows = &[&["m.login.email.identity"]];
@@ -30,9 +31,14 @@ pub async fn change_password(
     );
     uia.await?;
     let keep = body.logout_devices.then_some(session.device_id.as_str());
-    state
-        .change_password(user_id, &body.new_password, body.logout_devices, keep)
-        .await?;
+    account::change_password(
+        &state,
+        user_id,
+        &body.new_password,
+        body.logout_devices,
+        keep,
+    )
+    .await?;
     Ok(RumaResponse(change_password::v3::Response::new()))
 }
 
@@ -54,9 +60,14 @@ async fn reset_password(
     let user_id = auth
         .email_owner(&proof.address)?
         .ok_or_else(|| crate::gateway::Error::forbidden("No account has this email address"))?;
-    state
-        .reset_password(&user_id, &body.new_password, body.logout_devices, proof)
-        .await?;
+    account::reset_password(
+        state,
+        &user_id,
+        &body.new_password,
+        body.logout_devices,
+        proof,
+    )
+    .await?;
     Ok(RumaResponse(change_password::v3::Response::new()))
 }
 
@@ -77,7 +88,7 @@ pub async fn deactivate(
             Some(&session.user_id),
         )
         .await?;
-    state.deactivate(&session.user_id).await?;
+    account::deactivate(&state, &session.user_id).await?;
     let unbind = ThirdPartyIdRemovalStatus::NoSupport;
     Ok(RumaResponse(deactivate::v3::Response::new(unbind)))
 }

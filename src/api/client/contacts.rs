@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 
 use crate::gateway::{Authed, Error, Result};
 use crate::services::AppState;
-use crate::services::contacts::{Direction, Relationship, SendOutcome};
-use crate::services::profile::{self, directory};
+use crate::services::account;
+use crate::services::contacts::{Direction, SendOutcome};
+use crate::services::search::{Found, find_users};
 
 /// The most results one search returns.
 const MAX_RESULTS: usize = 50;
@@ -78,7 +79,7 @@ pub async fn send_request(
     })?;
     let message = request.body.message.clone();
     // Someone on another server: their server takes the request.
-    if to.server_name().as_str() != state.config.server_name {
+    if !state.is_ours(to.server_name()) {
         let outcome = state.contacts.send_remote_request(me, &to, message).await?;
         return Ok(Json(outcome_json(outcome)));
     }
@@ -134,7 +135,7 @@ pub async fn accept(
     request: Authed<IgnoredAny>,
 ) -> Result<Json<Value>> {
     let (me, id) = (request.session.user_id.as_str(), id.map_err(bad_path)?.0);
-    state.accept_request(me, &id).await?;
+    account::accept_request(&state, me, &id).await?;
     Ok(Json(json!({ "state": "accepted" })))
 }
 
@@ -145,7 +146,7 @@ pub async fn decline(
     request: Authed<IgnoredAny>,
 ) -> Result<Json<Value>> {
     let (me, id) = (request.session.user_id.as_str(), id.map_err(bad_path)?.0);
-    state.decline_request(me, &id).await?;
+    account::decline_request(&state, me, &id).await?;
     Ok(Json(json!({ "state": "declined" })))
 }
 
@@ -204,106 +205,30 @@ pub async fn set_settings(
 /// their ID or display name, or by the whole of a verified email address they let be
 /// searched, each with what they are to the searcher.
 pub async fn search(State(state): State<AppState>, request: Authed<Search>) -> Result<Json<Value>> {
-    let me = request.session.user_id.as_str();
+    let me = &request.session.user_id;
     let limit = request.body.limit.unwrap_or(10).clamp(1, MAX_RESULTS);
-    let (results, limited) = find_users(&state, me, &request.body.search_term, limit, false)?;
+    let (found, limited) = find_users(&state, me, &request.body.search_term, limit, false)?;
+    let results = results(found, "relationship");
     Ok(Json(json!({ "results": results, "limited": limited })))
 }
 
-/// Whether the two users are joined to a common room.
-fn shares_room(state: &AppState, me: &str, other: &str) -> Result<bool> {
-    for room in state.messaging.joined_rooms(me)? {
-        let theirs = state.messaging.membership(other, &room)?;
-        if theirs.is_some_and(|m| m.membership == "join") {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// The user whose verified email address `term` is, if they let themselves be found by it.
-/// Only the whole address finds them, so addresses cannot be guessed a letter at a time.
-fn email_match(state: &AppState, term: &str) -> Result<Option<String>> {
-    let term = term.trim();
-    if term.starts_with('@') || !term.contains('@') {
-        return Ok(None);
-    }
-    let Some(owner) = state.auth.email_owner(term)? else {
-        return Ok(None);
-    };
-    let record = state.contacts.record(owner.as_str())?;
-    Ok(record
-        .filter(|r| r.discoverable_by_email)
-        .map(|_| owner.to_string()))
-}
-
-/// The users matching `term`, best first: the owner of an email address, then more
-/// whole-word matches, then friends, then those with a request either way. Deactivated
-/// users are never found; the searcher only if `include_self`. Each result carries
-/// `user_id`, `display_name`, `avatar_url` and `relationship`.
-pub fn find_users(
-    state: &AppState,
-    me: &str,
-    term: &str,
-    limit: usize,
-    include_self: bool,
-) -> Result<(Vec<Value>, bool)> {
-    let (mut hits, mut limited) = directory::search(&state.storage, term)?;
-    if let Some(owner) = email_match(state, term)? {
-        hits.retain(|h| h.user_id != owner);
-        hits.insert(
-            0,
-            directory::Hit {
-                user_id: owner,
-                exact_words: usize::MAX,
-            },
-        );
-    }
-    let rank = |r: Relationship| match r {
-        Relationship::Friend => 0,
-        Relationship::Incoming => 1,
-        Relationship::Outgoing => 2,
-        Relationship::None => 3,
-    };
-    let mut found = Vec::new();
-    for hit in hits {
-        if hit.user_id == me && !include_self {
-            continue;
-        }
-        let Ok(user_id) = ruma::UserId::parse(hit.user_id.as_str()) else {
-            continue;
-        };
-        // Another server's user: only while they share a room with the searcher.
-        if user_id.server_name().as_str() != state.config.server_name {
-            if !shares_room(state, me, hit.user_id.as_str())? {
-                continue;
+/// The people found, as JSON (`user_id`, `display_name`, `avatar_url`, and what each is
+/// to the searcher under `relationship_key`).
+fn results(found: Vec<Found>, relationship_key: &str) -> Vec<Value> {
+    found
+        .into_iter()
+        .map(|found| {
+            let mut result = json!({ "user_id": found.user_id });
+            result[relationship_key] = json!(found.relationship);
+            if let Some(name) = found.display_name {
+                result["display_name"] = name.into();
             }
-        } else if state.auth.account(&user_id)?.is_none_or(|a| a.deactivated) {
-            continue;
-        }
-        let relationship = state.contacts.relationship(me, &hit.user_id)?;
-        found.push((hit, relationship));
-    }
-    found.sort_by(|(a, ra), (b, rb)| {
-        b.exact_words
-            .cmp(&a.exact_words)
-            .then(rank(*ra).cmp(&rank(*rb)))
-            .then(a.user_id.cmp(&b.user_id))
-    });
-    limited |= found.len() > limit;
-    let mut results = Vec::new();
-    for (hit, relationship) in found.into_iter().take(limit) {
-        let profile = profile::profile(&state.storage, &hit.user_id)?.unwrap_or_default();
-        let mut result = json!({ "user_id": hit.user_id, "relationship": relationship });
-        if let Some(name) = profile.displayname {
-            result["display_name"] = name.into();
-        }
-        if let Some(avatar) = profile.avatar_url {
-            result["avatar_url"] = avatar.into();
-        }
-        results.push(result);
-    }
-    Ok((results, limited))
+            if let Some(avatar) = found.avatar_url {
+                result["avatar_url"] = avatar.into();
+            }
+            result
+        })
+        .collect()
 }
 
 /// `POST /_matrix/client/v3/user_directory/search`: every local user (not only those
@@ -312,18 +237,11 @@ pub async fn user_directory(
     State(state): State<AppState>,
     request: crate::gateway::Ruma<ruma::api::client::user_directory::search_users::v3::Request>,
 ) -> Result<Json<Value>> {
-    let me = request.session()?.user_id.as_str();
+    let me = &request.session()?.user_id;
     let limit = usize::try_from(request.body.limit)
         .unwrap_or(MAX_RESULTS)
         .clamp(1, MAX_RESULTS);
-    let (mut results, limited) = find_users(&state, me, &request.body.search_term, limit, true)?;
-    for result in &mut results {
-        if let Some(relationship) = result
-            .as_object_mut()
-            .and_then(|r| r.remove("relationship"))
-        {
-            result["org.kith.contacts.relationship"] = relationship;
-        }
-    }
+    let (found, limited) = find_users(&state, me, &request.body.search_term, limit, true)?;
+    let results = results(found, "org.kith.contacts.relationship");
     Ok(Json(json!({ "results": results, "limited": limited })))
 }

@@ -98,11 +98,10 @@ pub async fn delete(
             Some(&session.user_id),
         )
         .await?;
-    let batch = state.storage.batch();
     let ids = [body.device_id.to_string()];
     state
         .sessions
-        .remove_devices(batch, user_id, &ids, RevokeReason::DeviceDeleted)
+        .remove_devices(user_id, &ids, RevokeReason::DeviceDeleted)
         .await?;
     Ok(RumaResponse(delete_device::v3::Response::new()))
 }
@@ -123,16 +122,10 @@ pub async fn delete_many(
             Some(&session.user_id),
         )
         .await?;
-    let batch = state.storage.batch();
     let ids: Vec<String> = body.devices.iter().map(|d| d.to_string()).collect();
     state
         .sessions
-        .remove_devices(
-            batch,
-            session.user_id.as_str(),
-            &ids,
-            RevokeReason::DeviceDeleted,
-        )
+        .remove_devices(session.user_id.as_str(), &ids, RevokeReason::DeviceDeleted)
         .await?;
     Ok(RumaResponse(delete_devices::v3::Response::new()))
 }

@@ -9,7 +9,7 @@ use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
 
 fn local(state: &AppState, alias: &RoomAliasId) -> Result<()> {
-    if alias.server_name().as_str() != state.config.server_name {
+    if !state.is_ours(alias.server_name()) {
         return Err(Error::invalid_param("Room alias must be on this server"));
     }
     Ok(())

@@ -41,7 +41,7 @@ pub async fn well_known_client(
     State(state): State<AppState>,
     _request: Ruma<discover_homeserver::Request>,
 ) -> RumaResponse<discover_homeserver::Response> {
-    let info = discover_homeserver::HomeserverInfo::new(state.config.public_baseurl());
+    let info = discover_homeserver::HomeserverInfo::new(state.auth.public_baseurl().to_owned());
     RumaResponse(discover_homeserver::Response::new(info))
 }
 
@@ -80,7 +80,7 @@ pub async fn capabilities(
     capabilities.profile_fields = Some(ProfileFieldsCapability::new(true));
     // Email addresses can be added only when kith can send mail; clients hide them otherwise.
     capabilities.thirdparty_id_changes.enabled = state.auth.mailer.is_some();
-    let policy = state.config.contacts.dm_requires_friendship.as_str();
+    let policy = state.contacts.dm_policy().as_str();
     let contacts = serde_json::json!({ "enabled": true, "dm_requires_friendship": policy });
     capabilities
         .set("org.kith.contacts", contacts)

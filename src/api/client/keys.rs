@@ -9,14 +9,13 @@ use ruma::api::client::keys::{
     claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys,
 };
 use ruma::api::client::to_device::send_event_to_device;
-use ruma::to_device::DeviceIdOrAllDevices;
 use ruma::{OneTimeKeyAlgorithm, UInt};
 use serde_json::{Value, json};
 
 use super::json_of;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
-use crate::services::e2ee::{self, Target, Upload};
+use crate::services::e2ee::{ToDeviceSend, Upload};
 use crate::util::server_of;
 
 /// `POST /_matrix/client/v3/keys/upload`: device keys, one-time and fallback keys.
@@ -100,10 +99,10 @@ fn split_by_server<T>(
     let mut local = BTreeMap::new();
     let mut remote: BTreeMap<String, BTreeMap<String, T>> = BTreeMap::new();
     for (user, value) in asked {
-        match server_of(&user).map(|server| server.as_str()) {
-            Some(server) if server != state.config.server_name => {
+        match server_of(&user) {
+            Some(server) if !state.is_ours(server) => {
                 remote
-                    .entry(server.to_owned())
+                    .entry(server.to_string())
                     .or_default()
                     .insert(user, value);
             }
@@ -200,7 +199,7 @@ pub async fn changes(
     let (from, to) = (token(&request.body.from)?, token(&request.body.to)?);
     let user = session.user_id.as_str();
     let rooms = state.messaging.joined_rooms(user)?;
-    let (changed, left) = super::sync::device_lists(&state, user, &rooms, from, to)?;
+    let (changed, left) = crate::services::sync::device_lists(&state, user, &rooms, from, to)?;
     Ok(Json(json!({ "changed": changed, "left": left })))
 }
 
@@ -270,65 +269,23 @@ pub async fn send_to_device(
     let session = request.session()?;
     let body = &request.body;
     let scope = format!("sendToDevice/{}/{}", body.event_type, body.txn_id);
-    let txn = (
-        session.user_id.as_str(),
-        session.device_id.as_str(),
-        scope.as_str(),
-    );
-    let _guard = state
-        .e2ee
-        .lock_device(session.user_id.as_str(), session.device_id.as_str())
-        .await;
-    if state
-        .storage
-        .contains(&kith_storage::catalog::USERID_DEVICEID_TXNID_EVENTID, &txn)?
-    {
-        return Ok(Json(json!({})));
-    }
-    let mut messages = Vec::new();
-    let mut remote: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut messages = BTreeMap::new();
     for (user, devices) in &body.messages {
-        // Users of other servers get theirs through their server.
-        if user.server_name().as_str() != state.config.server_name {
-            let devices = devices
-                .iter()
-                .map(|(target, content)| Ok((target.to_string(), json_of(content)?)))
-                .collect::<Result<_>>()?;
-            remote.insert(user.to_string(), devices);
-            continue;
-        }
-        for (target, content) in devices {
-            let target = match target {
-                DeviceIdOrAllDevices::AllDevices => Target::All,
-                DeviceIdOrAllDevices::DeviceId(device) => Target::Device(device.to_string()),
-            };
-            messages.push((user.to_string(), target, json_of(content)?));
-        }
+        let devices = devices
+            .iter()
+            .map(|(target, content)| Ok((target.to_string(), json_of(content)?)))
+            .collect::<Result<_>>()?;
+        messages.insert(user.clone(), devices);
     }
-    let devices_of = |user: &str| -> crate::services::error::Result<Vec<String>> {
-        Ok(state
-            .sessions
-            .devices(user)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect())
+    let send = ToDeviceSend {
+        sender: &session.user_id,
+        device: &session.device_id,
+        txn_id: body.txn_id.as_str(),
+        scope: &scope,
+        kind: &body.event_type.to_string(),
+        messages,
     };
-    let mut batch = state.storage.batch();
-    // A to-device send has no event ID to remember: its transaction is marked with null.
-    batch.put(
-        &kith_storage::catalog::USERID_DEVICEID_TXNID_EVENTID,
-        &txn,
-        &Value::Null,
-    )?;
-    let kind = body.event_type.to_string();
-    if !remote.is_empty() {
-        let (sender, message_id) = (session.user_id.as_str(), body.txn_id.as_str());
-        let outbox = &state.messaging.outbox;
-        e2ee::to_device_into(outbox, &mut batch, sender, &kind, message_id, remote)?;
-    }
-    state
-        .e2ee
-        .send_to_device(session.user_id.as_str(), &kind, messages, devices_of, batch)
-        .await?;
+    let devices_of = |user: &str| state.sessions.device_ids(user);
+    state.e2ee.send_to_device(send, devices_of).await?;
     Ok(Json(json!({})))
 }

@@ -9,17 +9,18 @@ use ruma::api::federation::query::get_profile_information;
 use ruma::profile::ProfileFieldValue;
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::AppState;
+use crate::services::account;
 use crate::services::error::remote_error;
 use crate::services::profile::Profile;
 use crate::services::session::Session;
-use crate::services::{AppState, profile};
 
 /// A user's profile: ours from the database, another server's users' from their server.
 async fn found(state: &AppState, user_id: &ruma::UserId) -> Result<Profile> {
-    if user_id.server_name().as_str() != state.config.server_name {
+    if !state.is_ours(user_id.server_name()) {
         return remote(state, user_id).await;
     }
-    let found = profile::profile(&state.storage, user_id.as_str())?;
+    let found = state.profiles.get(user_id.as_str())?;
     found.ok_or_else(|| Error::not_found("Profile not found"))
 }
 
@@ -102,9 +103,7 @@ pub async fn set_field(
     owner(session, &body.user_id)?;
     let field = body.value.field_name();
     let value = body.value.value().into_owned();
-    state
-        .set_profile_field(&body.user_id, field.as_str(), Some(value))
-        .await?;
+    account::set_profile_field(&state, &body.user_id, field.as_str(), Some(value)).await?;
     Ok(RumaResponse(set_profile_field::v3::Response::new()))
 }
 
@@ -116,8 +115,6 @@ pub async fn delete_field(
     let session = request.session()?;
     let body = &request.body;
     owner(session, &body.user_id)?;
-    state
-        .set_profile_field(&body.user_id, body.field.as_str(), None)
-        .await?;
+    account::set_profile_field(&state, &body.user_id, body.field.as_str(), None).await?;
     Ok(RumaResponse(delete_profile_field::v3::Response::new()))
 }

@@ -8,6 +8,7 @@ use ruma::api::client::uiaa::UserIdentifier;
 use crate::events::RevokeReason;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::auth::email;
+use crate::services::session::NewDevice;
 use crate::services::{AppState, auth};
 
 /// `GET /_matrix/client/v3/login`: passwords, and with identity providers configured,
@@ -130,12 +131,13 @@ async fn new_session(
     let (session, tokens) = state
         .sessions
         .create(
-            state.storage.batch(),
             user_id,
-            body.device_id.as_ref().map(|d| d.as_str()),
-            body.initial_device_display_name.clone(),
-            body.refresh_token,
-            request.client_ip,
+            NewDevice {
+                device_id: body.device_id.as_ref().map(|d| d.as_str()),
+                display_name: body.initial_device_display_name.clone(),
+                want_refresh: body.refresh_token,
+                ip: request.client_ip,
+            },
         )
         .await?;
     let mut response =
@@ -166,12 +168,7 @@ pub async fn logout(
     let devices = [session.device_id.to_string()];
     state
         .sessions
-        .remove_devices(
-            state.storage.batch(),
-            session.user_id.as_str(),
-            &devices,
-            RevokeReason::Logout,
-        )
+        .remove_devices(session.user_id.as_str(), &devices, RevokeReason::Logout)
         .await?;
     Ok(RumaResponse(logout::v3::Response::new()))
 }
@@ -184,12 +181,7 @@ pub async fn logout_all(
     let session = request.session()?;
     state
         .sessions
-        .remove_all_devices(
-            state.storage.batch(),
-            session.user_id.as_str(),
-            None,
-            RevokeReason::Logout,
-        )
+        .remove_all_devices(session.user_id.as_str(), RevokeReason::Logout)
         .await?;
     Ok(RumaResponse(logout_all::v3::Response::new()))
 }

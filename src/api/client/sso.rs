@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::pages::{cookie, escape, page, wants_html};
 use crate::gateway::{Error, Result};
 use crate::services::AppState;
+use crate::services::account;
 use crate::services::auth::sso::{SsoPurpose, SsoStart, cookie_name};
 
 /// A `302 Found` to `location` (what clients and the tests expect from SSO redirects).
@@ -182,11 +183,11 @@ async fn finish(
     let (purpose, identity) = state.auth.sso_finish(sign_in, browser, code).await?;
     match purpose {
         SsoPurpose::Login { redirect_url } => {
-            let user_id = state.sso_user(&identity).await?;
+            let user_id = account::sso_user(state, &identity).await?;
             let token = state.auth.issue_login_token(&user_id).await?;
             let mut target = url::Url::parse(&redirect_url).map_err(Error::internal)?;
             target.query_pairs_mut().append_pair("loginToken", &token);
-            if state.config.sso.trusts(&redirect_url) {
+            if state.auth.sso_trusts(&redirect_url) {
                 return found(target.as_str());
             }
             Ok(confirmation(&user_id, &redirect_url, target.as_str()))

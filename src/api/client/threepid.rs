@@ -22,9 +22,7 @@ use serde_json::{Value, json};
 use super::pages::{escape, page, wants_html};
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
-use crate::services::auth::email::{
-    EmailPurpose, TokenRequest, medium_not_supported, threepid_in_use,
-};
+use crate::services::auth::email::{EmailPurpose, TokenRequest, medium_not_supported};
 
 async fn request_token(
     state: &AppState,
@@ -211,15 +209,7 @@ pub async fn add(
     let flows = auth.reauth_flows(user_id)?;
     auth.uia("add_3pid", flows, body.auth.as_ref(), Some(user_id))
         .await?;
-    let _registering = auth.registering().await;
-    let mut batch = state.storage.batch();
-    match auth.email_owner(&proof.address)? {
-        Some(owner) if owner == *user_id => {}
-        Some(_) => return Err(threepid_in_use().into()),
-        None => auth.bind_email_into(&mut batch, user_id, &proof.address, proof.validated_ts)?,
-    }
-    auth.consume_email_proof_into(&mut batch, &proof)?;
-    state.storage.commit(batch).await?;
+    auth.add_email(user_id, &proof).await?;
     Ok(RumaResponse(add_3pid::v3::Response::new()))
 }
 
@@ -233,19 +223,7 @@ pub async fn delete(
     if body.medium != Medium::Email {
         return Err(medium_not_supported().into());
     }
-    let _registering = state.auth.registering().await;
-    let mut batch = state.storage.batch();
-    if !state
-        .auth
-        .unbind_email_into(&mut batch, user_id, &body.address)?
-    {
-        return Err(Error::new(
-            StatusCode::NOT_FOUND,
-            "M_THREEPID_NOT_FOUND",
-            "This email address is not on your account",
-        ));
-    }
-    state.storage.commit(batch).await?;
+    state.auth.remove_email(user_id, &body.address).await?;
     let unbind = ThirdPartyIdRemovalStatus::NoSupport;
     Ok(RumaResponse(delete_3pid::v3::Response::new(unbind)))
 }

@@ -27,7 +27,7 @@ pub async fn event(
     let event = state
         .messaging
         .event_for(origin, request.body.event_id.as_str())?;
-    let own = ruma::ServerName::parse(&state.config.server_name).map_err(Error::internal)?;
+    let own = state.server_name.clone();
     Ok(RumaResponse(get_event::v1::Response::new(
         own,
         MilliSecondsSinceUnixEpoch::now(),
@@ -49,7 +49,7 @@ pub async fn backfill(
     let pdus = state
         .messaging
         .backfill_for(origin, &body.room_id, &body.v, limit)?;
-    let own = ruma::ServerName::parse(&state.config.server_name).map_err(Error::internal)?;
+    let own = state.server_name.clone();
     let pdus = pdus.iter().map(raw).collect::<Result<_>>()?;
     Ok(RumaResponse(get_backfill::v1::Response::new(
         own,

@@ -12,7 +12,7 @@ use crate::gateway::{Error, Result, Ruma};
 use crate::services::AppState;
 
 fn local(state: &AppState, user: &ruma::UserId) -> bool {
-    user.server_name().as_str() == state.config.server_name
+    state.is_ours(user.server_name())
 }
 
 fn display_name(state: &AppState) -> impl Fn(&str, &str) -> Option<String> + '_ {

@@ -25,7 +25,7 @@ pub async fn download(
     request: Ruma<get_content::v1::Request>,
 ) -> Result<Response> {
     request.origin()?;
-    let own = state.config.server_name.as_str();
+    let own = state.server_name.as_str();
     let (_, content) = state.media.content(own, &request.body.media_id).await?;
     Ok(multipart(content))
 }
@@ -43,7 +43,7 @@ pub async fn thumbnail(
         None | Some(Method::Scale) => Fit::Scale,
         Some(other) => return Err(Error::invalid_param(format!("Unknown method {other}"))),
     };
-    let own = state.config.server_name.as_str();
+    let own = state.server_name.as_str();
     let content = state
         .media
         .thumbnail(

@@ -4,7 +4,7 @@ use axum::extract::State;
 use ruma::api::federation::membership::{
     create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
@@ -103,77 +103,14 @@ pub async fn invite(
         serde_json::from_str(body.event.get()).map_err(|e| Error::bad_json(e.to_string()))?;
     let whole: Value =
         serde_json::from_slice(&request.raw_body).map_err(|e| Error::bad_json(e.to_string()))?;
-    // Stripped for our clients, whichever form (stripped or whole PDUs) it came in.
-    let invite_state = whole
-        .get("invite_room_state")
-        .and_then(|s| s.as_array())
-        .map(|events| {
-            events
-                .iter()
-                .filter(|e| e["type"].is_string() && e["state_key"].is_string())
-                .map(|e| {
-                    json!({
-                        "type": e["type"], "state_key": e["state_key"],
-                        "content": e["content"], "sender": e["sender"],
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let (inviter, invitee) = (
-        event
-            .get("sender")
-            .and_then(|s| s.as_str())
-            .unwrap_or_default(),
-        event
-            .get("state_key")
-            .and_then(|s| s.as_str())
-            .unwrap_or_default(),
-    );
-    let direct = event
-        .get("content")
-        .and_then(|c| c.get("is_direct"))
-        .and_then(|d| d.as_bool())
-        .unwrap_or(false);
-    let policy = state.config.contacts.dm_requires_friendship;
-    // A kith server's user could have asked to be friends: refused. Anyone else's
-    // invite is held as a friend request instead, shown once it is accepted.
-    let mut held = false;
-    if let Err(blocked) = state
-        .contacts
-        .check_invite(policy, inviter, invitee, direct)
-    {
-        if state.contacts.speaks_contacts(origin).await {
-            return Err(blocked.into());
-        }
-        held = true;
-    }
-    let mut batch = state.storage.batch();
-    let mut _pair = Vec::new();
-    if held {
-        let ignored = state
-            .messaging
-            .account_data(invitee, None, "m.ignored_user_list")?
-            .is_some_and(|list| list["ignored_users"].get(inviter).is_some());
-        let pair = (inviter, invitee);
-        let room = body.room_id.as_str();
-        _pair = state
-            .contacts
-            .hold_invite_into(&mut batch, origin, pair, room, ignored)
-            .await?;
-    }
     let invite = InviteIn {
         room_id: &body.room_id,
         event_id: &body.event_id,
         version: &body.room_version,
         event: &event,
-        invite_state,
-        held,
+        invite_room_state: whole.get("invite_room_state"),
     };
-    let signed = state
-        .messaging
-        .receive_invite(origin, invite, batch)
-        .await?;
+    let signed = state.messaging.receive_invite(origin, invite).await?;
     Ok(RumaResponse(create_invite::v2::Response::new(raw(
         &signed,
     )?)))

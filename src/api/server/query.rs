@@ -4,7 +4,7 @@ use axum::extract::State;
 use ruma::api::federation::query::{get_profile_information, get_room_information};
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
-use crate::services::{AppState, profile};
+use crate::services::AppState;
 
 /// `GET /_matrix/federation/v1/query/profile?user_id=&field=`: a local user's public
 /// profile (one field if asked), 404 for anyone else.
@@ -14,9 +14,9 @@ pub async fn profile(
 ) -> Result<RumaResponse<get_profile_information::v1::Response>> {
     let body = &request.body;
     let user = body.user_id.as_str();
-    let local = body.user_id.server_name().as_str() == state.config.server_name;
+    let local = state.is_ours(body.user_id.server_name());
     let found = match local {
-        true => profile::profile(&state.storage, user)?,
+        true => state.profiles.get(user)?,
         false => None,
     };
     let found = found.ok_or_else(|| Error::not_found("Profile not found"))?;
@@ -43,7 +43,7 @@ pub async fn directory(
     request: Ruma<get_room_information::v1::Request>,
 ) -> Result<RumaResponse<get_room_information::v1::Response>> {
     let alias = &request.body.room_alias;
-    if alias.server_name().as_str() != state.config.server_name {
+    if !state.is_ours(alias.server_name()) {
         return Err(Error::not_found("Room alias not found"));
     }
     let (room_id, servers) = state.messaging.resolve_alias(alias).await?;

@@ -30,6 +30,27 @@ impl AuthService {
             .get(&catalog::USERID_ACCOUNT, &user_id.as_str())?)
     }
 
+    /// Creates an account with a password, by the operator (admin API or command line).
+    pub async fn create_account(
+        &self,
+        localpart: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<OwnedUserId> {
+        let hash = password::hash(password).await?;
+        let _guard = self.registering().await;
+        let user_id = self.check_available(localpart)?;
+        let mut batch = self.storage.batch();
+        self.create_account_into(&mut batch, &user_id, Some(hash), admin)?;
+        self.storage.commit(batch).await?;
+        Ok(user_id)
+    }
+
+    /// Whether the user has an account here that is not deactivated.
+    pub fn is_active(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.account(user_id)?.is_some_and(|a| !a.deactivated))
+    }
+
     /// The user ID a new account with `localpart` would have, if the name is well formed.
     pub fn new_user_id(&self, localpart: &str) -> Result<OwnedUserId> {
         let allowed =

@@ -7,7 +7,7 @@ pub mod email;
 pub mod mailer;
 pub mod oidc;
 pub mod password;
-mod ratelimit;
+mod register;
 mod regtokens;
 pub mod sso;
 mod threepid;
@@ -19,11 +19,11 @@ use kith_storage::Storage;
 use ruma::OwnedServerName;
 use tokio::sync::Mutex;
 
-pub use ratelimit::RateLimiter;
 pub use regtokens::RegistrationToken;
-pub use uia::{UiaFlows, UiaSessions};
+pub use uia::{UiaFlows, UiaSession, UiaSessions};
 
 use crate::config::{self, Config};
+use crate::util::RateLimiter;
 
 pub struct AuthService {
     storage: Storage,
@@ -36,6 +36,8 @@ pub struct AuthService {
     register_lock: Mutex<()>,
     uia_sessions: UiaSessions,
     email_config: config::Email,
+    /// `[registration]`: who may register, and how.
+    registration: config::Registration,
     /// The base of links in mail, without a trailing slash.
     public_baseurl: String,
     /// `None` when email is off.
@@ -50,9 +52,21 @@ pub struct AuthService {
     /// Sign-ins started, per client address: each holds memory until its callback.
     pub sso_limiter: RateLimiter,
     login_token_lock: Mutex<()>,
+    /// `[sso]`: where sign-ins may send the browser back without asking.
+    sso_config: config::Sso,
 }
 
 impl AuthService {
+    /// The server's public base URL, without a trailing slash (for links and discovery).
+    pub fn public_baseurl(&self) -> &str {
+        &self.public_baseurl
+    }
+
+    /// Whether a sign-in may send the browser to `redirect_url` without asking the user.
+    pub fn sso_trusts(&self, redirect_url: &str) -> bool {
+        self.sso_config.trusts(redirect_url)
+    }
+
     pub fn new(storage: Storage, config: &Config) -> Result<AuthService, String> {
         let server_name =
             OwnedServerName::try_from(config.server_name.as_str()).map_err(|e| e.to_string())?;
@@ -66,6 +80,7 @@ impl AuthService {
             register_lock: Mutex::new(()),
             uia_sessions: UiaSessions::default(),
             email_config: config.email.clone(),
+            registration: config.registration.clone(),
             public_baseurl: config.public_baseurl(),
             mailer: match config.email.enabled {
                 true => Some(Arc::new(mailer::Mailer::new(
@@ -88,6 +103,7 @@ impl AuthService {
             sso_pending: sso::PendingSignIns::default(),
             sso_limiter: RateLimiter::new(20, 20.0),
             login_token_lock: Mutex::new(()),
+            sso_config: config.sso.clone(),
             storage,
         })
     }

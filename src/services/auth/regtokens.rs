@@ -59,6 +59,20 @@ impl AuthService {
         Ok(())
     }
 
+    /// Makes a registration token (`token`, or a random one), by the operator.
+    pub async fn create_token(
+        &self,
+        token: Option<String>,
+        uses_allowed: Option<u32>,
+        expiry_time: Option<u64>,
+    ) -> Result<RegistrationToken> {
+        let _guard = self.registering().await;
+        let mut batch = self.storage.batch();
+        let token = self.token_into(&mut batch, token, uses_allowed, expiry_time)?;
+        self.storage.commit(batch).await?;
+        Ok(token)
+    }
+
     pub fn token_into(
         &self,
         batch: &mut Batch,

@@ -6,9 +6,9 @@ use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::AuthService;
-use super::email::normalize_address;
+use super::email::{EmailProof, normalize_address, threepid_in_use};
 use crate::events::{self, DomainEvent};
-use crate::services::error::Result;
+use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::now_ms;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,8 +63,37 @@ impl AuthService {
         Ok(())
     }
 
+    /// Binds the address a validated email session proves to the user, using the proof up
+    /// in the same write; an address already theirs only uses it up, another's is refused.
+    pub async fn add_email(&self, user_id: &UserId, proof: &EmailProof) -> Result<()> {
+        let _registering = self.registering().await;
+        let mut batch = self.storage.batch();
+        match self.email_owner(&proof.address)? {
+            Some(owner) if owner == *user_id => {}
+            Some(_) => return Err(threepid_in_use()),
+            None => {
+                self.bind_email_into(&mut batch, user_id, &proof.address, proof.validated_ts)?
+            }
+        }
+        self.consume_email_proof_into(&mut batch, proof)?;
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// Unbinds one of the user's addresses (`M_THREEPID_NOT_FOUND` if it is not theirs).
+    pub async fn remove_email(&self, user_id: &UserId, email: &str) -> Result<()> {
+        let _registering = self.registering().await;
+        let mut batch = self.storage.batch();
+        if !self.unbind_email_into(&mut batch, user_id, email)? {
+            return Err(Error::new(
+                ErrorKind::ThreepidNotOnAccount,
+                "This email address is not on your account",
+            ));
+        }
+        Ok(self.storage.commit(batch).await?)
+    }
+
     /// Unbinds one of the user's addresses in `batch`; false if it is not theirs.
-    pub fn unbind_email_into(
+    pub(super) fn unbind_email_into(
         &self,
         batch: &mut Batch,
         user_id: &UserId,

@@ -13,12 +13,11 @@ use kith_federation::{FederationClient, Outbox};
 use kith_storage::{Batch, Storage, catalog};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, DmPolicy};
 use crate::events::{DomainEvent, Subscriber};
 use crate::services::account_data::{has_account_data, put_account_data};
-use crate::services::auth::RateLimiter;
 use crate::services::error::Result;
-use crate::util::{StripedLocks, now_ms};
+use crate::util::{RateLimiter, StripedLocks, now_ms};
 
 pub use policy::DIRECT_MAX_MEMBERS;
 pub use remote::{FEDERATION_PREFIX, RemoteRemove, RemoteRequest, RemoteResponse};
@@ -91,6 +90,8 @@ pub struct Contacts {
     server_name: String,
     federation: Option<Arc<FederationClient>>,
     outbox: Arc<Outbox>,
+    /// `[contacts] dm_requires_friendship`: what messaging asks of invites and direct chats.
+    dm_policy: DmPolicy,
 }
 
 impl Contacts {
@@ -108,6 +109,7 @@ impl Contacts {
             server_name: config.server_name.clone(),
             federation,
             outbox,
+            dm_policy: limits.dm_requires_friendship,
         }
     }
 

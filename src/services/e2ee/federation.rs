@@ -13,7 +13,8 @@ use kith_storage::{Batch, Storage};
 use ruma::{ServerName, UserId};
 use serde_json::{Value, json};
 
-use super::{E2ee, Target};
+use super::E2ee;
+use super::to_device::Target;
 use crate::events::{DomainEvent, Subscriber};
 use crate::services::error::Result;
 use crate::services::messaging::servers_sharing_rooms;
@@ -50,22 +51,18 @@ impl E2ee {
                 continue;
             }
             for (device, message) in devices.as_object().unwrap_or(&empty) {
-                let target = match device.as_str() {
-                    "*" => Target::All,
-                    device => Target::Device(device.to_owned()),
-                };
-                messages.push((user.clone(), target, message.clone()));
+                messages.push((user.clone(), Target::of(device), message.clone()));
             }
         }
-        let batch = self.storage.batch();
-        self.send_to_device(sender, kind, messages, devices_of, batch)
-            .await
+        let mut batch = self.storage.batch();
+        self.store_to_device(&mut batch, sender, kind, messages, devices_of)?;
+        Ok(self.storage.commit(batch).await?)
     }
 }
 
 /// Queues to-device messages for users of other servers, an EDU per server, in `batch`;
 /// wakes the queue for them (it waits for the commit).
-pub fn to_device_into(
+pub(super) fn to_device_into(
     outbox: &Outbox,
     batch: &mut Batch,
     sender: &str,

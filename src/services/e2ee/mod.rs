@@ -12,35 +12,43 @@ mod signed;
 mod to_device;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use kith_federation::Outbox;
 use kith_storage::{Batch, Storage, catalog};
+use ruma::OwnedServerName;
 
 use crate::services::error::Result;
 use crate::util::StripedLocks;
 
 pub use backup::BackupKeys;
-pub use federation::{DeviceListAnnouncer, to_device_into};
+pub use federation::DeviceListAnnouncer;
 pub use keys::Upload;
-pub use to_device::Target;
+pub use to_device::ToDeviceSend;
 
 pub struct E2ee {
     storage: Storage,
+    server_name: OwnedServerName,
+    /// To-device messages for users of other servers go out through it.
+    outbox: Arc<Outbox>,
     /// Per device, across one-time key claims and uploads (no key is handed out twice),
     /// and per user across cross-signing changes.
     locks: StripedLocks,
 }
 
 impl E2ee {
-    pub fn new(storage: Storage) -> E2ee {
+    pub fn new(storage: Storage, server_name: OwnedServerName, outbox: Arc<Outbox>) -> E2ee {
         E2ee {
             storage,
+            server_name,
+            outbox,
             locks: StripedLocks::new(64),
         }
     }
 
     /// The device's lock: one-time key claims and uploads, and to-device sends (so a
     /// replayed transaction waits for the first).
-    pub async fn lock_device(&self, user: &str, device: &str) -> tokio::sync::MutexGuard<'_, ()> {
+    async fn lock_device(&self, user: &str, device: &str) -> tokio::sync::MutexGuard<'_, ()> {
         self.locks.lock(&format!("{user}\n{device}")).await
     }
 

@@ -1,11 +1,15 @@
 //! Send-to-device messages: stored per recipient device at a stream position, delivered in
 //! that device's `/sync`, and deleted once a later sync's `since` shows they arrived.
 
+use std::collections::BTreeMap;
+
 use kith_storage::catalog;
+use ruma::{DeviceId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::E2ee;
+use super::federation::to_device_into;
 use crate::services::error::Result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,22 +21,84 @@ struct ToDevice {
 }
 
 /// Who a message goes to: one device, or all of a user's (`*`).
-pub enum Target {
+pub(super) enum Target {
     Device(String),
     All,
 }
 
+impl Target {
+    pub(super) fn of(device: &str) -> Target {
+        match device {
+            "*" => Target::All,
+            device => Target::Device(device.to_owned()),
+        }
+    }
+}
+
+/// One device's send (`PUT /sendToDevice/{eventType}/{txnId}`).
+pub struct ToDeviceSend<'a> {
+    pub sender: &'a UserId,
+    pub device: &'a DeviceId,
+    /// The transaction: a replay within its scope (the request path) sends nothing again.
+    pub txn_id: &'a str,
+    pub scope: &'a str,
+    pub kind: &'a str,
+    /// Per user, per device ID (or `*`: all the user's devices), the content.
+    pub messages: BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
+}
+
 impl E2ee {
-    /// Queues `kind` messages from `sender` for each target device that exists (unknown
-    /// devices are skipped, as Synapse does: a device may log out while a client sends).
-    /// `devices_of` lists a user's devices.
+    /// Sends to-device messages once per transaction: this server's users' devices get
+    /// theirs stored (unknown users and devices are skipped), other servers' users theirs
+    /// through their server, all in one write with the transaction's mark. `devices_of`
+    /// lists a local user's devices.
     pub async fn send_to_device(
         &self,
+        send: ToDeviceSend<'_>,
+        devices_of: impl Fn(&str) -> Result<Vec<String>>,
+    ) -> Result<()> {
+        let (sender, device) = (send.sender.as_str(), send.device.as_str());
+        let txn = (sender, device, send.scope);
+        // Under the device's lock, so a replayed transaction waits for the first.
+        let _guard = self.lock_device(sender, device).await;
+        if self
+            .storage
+            .contains(&catalog::USERID_DEVICEID_TXNID_EVENTID, &txn)?
+        {
+            return Ok(());
+        }
+        let mut local = Vec::new();
+        let mut remote = BTreeMap::new();
+        for (user, devices) in send.messages {
+            if user.server_name() != self.server_name {
+                remote.insert(user.to_string(), devices);
+                continue;
+            }
+            for (target, content) in devices {
+                local.push((user.to_string(), Target::of(&target), content));
+            }
+        }
+        let mut batch = self.storage.batch();
+        // A to-device send has no event ID to remember: its transaction is marked with null.
+        batch.put(&catalog::USERID_DEVICEID_TXNID_EVENTID, &txn, &Value::Null)?;
+        if !remote.is_empty() {
+            let outbox = &self.outbox;
+            to_device_into(outbox, &mut batch, sender, send.kind, send.txn_id, remote)?;
+        }
+        self.store_to_device(&mut batch, sender, send.kind, local, devices_of)?;
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// Stores `kind` messages from `sender` in `batch` for each target device that exists
+    /// (unknown devices are skipped, as Synapse does: a device may log out while a client
+    /// sends).
+    pub(super) fn store_to_device(
+        &self,
+        batch: &mut kith_storage::Batch,
         sender: &str,
         kind: &str,
         messages: Vec<(String, Target, Value)>,
         devices_of: impl Fn(&str) -> Result<Vec<String>>,
-        mut batch: kith_storage::Batch,
     ) -> Result<()> {
         for (user, target, content) in messages {
             let devices = devices_of(&user)?;
@@ -51,7 +117,7 @@ impl E2ee {
                 batch.put(&catalog::USERID_DEVICEID_POSITION_TODEVICE, &row, &message)?;
             }
         }
-        Ok(self.storage.commit(batch).await?)
+        Ok(())
     }
 
     /// The device's messages up to `upto`, after deleting those up to `acknowledged` (the

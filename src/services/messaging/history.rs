@@ -2,15 +2,52 @@
 //! inclusive ("everything up to here"), the same kind `/sync` hands out.
 
 use ruma::api::Direction;
+use ruma::api::client::filter::RoomEventFilter;
+use ruma::{EventId, RoomId, UserId};
 
 use super::{Messaging, StoredPdu};
-use crate::services::error::Result;
+use crate::services::error::{Error, Result};
 
 /// Events read per storage scan while paging.
 const CHUNK: usize = 64;
+/// The most events one page returns.
+pub const MAX_LIMIT: usize = 100;
 /// The most events one page looks at, so a filter that matches little cannot make a
 /// request read a whole room; the page then ends early with a token to go on from.
 const MAX_SCANNED: usize = 2000;
+
+/// An event with what surrounds it (`/context`).
+pub struct Context {
+    pub event: StoredPdu,
+    /// Newest first, and the token to page on backwards from.
+    pub before: Vec<StoredPdu>,
+    pub start: u64,
+    /// Oldest first, and the token to page on forwards from.
+    pub after: Vec<StoredPdu>,
+    pub end: u64,
+    /// The room's current state.
+    pub state: Vec<StoredPdu>,
+}
+
+/// Whether an event passes a room event filter (`types`/`senders` with `*` wildcards).
+fn matches(filter: &RoomEventFilter, event: &StoredPdu) -> bool {
+    let field = |key: &str| event.json.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let (kind, sender) = (field("type"), field("sender"));
+    let glob = |pattern: &String, value: &str| match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => pattern == value,
+    };
+    filter
+        .types
+        .as_ref()
+        .is_none_or(|types| types.iter().any(|t| glob(t, kind)))
+        && !filter.not_types.iter().any(|t| glob(t, kind))
+        && filter
+            .senders
+            .as_ref()
+            .is_none_or(|senders| senders.iter().any(|s| s == sender))
+        && !filter.not_senders.iter().any(|s| s == sender)
+}
 
 pub struct Page {
     /// In the order of the direction: newest first going backwards.
@@ -20,6 +57,113 @@ pub struct Page {
 }
 
 impl Messaging {
+    /// An event of a room `reader` is joined to and may see (history visibility), else 404.
+    pub fn room_event(
+        &self,
+        reader: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<StoredPdu> {
+        self.require_joined(reader, room_id)?;
+        let not_found = || Error::not_found("Event not found");
+        let event = self
+            .stored_pdu(event_id.as_str())?
+            .filter(|s| s.room_id == room_id.as_str())
+            .ok_or_else(not_found)?;
+        let visibility = self.visibility(room_id)?;
+        match self.may_see(&visibility, reader.as_str(), &event)? {
+            true => Ok(event),
+            false => Err(not_found()),
+        }
+    }
+
+    /// A page of the history `reader` may see (`/messages`), from `from` (backwards: the
+    /// newest, if `None`; forwards: the room's start) up to `to`, through `filter`. Paging
+    /// back past the start of what this server holds of a room it joined from elsewhere
+    /// fetches the earlier history from a server in the room, then reads again.
+    pub async fn messages(
+        &self,
+        reader: &UserId,
+        room_id: &RoomId,
+        (from, dir, to): (Option<u64>, Direction, Option<u64>),
+        limit: usize,
+        filter: &RoomEventFilter,
+    ) -> Result<(u64, Page)> {
+        self.require_joined(reader, room_id)?;
+        let from = match (from, dir) {
+            (Some(from), _) => from,
+            (None, Direction::Backward) => self.storage.position(),
+            (None, Direction::Forward) => 0,
+        };
+        let visibility = self.visibility(room_id)?;
+        // An event whose visibility cannot be read (a storage error) is not shown.
+        let keep = |event: &StoredPdu| {
+            matches(filter, event)
+                && self
+                    .may_see(&visibility, reader.as_str(), event)
+                    .unwrap_or(false)
+        };
+        let limit = limit.clamp(1, MAX_LIMIT);
+        let mut page = self.page(room_id.as_str(), from, dir, to, limit, keep)?;
+        if dir == Direction::Backward
+            && page.end.is_none()
+            && to.is_none()
+            && self.backfill(room_id).await? > 0
+        {
+            page = self.page(room_id.as_str(), from, dir, to, limit, keep)?;
+        }
+        Ok((from, page))
+    }
+
+    /// Up to `limit` events around an event `reader` may see (`/context`), half before and
+    /// half after, through `filter`, with the room's current state.
+    pub fn context(
+        &self,
+        reader: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+        limit: usize,
+        filter: &RoomEventFilter,
+    ) -> Result<Context> {
+        let event = self.room_event(reader, room_id, event_id)?;
+        let room = room_id.as_str();
+        let visibility = self.visibility(room_id)?;
+        let keep = |e: &StoredPdu| {
+            matches(filter, e)
+                && self
+                    .may_see(&visibility, reader.as_str(), e)
+                    .unwrap_or(false)
+        };
+        let total = limit.min(MAX_LIMIT);
+        let (before_limit, after_limit) = (total / 2, total - total / 2);
+        let position = event.position;
+        let (before, start) = match before_limit {
+            0 => (Vec::new(), position.saturating_sub(1)),
+            n => {
+                let from = position.saturating_sub(1);
+                let page = self.page(room, from, Direction::Backward, None, n, keep)?;
+                (page.events, page.end.unwrap_or(0))
+            }
+        };
+        let (after, end) = match after_limit {
+            0 => (Vec::new(), position),
+            n => {
+                let page = self.page(room, position, Direction::Forward, None, n, keep)?;
+                let last = page.events.last().map_or(position, |e| e.position);
+                let end = page.end.unwrap_or(last);
+                (page.events, end)
+            }
+        };
+        Ok(Context {
+            state: self.state_events(room)?,
+            event,
+            before,
+            start,
+            after,
+            end,
+        })
+    }
+
     /// Up to `limit` events that `keep` accepts, from token `from` in direction `dir`,
     /// stopping at token `to`.
     pub fn page(

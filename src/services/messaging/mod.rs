@@ -6,9 +6,11 @@ mod account_data;
 mod aliases;
 mod auth_events;
 mod backfill;
+mod create;
 mod draft;
 mod federation;
 mod history;
+mod membership;
 mod power;
 mod push;
 mod receipts;
@@ -25,8 +27,11 @@ use kith_federation::{FederationClient, Outbox, ServerKeys};
 use kith_storage::{Storage, catalog};
 use ruma::{OwnedEventId, RoomId};
 
-pub use draft::{Draft, EventSpec};
+pub use create::{NewRoom, Preset};
+pub use draft::EventSpec;
 pub use federation::{InviteIn, REMOTE_TYPING};
+pub use history::MAX_LIMIT;
+pub use membership::Moderation;
 
 pub use push::{PUSH_RULES, UnreadCounts};
 pub use receipts::PRIVATE_READ;
@@ -34,6 +39,8 @@ pub use room::{LocalTransaction, Membership, Room, StoredPdu};
 pub use send::Transaction;
 pub use sync::JoinedSync;
 
+use crate::services::auth::AuthService;
+use crate::services::contacts::Contacts;
 use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::{StripedLocks, server_of};
 
@@ -41,6 +48,10 @@ pub struct Messaging {
     storage: Storage,
     keys: Arc<ServerKeys>,
     federation: Option<Arc<FederationClient>>,
+    /// Asked whether a local invitee exists.
+    auth: Arc<AuthService>,
+    /// Asked before an invite or a message in a direct chat (the friendship policy).
+    contacts: Arc<Contacts>,
     /// What other servers are to receive, written with the changes that cause it.
     pub(crate) outbox: Arc<Outbox>,
     /// Per room, held from reading the room's head to committing the events built on it.
@@ -59,12 +70,15 @@ impl Messaging {
         storage: Storage,
         keys: Arc<ServerKeys>,
         federation: Option<Arc<FederationClient>>,
+        (auth, contacts): (Arc<AuthService>, Arc<Contacts>),
         outbox: Arc<Outbox>,
     ) -> Messaging {
         Messaging {
             storage,
             keys,
             federation,
+            auth,
+            contacts,
             outbox,
             room_locks: StripedLocks::new(64),
             ephemeral_locks: StripedLocks::new(64),
@@ -362,8 +376,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let keys = Arc::new(ServerKeys::load_or_generate(&storage, "kith.test").unwrap());
-        let messaging =
-            Messaging::new(storage.clone(), Arc::clone(&keys), None, Default::default());
+        let outbox = Arc::new(Outbox::default());
+        let config = crate::config::Config::default();
+        let contacts = Contacts::new(storage.clone(), &config, None, Arc::clone(&outbox));
+        let auth = AuthService::new(storage.clone(), &config).unwrap();
+        let services = (Arc::new(auth), Arc::new(contacts));
+        let messaging = Messaging::new(storage.clone(), keys, None, services, outbox);
         let alice: OwnedUserId = "@alice:kith.test".try_into().unwrap();
         let spec = |kind: &str, key: Option<&str>, content| EventSpec {
             sender: alice.clone(),

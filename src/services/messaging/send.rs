@@ -3,12 +3,12 @@
 
 use kith_storage::catalog;
 use ruma::events::TimelineEventType;
-use ruma::{DeviceId, OwnedEventId, OwnedServerName, RoomId, TransactionId, UserId};
+use ruma::{DeviceId, EventId, OwnedEventId, OwnedServerName, RoomId, TransactionId, UserId};
+use serde_json::json;
 
 use super::draft::EventSpec;
 use super::{LocalTransaction, Messaging};
 use crate::config::DmPolicy;
-use crate::services::contacts::Contacts;
 use crate::services::error::{Error, Result};
 use crate::util::server_of;
 
@@ -22,15 +22,14 @@ pub struct Transaction<'a> {
 
 impl Messaging {
     /// Sends `spec` (its sender's) into `room_id`; with a transaction, once: a replay
-    /// returns the first event's ID and creates nothing. In a direct chat under `policy` the two
+    /// returns the first event's ID and creates nothing. In a direct chat, under the contacts
+    /// policy, the two
     /// members must still be friends, unless the other is on a server without friend
     /// requests (as for invites, chatting with them is the sender's own consent); asking
     /// that server is done before the room's lock is taken, so no request to another
     /// server ever holds up the room.
     pub async fn send(
         &self,
-        contacts: &Contacts,
-        policy: DmPolicy,
         room_id: &RoomId,
         transaction: Option<Transaction<'_>>,
         spec: EventSpec,
@@ -40,13 +39,11 @@ impl Messaging {
             .as_ref()
             .map(|t| (sender.as_str(), t.device_id.as_str(), t.scope));
         // One may still take back (redact) what one said after a friendship ended.
-        let policed = policy != DmPolicy::Off && spec.kind != TimelineEventType::RoomRedaction;
+        let policed = self.contacts.dm_policy() != DmPolicy::Off
+            && spec.kind != TimelineEventType::RoomRedaction;
         let direct = policed && self.room(room_id)?.is_some_and(|r| r.direct);
         let without_contacts = match direct {
-            true => {
-                self.peer_without_contacts(contacts, room_id, &sender)
-                    .await?
-            }
+            true => self.peer_without_contacts(room_id, &sender).await?,
             false => None,
         };
         let mut draft = self
@@ -66,7 +63,7 @@ impl Messaging {
                 .and_then(|o| server_of(o))
                 .is_some_and(|server| without_contacts.as_deref() == Some(server));
             if !exempt {
-                contacts.check_send(policy, sender.as_str(), &members)?;
+                self.contacts.check_send(sender.as_str(), &members)?;
             }
         }
         let pdu = draft.add(spec)?;
@@ -83,13 +80,42 @@ impl Messaging {
         Ok(pdu.event_id)
     }
 
+    /// Redacts an event of the room (who may redact what is checked where every redaction
+    /// is built, the draft); once per transaction, like sending.
+    pub async fn redact(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+        reason: Option<&str>,
+        transaction: Transaction<'_>,
+    ) -> Result<OwnedEventId> {
+        self.require_joined(sender, room_id)?;
+        let in_room = self
+            .stored_pdu(event_id.as_str())?
+            .is_some_and(|e| e.room_id == room_id.as_str());
+        if !in_room {
+            return Err(Error::not_found("Event not found"));
+        }
+        let mut content = json!({ "redacts": event_id });
+        if let Some(reason) = reason {
+            content["reason"] = reason.into();
+        }
+        let spec = EventSpec {
+            sender: sender.to_owned(),
+            kind: TimelineEventType::RoomRedaction,
+            state_key: None,
+            content,
+        };
+        self.send(room_id, Some(transaction), spec).await
+    }
+
     /// The server of a direct chat's other member, if it is another server that does not
     /// speak friend requests (asked of it, so outside any lock). Read without the room's
     /// lock: if the room or its members change meanwhile, the other member's server is not
     /// this one and the policy applies in full.
     async fn peer_without_contacts(
         &self,
-        contacts: &Contacts,
         room_id: &RoomId,
         sender: &UserId,
     ) -> Result<Option<OwnedServerName>> {
@@ -101,6 +127,6 @@ impl Messaging {
         else {
             return Ok(None);
         };
-        Ok((!contacts.speaks_contacts(server).await).then(|| server.to_owned()))
+        Ok((!self.contacts.speaks_contacts(server).await).then(|| server.to_owned()))
     }
 }

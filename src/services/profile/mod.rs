@@ -3,7 +3,6 @@
 //! profile creation are decoupled yet nothing is lost if the server stops between them.
 
 pub mod directory;
-mod presence;
 mod update;
 
 use std::collections::BTreeMap;
@@ -13,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::events::{DomainEvent, Subscriber};
-
-pub use presence::Presences;
+use crate::services::error::Result;
+use crate::util::StripedLocks;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Profile {
@@ -40,6 +39,32 @@ pub fn new_profile(user_id: &str) -> Profile {
 
 pub fn profile(storage: &Storage, user_id: &str) -> kith_storage::Result<Option<Profile>> {
     storage.get(&catalog::USERID_PROFILE, &user_id)
+}
+
+/// The profiles of local users and the user directory built from them (`userid_profile`,
+/// `word_userid`).
+pub struct Profiles {
+    storage: Storage,
+    /// Per user, across a profile's read-modify-write and the announcing of it.
+    locks: StripedLocks,
+}
+
+impl Profiles {
+    pub fn new(storage: Storage) -> Profiles {
+        Profiles {
+            storage,
+            locks: StripedLocks::new(16),
+        }
+    }
+
+    pub fn get(&self, user_id: &str) -> Result<Option<Profile>> {
+        Ok(profile(&self.storage, user_id)?)
+    }
+
+    /// Users whose name or ID has words starting with the term's (see [`directory::search`]).
+    pub fn search(&self, term: &str) -> Result<(Vec<directory::Hit>, bool)> {
+        directory::search(&self.storage, term)
+    }
 }
 
 /// Creates the profile of each new user, with the localpart as display name (as Synapse).

@@ -1,16 +1,14 @@
 //! Changing a profile: the profile, its directory words and `profile.updated` in one
-//! write; then the new name or avatar goes into every room the user is in, as a new
-//! `m.room.member` event (each room its own write, as each room has its own lock).
+//! write. Putting a new name or avatar into the user's rooms is messaging's (see
+//! [`crate::services::account::set_profile_field`]).
 
 use ruma::UserId;
-use ruma::events::TimelineEventType;
 use serde_json::Value;
+use tokio::sync::MutexGuard;
 
-use super::{Profile, directory, new_profile, profile};
+use super::{Profile, Profiles, directory, new_profile, profile};
 use crate::events::{self, DomainEvent};
-use crate::services::Services;
 use crate::services::error::{Error, ErrorKind, Result};
-use crate::services::messaging::EventSpec;
 
 /// The most bytes a profile field may hold, as JSON.
 const MAX_FIELD_BYTES: usize = 1024;
@@ -22,14 +20,23 @@ fn too_large(message: String) -> Error {
     Error::new(ErrorKind::ProfileTooLarge, message)
 }
 
-impl Services {
+/// A committed profile change.
+pub struct Changed<'a> {
+    /// The new profile, if its public part (name, avatar) changed.
+    pub public: Option<Profile>,
+    /// The user's profile lock, held until the change is announced, so two changes reach
+    /// rooms in the order they were made.
+    _held: MutexGuard<'a, ()>,
+}
+
+impl Profiles {
     /// Sets (`Some`) or removes (`None`) one field of the user's profile.
-    pub async fn set_profile_field(
+    pub async fn set_field(
         &self,
         user_id: &UserId,
         field: &str,
         value: Option<Value>,
-    ) -> Result<()> {
+    ) -> Result<Changed<'_>> {
         if value
             .as_ref()
             .is_some_and(|v| v.to_string().len() > MAX_FIELD_BYTES)
@@ -45,7 +52,7 @@ impl Services {
             ));
         }
         let user = user_id.as_str();
-        let _guard = self.profile_locks.lock(user).await;
+        let held = self.locks.lock(user).await;
         let stored = self.created_profile(user).await?;
         let old = stored.clone().unwrap_or_else(|| new_profile(user));
         let mut new = old.clone();
@@ -94,10 +101,10 @@ impl Services {
             events::append(&mut batch, updated)?;
         }
         self.storage.commit(batch).await?;
-        if public_change {
-            self.announce_profile(user_id, &new).await;
-        }
-        Ok(())
+        Ok(Changed {
+            public: public_change.then_some(new),
+            _held: held,
+        })
     }
 
     /// The user's profile, waiting briefly for the event log to create a new user's, so a
@@ -110,57 +117,5 @@ impl Services {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         Ok(None)
-    }
-
-    /// A new member event with the profile in every room the user has joined. A room that
-    /// refuses (power levels forbid changing one's own member event, say) keeps the old
-    /// name; the others still get the new one.
-    async fn announce_profile(&self, user_id: &UserId, new: &Profile) {
-        let rooms = match self.messaging.joined_rooms(user_id.as_str()) {
-            Ok(rooms) => rooms,
-            Err(e) => {
-                tracing::warn!(user = %user_id, error = ?e, "cannot list rooms for a profile change");
-                return;
-            }
-        };
-        for room in rooms {
-            if let Err(e) = self.announce_in_room(user_id, new, &room).await {
-                tracing::warn!(user = %user_id, %room, error = ?e, "profile not announced in room");
-            }
-        }
-    }
-
-    async fn announce_in_room(&self, user_id: &UserId, new: &Profile, room: &str) -> Result<()> {
-        let room_id = ruma::RoomId::parse(room).map_err(Error::internal)?;
-        let mut draft = self.messaging.draft(&room_id).await?;
-        // Still joined under the room's lock, and keeping whatever else the event said.
-        let current = self.messaging.membership(user_id.as_str(), room)?;
-        let Some(current) = current.filter(|m| m.membership == "join") else {
-            return Ok(());
-        };
-        let event = self.messaging.stored_pdu(current.event_id.as_str())?;
-        let mut content = event
-            .map(|e| e.client_event()["content"].take())
-            .filter(Value::is_object)
-            .unwrap_or_else(|| serde_json::json!({ "membership": "join" }));
-        for (key, value) in [
-            ("displayname", &new.displayname),
-            ("avatar_url", &new.avatar_url),
-        ] {
-            match value {
-                Some(value) => content[key] = value.clone().into(),
-                None => {
-                    content.as_object_mut().map(|c| c.remove(key));
-                }
-            }
-        }
-        draft.add(EventSpec {
-            sender: user_id.to_owned(),
-            kind: TimelineEventType::RoomMember,
-            state_key: Some(user_id.to_string()),
-            content,
-        })?;
-        draft.commit(self.storage.batch()).await?;
-        Ok(())
     }
 }

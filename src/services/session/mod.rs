@@ -46,6 +46,16 @@ pub struct Sessions {
     locks: StripedLocks,
 }
 
+/// The device a sign-in starts a session on.
+pub struct NewDevice<'a> {
+    /// The client's choice of ID (reusing one revokes its old tokens), else a new one.
+    pub device_id: Option<&'a str>,
+    pub display_name: Option<String>,
+    /// Whether the client takes refresh tokens (then the access token expires).
+    pub want_refresh: bool,
+    pub ip: IpAddr,
+}
+
 impl Sessions {
     pub fn new(storage: Storage, config: &Config) -> kith_storage::Result<Sessions> {
         let signer = TokenSigner::load_or_generate(&storage)?;
@@ -120,18 +130,40 @@ impl Sessions {
             .collect())
     }
 
+    /// The IDs of the user's devices.
+    pub fn device_ids(&self, user_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .devices(user_id)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
     /// Starts a session on a new device, or on `device_id` if given. Reusing a device ID
-    /// keeps the device but revokes its old tokens. `batch` may already hold the caller's
-    /// writes (registration creates the account in the same batch).
+    /// keeps the device but revokes its old tokens.
     pub async fn create(
+        &self,
+        user_id: &OwnedUserId,
+        device: NewDevice<'_>,
+    ) -> Result<(Session, Tokens)> {
+        self.create_with(self.storage.batch(), user_id, device)
+            .await
+    }
+
+    /// [`Sessions::create`], committed with what `batch` already holds (registration
+    /// creates the account in the same batch).
+    pub async fn create_with(
         &self,
         mut batch: Batch,
         user_id: &OwnedUserId,
-        device_id: Option<&str>,
-        display_name: Option<String>,
-        want_refresh: bool,
-        ip: IpAddr,
+        new: NewDevice<'_>,
     ) -> Result<(Session, Tokens)> {
+        let NewDevice {
+            device_id,
+            display_name,
+            want_refresh,
+            ip,
+        } = new;
         let _guard = self.locks.lock(user_id.as_str()).await;
         let device_id = match device_id {
             Some(id) if id.is_empty() || id.len() > 255 => {
@@ -313,9 +345,20 @@ impl Sessions {
         Ok(())
     }
 
-    /// Ends the sessions of the given devices (unknown ones are skipped), committing them
-    /// with whatever `batch` already holds.
+    /// Ends the sessions of the given devices (unknown ones are skipped).
     pub async fn remove_devices(
+        &self,
+        user_id: &str,
+        device_ids: &[String],
+        reason: RevokeReason,
+    ) -> Result<()> {
+        let batch = self.storage.batch();
+        self.remove_devices_with(batch, user_id, device_ids, reason)
+            .await
+    }
+
+    /// [`Sessions::remove_devices`], committed with whatever `batch` already holds.
+    pub async fn remove_devices_with(
         &self,
         batch: Batch,
         user_id: &str,
@@ -326,8 +369,15 @@ impl Sessions {
         self.remove_locked(batch, user_id, device_ids, reason).await
     }
 
+    /// Ends every session of the user.
+    pub async fn remove_all_devices(&self, user_id: &str, reason: RevokeReason) -> Result<()> {
+        let batch = self.storage.batch();
+        self.remove_all_devices_with(batch, user_id, None, reason)
+            .await
+    }
+
     /// Every device of the user, except `keep`, committed with what `batch` holds.
-    pub async fn remove_all_devices(
+    pub async fn remove_all_devices_with(
         &self,
         batch: Batch,
         user_id: &str,

@@ -77,13 +77,50 @@ impl Messaging {
         Ok(())
     }
 
-    /// `PUT /v2/invite`, as the invitee's server: checks the invite, signs it, and keeps it
-    /// (with the room state it came with) for the user to see in `/sync`, committing it
-    /// with whatever `batch` holds (the friend request a held invite comes as).
+    /// `PUT /v2/invite`, as the invitee's server. The friendship policy decides first: a
+    /// kith server's user could have asked to be friends, so theirs is refused (403
+    /// `M_INVITE_BLOCKED`); anyone else's is held as a friend request instead, shown once
+    /// it is accepted. Then the invite is checked, signed, and kept (with the room state
+    /// it came with, stripped for our clients) for the user to see in `/sync`.
     pub async fn receive_invite(
         &self,
         origin: &ServerName,
         invite: InviteIn<'_>,
+    ) -> Result<CanonicalJsonObject> {
+        let text = |key: &str| invite.event.get(key).and_then(Value::as_str);
+        let (inviter, invitee) = (text("sender").unwrap_or_default(), text("state_key"));
+        let invitee = invitee.unwrap_or_default();
+        let direct = invite.event["content"]["is_direct"].as_bool() == Some(true);
+        let mut held = false;
+        if let Err(blocked) = self.contacts.check_invite(inviter, invitee, direct) {
+            if self.contacts.speaks_contacts(origin).await {
+                return Err(blocked);
+            }
+            held = true;
+        }
+        let mut batch = self.storage.batch();
+        // Holds the two users' contact locks until the invite is kept with the request.
+        let mut _pair = Vec::new();
+        if held {
+            let ignored = self
+                .account_data(invitee, None, "m.ignored_user_list")?
+                .is_some_and(|list| list["ignored_users"].get(inviter).is_some());
+            let (pair, room) = ((inviter, invitee), invite.room_id.as_str());
+            _pair = self
+                .contacts
+                .hold_invite_into(&mut batch, origin, pair, room, ignored)
+                .await?;
+        }
+        self.keep_invite(origin, invite, held, batch).await
+    }
+
+    /// Checks a received invite, signs it and keeps it, committing it with whatever
+    /// `batch` holds (the friend request a held invite comes as).
+    async fn keep_invite(
+        &self,
+        origin: &ServerName,
+        invite: InviteIn<'_>,
+        held: bool,
         batch: kith_storage::Batch,
     ) -> Result<CanonicalJsonObject> {
         let InviteIn {
@@ -91,9 +128,9 @@ impl Messaging {
             event_id,
             version,
             event: json,
-            invite_state,
-            held,
+            invite_room_state,
         } = invite;
+        let invite_state = stripped(invite_room_state);
         if pdu::rules(version).is_err() {
             return Err(incompatible(version));
         }
@@ -230,10 +267,25 @@ pub struct InviteIn<'a> {
     pub event_id: &'a EventId,
     pub version: &'a RoomVersionId,
     pub event: &'a Value,
-    /// The stripped room state it came with.
-    pub invite_state: Vec<Value>,
-    /// Kept from the user until they accept the friend request it came as.
-    pub held: bool,
+    /// The room state it came with (`invite_room_state`: stripped events or whole PDUs).
+    pub invite_room_state: Option<&'a Value>,
+}
+
+/// Room state as our clients see it in an invite, whichever form it came in.
+fn stripped(invite_room_state: Option<&Value>) -> Vec<Value> {
+    let Some(events) = invite_room_state.and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    events
+        .iter()
+        .filter(|e| e["type"].is_string() && e["state_key"].is_string())
+        .map(|e| {
+            json!({
+                "type": e["type"], "state_key": e["state_key"],
+                "content": e["content"], "sender": e["sender"],
+            })
+        })
+        .collect()
 }
 
 /// A membership in a room this server is not in.
