@@ -111,6 +111,35 @@ pub trait Subscriber: Send + Sync + 'static {
     ) -> kith_storage::Result<()>;
 }
 
+/// A service's reaction to `user.created`: `create` writes the new user's rows in its
+/// tables (once: it finds them there if the event is read again after a crash).
+pub struct OnUserCreated {
+    pub name: &'static str,
+    pub create: fn(&Storage, &str, &mut Batch) -> kith_storage::Result<()>,
+}
+
+impl Subscriber for OnUserCreated {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn wants(&self, event: &DomainEvent) -> bool {
+        matches!(event, DomainEvent::UserCreated { .. })
+    }
+
+    fn handle(
+        &self,
+        storage: &Storage,
+        event: &DomainEvent,
+        batch: &mut Batch,
+    ) -> kith_storage::Result<()> {
+        match event {
+            DomainEvent::UserCreated { user_id, .. } => (self.create)(storage, user_id, batch),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// How many events one subscriber batch covers.
 const CHUNK: usize = 256;
 

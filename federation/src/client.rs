@@ -186,13 +186,7 @@ impl FederationClient {
         let request: http::Request<Vec<u8>> = request
             .try_into_http_request(&base, (), ())
             .map_err(|e| FederationError::Request(e.to_string()))?;
-        let (status, body) = self.execute(server, request).await?;
-        let response = http::Response::builder()
-            .status(status)
-            .body(body.as_slice())
-            .map_err(|e| FederationError::BadResponse(server.to_owned(), e.to_string()))?;
-        R::IncomingResponse::try_from_http_response(response)
-            .map_err(|e| FederationError::BadResponse(server.to_owned(), e.to_string()))
+        self.exchange::<R>(server, request).await
     }
 
     /// Sends a ruma federation request, signed, and parses the answer.
@@ -214,13 +208,22 @@ impl FederationClient {
         let request: http::Request<Vec<u8>> = request
             .try_into_http_request(&base, input, ())
             .map_err(|e| FederationError::Request(e.to_string()))?;
+        self.exchange::<R>(server, request).await
+    }
+
+    /// Sends a built ruma request and parses its answer as the request's response type.
+    async fn exchange<R: OutgoingRequest>(
+        &self,
+        server: &str,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<R::IncomingResponse, FederationError> {
         let (status, body) = self.execute(server, request).await?;
+        let bad = |e: String| FederationError::BadResponse(server.to_owned(), e);
         let response = http::Response::builder()
             .status(status)
             .body(body.as_slice())
-            .map_err(|e| FederationError::BadResponse(server.to_owned(), e.to_string()))?;
-        R::IncomingResponse::try_from_http_response(response)
-            .map_err(|e| FederationError::BadResponse(server.to_owned(), e.to_string()))
+            .map_err(|e| bad(e.to_string()))?;
+        R::IncomingResponse::try_from_http_response(response).map_err(|e| bad(e.to_string()))
     }
 
     /// Sends a signed JSON request to a path of kith's own (or any) federation API.

@@ -169,8 +169,20 @@ impl Services {
 
     /// Starts the event-log subscribers.
     pub fn start_subscribers(&self) {
-        events::spawn(self.storage.clone(), Arc::new(profile::ProfileCreator));
-        events::spawn(self.storage.clone(), Arc::new(contacts::ContactsCreator));
+        // A new user gets a profile and a contacts record.
+        let on_user_created = [
+            events::OnUserCreated {
+                name: "profile.create_on_user_created",
+                create: profile::create_for_new_user,
+            },
+            events::OnUserCreated {
+                name: "contacts.create_on_user_created",
+                create: contacts::create_for_new_user,
+            },
+        ];
+        for subscriber in on_user_created {
+            events::spawn(self.storage.clone(), Arc::new(subscriber));
+        }
         if self.federation.is_some() {
             let announcer = e2ee::DeviceListAnnouncer {
                 outbox: Arc::clone(&self.messaging.outbox),

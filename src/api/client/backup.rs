@@ -8,6 +8,9 @@ use ruma::api::client::backup::{
     delete_backup_version, get_backup_info, get_backup_keys, get_backup_keys_for_room,
     get_backup_keys_for_session, get_latest_backup_info, update_backup_version,
 };
+use std::collections::BTreeMap;
+
+use ruma::RoomId;
 use ruma::serde::Raw;
 use serde_json::{Value, json};
 
@@ -85,6 +88,33 @@ pub async fn delete(
     Ok(Json(json!({})))
 }
 
+/// Stores uploaded keys (the better of two for one session is kept); answers the counts.
+async fn put(state: &AppState, user: &str, version: &str, keys: BackupKeys) -> Result<Json<Value>> {
+    Ok(Json(state.e2ee.put_backup_keys(user, version, keys).await?))
+}
+
+/// The keys of a room's sessions, as uploaded.
+fn room_keys<T>(room: &RoomId, sessions: &BTreeMap<String, Raw<T>>) -> Result<BackupKeys> {
+    sessions
+        .iter()
+        .map(|(session, data)| Ok((room.to_string(), session.clone(), json_of(data)?)))
+        .collect()
+}
+
+/// Deletes the keys of the whole backup, a room (`room`), or one session; answers the counts.
+async fn delete_keys(
+    state: &AppState,
+    user: &str,
+    version: &str,
+    (room, session): (Option<&str>, Option<&str>),
+) -> Result<Json<Value>> {
+    let e2ee = &state.e2ee;
+    Ok(Json(
+        e2ee.delete_backup_keys(user, version, room, session)
+            .await?,
+    ))
+}
+
 /// `PUT /_matrix/client/v3/room_keys/keys?version=`
 pub async fn put_all(
     State(state): State<AppState>,
@@ -94,16 +124,9 @@ pub async fn put_all(
     let body = &request.body;
     let mut keys: BackupKeys = Vec::new();
     for (room, backup) in &body.rooms {
-        for (session, data) in &backup.sessions {
-            keys.push((room.to_string(), session.clone(), json_of(data)?));
-        }
+        keys.extend(room_keys(room, &backup.sessions)?);
     }
-    Ok(Json(
-        state
-            .e2ee
-            .put_backup_keys(user, &body.version, keys)
-            .await?,
-    ))
+    put(&state, user, &body.version, keys).await
 }
 
 /// `PUT /_matrix/client/v3/room_keys/keys/{roomId}?version=`
@@ -113,17 +136,8 @@ pub async fn put_room(
 ) -> Result<Json<Value>> {
     let user = request.session()?.user_id.as_str();
     let body = &request.body;
-    let keys = body
-        .sessions
-        .iter()
-        .map(|(session, data)| Ok((body.room_id.to_string(), session.clone(), json_of(data)?)))
-        .collect::<Result<BackupKeys>>()?;
-    Ok(Json(
-        state
-            .e2ee
-            .put_backup_keys(user, &body.version, keys)
-            .await?,
-    ))
+    let keys = room_keys(&body.room_id, &body.sessions)?;
+    put(&state, user, &body.version, keys).await
 }
 
 /// `PUT /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}?version=`
@@ -133,17 +147,9 @@ pub async fn put_session(
 ) -> Result<Json<Value>> {
     let user = request.session()?.user_id.as_str();
     let body = &request.body;
-    let keys = vec![(
-        body.room_id.to_string(),
-        body.session_id.clone(),
-        json_of(&body.session_data)?,
-    )];
-    Ok(Json(
-        state
-            .e2ee
-            .put_backup_keys(user, &body.version, keys)
-            .await?,
-    ))
+    let data = json_of(&body.session_data)?;
+    let keys = vec![(body.room_id.to_string(), body.session_id.clone(), data)];
+    put(&state, user, &body.version, keys).await
 }
 
 /// `GET /_matrix/client/v3/room_keys/keys?version=`
@@ -152,12 +158,8 @@ pub async fn get_all(
     request: Ruma<get_backup_keys::v3::Request>,
 ) -> Result<Json<Value>> {
     let user = request.session()?.user_id.as_str();
-    Ok(Json(state.e2ee.backup_keys(
-        user,
-        &request.body.version,
-        None,
-        None,
-    )?))
+    let version = &request.body.version;
+    Ok(Json(state.e2ee.backup_keys(user, version, None, None)?))
 }
 
 /// `GET /_matrix/client/v3/room_keys/keys/{roomId}?version=` → `{sessions}`
@@ -201,12 +203,7 @@ pub async fn delete_all(
     request: Ruma<delete_backup_keys::v3::Request>,
 ) -> Result<Json<Value>> {
     let user = request.session()?.user_id.as_str();
-    Ok(Json(
-        state
-            .e2ee
-            .delete_backup_keys(user, &request.body.version, None, None)
-            .await?,
-    ))
+    delete_keys(&state, user, &request.body.version, (None, None)).await
 }
 
 /// `DELETE /_matrix/client/v3/room_keys/keys/{roomId}?version=`
@@ -216,13 +213,8 @@ pub async fn delete_room(
 ) -> Result<Json<Value>> {
     let user = request.session()?.user_id.as_str();
     let body = &request.body;
-    let room = Some(body.room_id.as_str());
-    Ok(Json(
-        state
-            .e2ee
-            .delete_backup_keys(user, &body.version, room, None)
-            .await?,
-    ))
+    let scope = (Some(body.room_id.as_str()), None);
+    delete_keys(&state, user, &body.version, scope).await
 }
 
 /// `DELETE /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}?version=`
@@ -232,11 +224,6 @@ pub async fn delete_session(
 ) -> Result<Json<Value>> {
     let user = request.session()?.user_id.as_str();
     let body = &request.body;
-    let (room, session) = (Some(body.room_id.as_str()), Some(body.session_id.as_str()));
-    Ok(Json(
-        state
-            .e2ee
-            .delete_backup_keys(user, &body.version, room, session)
-            .await?,
-    ))
+    let scope = (Some(body.room_id.as_str()), Some(body.session_id.as_str()));
+    delete_keys(&state, user, &body.version, scope).await
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::json_of;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
-use crate::services::e2ee::{ToDeviceSend, Upload};
+use crate::services::e2ee::{ToDeviceSend, Upload, claims_of};
 use crate::util::server_of;
 
 /// `POST /_matrix/client/v3/keys/upload`: device keys, one-time and fallback keys.
@@ -156,18 +156,7 @@ pub async fn claim(
     request: Ruma<claim_keys::v3::Request>,
 ) -> Result<Json<Value>> {
     request.session()?;
-    let asked: BTreeMap<String, BTreeMap<String, String>> = request
-        .body
-        .one_time_keys
-        .iter()
-        .map(|(user, devices)| {
-            let devices = devices
-                .iter()
-                .map(|(device, algorithm)| (device.to_string(), algorithm.to_string()))
-                .collect();
-            (user.to_string(), devices)
-        })
-        .collect();
+    let asked = claims_of(&request.body.one_time_keys);
     let (local, remote) = split_by_server(&state, asked);
     let mut answer = state.e2ee.claim(&local).await?;
     for (server, asked) in remote {

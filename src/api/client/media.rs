@@ -10,7 +10,7 @@ use ruma::api::client::authenticated_media as v1;
 use ruma::api::client::media::{self as v3, get_content_thumbnail::v3::Method};
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedMxcUri, UInt};
 
-use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::gateway::{Result, Ruma, RumaResponse};
 use crate::services::AppState;
 use crate::services::media::{Content, Fit};
 
@@ -234,28 +234,12 @@ pub async fn legacy_get_named(
 
 async fn thumbnail(
     state: &AppState,
-    (server, media_id): (&str, &str),
-    (width, height): (UInt, UInt),
+    id: (&str, &str),
+    size: (UInt, UInt),
     method: Option<&Method>,
 ) -> Result<Response> {
-    let side = |v: UInt| u32::try_from(v).unwrap_or(u32::MAX);
-    let fit = match method {
-        Some(Method::Crop) => Fit::Crop,
-        None | Some(Method::Scale) => Fit::Scale,
-        Some(other) => {
-            return Err(Error::invalid_param(format!(
-                "Unknown method {}",
-                other.as_str()
-            )));
-        }
-    };
-    if width == UInt::MIN || height == UInt::MIN {
-        return Err(Error::invalid_param("width and height must be positive"));
-    }
-    let content = state
-        .media
-        .thumbnail(server, media_id, side(width), side(height), fit)
-        .await?;
+    let fit = Fit::of(method)?;
+    let content = state.media.thumbnail(id, size, fit).await?;
     Ok(serve(content, None))
 }
 

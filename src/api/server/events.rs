@@ -14,6 +14,13 @@ use crate::services::AppState;
 /// The most events one `/backfill` answers with.
 const MAX_BACKFILL: usize = 100;
 
+/// A requested number of events, at most [`MAX_BACKFILL`].
+fn limit(requested: ruma::UInt) -> usize {
+    usize::try_from(u64::from(requested))
+        .unwrap_or(MAX_BACKFILL)
+        .min(MAX_BACKFILL)
+}
+
 fn raw(value: &impl serde::Serialize) -> Result<Box<serde_json::value::RawValue>> {
     serde_json::value::to_raw_value(value).map_err(Error::internal)
 }
@@ -43,9 +50,7 @@ pub async fn backfill(
 ) -> Result<RumaResponse<get_backfill::v1::Response>> {
     let origin = request.origin()?;
     let body = &request.body;
-    let limit = usize::try_from(u64::from(body.limit))
-        .unwrap_or(MAX_BACKFILL)
-        .min(MAX_BACKFILL);
+    let limit = limit(body.limit);
     let pdus = state
         .messaging
         .backfill_for(origin, &body.room_id, &body.v, limit)?;
@@ -66,9 +71,7 @@ pub async fn missing_events(
 ) -> Result<RumaResponse<get_missing_events::v1::Response>> {
     let origin = request.origin()?;
     let body = &request.body;
-    let limit = usize::try_from(u64::from(body.limit))
-        .unwrap_or(MAX_BACKFILL)
-        .min(MAX_BACKFILL);
+    let limit = limit(body.limit);
     let bounds = (
         body.earliest_events.as_slice(),
         body.latest_events.as_slice(),

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::gateway::{Error, Result, Ruma};
 use crate::services::AppState;
+use crate::services::e2ee::claims_of;
 
 fn local(state: &AppState, user: &ruma::UserId) -> bool {
     state.is_ours(user.server_name())
@@ -59,19 +60,8 @@ pub async fn claim(
     request: Ruma<claim_keys::v1::Request>,
 ) -> Result<Json<Value>> {
     request.origin()?;
-    let asked: BTreeMap<String, BTreeMap<String, String>> = request
-        .body
-        .one_time_keys
-        .iter()
-        .filter(|(user, _)| local(&state, user))
-        .map(|(user, devices)| {
-            let devices = devices
-                .iter()
-                .map(|(device, algorithm)| (device.to_string(), algorithm.to_string()))
-                .collect();
-            (user.to_string(), devices)
-        })
-        .collect();
+    let mut asked = claims_of(&request.body.one_time_keys);
+    asked.retain(|user, _| ruma::UserId::parse(user).is_ok_and(|u| local(&state, &u)));
     let mut answer = state.e2ee.claim(&asked).await?;
     if let Some(answer) = answer.as_object_mut() {
         answer.remove("failures");

@@ -4,9 +4,8 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use ruma::api::federation::authenticated_media::{get_content, get_content_thumbnail};
-use ruma::media::Method;
 
-use crate::gateway::{Error, Result, Ruma};
+use crate::gateway::{Result, Ruma};
 use crate::services::AppState;
 use crate::services::media::{Content, Fit};
 
@@ -37,22 +36,9 @@ pub async fn thumbnail(
 ) -> Result<Response> {
     request.origin()?;
     let body = &request.body;
-    let side = |v: ruma::UInt| u32::try_from(v).unwrap_or(u32::MAX);
-    let fit = match &body.method {
-        Some(Method::Crop) => Fit::Crop,
-        None | Some(Method::Scale) => Fit::Scale,
-        Some(other) => return Err(Error::invalid_param(format!("Unknown method {other}"))),
-    };
-    let own = state.server_name.as_str();
-    let content = state
-        .media
-        .thumbnail(
-            own,
-            &body.media_id,
-            side(body.width),
-            side(body.height),
-            fit,
-        )
-        .await?;
+    let fit = Fit::of(body.method.as_ref())?;
+    let id = (state.server_name.as_str(), body.media_id.as_str());
+    let size = (body.width, body.height);
+    let content = state.media.thumbnail(id, size, fit).await?;
     Ok(multipart(content))
 }

@@ -14,7 +14,7 @@ use kith_storage::{Batch, Storage, catalog};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DmPolicy};
-use crate::events::{DomainEvent, Subscriber};
+use crate::events::DomainEvent;
 use crate::services::account_data::{has_account_data, put_account_data};
 use crate::services::error::Result;
 use crate::util::{RateLimiter, StripedLocks, now_ms};
@@ -259,40 +259,24 @@ fn unfriend_into(
     Ok(())
 }
 
-/// Gives every new user a contacts record.
-pub struct ContactsCreator;
-
-impl Subscriber for ContactsCreator {
-    fn name(&self) -> &'static str {
-        "contacts.create_on_user_created"
+/// Gives a new user a contacts record and an empty live view (`user.created`).
+pub fn create_for_new_user(
+    storage: &Storage,
+    user_id: &str,
+    batch: &mut Batch,
+) -> kith_storage::Result<()> {
+    if storage.contains(&catalog::USERID_CONTACTS, &user_id)? {
+        return Ok(());
     }
-
-    fn wants(&self, event: &DomainEvent) -> bool {
-        matches!(event, DomainEvent::UserCreated { .. })
+    let record = ContactsRecord {
+        created_ts: now_ms(),
+        discoverable_by_email: false,
+    };
+    batch.put(&catalog::USERID_CONTACTS, &user_id, &record)?;
+    // The live view exists from the start (empty), unless a change already wrote it.
+    if !has_account_data(storage, user_id, CONTACTS_EVENT)? {
+        let empty = serde_json::json!({ "friends": [], "incoming": [], "outgoing": [] });
+        put_account_data(batch, user_id, None, CONTACTS_EVENT, empty)?;
     }
-
-    fn handle(
-        &self,
-        storage: &Storage,
-        event: &DomainEvent,
-        batch: &mut Batch,
-    ) -> kith_storage::Result<()> {
-        let DomainEvent::UserCreated { user_id, .. } = event else {
-            return Ok(());
-        };
-        if storage.contains(&catalog::USERID_CONTACTS, &user_id.as_str())? {
-            return Ok(());
-        }
-        let record = ContactsRecord {
-            created_ts: now_ms(),
-            discoverable_by_email: false,
-        };
-        batch.put(&catalog::USERID_CONTACTS, &user_id.as_str(), &record)?;
-        // The live view exists from the start (empty), unless a change already wrote it.
-        if !has_account_data(storage, user_id, CONTACTS_EVENT)? {
-            let empty = serde_json::json!({ "friends": [], "incoming": [], "outgoing": [] });
-            put_account_data(batch, user_id, None, CONTACTS_EVENT, empty)?;
-        }
-        Ok(())
-    }
+    Ok(())
 }

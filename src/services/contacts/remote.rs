@@ -154,18 +154,7 @@ impl Contacts {
                 return Ok(SendOutcome::Accepted(request.request_id));
             }
         }
-        self.request_limiter
-            .take(from)
-            .map_err(Error::limit_exceeded)?;
-        let request = FriendRequest {
-            request_id: random_string(18),
-            from: from.to_owned(),
-            to: to_str.to_owned(),
-            message,
-            created_ts: now_ms(),
-            hidden: false,
-            room_id: None,
-        };
+        let request = self.new_request(from, to_str, message, false)?;
         let body = json!({
             "sender": from,
             "target": to_str,

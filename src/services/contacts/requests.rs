@@ -51,25 +51,36 @@ impl Contacts {
             self.storage.commit(batch).await?;
             return Ok(SendOutcome::Accepted(request.request_id));
         }
-        // Counted only for requests that would reach someone: retries of errors are free.
-        self.request_limiter
-            .take(from)
-            .map_err(Error::limit_exceeded)?;
-        let request = FriendRequest {
-            request_id: random_string(18),
-            from: from.to_owned(),
-            to: to.to_owned(),
-            message,
-            created_ts: now_ms(),
-            hidden: ignored_by_recipient,
-            room_id: None,
-        };
+        let request = self.new_request(from, to, message, ignored_by_recipient)?;
         let mut batch = self.storage.batch();
         // An ignored sender's request stays theirs alone: pending for them, unseen by the
         // recipient, and in no log event another part of the server would act on.
         self.store_request(&mut batch, &request)?;
         self.storage.commit(batch).await?;
         Ok(SendOutcome::Pending(request.request_id))
+    }
+
+    /// A new request from `from` to `to`, counted against `from`'s rate limit. Only
+    /// requests that would reach someone are counted: retries of errors are free.
+    pub(super) fn new_request(
+        &self,
+        from: &str,
+        to: &str,
+        message: Option<String>,
+        hidden: bool,
+    ) -> Result<FriendRequest> {
+        self.request_limiter
+            .take(from)
+            .map_err(Error::limit_exceeded)?;
+        Ok(FriendRequest {
+            request_id: random_string(18),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            message,
+            created_ts: now_ms(),
+            hidden,
+            room_id: None,
+        })
     }
 
     /// Writes a new request with both users' refs, its log event, and the views.

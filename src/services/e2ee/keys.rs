@@ -6,6 +6,8 @@ use kith_storage::catalog;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use ruma::{OneTimeKeyAlgorithm, OwnedDeviceId, OwnedUserId};
+
 use super::E2ee;
 use super::signed::{ed25519_key, signed_by, well_formed};
 use crate::services::error::{Error, Result};
@@ -70,6 +72,26 @@ fn check_key(
         }
         _ => Err(invalid(format!("Key {id} must be a string or an object"))),
     }
+}
+
+/// One-time keys asked for: by user, by device, the algorithm.
+pub type Claims = BTreeMap<String, BTreeMap<String, String>>;
+
+/// A claim request's map (`one_time_keys`, client or federation) as [`E2ee::claim`]
+/// takes it.
+pub fn claims_of(
+    asked: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
+) -> Claims {
+    asked
+        .iter()
+        .map(|(user, devices)| {
+            let devices = devices
+                .iter()
+                .map(|(device, algorithm)| (device.to_string(), algorithm.to_string()))
+                .collect();
+            (user.to_string(), devices)
+        })
+        .collect()
 }
 
 impl E2ee {
@@ -228,7 +250,7 @@ impl E2ee {
 
     /// Hands out one key per asked device: a one-time key (removed, under the device's
     /// lock, so two claimers never get the same) or else the fallback key.
-    pub async fn claim(&self, asked: &BTreeMap<String, BTreeMap<String, String>>) -> Result<Value> {
+    pub async fn claim(&self, asked: &Claims) -> Result<Value> {
         let devices: usize = asked.values().map(BTreeMap::len).sum();
         if devices > MAX_CLAIMS {
             return Err(invalid(format!("At most {MAX_CLAIMS} devices per claim")));

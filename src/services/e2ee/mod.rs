@@ -23,7 +23,7 @@ use crate::util::StripedLocks;
 
 pub use backup::BackupKeys;
 pub use federation::DeviceListAnnouncer;
-pub use keys::Upload;
+pub use keys::{Upload, claims_of};
 pub use to_device::ToDeviceSend;
 
 pub struct E2ee {

@@ -8,6 +8,8 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 use kith_storage::catalog;
+use ruma::UInt;
+use ruma::media::Method;
 use serde::{Deserialize, Serialize};
 
 use super::{Content, Media, files};
@@ -132,17 +134,34 @@ fn render(
     Ok(Some((out.into_inner(), content_type)))
 }
 
+impl Fit {
+    /// A request's `method`: crop or scale (the default); anything else is refused.
+    pub fn of(method: Option<&Method>) -> Result<Fit> {
+        match method {
+            Some(Method::Crop) => Ok(Fit::Crop),
+            None | Some(Method::Scale) => Ok(Fit::Scale),
+            Some(other) => Err(Error::invalid_param(format!(
+                "Unknown method {}",
+                other.as_str()
+            ))),
+        }
+    }
+}
+
 impl Media {
-    /// A thumbnail of a local image for a request of `width`×`height`: the recommended size
-    /// that covers it, or the original when that is no bigger.
+    /// A thumbnail of a local image for a request of `width`×`height` (both positive):
+    /// the recommended size that covers it, or the original when that is no bigger.
     pub async fn thumbnail(
         &self,
-        server: &str,
-        media_id: &str,
-        width: u32,
-        height: u32,
+        (server, media_id): (&str, &str),
+        (width, height): (UInt, UInt),
         fit: Fit,
     ) -> Result<Content> {
+        if width == UInt::MIN || height == UInt::MIN {
+            return Err(Error::invalid_param("width and height must be positive"));
+        }
+        let side = |v: UInt| u32::try_from(v).unwrap_or(u32::MAX);
+        let (width, height) = (side(width), side(height));
         self.fetch_remote(server, media_id).await?;
         let record = self.record(server, media_id)?;
         let record = record.ok_or_else(|| Error::not_found("Media not found"))?;

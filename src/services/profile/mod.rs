@@ -11,7 +11,6 @@ use kith_storage::{Batch, Storage, catalog};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::events::{DomainEvent, Subscriber};
 use crate::services::error::Result;
 use crate::util::StripedLocks;
 
@@ -67,32 +66,17 @@ impl Profiles {
     }
 }
 
-/// Creates the profile of each new user, with the localpart as display name (as Synapse).
-pub struct ProfileCreator;
-
-impl Subscriber for ProfileCreator {
-    fn name(&self) -> &'static str {
-        "profile.create_on_user_created"
+/// Creates a new user's profile, with the localpart as display name, as Synapse
+/// (`user.created`).
+pub fn create_for_new_user(
+    storage: &Storage,
+    user_id: &str,
+    batch: &mut Batch,
+) -> kith_storage::Result<()> {
+    if storage.contains(&catalog::USERID_PROFILE, &user_id)? {
+        return Ok(());
     }
-
-    fn wants(&self, event: &DomainEvent) -> bool {
-        matches!(event, DomainEvent::UserCreated { .. })
-    }
-
-    fn handle(
-        &self,
-        storage: &Storage,
-        event: &DomainEvent,
-        batch: &mut Batch,
-    ) -> kith_storage::Result<()> {
-        let DomainEvent::UserCreated { user_id, .. } = event else {
-            return Ok(());
-        };
-        if storage.contains(&catalog::USERID_PROFILE, &user_id.as_str())? {
-            return Ok(());
-        }
-        let profile = new_profile(user_id);
-        directory::reindex(batch, user_id, None, &profile)?;
-        batch.put(&catalog::USERID_PROFILE, &user_id.as_str(), &profile)
-    }
+    let profile = new_profile(user_id);
+    directory::reindex(batch, user_id, None, &profile)?;
+    batch.put(&catalog::USERID_PROFILE, &user_id, &profile)
 }

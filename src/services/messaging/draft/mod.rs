@@ -97,28 +97,13 @@ impl Messaging {
             let server = ruma::ServerName::parse(self.server_name()).map_err(Error::internal)?;
             Some(RoomId::new_v1(&server))
         };
-        Ok(Draft {
-            messaging: self,
-            room_id,
-            room: Room {
-                version,
-                extremities: Vec::new(),
-                depth: 0,
-                direct: false,
-            },
-            rules,
-            stored: false,
-            state: HashMap::new(),
-            events: HashMap::new(),
-            built: Vec::new(),
-            transactions: HashMap::new(),
-            snapshots: HashMap::new(),
-            removed: HashSet::new(),
-            soft_failed: Vec::new(),
-            received: HashSet::new(),
-            imported: Vec::new(),
-            _guard: None,
-        })
+        let room = Room {
+            version,
+            extremities: Vec::new(),
+            depth: 0,
+            direct: false,
+        };
+        Ok(Draft::new(self, room_id, room, rules, false, None))
     }
 
     /// A draft on an existing room, holding the room's lock until it is committed.
@@ -149,23 +134,8 @@ impl Messaging {
         guard: MutexGuard<'a, ()>,
     ) -> Result<Draft<'a>> {
         let rules = pdu::rules(&room.version).map_err(pdu_error)?;
-        Ok(Draft {
-            messaging: self,
-            room_id: Some(room_id.to_owned()),
-            room,
-            rules,
-            stored,
-            state: HashMap::new(),
-            events: HashMap::new(),
-            built: Vec::new(),
-            transactions: HashMap::new(),
-            snapshots: HashMap::new(),
-            removed: HashSet::new(),
-            soft_failed: Vec::new(),
-            received: HashSet::new(),
-            imported: Vec::new(),
-            _guard: Some(guard),
-        })
+        let room_id = Some(room_id.to_owned());
+        Ok(Draft::new(self, room_id, room, rules, stored, Some(guard)))
     }
 }
 
@@ -356,5 +326,34 @@ impl Draft<'_> {
     /// Records that a drafted event was sent by a device under a transaction ID.
     pub fn set_transaction(&mut self, event_id: &EventId, transaction: LocalTransaction) {
         self.transactions.insert(event_id.to_owned(), transaction);
+    }
+}
+
+impl<'a> Draft<'a> {
+    fn new(
+        messaging: &'a Messaging,
+        room_id: Option<OwnedRoomId>,
+        room: Room,
+        rules: RoomVersionRules,
+        stored: bool,
+        guard: Option<MutexGuard<'a, ()>>,
+    ) -> Draft<'a> {
+        Draft {
+            messaging,
+            room_id,
+            room,
+            rules,
+            stored,
+            state: HashMap::new(),
+            events: HashMap::new(),
+            built: Vec::new(),
+            transactions: HashMap::new(),
+            snapshots: HashMap::new(),
+            removed: HashSet::new(),
+            soft_failed: Vec::new(),
+            received: HashSet::new(),
+            imported: Vec::new(),
+            _guard: guard,
+        }
     }
 }
