@@ -126,6 +126,9 @@ pub struct Database {
     /// The data directory: the RocksDB database lives in `<path>/db`, the admin secret in
     /// `<path>/admin.secret`.
     pub path: PathBuf,
+    /// Count where reads find their data (memtable, block cache, files) and log the counts
+    /// at shutdown: to measure (it costs a little on every read), not for every day.
+    pub count_reads: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +223,7 @@ impl Default for Database {
     fn default() -> Self {
         Database {
             path: PathBuf::from("./kith-data"),
+            count_reads: false,
         }
     }
 }

@@ -138,6 +138,15 @@ async fn serve(config: Config) -> Result<(), String> {
         handle.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     }
     services.storage.flush().map_err(|e| e.to_string())?;
+    if let Some(counts) = services.storage.read_counts() {
+        tracing::info!(
+            memtable_hits = counts.memtable_hits,
+            memtable_misses = counts.memtable_misses,
+            block_cache_hits = counts.block_cache_hits,
+            block_cache_misses = counts.block_cache_misses,
+            "where reads found their data"
+        );
+    }
     tracing::info!("kith stopped");
     Ok(())
 }

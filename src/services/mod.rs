@@ -110,8 +110,12 @@ impl Services {
         })?;
         let server_name = OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| format!("server_name: {e}"))?;
-        let storage = Storage::open(&config.db_path())
-            .map_err(|e| format!("cannot open the database: {e}"))?;
+        let open = match config.database.count_reads {
+            true => Storage::open_counting_reads,
+            false => Storage::open,
+        };
+        let storage =
+            open(&config.db_path()).map_err(|e| format!("cannot open the database: {e}"))?;
         let keys = ServerKeys::load_or_generate(&storage, &config.server_name)
             .map_err(|e| e.to_string())?;
         let keys = Arc::new(keys);

@@ -25,6 +25,20 @@ const VISIBILITY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Storage {
     db: Arc<DB>,
     stream: Arc<Stream>,
+    /// The options the database was opened with, when they count reads (see
+    /// [`Storage::open_counting_reads`]).
+    counted: Option<Arc<Options>>,
+}
+
+/// Where point reads and scans found their data since the database was opened.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadCounts {
+    /// Reads answered by a memtable (recent writes), and those that went on to the files.
+    pub memtable_hits: u64,
+    pub memtable_misses: u64,
+    /// File blocks found in the block cache, and those read from the file system.
+    pub block_cache_hits: u64,
+    pub block_cache_misses: u64,
 }
 
 /// All tables' memtables together, before RocksDB flushes one (the oldest).
@@ -38,7 +52,21 @@ impl Storage {
     /// Opens (creating if needed) the database at `path`, creates missing tables and
     /// migrates the schema.
     pub fn open(path: &Path) -> Result<Storage> {
+        Self::open_with(path, false)
+    }
+
+    /// [`Storage::open`], counting where reads find their data (RocksDB statistics, which
+    /// cost a little on every read): to measure, not for every day.
+    pub fn open_counting_reads(path: &Path) -> Result<Storage> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, count_reads: bool) -> Result<Storage> {
         let mut options = Options::default();
+        if count_reads {
+            options.enable_statistics();
+            options.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptHistogramOrTimers);
+        }
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -71,6 +99,7 @@ impl Storage {
         let storage = Storage {
             db,
             stream: Arc::new(Stream::new(reserved.unwrap_or(0))),
+            counted: count_reads.then(|| Arc::new(options)),
         };
         schema::migrate(&storage)?;
         Ok(storage)
@@ -322,6 +351,18 @@ impl Storage {
         self.stream.subscribe()
     }
 
+    /// Where reads found their data, if the database counts them.
+    pub fn read_counts(&self) -> Option<ReadCounts> {
+        use rocksdb::statistics::Ticker;
+        let options = self.counted.as_ref()?;
+        Some(ReadCounts {
+            memtable_hits: options.get_ticker_count(Ticker::MemtableHit),
+            memtable_misses: options.get_ticker_count(Ticker::MemtableMiss),
+            block_cache_hits: options.get_ticker_count(Ticker::BlockCacheHit),
+            block_cache_misses: options.get_ticker_count(Ticker::BlockCacheMiss),
+        })
+    }
+
     /// Flushes memtables so a clean shutdown leaves little WAL to replay.
     pub fn flush(&self) -> Result<()> {
         for table in catalog::ALL {
@@ -379,6 +420,35 @@ mod tests {
         storage.commit(earlier).await.unwrap();
         committing.await.unwrap().unwrap();
         assert_eq!(storage.position(), position);
+    }
+
+    /// Reads are counted where the database was opened to count them: a fresh write is
+    /// found in the memtable; after a flush, in the files' blocks.
+    #[tokio::test]
+    async fn reads_are_counted_where_they_find_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = Storage::open(&dir.path().join("plain")).unwrap();
+        assert!(plain.read_counts().is_none());
+        let storage = Storage::open_counting_reads(&dir.path().join("counted")).unwrap();
+        let mut batch = storage.batch();
+        batch.put(&catalog::USERID_PROFILE, &"@a:x", &1u64).unwrap();
+        storage.commit(batch).await.unwrap();
+        let before = storage.read_counts().unwrap();
+        storage
+            .get::<_, u64>(&catalog::USERID_PROFILE, &"@a:x")
+            .unwrap();
+        let after = storage.read_counts().unwrap();
+        assert_eq!(after.memtable_hits, before.memtable_hits + 1);
+        storage.flush().unwrap();
+        storage
+            .get::<_, u64>(&catalog::USERID_PROFILE, &"@a:x")
+            .unwrap();
+        let flushed = storage.read_counts().unwrap();
+        assert!(flushed.memtable_misses > after.memtable_misses);
+        assert!(
+            flushed.block_cache_hits + flushed.block_cache_misses
+                > after.block_cache_hits + after.block_cache_misses
+        );
     }
 
     #[tokio::test]

@@ -19,5 +19,5 @@ pub mod stream;
 pub use batch::Batch;
 pub use catalog::Table;
 pub use codec::KeyCodec;
-pub use db::Storage;
+pub use db::{ReadCounts, Storage};
 pub use error::{Error, Result};
