@@ -9,7 +9,6 @@ use crate::services::Services;
 use crate::services::contacts::Relationship;
 use crate::services::error::Result;
 use crate::services::profile::directory::Hit;
-use crate::util::blocking;
 
 /// One person found.
 pub struct Found {
@@ -24,16 +23,6 @@ pub struct Found {
 /// there were more than `limit`. Deactivated users are never found; the searcher only if
 /// `include_self`.
 pub fn find_users(
-    services: &Services,
-    me: &UserId,
-    term: &str,
-    limit: usize,
-    include_self: bool,
-) -> Result<(Vec<Found>, bool)> {
-    blocking(|| find(services, me, term, limit, include_self))
-}
-
-fn find(
     services: &Services,
     me: &UserId,
     term: &str,

@@ -79,15 +79,3 @@ impl StripedLocks {
         guards
     }
 }
-
-/// Runs `read` — storage scans, or anything else that may wait on the disk — without
-/// holding up the async runtime's other tasks: on a multi-threaded runtime the worker hands
-/// its other tasks to another thread meanwhile (`block_in_place`, no copy of `read`'s
-/// borrows needed); elsewhere (a current-thread runtime in unit tests) it just runs.
-pub fn blocking<T>(read: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|handle| handle.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read),
-        _ => read(),
-    }
-}

@@ -7,7 +7,6 @@ use ruma::{EventId, RoomId, UserId};
 
 use super::{Messaging, StoredPdu};
 use crate::services::error::{Error, Result};
-use crate::util::blocking;
 
 /// Events read per storage scan while paging.
 const CHUNK: usize = 64;
@@ -105,14 +104,13 @@ impl Messaging {
                     .unwrap_or(false)
         };
         let limit = limit.clamp(1, MAX_LIMIT);
-        let read = || blocking(|| self.page(room_id.as_str(), from, dir, to, limit, keep));
-        let mut page = read()?;
+        let mut page = self.page(room_id.as_str(), from, dir, to, limit, keep)?;
         if dir == Direction::Backward
             && page.end.is_none()
             && to.is_none()
             && self.backfill(room_id).await? > 0
         {
-            page = read()?;
+            page = self.page(room_id.as_str(), from, dir, to, limit, keep)?;
         }
         Ok((from, page))
     }
@@ -120,17 +118,6 @@ impl Messaging {
     /// Up to `limit` events around an event `reader` may see (`/context`), half before and
     /// half after, through `filter`, with the room's current state.
     pub fn context(
-        &self,
-        reader: &UserId,
-        room_id: &RoomId,
-        event_id: &EventId,
-        limit: usize,
-        filter: &RoomEventFilter,
-    ) -> Result<Context> {
-        blocking(|| self.read_context(reader, room_id, event_id, limit, filter))
-    }
-
-    fn read_context(
         &self,
         reader: &UserId,
         room_id: &RoomId,

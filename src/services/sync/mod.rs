@@ -22,7 +22,6 @@ pub use device_lists::device_lists;
 use crate::services::Services;
 use crate::services::error::{Error, Result};
 use crate::services::session::Session;
-use crate::util::blocking;
 
 /// The longest long-poll honoured.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
@@ -75,9 +74,8 @@ pub async fn sync(
     loop {
         commits.borrow_and_update();
         let upto = storage.position();
-        // Many scans: off the async workers.
         let (mut response, mut empty) =
-            blocking(|| assemble::assemble(services, session, since, upto, limit, full_state))?;
+            assemble::assemble(services, session, since, upto, limit, full_state)?;
         // To-device messages up to here; those up to `since` arrived, so they go.
         let to_device = services
             .e2ee
