@@ -86,8 +86,8 @@ pub fn find_users(
 
 /// Whether the two users are joined to a common room.
 fn shares_room(services: &Services, me: &UserId, other: &UserId) -> Result<bool> {
-    for room in services.messaging.joined_rooms(me.as_str())? {
-        let theirs = services.messaging.membership(other.as_str(), &room)?;
+    for room in services.messaging.joined_rooms(me)? {
+        let theirs = services.messaging.membership(other, &room)?;
         if theirs.is_some_and(|m| m.membership == "join") {
             return Ok(true);
         }

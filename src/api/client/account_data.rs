@@ -53,10 +53,7 @@ fn not_found() -> Error {
 
 /// The room must be one the user is or was in (Synapse refuses other room IDs too).
 fn known_room(state: &AppState, session: &Session, room_id: &RoomId) -> Result<()> {
-    match state
-        .messaging
-        .membership(session.user_id.as_str(), room_id.as_str())?
-    {
+    match state.messaging.membership(&session.user_id, room_id)? {
         Some(_) => Ok(()),
         None => Err(Error::forbidden("You are not in this room")),
     }

@@ -186,7 +186,7 @@ pub async fn changes(
             .map_err(|_| Error::invalid_param("Invalid from or to token"))
     };
     let (from, to) = (token(&request.body.from)?, token(&request.body.to)?);
-    let user = session.user_id.as_str();
+    let user = &session.user_id;
     let rooms = state.messaging.joined_rooms(user)?;
     let (changed, left) = crate::services::sync::device_lists(&state, user, &rooms, from, to)?;
     Ok(Json(json!({ "changed": changed, "left": left })))

@@ -4,12 +4,12 @@
 
 use axum::extract::State;
 use http::StatusCode;
+use ruma::RoomId;
 use ruma::api::client::membership::{
     ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
     join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
 };
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::Value;
 
 use super::raw;
@@ -139,7 +139,7 @@ pub async fn forget(
     let session = request.session()?;
     state
         .messaging
-        .forget(session.user_id.as_str(), &request.body.room_id)
+        .forget(&session.user_id, &request.body.room_id)
         .await?;
     Ok(RumaResponse(forget_room::v3::Response::new()))
 }
@@ -150,11 +150,7 @@ pub async fn joined(
     request: Ruma<joined_rooms::v3::Request>,
 ) -> Result<RumaResponse<joined_rooms::v3::Response>> {
     let session = request.session()?;
-    let rooms = state.messaging.joined_rooms(session.user_id.as_str())?;
-    let rooms = rooms
-        .into_iter()
-        .filter_map(|r| OwnedRoomId::try_from(r).ok())
-        .collect();
+    let rooms = state.messaging.joined_rooms(&session.user_id)?;
     Ok(RumaResponse(joined_rooms::v3::Response::new(rooms)))
 }
 
@@ -179,9 +175,11 @@ pub async fn members(
             && body.not_membership.as_ref().is_none_or(|n| n.as_str() != m)
     };
     let mut chunk = Vec::new();
-    for (user, current) in state.messaging.members(body.room_id.as_str())? {
+    for (user, current) in state.messaging.members(&body.room_id)? {
         let event = match at {
-            Some(at) => state.messaging.member_event_at(&user, &current, at)?,
+            Some(at) => state
+                .messaging
+                .member_event_at(user.as_str(), &current, at)?,
             None => state.messaging.stored_pdu(current.event_id.as_str())?,
         };
         let Some(event) = event else { continue };
@@ -201,13 +199,10 @@ pub async fn joined_members(
     let room_id = &request.body.room_id;
     require_joined(&state, session, room_id)?;
     let mut joined = std::collections::BTreeMap::new();
-    for (user, current) in state.messaging.members(room_id.as_str())? {
+    for (user_id, current) in state.messaging.members(room_id)? {
         if current.membership != MembershipState::Join.as_str() {
             continue;
         }
-        let Ok(user_id) = OwnedUserId::try_from(user) else {
-            continue;
-        };
         let event = state.messaging.stored_pdu(current.event_id.as_str())?;
         let content = event.map(|e| e.client_event()["content"].clone());
         let text = |key: &str| {

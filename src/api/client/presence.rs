@@ -52,8 +52,8 @@ pub async fn get(
         return Err(Error::not_found("Unknown user"));
     }
     if *user_id != session.user_id {
-        let theirs = state.messaging.joined_rooms(user_id.as_str())?;
-        let mine = state.messaging.joined_rooms(session.user_id.as_str())?;
+        let theirs = state.messaging.joined_rooms(user_id)?;
+        let mine = state.messaging.joined_rooms(&session.user_id)?;
         if !theirs.iter().any(|room| mine.contains(room)) {
             return Err(Error::forbidden("You do not share a room with this user"));
         }

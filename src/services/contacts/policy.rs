@@ -1,7 +1,7 @@
 //! The friendship policy messaging asks about: who may be invited, and who may still write
 //! into a direct chat (`[contacts] dm_requires_friendship`).
 
-use ruma::UserId;
+use ruma::{OwnedUserId, UserId};
 
 use super::Contacts;
 use crate::config::DmPolicy;
@@ -44,14 +44,14 @@ impl Contacts {
 
     /// Whether `sender` may write into a direct chat whose joined members are `members`:
     /// under any policy but `off`, the two people in it must still be friends.
-    pub fn check_send(&self, sender: &str, members: &[String]) -> Result<()> {
+    pub fn check_send(&self, sender: &str, members: &[OwnedUserId]) -> Result<()> {
         if self.dm_policy == DmPolicy::Off || members.len() != DIRECT_MAX_MEMBERS {
             return Ok(());
         }
         let Some(other) = members.iter().find(|m| m.as_str() != sender) else {
             return Ok(());
         };
-        if !self.are_friends(sender, other)? {
+        if !self.are_friends(sender, other.as_str())? {
             return Err(Error::forbidden(
                 "This direct chat needs the two of you to be friends",
             ));

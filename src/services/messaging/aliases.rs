@@ -66,10 +66,8 @@ impl Messaging {
         let room_id = ruma::OwnedRoomId::try_from(found.room_id).map_err(Error::internal)?;
         let mut servers =
             vec![ruma::OwnedServerName::try_from(self.server_name()).map_err(Error::internal)?];
-        for member in self.joined_members(room_id.as_str())? {
-            if let Ok(user) = ruma::UserId::parse(member.as_str())
-                && !servers.iter().any(|s| s == user.server_name())
-            {
+        for user in self.joined_members(&room_id)? {
+            if !servers.iter().any(|s| s == user.server_name()) {
                 servers.push(user.server_name().to_owned());
             }
         }

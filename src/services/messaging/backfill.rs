@@ -13,26 +13,25 @@ use serde_json::Value;
 
 use super::{Messaging, StoredPdu};
 use crate::services::error::{Error, Result};
-use crate::util::server_of;
 
 /// Events asked for per backfill request.
 const BACKFILL_LIMIT: u32 = 100;
 
 impl Messaging {
     /// Whether a server may read the room's events: one of its users is joined to it.
-    pub fn server_in_room(&self, server: &ServerName, room_id: &str) -> Result<bool> {
-        let suffix = format!(":{server}");
+    pub fn server_in_room(&self, server: &ServerName, room_id: &RoomId) -> Result<bool> {
         Ok(self
             .joined_members(room_id)?
             .iter()
-            .any(|user| user.ends_with(&suffix)))
+            .any(|user| user.server_name() == server))
     }
 
     /// An event for another server, if one of its users is in the event's room.
     pub fn event_for(&self, origin: &ServerName, event_id: &str) -> Result<StoredPdu> {
-        let event = self
-            .stored_pdu(event_id)?
-            .filter(|e| self.server_in_room(origin, &e.room_id).unwrap_or(false));
+        let event = self.stored_pdu(event_id)?.filter(|e| {
+            let members = self.joined_member_rows(&e.room_id).unwrap_or_default();
+            members.iter().any(|user| user.server_name() == origin)
+        });
         event.ok_or_else(|| Error::not_found("Event not found"))
     }
 
@@ -45,7 +44,7 @@ impl Messaging {
         from: &[OwnedEventId],
         limit: usize,
     ) -> Result<Vec<Value>> {
-        if !self.server_in_room(origin, room_id.as_str())? {
+        if !self.server_in_room(origin, room_id)? {
             return Err(Error::forbidden("Your server is not in this room"));
         }
         let mut heap = BinaryHeap::new();
@@ -91,7 +90,7 @@ impl Messaging {
         limit: usize,
         min_depth: u64,
     ) -> Result<Vec<Value>> {
-        if !self.server_in_room(origin, room_id.as_str())? {
+        if !self.server_in_room(origin, room_id)? {
             return Err(Error::forbidden("Your server is not in this room"));
         }
         let mut seen: HashSet<OwnedEventId> = earliest.iter().cloned().collect();
@@ -164,11 +163,9 @@ impl Messaging {
         };
         let own = self.server_name();
         let mut servers: Vec<OwnedServerName> = Vec::new();
-        for user in self.joined_members(room_id.as_str())? {
-            if let Some(server) = server_of(&user)
-                && server != own
-                && !servers.iter().any(|s| s == server)
-            {
+        for user in self.joined_members(room_id)? {
+            let server = user.server_name();
+            if server != own && !servers.iter().any(|s| s == server) {
                 servers.push(server.to_owned());
             }
         }

@@ -65,7 +65,7 @@ fn reason_only(reason: Option<&str>) -> Value {
 impl Messaging {
     /// Readers of a room must be joined to it.
     pub fn require_joined(&self, user: &UserId, room_id: &RoomId) -> Result<()> {
-        match self.membership(user.as_str(), room_id.as_str())? {
+        match self.membership(user, room_id)? {
             Some(m) if m.membership == "join" => Ok(()),
             _ => Err(not_in_room()),
         }
@@ -119,7 +119,7 @@ impl Messaging {
             return Ok(());
         }
         let mut servers: Vec<OwnedServerName> = Vec::new();
-        if let Some(invite) = self.membership(user.as_str(), room_id.as_str())? {
+        if let Some(invite) = self.membership(user, room_id)? {
             let inviter = self.stored_pdu(invite.event_id.as_str())?;
             let sender = inviter.and_then(|e| e.pdu().ok()).map(|p| p.sender);
             servers.extend(sender.map(|s| s.server_name().to_owned()));
@@ -154,7 +154,7 @@ impl Messaging {
         self.require_joined(by, room_id)?;
         let mut draft = self.draft(room_id).await.map_err(|_| not_in_room())?;
         let (membership, from) = moderation.change();
-        let current = self.membership(target.as_str(), room_id.as_str())?;
+        let current = self.membership(target, room_id)?;
         let current = current.as_ref().map_or("leave", |m| m.membership.as_str());
         if !from.is_empty() && !from.contains(&current) {
             return Err(Error::forbidden(format!(
@@ -183,7 +183,7 @@ impl Messaging {
         let mut draft = self.draft(room_id).await.map_err(|_| not_in_room())?;
         let target = invitee.as_str();
         let others = self
-            .members(room_id.as_str())?
+            .members(room_id)?
             .into_iter()
             .filter(|(user, m)| {
                 matches!(m.membership.as_str(), "join" | "invite") && user != target
@@ -223,7 +223,7 @@ impl Messaging {
     /// refuses (power levels forbid changing one's own member event, say) keeps the old
     /// name; the others still get the new one.
     pub async fn announce_profile(&self, user_id: &UserId, new: &Profile) {
-        let rooms = match self.joined_rooms(user_id.as_str()) {
+        let rooms = match self.joined_rooms(user_id) {
             Ok(rooms) => rooms,
             Err(e) => {
                 tracing::warn!(user = %user_id, error = ?e, "cannot list rooms for a profile change");
@@ -237,11 +237,15 @@ impl Messaging {
         }
     }
 
-    async fn announce_in_room(&self, user_id: &UserId, new: &Profile, room: &str) -> Result<()> {
-        let room_id = ruma::RoomId::parse(room).map_err(Error::internal)?;
-        let mut draft = self.draft(&room_id).await?;
+    async fn announce_in_room(
+        &self,
+        user_id: &UserId,
+        new: &Profile,
+        room_id: &RoomId,
+    ) -> Result<()> {
+        let mut draft = self.draft(room_id).await?;
         // Still joined under the room's lock, and keeping whatever else the event said.
-        let current = self.membership(user_id.as_str(), room)?;
+        let current = self.membership(user_id, room_id)?;
         let Some(current) = current.filter(|m| m.membership == "join") else {
             return Ok(());
         };

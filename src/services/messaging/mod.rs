@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use kith_federation::{FederationClient, Outbox, ServerKeys};
 use kith_storage::{Storage, catalog};
-use ruma::{OwnedEventId, RoomId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 pub use create::{NewRoom, Preset};
 pub use draft::EventSpec;
@@ -102,9 +102,9 @@ impl Messaging {
             return Ok(Vec::new());
         }
         let servers: std::collections::BTreeSet<String> = self
-            .joined_members(room_id)?
+            .joined_member_rows(room_id)?
             .iter()
-            .filter_map(|user| server_of(user).map(|s| s.to_string()))
+            .map(|user| user.server_name().to_string())
             .filter(|server| server != own)
             .collect();
         let item = kith_federation::Outgoing::Edu(edu);
@@ -166,30 +166,40 @@ impl Messaging {
             .get(&catalog::USERID_DEVICEID_TXNID_EVENTID, &key)?)
     }
 
-    pub fn membership(&self, user_id: &str, room_id: &str) -> Result<Option<Membership>> {
-        Ok(self
-            .storage
-            .get(&catalog::USERID_ROOMID_MEMBERSHIP, &(user_id, room_id))?)
+    pub fn membership(&self, user_id: &UserId, room_id: &RoomId) -> Result<Option<Membership>> {
+        self.membership_row(user_id.as_str(), room_id.as_str())
+    }
+
+    /// [`Messaging::membership`] by IDs as events and rows hold them.
+    pub(super) fn membership_row(&self, user: &str, room: &str) -> Result<Option<Membership>> {
+        let key = (user, room);
+        Ok(self.storage.get(&catalog::USERID_ROOMID_MEMBERSHIP, &key)?)
     }
 
     /// The rooms a user is joined to.
-    pub fn joined_rooms(&self, user_id: &str) -> Result<Vec<String>> {
-        let rows: Vec<((String, String), Membership)> = self
-            .storage
-            .scan_prefix(&catalog::USERID_ROOMID_MEMBERSHIP, &(user_id,))?;
-        Ok(rows
+    pub fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
+        Ok(self
+            .memberships(user_id)?
             .into_iter()
             .filter(|(_, m)| m.membership == "join")
-            .map(|((_, room), _)| room)
+            .map(|(room, _)| room)
             .collect())
     }
 
     /// Everyone with a membership in the room, with it, in user ID order.
-    pub fn members(&self, room_id: &str) -> Result<Vec<(String, Membership)>> {
+    pub fn members(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, Membership)>> {
+        self.member_rows(room_id.as_str())
+    }
+
+    /// [`Messaging::members`] by a room ID as events and rows hold it.
+    pub(super) fn member_rows(&self, room: &str) -> Result<Vec<(OwnedUserId, Membership)>> {
         let rows: Vec<((String, String), Membership)> = self
             .storage
-            .scan_prefix(&catalog::ROOMID_USERID_MEMBERSHIP, &(room_id,))?;
-        Ok(rows.into_iter().map(|((_, user), m)| (user, m)).collect())
+            .scan_prefix(&catalog::ROOMID_USERID_MEMBERSHIP, &(room,))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|((_, user), m)| Some((OwnedUserId::try_from(user).ok()?, m)))
+            .collect())
     }
 
     /// A member's event as of stream position `at`: the current one if it is not newer,
@@ -225,11 +235,11 @@ impl Messaging {
     }
 
     /// Forgets a room the user has left or been banned from (400 while still in it).
-    pub async fn forget(&self, user_id: &str, room_id: &RoomId) -> Result<()> {
+    pub async fn forget(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
         let room = room_id.as_str();
         let _guard = self.room_locks.lock(room).await;
         let mut membership = self
-            .membership(user_id, room)?
+            .membership(user_id, room_id)?
             .ok_or_else(|| Error::not_found("You were never in this room"))?;
         if !matches!(membership.membership.as_str(), "leave" | "ban") {
             return Err(Error::new(
@@ -241,21 +251,26 @@ impl Messaging {
         let mut batch = self.storage.batch();
         batch.put(
             &catalog::USERID_ROOMID_MEMBERSHIP,
-            &(user_id, room),
+            &(user_id.as_str(), room),
             &membership,
         )?;
         batch.put(
             &catalog::ROOMID_USERID_MEMBERSHIP,
-            &(room, user_id),
+            &(room, user_id.as_str()),
             &membership,
         )?;
         Ok(self.storage.commit(batch).await?)
     }
 
     /// The users joined to the room.
-    pub fn joined_members(&self, room_id: &str) -> Result<Vec<String>> {
+    pub fn joined_members(&self, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
+        self.joined_member_rows(room_id.as_str())
+    }
+
+    /// [`Messaging::joined_members`] by a room ID as events and rows hold it.
+    pub(super) fn joined_member_rows(&self, room: &str) -> Result<Vec<OwnedUserId>> {
         Ok(self
-            .members(room_id)?
+            .member_rows(room)?
             .into_iter()
             .filter(|(_, m)| m.membership == "join")
             .map(|(user, _)| user)

@@ -10,7 +10,7 @@ use std::collections::hash_map::Entry;
 use kith_storage::{Batch, catalog};
 use ruma::push::{Action, PushConditionRoomCtx, Ruleset};
 use ruma::serde::Raw;
-use ruma::{RoomId, UInt, UserId};
+use ruma::{OwnedUserId, RoomId, UInt, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -65,36 +65,34 @@ impl Messaging {
         batch: &mut Batch,
         pending: &mut HashMap<String, UnreadCounts>,
         room_id: &RoomId,
-        members: &[String],
+        members: &[OwnedUserId],
         event: &StoredPdu,
     ) -> Result<()> {
         let sender = event.json.get("sender").and_then(|s| s.as_str());
         let client_event = event.client_event();
         let raw: Raw<Value> = Raw::new(&client_event).map_err(Error::internal)?;
         let member_count = UInt::new_saturating(members.len() as u64);
-        for member in members.iter().filter(|m| Some(m.as_str()) != sender) {
-            let Ok(user_id) = UserId::parse(member.as_str()) else {
-                continue;
-            };
+        for user_id in members.iter().filter(|m| Some(m.as_str()) != sender) {
+            let member = user_id.as_str();
             let name = self.display_name(room_id, member)?;
             let context =
                 PushConditionRoomCtx::new(room_id.to_owned(), member_count, user_id.clone(), name);
-            let rules = self.push_rules(&user_id)?;
+            let rules = self.push_rules(user_id)?;
             let actions = rules.get_actions(&raw, &context).await;
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }
             let highlight = actions.iter().any(Action::is_highlight);
             // Several events of one draft count on top of each other, not of what is stored.
-            let counts = match pending.entry(member.clone()) {
+            let counts = match pending.entry(member.to_owned()) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => entry.insert(self.unread(member, room_id.as_str())?),
             };
             counts.notifications += 1;
             counts.highlights += u64::from(highlight);
-            let key = (member.as_str(), room_id.as_str());
+            let key = (member, room_id.as_str());
             batch.put(&catalog::USERID_ROOMID_UNREAD, &key, counts)?;
-            let row = (member.as_str(), room_id.as_str(), event.position);
+            let row = (member, room_id.as_str(), event.position);
             batch.put(
                 &catalog::USERID_ROOMID_POSITION_NOTIFICATION,
                 &row,
@@ -109,12 +107,12 @@ impl Messaging {
         &self,
         batch: &mut Batch,
         pending: &mut HashMap<String, UnreadCounts>,
-        members: &[String],
+        members: &[OwnedUserId],
         event: &StoredPdu,
     ) -> Result<()> {
         let room = event.room_id.as_str();
-        for member in members {
-            let row = (member.as_str(), room, event.position);
+        for member in members.iter().map(|m| m.as_str()) {
+            let row = (member, room, event.position);
             let highlight: Option<bool> = self
                 .storage
                 .get(&catalog::USERID_ROOMID_POSITION_NOTIFICATION, &row)?;
@@ -122,17 +120,13 @@ impl Messaging {
                 continue;
             };
             batch.delete(&catalog::USERID_ROOMID_POSITION_NOTIFICATION, &row)?;
-            let counts = match pending.entry(member.clone()) {
+            let counts = match pending.entry(member.to_owned()) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => entry.insert(self.unread(member, room)?),
             };
             counts.notifications = counts.notifications.saturating_sub(1);
             counts.highlights = counts.highlights.saturating_sub(u64::from(highlight));
-            batch.put(
-                &catalog::USERID_ROOMID_UNREAD,
-                &(member.as_str(), room),
-                counts,
-            )?;
+            batch.put(&catalog::USERID_ROOMID_UNREAD, &(member, room), counts)?;
         }
         Ok(())
     }

@@ -10,7 +10,6 @@ use super::draft::EventSpec;
 use super::{LocalTransaction, Messaging};
 use crate::config::DmPolicy;
 use crate::services::error::{Error, Result};
-use crate::util::server_of;
 
 /// Who sends, from which device, under which transaction ID; `scope` is the request path
 /// the ID is scoped to (as Synapse scopes them).
@@ -57,11 +56,10 @@ impl Messaging {
             return Ok(event_id);
         }
         if policed && draft.is_direct() {
-            let members = self.joined_members(room_id.as_str())?;
+            let members = self.joined_members(room_id)?;
             let other = members.iter().find(|m| m.as_str() != sender.as_str());
-            let exempt = other
-                .and_then(|o| server_of(o))
-                .is_some_and(|server| without_contacts.as_deref() == Some(server));
+            let exempt =
+                other.is_some_and(|o| without_contacts.as_deref() == Some(o.server_name()));
             if !exempt {
                 self.contacts.check_send(sender.as_str(), &members)?;
             }
@@ -119,10 +117,10 @@ impl Messaging {
         room_id: &RoomId,
         sender: &UserId,
     ) -> Result<Option<OwnedServerName>> {
-        let members = self.joined_members(room_id.as_str())?;
+        let members = self.joined_members(room_id)?;
         let other = members.iter().find(|m| m.as_str() != sender.as_str());
         let Some(server) = other
-            .and_then(|o| server_of(o))
+            .map(|o| o.server_name())
             .filter(|s| s.as_str() != self.server_name())
         else {
             return Ok(None);

@@ -1,7 +1,7 @@
 //! What `/sync` tells a user about their rooms between two stream positions.
 
 use kith_storage::catalog;
-use ruma::CanonicalJsonValue;
+use ruma::{CanonicalJsonValue, OwnedRoomId, UserId};
 use serde_json::{Value, json};
 
 use super::{Membership, Messaging, StoredPdu};
@@ -33,12 +33,15 @@ const INVITE_STATE: [&str; 7] = [
 
 impl Messaging {
     /// Every room the user has a membership in, with it.
-    pub fn memberships(&self, user_id: &str) -> Result<Vec<(String, Membership)>> {
+    pub fn memberships(&self, user_id: &UserId) -> Result<Vec<(OwnedRoomId, Membership)>> {
         let rows: Vec<((String, String), Membership)> = self.storage.scan_prefix(
             &kith_storage::catalog::USERID_ROOMID_MEMBERSHIP,
-            &(user_id,),
+            &(user_id.as_str(),),
         )?;
-        Ok(rows.into_iter().map(|((_, room), m)| (room, m)).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(|((_, room), m)| Some((OwnedRoomId::try_from(room).ok()?, m)))
+            .collect())
     }
 
     /// The room's current state events.

@@ -34,7 +34,7 @@ impl Messaging {
         let Visibility::While(memberships) = visibility else {
             return Ok(true);
         };
-        let Some(current) = self.membership(user, &event.room_id)? else {
+        let Some(current) = self.membership_row(user, &event.room_id)? else {
             return Ok(false);
         };
         let then = self.member_event_at(user, &current, event.position)?;

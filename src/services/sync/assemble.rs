@@ -8,7 +8,7 @@ use ruma::api::client::sync::sync_events::v3::{
     self, InviteState, InvitedRoom, JoinedRoom, LeftRoom, State as RoomState, StateEvents, Timeline,
 };
 use ruma::serde::Raw;
-use ruma::{OwnedRoomId, UInt};
+use ruma::{OwnedRoomId, UInt, UserId};
 use serde_json::{Value, json};
 
 use super::device_lists::device_lists;
@@ -65,10 +65,8 @@ pub(super) fn assemble(
         }
     }
     let mut joined_rooms = Vec::new();
-    for (room, membership) in messaging.memberships(user)? {
-        let Ok(room_id) = OwnedRoomId::try_from(room.as_str()) else {
-            continue;
-        };
+    for (room_id, membership) in messaging.memberships(&session.user_id)? {
+        let room = room_id.as_str();
         // A membership that changed after `upto` committed early (a lower position is still
         // in flight): it has not happened yet for this sync; the next one shows it.
         let changed = membership.changed_at > after;
@@ -84,7 +82,7 @@ pub(super) fn assemble(
                 let room_since = if full { None } else { since };
                 let mut out = JoinedRoom::new();
                 if let Some(mut joined) =
-                    messaging.joined_sync(&room, room_since, upto, limit, full)?
+                    messaging.joined_sync(room, room_since, upto, limit, full)?
                 {
                     // A newly joined member sees what history visibility lets them; one
                     // joined before the whole timeline sees all of it.
@@ -109,29 +107,29 @@ pub(super) fn assemble(
                     fill_joined(&mut out, &joined, session)?;
                 }
                 let ephemeral = [
-                    messaging.typing_event(&room, room_since, upto)?,
-                    messaging.receipt_event(&room, user, room_since, upto)?,
+                    messaging.typing_event(room, room_since, upto)?,
+                    messaging.receipt_event(room, user, room_since, upto)?,
                 ];
                 for event in ephemeral.iter().flatten() {
                     out.ephemeral.events.push(raw(event)?);
                 }
-                for event in room_data.remove(&room).unwrap_or_default() {
+                for event in room_data.remove(room).unwrap_or_default() {
                     out.account_data.events.push(raw(&event)?);
                 }
-                joined_rooms.push(room.clone());
+                joined_rooms.push(room_id.clone());
                 if out.is_empty() {
                     continue;
                 }
                 // The counts change only with new events or the user's own receipts, both
                 // of which put the room in the response.
-                let unread = messaging.unread(user, &room)?;
+                let unread = messaging.unread(user, room)?;
                 let counts = &mut out.unread_notifications;
                 counts.notification_count = Some(UInt::new_saturating(unread.notifications));
                 counts.highlight_count = Some(UInt::new_saturating(unread.highlights));
                 response.rooms.join.insert(room_id, out);
             }
             "invite" if changed || since.is_none() => {
-                let stripped = messaging.invite_state(&room, &membership)?;
+                let stripped = messaging.invite_state(room, &membership)?;
                 let mut invite_state = InviteState::new();
                 invite_state.events = stripped.iter().map(raw).collect::<Result<_>>()?;
                 let mut invited = InvitedRoom::new();
@@ -148,7 +146,7 @@ pub(super) fn assemble(
                 let was_joined = before.is_some_and(|e| e.membership() == "join");
                 let mut timeline = Timeline::new();
                 if was_joined {
-                    let gap = messaging.joined_sync(&room, since, upto_leave, limit, false)?;
+                    let gap = messaging.joined_sync(room, since, upto_leave, limit, false)?;
                     if let Some(gap) = gap {
                         timeline.limited = gap.limited;
                         timeline.events = events(&gap.timeline, session)?;
@@ -166,18 +164,13 @@ pub(super) fn assemble(
         }
     }
     if since.is_none_or(|s| services.presence.changed_since(s)) {
-        response.presence.events = presence_events(services, user, &joined_rooms, since, upto)?;
+        response.presence.events =
+            presence_events(services, &session.user_id, &joined_rooms, since, upto)?;
     }
     if let Some(since) = since.filter(|_| !messages_only) {
-        let (changed, left) = device_lists(services, user, &joined_rooms, since, upto)?;
-        response.device_lists.changed = changed
-            .iter()
-            .filter_map(|u| u.as_str().try_into().ok())
-            .collect();
-        response.device_lists.left = left
-            .iter()
-            .filter_map(|u| u.as_str().try_into().ok())
-            .collect();
+        let (changed, left) = device_lists(services, &session.user_id, &joined_rooms, since, upto)?;
+        response.device_lists.changed = changed.into_iter().collect();
+        response.device_lists.left = left.into_iter().collect();
     }
     let empty = response.rooms.is_empty()
         && response.account_data.is_empty()
@@ -226,8 +219,8 @@ fn fill_joined(out: &mut JoinedRoom, joined: &JoinedSync, session: &Session) -> 
 /// (since, upto] (all known for an initial sync).
 fn presence_events<T>(
     services: &Services,
-    user: &str,
-    joined_rooms: &[String],
+    user: &UserId,
+    joined_rooms: &[OwnedRoomId],
     since: Option<u64>,
     upto: u64,
 ) -> Result<Vec<Raw<T>>> {
@@ -237,7 +230,7 @@ fn presence_events<T>(
     }
     let mut out = Vec::new();
     for other in users {
-        let Some(presence) = services.presence.get(&other)? else {
+        let Some(presence) = services.presence.get(other.as_str())? else {
             continue;
         };
         if presence.position <= upto && since.is_none_or(|s| presence.position > s) {

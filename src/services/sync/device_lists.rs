@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+
 use crate::services::Services;
 use crate::services::error::Result;
 
@@ -10,11 +12,11 @@ use crate::services::error::Result;
 /// or newly sharing a room) and stop tracking (`left`: no room shared any more).
 pub fn device_lists(
     services: &Services,
-    user: &str,
-    joined_rooms: &[String],
+    user: &UserId,
+    joined_rooms: &[OwnedRoomId],
     since: u64,
     upto: u64,
-) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+) -> Result<(BTreeSet<OwnedUserId>, BTreeSet<OwnedUserId>)> {
     let in_range = |p: u64| p > since && p <= upto;
     let mut shared = BTreeSet::from([user.to_owned()]);
     let mut changed = BTreeSet::new();
@@ -33,7 +35,7 @@ pub fn device_lists(
                 if in_range(membership.changed_at)
                     && services
                         .messaging
-                        .member_event_at(&member, &membership, before)?
+                        .member_event_at(member.as_str(), &membership, before)?
                         .is_some_and(|e| e.membership() == "join")
                 {
                     parted.insert(member);
@@ -52,13 +54,21 @@ pub fn device_lists(
         }
     }
     for other in &shared {
-        if services.e2ee.last_change(other)?.is_some_and(in_range) {
+        if services
+            .e2ee
+            .last_change(other.as_str())?
+            .is_some_and(in_range)
+        {
             changed.insert(other.clone());
         }
     }
     let left = parted.difference(&shared).cloned().collect();
     changed.remove(user);
-    if services.e2ee.last_change(user)?.is_some_and(in_range) {
+    if services
+        .e2ee
+        .last_change(user.as_str())?
+        .is_some_and(in_range)
+    {
         changed.insert(user.to_owned());
     }
     Ok((changed, left))

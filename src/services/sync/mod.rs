@@ -93,9 +93,9 @@ pub async fn sync(
         // here, without assembling a response.
         let rooms: HashSet<String> = services
             .messaging
-            .memberships(user)?
+            .memberships(&session.user_id)?
             .into_iter()
-            .map(|(room, _)| room)
+            .map(|(room, _)| room.to_string())
             .collect();
         let mut seen = upto;
         loop {

@@ -19,7 +19,7 @@ impl Draft<'_> {
         let mut memberships: HashMap<String, Membership> = HashMap::new();
         // Who is notified: the members joined before these events (a new room has none).
         let members = match self.stored {
-            true => self.messaging.joined_members(room)?,
+            true => self.messaging.joined_members(&room_id)?,
             false => Vec::new(),
         };
         for pdu in &self.imported {
@@ -190,7 +190,7 @@ impl Draft<'_> {
             .map_err(|e| Error::bad_json(e.to_string()))?;
         let previous = match memberships.get(key.as_str()) {
             Some(previous) => Some(previous.clone()),
-            None => self.messaging.membership(key, room)?,
+            None => self.messaging.membership_row(key, room)?,
         };
         // Another server's members are found in the user directory as their member events
         // name them.
@@ -240,12 +240,15 @@ impl Draft<'_> {
     fn queue_for_servers(
         &self,
         batch: &mut Batch,
-        members: &[String],
+        members: &[OwnedUserId],
         memberships: &HashMap<String, Membership>,
     ) -> Result<Vec<String>> {
         let own = self.messaging.server_name();
         let server_of = |user: &str| crate::util::server_of(user).map(|s| s.to_string());
-        let mut servers: BTreeSet<String> = members.iter().filter_map(|u| server_of(u)).collect();
+        let mut servers: BTreeSet<String> = members
+            .iter()
+            .filter_map(|u| server_of(u.as_str()))
+            .collect();
         for (user, membership) in memberships {
             if matches!(membership.membership.as_str(), "join" | "leave" | "ban") {
                 servers.extend(server_of(user));

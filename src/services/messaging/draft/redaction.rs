@@ -63,7 +63,7 @@ impl Draft<'_> {
         &self,
         batch: &mut Batch,
         unread: &mut HashMap<String, UnreadCounts>,
-        members: &[String],
+        members: &[OwnedUserId],
         target: &EventId,
         redaction: &StoredPdu,
     ) -> Result<()> {

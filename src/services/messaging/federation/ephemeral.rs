@@ -72,7 +72,7 @@ impl Messaging {
         let theirs = UserId::parse(user).is_ok_and(|u| u.server_name() == origin);
         let joined = theirs
             && self
-                .membership(user, room)?
+                .membership_row(user, room)?
                 .is_some_and(|m| m.membership == "join");
         Ok(joined)
     }

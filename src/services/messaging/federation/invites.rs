@@ -161,10 +161,8 @@ impl Messaging {
             .map_err(Error::internal)?;
         // A room one of our users is in hears of the invite in a transaction as well (a
         // held one is kept here first, so it stays held when it comes).
-        let local = |user: &String| user.ends_with(&format!(":{}", self.server_name()));
-        if !held
-            && self.room(room_id)?.is_some()
-            && self.joined_members(room_id.as_str())?.iter().any(local)
+        let local = |user: &ruma::OwnedUserId| user.server_name() == self.server_name();
+        if !held && self.room(room_id)?.is_some() && self.joined_members(room_id)?.iter().any(local)
         {
             self.storage.commit(batch).await?;
             return Ok(signed);
@@ -193,7 +191,7 @@ impl Messaging {
         user_id: &str,
         room_id: &str,
     ) -> Result<()> {
-        let Some(mut membership) = self.membership(user_id, room_id)? else {
+        let Some(mut membership) = self.membership_row(user_id, room_id)? else {
             return Ok(());
         };
         if !membership.held {

@@ -103,7 +103,7 @@ impl Messaging {
     pub async fn leave_remote(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
         let client = self.federation()?;
         let invite = self
-            .membership(user_id.as_str(), room_id.as_str())?
+            .membership(user_id, room_id)?
             .filter(|m| m.membership == "invite")
             .ok_or_else(|| Error::forbidden("You are not invited to this room"))?;
         let inviter = self
@@ -227,7 +227,7 @@ impl Messaging {
         // A direct chat as its invite says, or by its size (the friendship policy then
         // watches who writes into it, as in rooms made here).
         let invited_direct = self
-            .membership(user_id.as_str(), room_id.as_str())?
+            .membership(user_id, room_id)?
             .filter(|m| m.membership == "invite")
             .and_then(|m| self.stored_pdu(m.event_id.as_str()).ok().flatten())
             .and_then(|invite| invite.pdu().ok())
