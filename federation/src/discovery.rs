@@ -21,6 +21,50 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 const DEFAULT_PORT: u16 = 8448;
+
+/// Where requests to other servers may not go by default: loopback, private, link-local,
+/// shared (CGNAT), benchmarking, documentation, reserved, multicast and broadcast ranges
+/// of both families, and the unspecified addresses. IPv6 forms that embed an IPv4
+/// address (mapped, compatible, NAT64, 6to4) are checked by that address too.
+pub const DEFAULT_DENIED_RANGES: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "64:ff9b:1::/48",
+    "2001:db8::/32",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
+/// The IPv4 address an IPv6 address carries, if it is of a form that embeds one:
+/// IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`)
+/// or 6to4 (`2002:aabb:ccdd::/48`).
+fn embedded_ipv4(ip: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = ip.segments();
+    let last = |a: u16, b: u16| std::net::Ipv4Addr::from((u32::from(a) << 16) | u32::from(b));
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, a, b] | [0, 0, 0, 0, 0, 0, a, b] => Some(last(a, b)),
+        [0x64, 0xff9b, 0, 0, 0, 0, a, b] => Some(last(a, b)),
+        [0x2002, a, b, ..] => Some(last(a, b)),
+        _ => None,
+    }
+}
 const FOUND_TTL: Duration = Duration::from_secs(24 * 3600);
 const NOT_FOUND_TTL: Duration = Duration::from_secs(3600);
 
@@ -62,12 +106,14 @@ impl Resolver {
         })
     }
 
+    /// Whether `ip` (or the IPv4 address it embeds) is in a denied range.
     pub fn is_denied(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
+        let embedded = match ip {
+            IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => None,
         };
-        self.denied.iter().any(|range| range.contains(&ip))
+        let denied = |ip: &IpAddr| self.denied.iter().any(|range| range.contains(ip));
+        denied(&ip) || embedded.as_ref().is_some_and(denied)
     }
 
     /// Refuses a URL whose host is an address in a denied range: URL parsing turns
@@ -296,6 +342,50 @@ mod tests {
         assert_eq!(split("[::1]:8448"), ("::1".into(), Some(8448)));
         assert_eq!(split("[::1]"), ("::1".into(), None));
         assert_eq!(url("::1", 8448), "https://[::1]:8448");
+    }
+
+    /// The default ranges refuse every address that reaches this host or its networks,
+    /// however it is written, and let public addresses through.
+    #[tokio::test]
+    async fn default_ranges_refuse_internal_addresses_in_every_form() {
+        let ranges = DEFAULT_DENIED_RANGES
+            .iter()
+            .map(|r| r.parse().unwrap())
+            .collect();
+        let resolver = Resolver::new(ranges).unwrap();
+        for internal in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "10.1.2.3",
+            "100.64.0.1",
+            "169.254.169.254",
+            "198.18.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:a00:1::",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
+        ] {
+            assert!(resolver.is_denied(internal.parse().unwrap()), "{internal}");
+        }
+        for public in [
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
+            assert!(!resolver.is_denied(public.parse().unwrap()), "{public}");
+        }
     }
 
     #[tokio::test]

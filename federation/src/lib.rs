@@ -14,6 +14,7 @@ mod queue;
 mod remote_keys;
 
 pub use client::{AuthError, FederationClient, FederationError, Settings};
+pub use discovery::DEFAULT_DENIED_RANGES;
 pub use keys::{KeyError, ServerKeys};
 pub use pdu::{NewEvent, Pdu, PduError};
 pub use queue::{Outbox, Outgoing, Queue};

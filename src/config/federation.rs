@@ -32,39 +32,15 @@ pub struct Federation {
     pub denied_servers: Vec<String>,
 }
 
-/// Synapse's default `ip_range_blacklist`: loopback, private, link-local, CGNAT, multicast,
-/// documentation and unique-local ranges, so a public server cannot be made to reach
-/// internal hosts.
-const DEFAULT_DENIED_RANGES: &[&str] = &[
-    "127.0.0.0/8",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "192.0.0.0/24",
-    "169.254.0.0/16",
-    "192.88.99.0/24",
-    "198.18.0.0/15",
-    "192.0.2.0/24",
-    "198.51.100.0/24",
-    "203.0.113.0/24",
-    "224.0.0.0/4",
-    "0.0.0.0/8",
-    "::1/128",
-    "fe80::/10",
-    "fc00::/7",
-    "2001:db8::/32",
-    "ff00::/8",
-    "fec0::/10",
-];
-
 impl Default for Federation {
     fn default() -> Self {
         Federation {
             enabled: true,
             verify_certificates: true,
             ca_file: None,
-            denied_ip_ranges: DEFAULT_DENIED_RANGES
+            // Synapse's `ip_range_blacklist` and more (see the constant), so a public server
+            // cannot be made to reach internal hosts.
+            denied_ip_ranges: kith_federation::DEFAULT_DENIED_RANGES
                 .iter()
                 .map(|r| r.to_string())
                 .collect(),
