@@ -15,8 +15,12 @@ pub fn encode_multipart(content_type: &str, bytes: &[u8], boundary: &str) -> (St
     (format!("multipart/mixed; boundary={boundary}"), body)
 }
 
+/// The longest boundary RFC 2046 allows; a longer one is not a multipart body.
+const MAX_BOUNDARY: usize = 70;
+
 /// The file part of a media answer: its content type and bytes. `None` if the answer is
-/// not such a multipart body (or redirects elsewhere, which is not followed).
+/// not such a multipart body (or redirects elsewhere, which is not followed). The body
+/// is searched in linear time, whatever boundary another server chose.
 pub fn decode_multipart(content_type: &str, body: &[u8]) -> Option<(Option<String>, Vec<u8>)> {
     let (kind, params) = content_type.split_once(';')?;
     if !kind.trim().eq_ignore_ascii_case("multipart/mixed") {
@@ -27,6 +31,9 @@ pub fn decode_multipart(content_type: &str, body: &[u8]) -> Option<(Option<Strin
         name.eq_ignore_ascii_case("boundary")
             .then(|| value.trim_matches('"').to_owned())
     })?;
+    if boundary.is_empty() || boundary.len() > MAX_BOUNDARY {
+        return None;
+    }
     let delimiter = format!("--{boundary}");
     let mut parts = split(body, delimiter.as_bytes()).into_iter().skip(1);
     let _metadata = parts.next()?;
@@ -52,16 +59,22 @@ pub fn decode_multipart(content_type: &str, body: &[u8]) -> Option<(Option<Strin
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
-fn split<'a>(mut body: &'a [u8], delimiter: &[u8]) -> Vec<&'a [u8]> {
+/// The body cut at each delimiter: the preamble, then each part (at most three are
+/// wanted: preamble, metadata, file; the rest stays uncut).
+fn split<'a>(body: &'a [u8], delimiter: &[u8]) -> Vec<&'a [u8]> {
+    let finder = memchr::memmem::Finder::new(delimiter);
     let mut parts = Vec::new();
-    while let Some(at) = find(body, delimiter) {
-        parts.push(&body[..at]);
-        body = &body[at + delimiter.len()..];
+    let mut rest = body;
+    while parts.len() < 3
+        && let Some(at) = finder.find(rest)
+    {
+        parts.push(&rest[..at]);
+        rest = &rest[at + delimiter.len()..];
     }
-    parts.push(body);
+    parts.push(rest);
     parts
 }
 
@@ -79,5 +92,21 @@ mod tests {
         assert!(decode_multipart("application/json", &body).is_none());
         let redirect = b"--b\r\nContent-Type: application/json\r\n\r\n{}\r\n--b\r\nLocation: https://x/y\r\n\r\n\r\n--b--";
         assert!(decode_multipart("multipart/mixed; boundary=b", redirect).is_none());
+    }
+
+    /// A boundary longer than RFC 2046's 70 characters is refused before any search; a
+    /// 70-character one that almost matches everywhere is searched in linear time.
+    #[test]
+    fn hostile_boundaries_are_refused_or_searched_linearly() {
+        let long = "a".repeat(71);
+        let (content_type, body) = encode_multipart("text/plain", b"hi", &long);
+        assert!(decode_multipart(&content_type, &body).is_none());
+        let near_miss = format!("{}b", "a".repeat(69));
+        let (content_type, _) = encode_multipart("text/plain", b"hi", &near_miss);
+        let body = vec![b'a'; 8 << 20];
+        assert!(decode_multipart(&content_type, &body).is_none());
+        let (content_type, body) = encode_multipart("text/plain", b"hi", &near_miss);
+        let (_, decoded) = decode_multipart(&content_type, &body).unwrap();
+        assert_eq!(decoded, b"hi");
     }
 }
