@@ -58,8 +58,19 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Every file and directory kith creates is its owner's alone (0600, 0700): the database
+/// holds the access-token secret and the signing key.
+fn private_files() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; called first in main.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    private_files();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,

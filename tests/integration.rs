@@ -28,6 +28,8 @@ mod federation;
 mod federation_input;
 #[path = "integration/gateway.rs"]
 mod gateway;
+#[path = "integration/hardening.rs"]
+mod hardening;
 #[path = "integration/history.rs"]
 mod history;
 #[path = "integration/media.rs"]

@@ -102,12 +102,7 @@ impl Services {
 
     /// Opens the database and builds every service; starts no tasks.
     pub fn open(config: Config) -> Result<AppState, String> {
-        std::fs::create_dir_all(&config.database.path).map_err(|e| {
-            format!(
-                "cannot create data directory {}: {e}",
-                config.database.path.display()
-            )
-        })?;
+        prepare_data_dir(&config.database.path)?;
         let server_name = OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| format!("server_name: {e}"))?;
         let open = match config.database.count_reads {
@@ -260,6 +255,37 @@ impl Services {
         );
         Ok(())
     }
+}
+
+/// Creates the data directory for its owner alone (0700): it holds the database, with the
+/// access-token secret and the server's signing key, and the admin secret. Files in it are
+/// made 0600 by the process umask (see `main`). An existing directory that others may read
+/// is left as it is, with a warning.
+fn prepare_data_dir(path: &std::path::Path) -> Result<(), String> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(path)
+        .map_err(|e| format!("cannot create data directory {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read data directory {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the data directory is open to other users, who could read the secrets in it \
+                 (forge access tokens, sign as this server): chmod 700 it"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn federation_settings(config: &Config) -> Result<Settings, String> {
