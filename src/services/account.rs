@@ -13,6 +13,38 @@ use crate::services::error::{Error, ErrorKind, Result};
 use crate::services::session::{NewDevice, Session, Tokens};
 use crate::services::{Services, auth, contacts};
 
+/// What a sign-in proved: the password hash it matched, or a single-use login token.
+pub enum Proof {
+    Password(String),
+    LoginToken,
+}
+
+/// Starts a session for a user whose credentials were just checked. Under the lock that
+/// password changes and deactivation take, the account is checked again: a sign-in that
+/// raced one of them fails (as with a wrong password, or `M_USER_DEACTIVATED`) instead of
+/// keeping a session the change was to end.
+pub async fn sign_in(
+    services: &Services,
+    user_id: &ruma::OwnedUserId,
+    proof: Proof,
+    device: NewDevice<'_>,
+) -> Result<(Session, Tokens)> {
+    let _registering = services.auth.registering().await;
+    let account = services.auth.account(user_id)?;
+    if account.as_ref().is_none_or(|a| a.deactivated) {
+        return Err(Error::new(
+            ErrorKind::UserDeactivated,
+            "This account has been deactivated",
+        ));
+    }
+    if let Proof::Password(hash) = &proof
+        && account.and_then(|a| a.password_hash).as_ref() != Some(hash)
+    {
+        return Err(Error::forbidden("Invalid username or password"));
+    }
+    services.sessions.create(user_id, device).await
+}
+
 /// Registers an account whose user-interactive auth passed (`uia`) and, unless `device`
 /// is `None` (`inhibit_login`), signs it in: account and first session in one write.
 pub async fn register(

@@ -7,6 +7,7 @@ use ruma::api::client::uiaa::UserIdentifier;
 
 use crate::events::RevokeReason;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::services::account::{self, Proof};
 use crate::services::auth::email;
 use crate::services::session::NewDevice;
 use crate::services::{AppState, auth};
@@ -44,7 +45,7 @@ pub async fn login(
         login::v3::LoginInfo::Password(password) => password,
         login::v3::LoginInfo::Token(token) if !state.auth.sso_providers().is_empty() => {
             let user_id = token_login(&state, &token.token, request.client_ip).await?;
-            return new_session(&state, &request, &user_id).await;
+            return new_session(&state, &request, &user_id, Proof::LoginToken).await;
         }
         _ => {
             return Err(Error::unknown(
@@ -84,15 +85,17 @@ pub async fn login(
     auth.login_limiter
         .take_all(&keys)
         .map_err(Error::limit_exceeded)?;
-    let valid = match &user_id {
-        Some(user_id) => auth.check_password(user_id, &password.password).await?,
-        None => auth::password::verify(&password.password, None).await?,
+    let proof = match &user_id {
+        Some(user_id) => auth.password_proof(user_id, &password.password).await?,
+        None => auth::password::verify(&password.password, None)
+            .await?
+            .then(String::new),
     };
-    let Some(user_id) = user_id.filter(|_| valid) else {
+    let (Some(user_id), Some(hash)) = (user_id, proof) else {
         return Err(Error::forbidden("Invalid username or password"));
     };
     keys.iter().for_each(|key| auth.login_limiter.refund(key));
-    new_session(&state, &request, &user_id).await
+    new_session(&state, &request, &user_id, Proof::Password(hash)).await
 }
 
 /// `m.login.token`: a login token from SSO, usable once; failures are rate limited per
@@ -110,13 +113,6 @@ async fn token_login(
         .take_login_token(token)
         .await?
         .ok_or_else(|| Error::forbidden("Invalid or expired login token"))?;
-    if state.auth.account(&user_id)?.is_none_or(|a| a.deactivated) {
-        return Err(Error::new(
-            http::StatusCode::FORBIDDEN,
-            "M_USER_DEACTIVATED",
-            "This account has been deactivated",
-        ));
-    }
     limiter.refund(&ip_key);
     Ok(user_id)
 }
@@ -126,20 +122,16 @@ async fn new_session(
     state: &AppState,
     request: &Ruma<login::v3::Request>,
     user_id: &ruma::OwnedUserId,
+    proof: Proof,
 ) -> Result<RumaResponse<login::v3::Response>> {
     let body = &request.body;
-    let (session, tokens) = state
-        .sessions
-        .create(
-            user_id,
-            NewDevice {
-                device_id: body.device_id.as_ref().map(|d| d.as_str()),
-                display_name: body.initial_device_display_name.clone(),
-                want_refresh: body.refresh_token,
-                ip: request.client_ip,
-            },
-        )
-        .await?;
+    let device = NewDevice {
+        device_id: body.device_id.as_ref().map(|d| d.as_str()),
+        display_name: body.initial_device_display_name.clone(),
+        want_refresh: body.refresh_token,
+        ip: request.client_ip,
+    };
+    let (session, tokens) = account::sign_in(state, user_id, proof, device).await?;
     let mut response =
         login::v3::Response::new(session.user_id, tokens.access_token, session.device_id);
     response.refresh_token = tokens.refresh_token;

@@ -134,9 +134,16 @@ impl AuthService {
 
     /// Whether `password` is the user's; unknown and deactivated users never match.
     pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
+        Ok(self.password_proof(user_id, password).await?.is_some())
+    }
+
+    /// The stored hash `password` matches, if it does (and the account is active): what a
+    /// sign-in proved, to be checked again when its session is made.
+    pub async fn password_proof(&self, user_id: &UserId, password: &str) -> Result<Option<String>> {
         let account = self.account(user_id)?.filter(|a| !a.deactivated);
         let hash = account.and_then(|a| a.password_hash);
-        password::verify(password, hash).await
+        let valid = password::verify(password, hash.clone()).await?;
+        Ok(hash.filter(|_| valid))
     }
 
     /// Adds a password change to `batch`; the caller holds [`AuthService::registering`].
