@@ -3,7 +3,7 @@
 //! It also checks the X-Matrix signature of inbound requests, with the origin's keys.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
 use ipnet::IpNet;
@@ -16,6 +16,7 @@ use ruma::{OwnedServerName, ServerName};
 use serde_json::Value;
 
 use crate::ServerKeys;
+use crate::cache::Bounded;
 use crate::discovery::{Discovery, Resolver, SharedResolver};
 use crate::remote_keys::RemoteKeys;
 
@@ -84,7 +85,7 @@ pub struct FederationClient {
     settings: Settings,
     pub remote_keys: RemoteKeys,
     /// Per server, the software `/v1/version` named, and until when that is believed.
-    software: std::sync::Mutex<std::collections::HashMap<String, (Option<String>, Instant)>>,
+    software: Bounded<Option<String>>,
 }
 
 /// How long a peer's software name is believed (an unreachable peer is asked again sooner).
@@ -123,7 +124,7 @@ impl FederationClient {
             discovery,
             settings,
             remote_keys,
-            software: Default::default(),
+            software: Bounded::new(crate::discovery::CACHED_SERVERS),
         })
     }
 
@@ -147,10 +148,7 @@ impl FederationClient {
     /// The name of the software `server` runs (`GET /_matrix/federation/v1/version`),
     /// remembered for an hour; `None` if it cannot be asked.
     pub async fn software(&self, server: &ServerName) -> Option<String> {
-        let cached = self.software.lock().ok()?.get(server.as_str()).cloned();
-        if let Some((name, until)) = cached
-            && until > Instant::now()
-        {
+        if let Some(name) = self.software.get(server.as_str()) {
             return name;
         }
         let request = ruma::api::federation::discovery::get_server_version::v1::Request::new();
@@ -164,9 +162,7 @@ impl FederationClient {
         } else {
             SOFTWARE_RETRY
         };
-        if let Ok(mut cache) = self.software.lock() {
-            cache.insert(server.to_string(), (name.clone(), Instant::now() + ttl));
-        }
+        self.software.insert(server.to_string(), name.clone(), ttl);
         name
     }
 

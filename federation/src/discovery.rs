@@ -8,19 +8,22 @@
 //! Every address any name resolves to passes the denied ranges, so a peer's name (or its
 //! well-known or SRV records) cannot point kith at internal hosts.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::ResolverConfig;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use ipnet::IpNet;
+
+use crate::cache::Bounded;
 use serde::Deserialize;
 
 const DEFAULT_PORT: u16 = 8448;
+/// The most servers whose discovery (and SRV targets) is remembered.
+pub(crate) const CACHED_SERVERS: usize = 10_000;
 
 /// Where requests to other servers may not go by default: loopback, private, link-local,
 /// shared (CGNAT), benchmarking, documentation, reserved, multicast and broadcast ranges
@@ -81,7 +84,7 @@ pub struct Resolver {
     dns: TokioResolver,
     denied: Vec<IpNet>,
     /// Server host name → SRV target host, filled by discovery.
-    targets: Mutex<HashMap<String, String>>,
+    targets: Bounded<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +105,7 @@ impl Resolver {
         Ok(Resolver {
             dns,
             denied,
-            targets: Mutex::new(HashMap::new()),
+            targets: Bounded::new(CACHED_SERVERS),
         })
     }
 
@@ -132,7 +135,7 @@ impl Resolver {
 
     /// The allowed addresses of `host` (or of the SRV target standing in for it).
     pub async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
-        let target = self.targets.lock().ok().and_then(|t| t.get(host).cloned());
+        let target = self.targets.get(host);
         let name = target.as_deref().unwrap_or(host);
         let ips: Vec<IpAddr> = match name.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
@@ -204,7 +207,7 @@ struct WellKnown {
 /// Cached discovery results per server name.
 pub struct Discovery {
     resolver: SharedResolver,
-    cache: Mutex<HashMap<String, (Destination, Instant)>>,
+    cache: Bounded<Destination>,
 }
 
 /// A server name split into host and optional port; IPv6 literals come in brackets.
@@ -234,29 +237,19 @@ impl Discovery {
     pub fn new(resolver: SharedResolver) -> Discovery {
         Discovery {
             resolver,
-            cache: Mutex::new(HashMap::new()),
+            cache: Bounded::new(CACHED_SERVERS),
         }
     }
 
     /// Where to send requests for `server_name`.
     pub async fn resolve(&self, http: &reqwest::Client, server_name: &str) -> Destination {
-        if let Some((destination, until)) = self.cached(server_name)
-            && until > Instant::now()
-        {
+        if let Some(destination) = self.cache.get(server_name) {
             return destination;
         }
         let (destination, ttl) = self.discover(http, server_name).await;
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(
-                server_name.to_owned(),
-                (destination.clone(), Instant::now() + ttl),
-            );
-        }
+        self.cache
+            .insert(server_name.to_owned(), destination.clone(), ttl);
         destination
-    }
-
-    fn cached(&self, server_name: &str) -> Option<(Destination, Instant)> {
-        self.cache.lock().ok()?.get(server_name).cloned()
     }
 
     async fn discover(&self, http: &reqwest::Client, server_name: &str) -> (Destination, Duration) {
@@ -290,9 +283,7 @@ impl Discovery {
         // 4: SRV, the current name then the deprecated one; else port 8448.
         for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
             if let Some((target, port)) = self.resolver.srv(&format!("{service}.{host}.")).await {
-                if let Ok(mut targets) = self.resolver.targets.lock() {
-                    targets.insert(host.clone(), target);
-                }
+                self.resolver.targets.insert(host.clone(), target, ttl);
                 return (
                     Destination {
                         base_url: url(&host, port),

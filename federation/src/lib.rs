@@ -4,6 +4,7 @@
 //! requests both ways, other servers' keys, and the persisted outbound queue. It knows
 //! nothing of rooms or contacts beyond the PDUs and EDUs it carries.
 
+mod cache;
 mod client;
 mod discovery;
 pub mod inbound;
