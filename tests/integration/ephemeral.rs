@@ -313,6 +313,15 @@ async fn presence_is_stored_and_shared_with_room_members() {
         .put(&path, Some(&alice_token), json!({ "presence": "dancing" }))
         .await;
     assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    // A status message is at most 1,024 bytes; a longer one changes nothing.
+    let long = json!({ "presence": "online", "status_msg": "x".repeat(1025) });
+    let result = server.put(&path, Some(&alice_token), long).await;
+    assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let (_, kept) = server.get(&path, Some(&bob_token)).await;
+    assert_eq!(
+        (&kept["presence"], &kept["status_msg"]),
+        (&json!("unavailable"), &json!("lunch"))
+    );
     let result = server
         .get(
             "/_matrix/client/v3/presence/@ghost:kith.test/status",
