@@ -122,6 +122,7 @@ async fn serve(config: Config) -> Result<(), String> {
     services.start_federation();
     services.start_auth();
     services.start_subscribers();
+    services.start_timers();
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;

@@ -166,6 +166,12 @@ impl Services {
         }))
     }
 
+    /// Starts the timer that ends typing notices as their time runs out.
+    pub fn start_timers(self: &Arc<Self>) {
+        let services = Arc::clone(self);
+        tokio::spawn(async move { services.messaging.run_typing_timers().await });
+    }
+
     /// Starts the event-log subscribers.
     pub fn start_subscribers(&self) {
         // A new user gets a profile and a contacts record.

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kith_federation::inbound::Handled;
 use kith_storage::catalog;
@@ -16,7 +15,6 @@ use serde_json::{Value, json};
 
 use crate::services::Services;
 use crate::services::error::Result;
-use crate::services::messaging::REMOTE_TYPING;
 
 /// The most PDUs and EDUs one transaction may hold (the spec's limits).
 pub const MAX_PDUS: usize = 50;
@@ -77,18 +75,7 @@ pub async fn receive(
 async fn receive_edu(services: &Arc<Services>, origin: &ServerName, edu: &Value) -> Result<()> {
     let content = &edu["content"];
     match edu["edu_type"].as_str().unwrap_or_default() {
-        "m.typing" => {
-            if let Some(room) = services.messaging.receive_typing(origin, content).await? {
-                // When the time is up, syncing clients hear that the user stopped.
-                let services = Arc::clone(services);
-                tokio::spawn(async move {
-                    tokio::time::sleep(REMOTE_TYPING + Duration::from_millis(10)).await;
-                    if let Err(e) = services.messaging.expire_typing(&room).await {
-                        tracing::warn!(%room, error = ?e, "typing expiry failed");
-                    }
-                });
-            }
-        }
+        "m.typing" => services.messaging.receive_typing(origin, content).await?,
         "m.receipt" => services.messaging.receive_receipts(origin, content).await?,
         "m.presence" => services.presence.receive(origin, content).await?,
         "m.device_list_update" | "m.signing_key_update" => {

@@ -121,15 +121,8 @@ pub async fn typing(
         Typing::Yes(info) => {
             let timeout = info.timeout.min(MAX_TYPING);
             let until = now_ms() + u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-            state.messaging.set_typing(room, user, Some(until)).await?;
             // When the time is up, syncing clients hear that the user stopped.
-            let (state, room) = (state.clone(), room.to_owned());
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout + Duration::from_millis(10)).await;
-                if let Err(e) = state.messaging.expire_typing(&room).await {
-                    tracing::warn!(%room, error = ?e, "typing expiry failed");
-                }
-            });
+            state.messaging.set_typing(room, user, Some(until)).await?;
         }
         _ => state.messaging.set_typing(room, user, None).await?,
     }

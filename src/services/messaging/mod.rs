@@ -18,6 +18,7 @@ mod room;
 mod send;
 mod state;
 mod sync;
+mod typing_timers;
 mod verify;
 mod visibility;
 
@@ -29,7 +30,7 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 pub use create::{NewRoom, Preset};
 pub use draft::EventSpec;
-pub use federation::{InviteIn, REMOTE_TYPING};
+pub use federation::InviteIn;
 pub use history::MAX_LIMIT;
 pub use membership::Moderation;
 
@@ -58,6 +59,8 @@ pub struct Messaging {
     room_locks: StripedLocks,
     /// Per room, held across the read-modify-write of its typing state.
     ephemeral_locks: StripedLocks,
+    /// When rooms' typing notices run out.
+    typing_timers: typing_timers::TypingTimers,
     /// Per user or alias name, held across a read-modify-write of a user's push rules or
     /// the check that an alias is free.
     name_locks: StripedLocks,
@@ -82,6 +85,7 @@ impl Messaging {
             outbox,
             room_locks: StripedLocks::new(64),
             ephemeral_locks: StripedLocks::new(64),
+            typing_timers: Default::default(),
             name_locks: StripedLocks::new(64),
             auth_events: Default::default(),
         }

@@ -188,6 +188,9 @@ impl Messaging {
         }
         self.store_typing(batch, room_id, typing, changed).await?;
         self.wake(&destinations);
+        if let Some(until) = until {
+            self.typing_timers.expire_at(room_id, until);
+        }
         Ok(())
     }
 
@@ -210,18 +213,34 @@ impl Messaging {
         Ok(destinations)
     }
 
-    /// Drops expired typing entries, telling syncing clients if any were.
-    pub async fn expire_typing(&self, room_id: &str) -> Result<()> {
+    /// Drops expired typing entries, telling syncing clients if any were; the room's next
+    /// expiry, if someone still types, is timed again.
+    async fn expire_typing(&self, room_id: &str) -> Result<()> {
         let _guard = self.ephemeral_locks.lock(room_id).await;
         let mut typing = self.typing(room_id)?;
         let before = typing.users.len();
         let mut batch = self.storage.batch();
         let destinations = self.share_stops(&mut batch, room_id, &mut typing, now_ms())?;
+        if let Some(next) = typing.users.values().min() {
+            self.typing_timers.expire_at(room_id, *next);
+        }
         if typing.users.len() != before {
             self.store_typing(batch, room_id, typing, true).await?;
             self.wake(&destinations);
         }
         Ok(())
+    }
+
+    /// Expires typing as its time comes, until the process ends: one task for every room,
+    /// however many typing notices arrive.
+    pub async fn run_typing_timers(&self) {
+        loop {
+            for room in self.typing_timers.due().await {
+                if let Err(e) = self.expire_typing(&room).await {
+                    tracing::warn!(%room, error = ?e, "typing expiry failed");
+                }
+            }
+        }
     }
 
     fn typing(&self, room_id: &str) -> Result<Typing> {

@@ -6,11 +6,7 @@ impl Messaging {
     /// An `m.typing` EDU: a user of the origin started or stopped typing in a room they
     /// are joined to, for [`REMOTE_TYPING`] unless renewed. Returns the room whose typing
     /// must be expired then.
-    pub async fn receive_typing(
-        &self,
-        origin: &ServerName,
-        content: &Value,
-    ) -> Result<Option<String>> {
+    pub async fn receive_typing(&self, origin: &ServerName, content: &Value) -> Result<()> {
         let field = |name: &str| {
             content
                 .get(name)
@@ -19,15 +15,14 @@ impl Messaging {
         };
         let (room, user) = (field("room_id"), field("user_id"));
         if !self.is_member_from(origin, room, user)? {
-            return Ok(None);
+            return Ok(());
         }
         let typing = content
             .get("typing")
             .and_then(|t| t.as_bool())
             .unwrap_or(false);
         let until = typing.then(|| now_ms() + REMOTE_TYPING.as_millis() as u64);
-        self.set_typing(room, user, until).await?;
-        Ok(typing.then(|| room.to_owned()))
+        self.set_typing(room, user, until).await
     }
 
     /// An `m.receipt` EDU: read receipts of the origin's users, per room.
