@@ -209,6 +209,15 @@ async fn users_on_two_kith_servers_invite_join_and_chat() {
     assert_eq!(status, StatusCode::OK, "{uploaded}");
     let mxc = uploaded["content_uri"].as_str().unwrap();
     let media = mxc.trim_start_matches("mxc://");
+    // Anonymous legacy requests get only what B holds: nothing of A's yet, and B fetches
+    // nothing for them; a malformed media ID is not asked of A at all.
+    let legacy = format!("{}/_matrix/media/v3/download/{media}", b.base);
+    let status = |url: String| async { b.http.get(url).send().await.unwrap().status() };
+    assert_eq!(status(legacy.clone()).await, StatusCode::NOT_FOUND);
+    let server_a = media.split('/').next().unwrap();
+    let malformed = format!("/_matrix/client/v1/media/download/{server_a}/..%2Fversions");
+    let (status_code, _) = b.get(&malformed, Some(&bob_token)).await;
+    assert_eq!(status_code, StatusCode::NOT_FOUND);
     for path in [
         format!("/_matrix/client/v1/media/download/{media}"),
         format!("/_matrix/client/v1/media/thumbnail/{media}?width=32&height=32&method=crop"),
@@ -227,6 +236,7 @@ async fn users_on_two_kith_servers_invite_join_and_chat() {
             false => assert_eq!(bytes.to_vec(), picture),
         }
     }
+    assert_eq!(status(legacy).await, StatusCode::OK, "fetched once, kept");
 
     // carol on C, a server not in the room, declines an invite into it: through A
     // (make_leave, send_leave), which records her leave.

@@ -206,14 +206,19 @@ pub async fn get_named(
     .await
 }
 
-/// `GET /_matrix/media/v3/download/{serverName}/{mediaId}` (legacy, unauthenticated)
+/// `GET /_matrix/media/v3/download/{serverName}/{mediaId}` (legacy, unauthenticated):
+/// this server's media and what it already fetched, nothing fetched for it.
 #[allow(deprecated)]
 pub async fn legacy_get(
     State(state): State<AppState>,
     request: Ruma<v3::get_content::v3::Request>,
 ) -> Result<Response> {
     let body = &request.body;
-    download(&state, body.server_name.as_str(), &body.media_id, None).await
+    let server = body.server_name.as_str();
+    state
+        .media
+        .require_local_or_cached(server, &body.media_id)?;
+    download(&state, server, &body.media_id, None).await
 }
 
 /// `GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}` (legacy)
@@ -223,13 +228,11 @@ pub async fn legacy_get_named(
     request: Ruma<v3::get_content_as_filename::v3::Request>,
 ) -> Result<Response> {
     let body = &request.body;
-    download(
-        &state,
-        body.server_name.as_str(),
-        &body.media_id,
-        Some(&body.filename),
-    )
-    .await
+    let server = body.server_name.as_str();
+    state
+        .media
+        .require_local_or_cached(server, &body.media_id)?;
+    download(&state, server, &body.media_id, Some(&body.filename)).await
 }
 
 async fn thumbnail(
@@ -263,6 +266,7 @@ pub async fn legacy_get_thumbnail(
 ) -> Result<Response> {
     let body = &request.body;
     let id = (body.server_name.as_str(), body.media_id.as_str());
+    state.media.require_local_or_cached(id.0, id.1)?;
     thumbnail(&state, id, (body.width, body.height), body.method.as_ref()).await
 }
 

@@ -52,6 +52,19 @@ pub struct Media {
     reserved_locks: StripedLocks,
     /// Other servers' media is fetched through it, once, then kept here.
     federation: Option<Arc<FederationClient>>,
+    /// Per (server, media ID), across a remote fetch: concurrent requests for one file
+    /// wait for the first fetch instead of each fetching it.
+    fetch_locks: StripedLocks,
+}
+
+/// Whether a media ID is of the form the spec gives them (`[A-Za-z0-9_-]`, at most 255
+/// bytes): nothing else is asked of another server, so no ID can reach other paths there.
+fn well_formed(media_id: &str) -> bool {
+    !media_id.is_empty()
+        && media_id.len() <= 255
+        && media_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn not_found() -> Error {
@@ -75,6 +88,7 @@ impl Media {
             decodes: tokio::sync::Semaphore::new(thumbnail::DECODES_AT_ONCE),
             reserved_locks: StripedLocks::new(16),
             federation,
+            fetch_locks: StripedLocks::new(16),
         })
     }
 
@@ -88,6 +102,13 @@ impl Media {
     /// the first time it is asked for, and kept like an upload.
     async fn fetch_remote(&self, server: &str, media_id: &str) -> Result<()> {
         if server == self.server_name || self.record(server, media_id)?.is_some() {
+            return Ok(());
+        }
+        if !well_formed(media_id) {
+            return Err(not_found());
+        }
+        let _fetching = self.fetch_locks.lock(&format!("{server}/{media_id}")).await;
+        if self.record(server, media_id)?.is_some() {
             return Ok(());
         }
         let client = self.federation.as_ref().ok_or_else(not_found)?;
@@ -209,6 +230,16 @@ impl Media {
             .storage
             .put(&catalog::MEDIAID_MEDIA, &key, &record)
             .await?)
+    }
+
+    /// For the legacy unauthenticated endpoints, which serve only this server's media and
+    /// what it already fetched (as Synapse since MSC3916): 404 for anything else, so no
+    /// anonymous request makes this server fetch from another.
+    pub fn require_local_or_cached(&self, server: &str, media_id: &str) -> Result<()> {
+        match server == self.server_name || self.record(server, media_id)?.is_some() {
+            true => Ok(()),
+            false => Err(not_found()),
+        }
     }
 
     /// The content of a media ID: 404 if unknown, 504 `M_NOT_YET_UPLOADED` if reserved but
