@@ -92,6 +92,32 @@ pub struct FederationClient {
 const SOFTWARE_TTL: Duration = Duration::from_secs(3600);
 const SOFTWARE_RETRY: Duration = Duration::from_secs(60);
 
+/// The most another server's JSON answer may hold (a room's whole state in a
+/// `send_join` answer among them).
+const JSON_LIMIT: usize = 32 << 20;
+/// The most a server's key answer (and a `.well-known` file) may hold.
+pub(crate) const KEYS_LIMIT: usize = 64 << 10;
+
+/// Reads a response's body as it streams in, refusing it as soon as it passes `limit`
+/// bytes: a peer can neither make kith hold an endless (chunked) answer nor announce a
+/// small one and send more.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|l| l > limit as u64) {
+        return Err(format!("answer over {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("answer over {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl FederationClient {
     pub fn new(
         storage: Storage,
@@ -264,7 +290,7 @@ impl FederationClient {
             .uri(format!("{base}{path}"))
             .body(Vec::new())
             .map_err(|e| FederationError::Request(e.to_string()))?;
-        Ok(self.execute(server, request).await?.1)
+        Ok(self.execute_full(server, request, KEYS_LIMIT).await?.2)
     }
 
     /// Adds this server's X-Matrix `Authorization` for `destination` to a request.
@@ -302,7 +328,7 @@ impl FederationClient {
         server: &str,
         request: http::Request<Vec<u8>>,
     ) -> Result<(StatusCode, Vec<u8>), FederationError> {
-        let (status, _, body) = self.execute_full(server, request, usize::MAX).await?;
+        let (status, _, body) = self.execute_full(server, request, JSON_LIMIT).await?;
         Ok((status, body))
     }
 
@@ -350,23 +376,9 @@ impl FederationClient {
             .map_err(|e| unreachable(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
-        if response.content_length().is_some_and(|l| l > limit as u64) {
-            return Err(FederationError::BadResponse(
-                server.to_owned(),
-                "too large".into(),
-            ));
-        }
-        let body = response
-            .bytes()
+        let body = read_capped(response, limit)
             .await
-            .map_err(|e| unreachable(&e))?
-            .to_vec();
-        if body.len() > limit {
-            return Err(FederationError::BadResponse(
-                server.to_owned(),
-                "too large".into(),
-            ));
-        }
+            .map_err(|e| FederationError::BadResponse(server.to_owned(), e))?;
         if status.is_success() {
             return Ok((status, headers, body));
         }

@@ -311,7 +311,9 @@ impl Discovery {
         if !response.status().is_success() {
             return None;
         }
-        let body = response.bytes().await.ok()?;
+        let body = crate::client::read_capped(response, crate::client::KEYS_LIMIT)
+            .await
+            .ok()?;
         let known: WellKnown = serde_json::from_slice(&body).ok()?;
         ruma::ServerName::parse(&known.server).ok()?;
         Some(known.server)

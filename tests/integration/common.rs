@@ -102,6 +102,17 @@ impl Server {
         })
     }
 
+    /// The server's resident memory, in KiB (from `/proc`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Kills the process at once (SIGKILL): no shutdown, no flush.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

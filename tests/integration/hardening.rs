@@ -121,3 +121,91 @@ async fn logins_racing_a_password_change_keep_no_session() {
     );
     assert_eq!(server.whoami(&token).await.0, StatusCode::OK);
 }
+
+/// A server on loopback TLS whose key answer never ends (a chunked body, forever).
+async fn endless_key_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let endless = || async {
+        let chunk = axum::body::Bytes::from(vec![b' '; 64 << 10]);
+        let chunks = futures_util::stream::repeat(chunk).map(Ok::<_, std::io::Error>);
+        axum::body::Body::from_stream(chunks)
+    };
+    let router = axum::Router::new().route("/_matrix/key/v2/server", axum::routing::get(endless));
+    let certificate = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        certificate.cert.pem().into_bytes(),
+        certificate.signing_key.serialize_pem().into_bytes(),
+    )
+    .await
+    .unwrap();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+    tokio::spawn(server.serve(router.into_make_service()));
+    name
+}
+
+/// A peer that answers kith's key request with an endless body, while requests claiming
+/// to come from it arrive 8 at a time for 5 s: each is refused, kith's memory stays
+/// bounded, and it keeps answering its clients.
+#[tokio::test]
+async fn a_peer_with_endless_answers_cannot_exhaust_kith() {
+    let (kith, name) = Server::federated(&[]);
+    let hostile = endless_key_server().await;
+    let idle = kith.rss_kib();
+    let http = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let sig = "a".repeat(86);
+    let authorization =
+        format!(r#"X-Matrix origin="{hostile}",destination="{name}",key="ed25519:a",sig="{sig}""#);
+    let attack = |http: reqwest::Client, authorization: String, name: String| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut refused = 0;
+        while tokio::time::Instant::now() < deadline {
+            let response = http
+                .get(format!(
+                    "https://{name}/_matrix/federation/v1/query/profile?user_id=@a:{name}"
+                ))
+                .header("authorization", &authorization)
+                .send()
+                .await;
+            if response.is_ok_and(|r| r.status() == StatusCode::UNAUTHORIZED) {
+                refused += 1;
+            }
+        }
+        refused
+    };
+    let attackers = (0..8).map(|_| attack(http.clone(), authorization.clone(), name.clone()));
+    let watching = async {
+        let mut peak = idle;
+        let mut slowest = Duration::ZERO;
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            peak = peak.max(kith.rss_kib());
+            let asked = std::time::Instant::now();
+            let (status, _) = kith.get("/_matrix/client/versions", None).await;
+            assert_eq!(status, StatusCode::OK);
+            slowest = slowest.max(asked.elapsed());
+        }
+        (peak, slowest)
+    };
+    let (refused, (peak, slowest)) =
+        tokio::join!(futures_util::future::join_all(attackers), watching);
+    let refused: usize = refused.iter().sum();
+    eprintln!(
+        "endless key answers: {refused} requests refused; RSS {} MiB idle, {} MiB at most; \
+         /versions at most {slowest:?}",
+        idle / 1024,
+        peak / 1024
+    );
+    assert!(refused > 0, "the requests were refused as unauthorized");
+    assert!(
+        peak.saturating_sub(idle) < 100 * 1024,
+        "RSS grew from {idle} KiB to {peak} KiB"
+    );
+    let (status, _) = kith.get("/_matrix/client/versions", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
