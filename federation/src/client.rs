@@ -98,20 +98,30 @@ const JSON_LIMIT: usize = 32 << 20;
 /// The most a server's key answer (and a `.well-known` file) may hold.
 pub(crate) const KEYS_LIMIT: usize = 64 << 10;
 
+/// Why a body was not read whole.
+pub(crate) enum ReadError {
+    /// Over the cap: the peer answered, with too much.
+    TooLarge(usize),
+    /// The connection failed or timed out on the way.
+    Transport(String),
+}
+
 /// Reads a response's body as it streams in, refusing it as soon as it passes `limit`
 /// bytes: a peer can neither make kith hold an endless (chunked) answer nor announce a
 /// small one and send more.
 pub(crate) async fn read_capped(
     mut response: reqwest::Response,
     limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ReadError> {
     if response.content_length().is_some_and(|l| l > limit as u64) {
-        return Err(format!("answer over {limit} bytes"));
+        return Err(ReadError::TooLarge(limit));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) =
+        (response.chunk().await).map_err(|e| ReadError::Transport(e.to_string()))?
+    {
         if body.len() + chunk.len() > limit {
-            return Err(format!("answer over {limit} bytes"));
+            return Err(ReadError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
@@ -376,9 +386,13 @@ impl FederationClient {
             .map_err(|e| unreachable(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = read_capped(response, limit)
-            .await
-            .map_err(|e| FederationError::BadResponse(server.to_owned(), e))?;
+        let body = read_capped(response, limit).await.map_err(|e| match e {
+            ReadError::TooLarge(limit) => FederationError::BadResponse(
+                server.to_owned(),
+                format!("answer over {limit} bytes"),
+            ),
+            ReadError::Transport(e) => unreachable(&e),
+        })?;
         if status.is_success() {
             return Ok((status, headers, body));
         }

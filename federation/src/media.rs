@@ -62,8 +62,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(haystack, needle)
 }
 
-/// The body cut at each delimiter: the preamble, then each part (at most three are
-/// wanted: preamble, metadata, file; the rest stays uncut).
+/// The body cut at its first three delimiters: the preamble, the metadata part, the file
+/// part, and the uncut rest (the closing delimiter onwards).
 fn split<'a>(body: &'a [u8], delimiter: &[u8]) -> Vec<&'a [u8]> {
     let finder = memchr::memmem::Finder::new(delimiter);
     let mut parts = Vec::new();

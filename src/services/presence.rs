@@ -133,7 +133,8 @@ impl Presences {
 
     /// Adds a presence change to `batch`, with a stream position, and for a local user
     /// the EDUs to the servers sharing a room; false (nothing added) if it is what is set.
-    /// The caller holds the user's lock.
+    /// The caller holds the user's lock (a local user's) or the remote lock (another
+    /// server's users').
     fn stage_into(
         &self,
         batch: &mut Batch,

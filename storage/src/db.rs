@@ -18,7 +18,9 @@ use crate::{Batch, Error, Result, schema};
 /// The `global_value` key holding the end of the last stream reservation.
 const STREAM_RESERVED_KEY: &str = "stream_reserved_upto";
 /// The longest a commit waits for lower positions to commit before it acknowledges.
-const VISIBILITY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Writers commit within milliseconds of taking a position; one that waits on a lock or
+/// the network in between holds others up, so the wait is short, and said in the log.
+const VISIBILITY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A cheap, cloneable handle on the one database.
 #[derive(Clone)]
@@ -290,12 +292,19 @@ impl Storage {
         if let Some(highest) = highest {
             let mut visible = self.stream.subscribe();
             let seen = visible.wait_for(|at| *at >= highest);
-            let _ = tokio::time::timeout(VISIBILITY_WAIT, seen).await;
+            if tokio::time::timeout(VISIBILITY_WAIT, seen).await.is_err() {
+                tracing::warn!(
+                    position = highest,
+                    "a commit was acknowledged before readers could see it: a writer holding \
+                     a lower position waited on something before committing"
+                );
+            }
         }
         Ok(())
     }
 
-    /// [`Storage::commit`] for callers outside the async runtime (start-up, migrations, tools).
+    /// [`Storage::commit`] for callers outside the async runtime (start-up, migrations,
+    /// tools); it does not wait for readers to see the batch.
     pub fn commit_blocking(&self, batch: Batch) -> Result<()> {
         let Batch {
             writes,

@@ -347,9 +347,9 @@ fn field(line: &str, name: &str) -> Option<String> {
 }
 
 /// A loopback port nothing listens on now, for a server whose address must be known before
-/// it starts (links in its mail, its SSO callback).
-/// A loopback port free now, below Linux's ephemeral range (32768–60999), so that no
-/// outgoing connection's source port takes it before the server that is to listen on it.
+/// it starts (its server name, links in its mail, its SSO callback): below Linux's
+/// ephemeral range (32768–60999), so that no outgoing connection's source port takes it
+/// before the server that is to listen on it.
 pub fn free_port() -> u16 {
     use rand::Rng;
     let mut rng = rand::rng();

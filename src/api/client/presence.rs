@@ -1,4 +1,4 @@
-//! Presence (profile-service).
+//! Presence (presence-service).
 
 use std::time::Duration;
 

@@ -6,6 +6,7 @@
 mod files;
 mod thumbnail;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -52,9 +53,10 @@ pub struct Media {
     reserved_locks: StripedLocks,
     /// Other servers' media is fetched through it, once, then kept here.
     federation: Option<Arc<FederationClient>>,
-    /// Per (server, media ID), across a remote fetch: concurrent requests for one file
-    /// wait for the first fetch instead of each fetching it.
-    fetch_locks: StripedLocks,
+    /// Per (server, media ID) being fetched, a gate: concurrent requests for one file wait
+    /// for the first fetch instead of each fetching it, and no other file waits with them
+    /// (a slow server delays only its own files).
+    fetching: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Whether a media ID is of the form the spec gives them (`[A-Za-z0-9_-]`, at most 255
@@ -88,7 +90,7 @@ impl Media {
             decodes: tokio::sync::Semaphore::new(thumbnail::DECODES_AT_ONCE),
             reserved_locks: StripedLocks::new(16),
             federation,
-            fetch_locks: StripedLocks::new(16),
+            fetching: Default::default(),
         })
     }
 
@@ -107,10 +109,33 @@ impl Media {
         if !well_formed(media_id) {
             return Err(not_found());
         }
-        let _fetching = self.fetch_locks.lock(&format!("{server}/{media_id}")).await;
-        if self.record(server, media_id)?.is_some() {
-            return Ok(());
+        let key = format!("{server}/{media_id}");
+        let gate = Arc::clone(self.fetch_gates().entry(key.clone()).or_default());
+        let fetched = {
+            let _first = gate.lock().await;
+            match self.record(server, media_id)?.is_some() {
+                true => Ok(()),
+                false => self.fetch_unlocked(server, media_id).await,
+            }
+        };
+        // The last one through the gate takes it down (clones are made under the map's lock).
+        let mut gates = self.fetch_gates();
+        if Arc::strong_count(&gate) <= 2 {
+            gates.remove(&key);
         }
+        fetched
+    }
+
+    fn fetch_gates(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.fetching
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The fetch itself, through the file's gate.
+    async fn fetch_unlocked(&self, server: &str, media_id: &str) -> Result<()> {
         let client = self.federation.as_ref().ok_or_else(not_found)?;
         let origin = ruma::ServerName::parse(server).map_err(|_| not_found())?;
         let path = format!("/_matrix/federation/v1/media/download/{media_id}");
