@@ -377,3 +377,17 @@ pub fn rand_suffix() -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Serves `router` over TLS on `listener` (non-blocking), with a self-signed certificate
+/// for 127.0.0.1, in the background: a peer server for kith to talk to.
+pub async fn serve_tls(listener: std::net::TcpListener, router: axum::Router) {
+    let certificate = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        certificate.cert.pem().into_bytes(),
+        certificate.signing_key.serialize_pem().into_bytes(),
+    )
+    .await
+    .unwrap();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+    tokio::spawn(server.serve(router.into_make_service()));
+}

@@ -133,15 +133,7 @@ async fn endless_key_server() -> String {
         axum::body::Body::from_stream(chunks)
     };
     let router = axum::Router::new().route("/_matrix/key/v2/server", axum::routing::get(endless));
-    let certificate = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        certificate.cert.pem().into_bytes(),
-        certificate.signing_key.serialize_pem().into_bytes(),
-    )
-    .await
-    .unwrap();
-    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
-    tokio::spawn(server.serve(router.into_make_service()));
+    crate::common::serve_tls(listener, router).await;
     name
 }
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::{json_of, raw};
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
-use crate::services::messaging::{EventSpec, NewRoom, Preset, Transaction};
+use crate::services::messaging::{EventSpec, NewRoom, Preset, Transaction, object};
 use crate::services::session::Session;
 
 /// Readers of a room must be joined to it (history visibility for past members comes later).
@@ -27,15 +27,6 @@ fn content_of<T>(raw_body: &[u8], content: &ruma::serde::Raw<T>) -> Result<Value
         return Err(Error::not_json());
     }
     json_of(content)
-}
-
-/// Whether `value` is a JSON object; room content must be.
-fn object(value: Value, what: &str) -> Result<Value> {
-    if value.is_object() {
-        Ok(value)
-    } else {
-        Err(Error::bad_json(format!("{what} must be a JSON object")))
-    }
 }
 
 /// `POST /_matrix/client/v3/createRoom`

@@ -19,19 +19,18 @@ const BACKFILL_LIMIT: u32 = 100;
 
 impl Messaging {
     /// Whether a server may read the room's events: one of its users is joined to it.
-    pub fn server_in_room(&self, server: &ServerName, room_id: &RoomId) -> Result<bool> {
+    pub fn server_in_room(&self, server: &ServerName, room: &str) -> Result<bool> {
         Ok(self
-            .joined_members(room_id)?
+            .joined_member_rows(room)?
             .iter()
             .any(|user| user.server_name() == server))
     }
 
     /// An event for another server, if one of its users is in the event's room.
     pub fn event_for(&self, origin: &ServerName, event_id: &str) -> Result<StoredPdu> {
-        let event = self.stored_pdu(event_id)?.filter(|e| {
-            let members = self.joined_member_rows(&e.room_id).unwrap_or_default();
-            members.iter().any(|user| user.server_name() == origin)
-        });
+        let event = self
+            .stored_pdu(event_id)?
+            .filter(|e| self.server_in_room(origin, &e.room_id).unwrap_or(false));
         event.ok_or_else(|| Error::not_found("Event not found"))
     }
 
@@ -44,7 +43,7 @@ impl Messaging {
         from: &[OwnedEventId],
         limit: usize,
     ) -> Result<Vec<Value>> {
-        if !self.server_in_room(origin, room_id)? {
+        if !self.server_in_room(origin, room_id.as_str())? {
             return Err(Error::forbidden("Your server is not in this room"));
         }
         let mut heap = BinaryHeap::new();
@@ -90,7 +89,7 @@ impl Messaging {
         limit: usize,
         min_depth: u64,
     ) -> Result<Vec<Value>> {
-        if !self.server_in_room(origin, room_id)? {
+        if !self.server_in_room(origin, room_id.as_str())? {
             return Err(Error::forbidden("Your server is not in this room"));
         }
         let mut seen: HashSet<OwnedEventId> = earliest.iter().cloned().collect();

@@ -52,7 +52,7 @@ fn state(sender: &UserId, kind: &str, key: &str, content: Value) -> EventSpec {
 }
 
 /// Whether `value` is a JSON object; room content must be.
-fn object(value: Value, what: &str) -> Result<Value> {
+pub fn object(value: Value, what: &str) -> Result<Value> {
     if value.is_object() {
         Ok(value)
     } else {

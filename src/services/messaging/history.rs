@@ -5,6 +5,7 @@ use ruma::api::Direction;
 use ruma::api::client::filter::RoomEventFilter;
 use ruma::{EventId, RoomId, UserId};
 
+use super::visibility::Visibility;
 use super::{Messaging, StoredPdu};
 use crate::services::error::{Error, Result};
 
@@ -57,6 +58,22 @@ pub struct Page {
 }
 
 impl Messaging {
+    /// Whether a page shows `event` to `reader`: it passes the filter and history
+    /// visibility lets them see it (one whose visibility cannot be read, a storage error,
+    /// is not shown).
+    fn shown(
+        &self,
+        visibility: &Visibility,
+        reader: &UserId,
+        filter: &RoomEventFilter,
+        event: &StoredPdu,
+    ) -> bool {
+        matches(filter, event)
+            && self
+                .may_see(visibility, reader.as_str(), event)
+                .unwrap_or(false)
+    }
+
     /// An event of a room `reader` is joined to and may see (history visibility), else 404.
     pub fn room_event(
         &self,
@@ -96,13 +113,7 @@ impl Messaging {
             (None, Direction::Forward) => 0,
         };
         let visibility = self.visibility(room_id)?;
-        // An event whose visibility cannot be read (a storage error) is not shown.
-        let keep = |event: &StoredPdu| {
-            matches(filter, event)
-                && self
-                    .may_see(&visibility, reader.as_str(), event)
-                    .unwrap_or(false)
-        };
+        let keep = |event: &StoredPdu| self.shown(&visibility, reader, filter, event);
         let limit = limit.clamp(1, MAX_LIMIT);
         let mut page = self.page(room_id.as_str(), from, dir, to, limit, keep)?;
         if dir == Direction::Backward
@@ -128,12 +139,7 @@ impl Messaging {
         let event = self.room_event(reader, room_id, event_id)?;
         let room = room_id.as_str();
         let visibility = self.visibility(room_id)?;
-        let keep = |e: &StoredPdu| {
-            matches(filter, e)
-                && self
-                    .may_see(&visibility, reader.as_str(), e)
-                    .unwrap_or(false)
-        };
+        let keep = |e: &StoredPdu| self.shown(&visibility, reader, filter, e);
         let total = limit.min(MAX_LIMIT);
         let (before_limit, after_limit) = (total / 2, total - total / 2);
         let position = event.position;

@@ -265,12 +265,7 @@ impl Messaging {
                 }
             }
         }
-        draft.add(EventSpec {
-            sender: user_id.to_owned(),
-            kind: TimelineEventType::RoomMember,
-            state_key: Some(user_id.to_string()),
-            content,
-        })?;
+        draft.add(member_spec(user_id, user_id.as_str(), "join", content))?;
         draft.commit(self.storage.batch()).await?;
         Ok(())
     }

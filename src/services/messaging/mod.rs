@@ -28,7 +28,7 @@ use kith_federation::{FederationClient, Outbox, ServerKeys};
 use kith_storage::{Storage, catalog};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
-pub use create::{NewRoom, Preset};
+pub use create::{NewRoom, Preset, object};
 pub use draft::EventSpec;
 pub use federation::InviteIn;
 pub use history::MAX_LIMIT;
