@@ -425,6 +425,13 @@ impl FederationClient {
             return Err(AuthError::WrongDestination);
         }
         let origin = header.origin.clone();
+        // Cheap refusals first, so that nothing fetching a key can be had for them.
+        if origin == own {
+            return Err(AuthError::Malformed("the origin is this server".into()));
+        }
+        if header.key.algorithm() != ruma::SigningKeyAlgorithm::Ed25519 {
+            return Err(AuthError::Malformed(format!("unknown key {}", header.key)));
+        }
         if !self.allows(origin.as_str()) {
             return Err(AuthError::Denied(origin.to_string()));
         }

@@ -4,9 +4,9 @@
 //! at seven days. Keys a server has retired (`old_verify_keys`) are kept too, for events
 //! it signed before it retired them.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use kith_storage::{Storage, catalog};
 use ruma::serde::Base64;
@@ -14,10 +14,27 @@ use ruma::signatures::PublicKeyMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ServerKeys;
+use crate::cache::Bounded;
 use crate::client::FederationClient;
 use crate::now_ms;
 
 const MAX_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A server's keys are asked for at most this often, however many key IDs requests name:
+/// a made-up key ID cannot make kith fetch again and again.
+const REFETCH_AFTER: Duration = Duration::from_secs(30);
+/// After a failed fetch, the next waits this long, doubling with each failure in a row up
+/// to [`MAX_BACKOFF`]: a server that cannot be had is not asked again on every request.
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// How many servers' fetch histories are remembered.
+const ATTEMPTS_KEPT: usize = 10_000;
+
+/// The last fetch of a server's keys, and when the next may be.
+#[derive(Clone, Copy)]
+struct Attempt {
+    failures: u32,
+    next: Instant,
+}
 
 /// One key of another server, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,11 +69,20 @@ struct OldVerifyKey {
 pub struct RemoteKeys {
     storage: Storage,
     own: Arc<ServerKeys>,
+    attempts: Bounded<Attempt>,
+    /// Per server with a fetch under way, the lock its other askers wait on: one fetch
+    /// per server at a time, whose result the waiters then read from storage.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl RemoteKeys {
     pub fn new(storage: Storage, own: Arc<ServerKeys>) -> RemoteKeys {
-        RemoteKeys { storage, own }
+        RemoteKeys {
+            storage,
+            own,
+            attempts: Bounded::new(ATTEMPTS_KEPT),
+            in_flight: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The public keys of `server` for `key_ids`, as ruma's verifiers take them. `at` is
@@ -69,49 +95,23 @@ impl RemoteKeys {
         key_ids: &[String],
         at: Option<u64>,
     ) -> Result<PublicKeyMap, String> {
-        let mut set = BTreeMap::new();
         if server == self.own.server_name() {
+            let mut own = BTreeMap::new();
             let key = Base64::parse(self.own.public_key_base64()).map_err(|e| e.to_string())?;
-            set.insert(self.own.key_id(), key);
+            own.insert(self.own.key_id(), key);
             for old in self.own.old_keys() {
                 let key = Base64::parse(&old.public_key).map_err(|e| e.to_string())?;
-                set.insert(format!("ed25519:{}", old.version), key);
+                own.insert(format!("ed25519:{}", old.version), key);
             }
-            return Ok(BTreeMap::from([(server.to_owned(), set)]));
+            return Ok(BTreeMap::from([(server.to_owned(), own)]));
         }
         let at = at.unwrap_or_else(now_ms);
-        let usable = |key: &RemoteKey| match key.expired_ts {
-            Some(expired) => at < expired,
-            None => now_ms() < key.valid_until_ts,
-        };
-        let mut missing = false;
-        for key_id in key_ids {
-            let stored: Option<RemoteKey> = self
-                .storage
-                .get(
-                    &catalog::SERVERNAME_KEYID_VERIFYKEY,
-                    &(server, key_id.as_str()),
-                )
-                .map_err(|e| e.to_string())?;
-            match stored.filter(usable) {
-                Some(key) => {
-                    set.insert(
-                        key_id.clone(),
-                        Base64::parse(key.key).map_err(|e| e.to_string())?,
-                    );
-                }
-                None => missing = true,
-            }
-        }
-        if missing {
-            let fetched = self.fetch(client, server).await?;
-            for key_id in key_ids {
-                if let Some(key) = fetched.get(key_id).filter(|k| usable(k)) {
-                    set.insert(
-                        key_id.clone(),
-                        Base64::parse(&key.key).map_err(|e| e.to_string())?,
-                    );
-                }
+        let mut set = self.stored(server, key_ids, at)?;
+        if set.len() < key_ids.len() {
+            let fetched = self.fetch_once(client, server).await?;
+            set = self.stored(server, key_ids, at)?;
+            if let Some(error) = fetched.filter(|_| set.is_empty()) {
+                return Err(error);
             }
         }
         if set.is_empty() {
@@ -120,12 +120,89 @@ impl RemoteKeys {
         Ok(BTreeMap::from([(server.to_owned(), set)]))
     }
 
-    /// Fetches, verifies and stores `server`'s key document.
-    async fn fetch(
+    /// Those of `key_ids` stored for `server` and valid at `at`.
+    fn stored(
+        &self,
+        server: &str,
+        key_ids: &[String],
+        at: u64,
+    ) -> Result<BTreeMap<String, Base64>, String> {
+        let usable = |key: &RemoteKey| match key.expired_ts {
+            Some(expired) => at < expired,
+            None => now_ms() < key.valid_until_ts,
+        };
+        let mut set = BTreeMap::new();
+        for key_id in key_ids {
+            let stored: Option<RemoteKey> = self
+                .storage
+                .get(
+                    &catalog::SERVERNAME_KEYID_VERIFYKEY,
+                    &(server, key_id.as_str()),
+                )
+                .map_err(|e| e.to_string())?;
+            if let Some(key) = stored.filter(usable) {
+                let key = Base64::parse(key.key).map_err(|e| e.to_string())?;
+                set.insert(key_id.clone(), key);
+            }
+        }
+        Ok(set)
+    }
+
+    /// Fetches `server`'s keys unless a fetch is already under way (then waits for it) or
+    /// the last one was too recent. `Ok(Some(error))`: this call fetched and failed.
+    async fn fetch_once(
         &self,
         client: &FederationClient,
         server: &str,
-    ) -> Result<BTreeMap<String, RemoteKey>, String> {
+    ) -> Result<Option<String>, String> {
+        let flight = {
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(in_flight.entry(server.to_owned()).or_default())
+        };
+        let result = {
+            let _alone = flight.lock().await;
+            match self.attempts.get(server) {
+                Some(last) if last.next > Instant::now() => match last.failures {
+                    0 => Ok(None),
+                    n => Err(format!(
+                        "{server}'s keys could not be had ({n} times); not asking again yet"
+                    )),
+                },
+                last => {
+                    let failures = last.map_or(0, |l| l.failures);
+                    let fetched = self.fetch(client, server).await;
+                    let attempt = match &fetched {
+                        Ok(_) => Attempt {
+                            failures: 0,
+                            next: Instant::now() + REFETCH_AFTER,
+                        },
+                        Err(_) => Attempt {
+                            failures: failures + 1,
+                            next: Instant::now() + backoff(failures + 1),
+                        },
+                    };
+                    self.attempts
+                        .insert(server.to_owned(), attempt, MAX_BACKOFF * 2);
+                    Ok(fetched.err())
+                }
+            }
+        };
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The map holds one reference and this call another: nobody else waits.
+        if Arc::strong_count(&flight) <= 2 {
+            in_flight.remove(server);
+        }
+        result
+    }
+
+    /// Fetches, verifies and stores `server`'s key document.
+    async fn fetch(&self, client: &FederationClient, server: &str) -> Result<(), String> {
         let body = client
             .get_unsigned(server, "/_matrix/key/v2/server")
             .await
@@ -179,11 +256,7 @@ impl RemoteKeys {
                 )
                 .map_err(|e| e.to_string())?;
         }
-        self.storage
-            .commit(batch)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(keys)
+        self.storage.commit(batch).await.map_err(|e| e.to_string())
     }
 
     /// The keys `servers` signed `object` (an event) with, for `verify_event`; a server
@@ -215,4 +288,11 @@ impl RemoteKeys {
         }
         map
     }
+}
+
+/// The wait after `failures` failed fetches in a row.
+fn backoff(failures: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
 }

@@ -201,3 +201,55 @@ async fn a_peer_with_endless_answers_cannot_exhaust_kith() {
     let (status, _) = kith.get("/_matrix/client/versions", None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Requests that claim to come from a server whose keys cannot be had — many at once,
+/// each naming another key — make kith ask that server for its keys once, not once each:
+/// concurrent askers wait for one fetch, and a failure is remembered (with backoff).
+#[tokio::test]
+async fn made_up_requests_do_not_make_kith_fetch_keys_again_and_again() {
+    let (_kith, name) = Server::federated(&[]);
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let peer = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let counter = std::sync::Arc::clone(&asked);
+    let keys = move || async move {
+        counter.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        StatusCode::NOT_FOUND
+    };
+    let router = axum::Router::new().route("/_matrix/key/v2/server", axum::routing::get(keys));
+    crate::common::serve_tls(listener, router).await;
+
+    let http = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let sig = "a".repeat(86);
+    let requests: FuturesUnordered<_> = (0..40)
+        .map(|i| {
+            let key = if i % 10 == 9 { "curve25519" } else { "ed25519" };
+            let authorization = format!(
+                r#"X-Matrix origin="{peer}",destination="{name}",key="{key}:k{i}",sig="{sig}""#
+            );
+            http.get(format!(
+                "https://{name}/_matrix/federation/v1/query/profile?user_id=@a:{name}"
+            ))
+            .header("authorization", authorization)
+            .send()
+        })
+        .collect();
+    let statuses: Vec<_> = requests.map(|r| r.map(|r| r.status()).ok()).collect().await;
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == Some(StatusCode::UNAUTHORIZED)),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "40 requests from a server without keys made kith fetch its keys more than once"
+    );
+}
