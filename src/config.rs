@@ -35,6 +35,7 @@ pub struct Config {
     pub sso: Sso,
     pub auth: Auth,
     pub limits: Limits,
+    pub rate_limits: RateLimits,
     pub well_known: WellKnown,
     pub contacts: Contacts,
     pub media: Media,
@@ -118,6 +119,9 @@ pub struct Listen {
     pub client: SocketAddr,
     /// Address of the federation listener (TLS), when federation is enabled.
     pub federation: SocketAddr,
+    /// Reverse proxies (CIDRs) whose `X-Forwarded-For` / `Forwarded` header names the
+    /// client; from any other peer those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +177,47 @@ pub struct Limits {
     pub email_requests_per_minute: f64,
 }
 
+/// A rate limit: `burst` actions at once, then `per_minute` regained.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub burst: u32,
+    pub per_minute: f64,
+}
+
+impl Rate {
+    pub fn limiter(self) -> crate::util::RateLimiter {
+        crate::util::RateLimiter::new(self.burst, self.per_minute)
+    }
+}
+
+/// What one client may do how often (Synapse's `rc_*` settings); past a limit, 429
+/// `M_LIMIT_EXCEEDED` with `retry_after_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// Accounts registered per client address.
+    pub registration: Rate,
+    /// Events (messages, state, redactions) sent per user.
+    pub messages: Rate,
+    /// Media uploads (and reserved media IDs) per user.
+    pub uploads: Rate,
+    /// `sendToDevice` requests per user.
+    pub to_device: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let rate = |burst, per_minute| Rate { burst, per_minute };
+        RateLimits {
+            registration: rate(3, 10.0),
+            messages: rate(10, 12.0),
+            uploads: rate(50, 60.0),
+            to_device: rate(100, 1200.0),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WellKnown {
@@ -200,6 +245,7 @@ impl Default for Config {
             sso: Sso::default(),
             auth: Auth::default(),
             limits: Limits::default(),
+            rate_limits: RateLimits::default(),
             well_known: WellKnown::default(),
             contacts: Contacts::default(),
             media: Media::default(),
@@ -215,6 +261,7 @@ impl Default for Listen {
         Listen {
             client: SocketAddr::from(([127, 0, 0, 1], 8008)),
             federation: SocketAddr::from(([127, 0, 0, 1], 8448)),
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
         }
     }
 }
@@ -318,6 +365,13 @@ impl Config {
                     "server.public_baseurl {baseurl:?} must be an http(s) URL with a host"
                 ));
             }
+        }
+        if let Some(bad) =
+            (self.listen.trusted_proxies.iter()).find(|r| crate::gateway::parse_range(r).is_none())
+        {
+            return Err(format!(
+                "listen.trusted_proxies: {bad:?} is not a CIDR or address"
+            ));
         }
         if self.limits.max_request_size < 1024 {
             return Err("limits.max_request_size must be at least 1024 bytes".into());

@@ -60,6 +60,9 @@ pub enum TokenCommand {
         #[arg(long)]
         expires_in_days: Option<u64>,
     },
+    /// Delete a registration token (the first-start one among them): no registration
+    /// can use it any more.
+    Delete { token: String },
 }
 
 /// Runs the command, printing its JSON result.
@@ -110,6 +113,9 @@ async fn over_http(config: &Config, command: &AdminCommand) -> Result<Value, Htt
         AdminCommand::Tokens(TokenCommand::Create { token, uses, expires_in_days }) => client
             .post(format!("{base}/registration_tokens"))
             .json(&json!({ "token": token, "uses_allowed": uses, "expiry_time": expiry(*expires_in_days) })),
+        AdminCommand::Tokens(TokenCommand::Delete { token }) => {
+            client.delete(format!("{base}/registration_tokens/{}", encode(token)))
+        }
         AdminCommand::VerifyEvents => client.post(format!("{base}/events/verify")),
         // The running server keeps the key it started with: it must not sign with one
         // the database no longer holds. Asked only to learn whether it runs.
@@ -201,6 +207,11 @@ async fn directly(config: Config, command: AdminCommand) -> Result<Value, String
             ops::create_token(&services, request)
                 .await
                 .map(|t| json!(t))
+        }
+        AdminCommand::Tokens(TokenCommand::Delete { token }) => {
+            ops::delete_token(&services, &token)
+                .await
+                .map(|()| json!({}))
         }
         AdminCommand::VerifyEvents => services.messaging.verify_all().map(|r| json!(r)),
         AdminCommand::RotateSigningKey => {

@@ -110,6 +110,10 @@ pub async fn create_token(services: &Services, request: NewToken) -> Result<Regi
     auth.create_token(token, uses_allowed, expiry_time).await
 }
 
+pub async fn delete_token(services: &Services, token: &str) -> Result<()> {
+    services.auth.delete_token(token).await
+}
+
 pub fn list_tokens(services: &Services) -> Result<Vec<RegistrationToken>> {
     services.auth.tokens()
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -23,6 +23,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/users/{user}/password", post(reset_password))
         .route("/users/{user}/deactivate", post(deactivate))
         .route("/registration_tokens", get(list_tokens).post(create_token))
+        .route("/registration_tokens/{token}", delete(delete_token))
         .route("/events/verify", post(verify_events))
         .route_layer(middleware::from_fn_with_state(state, require_secret))
 }
@@ -101,6 +102,15 @@ async fn verify_events(State(state): State<AppState>) -> Result<Json<Value>> {
 /// `GET /_kith/admin/v1/registration_tokens` → `{tokens}`
 async fn list_tokens(State(state): State<AppState>) -> Result<Json<Value>> {
     Ok(Json(json!({ "tokens": ops::list_tokens(&state)? })))
+}
+
+/// `DELETE /_kith/admin/v1/registration_tokens/{token}` → `{}`
+async fn delete_token(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Json<Value>> {
+    ops::delete_token(&state, &token).await?;
+    Ok(Json(json!({})))
 }
 
 /// `POST /_kith/admin/v1/registration_tokens` `{token?, uses_allowed?, expiry_time?}` → the token

@@ -3,12 +3,10 @@
 //! [`RumaResponse`] turns a ruma response back into HTTP.
 
 use std::any::TypeId;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::body::Body;
-use axum::extract::{
-    ConnectInfo, FromRequest, FromRequestParts, OriginalUri, RawPathParams, Request,
-};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
@@ -97,7 +95,7 @@ where
         if parts.extensions.get::<super::EmptyLastParam>().is_some() {
             path_args.push(String::new());
         }
-        let client_ip = client_ip(&parts);
+        let client_ip = super::ClientIp::of(&parts);
 
         let session = match T::Authentication::ACCESS_TOKEN {
             None => None,
@@ -190,13 +188,6 @@ async fn path_args(parts: &mut Parts, state: &AppState) -> Result<Vec<String>> {
         .await
         .map_err(|_| Error::invalid_param("Malformed path parameter"))?;
     Ok(params.iter().map(|(_, value)| value.to_owned()).collect())
-}
-
-fn client_ip(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413 `M_TOO_LARGE`.

@@ -3,6 +3,7 @@
 //! way Matrix clients feature-detect them.
 
 mod authed;
+mod client_ip;
 mod error;
 mod extract;
 mod signed;
@@ -24,6 +25,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 pub use authed::Authed;
+pub use client_ip::{ClientIp, parse_range};
 pub use error::{Error, Result};
 pub use extract::{Ruma, RumaResponse};
 pub use signed::Signed;
@@ -84,6 +86,7 @@ pub fn finish(router: Router<AppState>, state: AppState) -> Router {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
         ]);
+    let proxies = client_ip::TrustedProxies::new(&state.config.listen.trusted_proxies);
     router
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async {
@@ -91,6 +94,7 @@ pub fn finish(router: Router<AppState>, state: AppState) -> Router {
         })
         .layer(middleware::from_fn(run_to_completion))
         .layer(middleware::from_fn(answer_options))
+        .layer(middleware::from_fn_with_state(proxies, client_ip::resolve))
         .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

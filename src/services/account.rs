@@ -49,11 +49,17 @@ pub async fn sign_in(
 /// is `None` (`inhibit_login`), signs it in: account and first session in one write.
 pub async fn register(
     services: &Services,
+    client_ip: std::net::IpAddr,
     username: Option<&str>,
     password: &str,
     uia: &auth::UiaSession,
     device: Option<NewDevice<'_>>,
 ) -> Result<(ruma::OwnedUserId, Option<(Session, Tokens)>)> {
+    // Counted per address before the costly hash; only registrations that passed every
+    // stage get here, so a client's challenges cost it nothing.
+    (services.auth.registration_limiter)
+        .take(&client_ip.to_string())
+        .map_err(Error::limit_exceeded)?;
     let hash = auth::password::hash(password).await?;
     let _registering = services.auth.registering().await;
     let mut batch = services.storage.batch();

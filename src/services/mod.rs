@@ -89,10 +89,17 @@ pub struct Services {
     pub profiles: profile::Profiles,
     /// Guards the local admin API (`<data>/admin.secret`).
     pub admin_secret: String,
+    /// Per other server, held while one of its transactions is applied: a retry that
+    /// arrives meanwhile waits, then finds the first one's answer (nothing twice).
+    pub inbound_transactions: crate::util::KeyedLocks,
 }
 
 /// The `global_value` key recording that the first-start registration token was made.
 const BOOTSTRAP_TOKEN_KEY: &str = "bootstrap_registration_token_issued";
+/// The first-start token lets in this many accounts, for this long: enough for the first
+/// users, not a standing open door if its log line leaks.
+const BOOTSTRAP_TOKEN_USES: u32 = 10;
+const BOOTSTRAP_TOKEN_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
 
 impl Services {
     /// Whether `server` is this server.
@@ -136,12 +143,18 @@ impl Services {
             federation.clone(),
             (Arc::clone(&auth), Arc::clone(&contacts)),
             Arc::clone(&outbox),
+            config.rate_limits.messages.limiter(),
         );
         let sessions =
             session::Sessions::new(storage.clone(), &config).map_err(|e| e.to_string())?;
         let presence =
             presence::Presences::new(storage.clone(), Arc::clone(&outbox), &config.server_name);
-        let e2ee = e2ee::E2ee::new(storage.clone(), server_name.clone(), Arc::clone(&outbox));
+        let e2ee = e2ee::E2ee::new(
+            storage.clone(),
+            server_name.clone(),
+            Arc::clone(&outbox),
+            config.rate_limits.to_device.limiter(),
+        );
         let profiles = profile::Profiles::new(storage.clone());
         let media = media::Media::new(storage.clone(), &config, federation.clone())?;
         profile::directory::ensure_indexed(&storage)
@@ -163,6 +176,7 @@ impl Services {
             presence,
             profiles,
             admin_secret,
+            inbound_transactions: Default::default(),
         }))
     }
 
@@ -246,7 +260,12 @@ impl Services {
         let mut batch = self.storage.batch();
         let token = self
             .auth
-            .token_into(&mut batch, None, None, None)
+            .token_into(
+                &mut batch,
+                None,
+                Some(BOOTSTRAP_TOKEN_USES),
+                Some(crate::util::now_ms() + BOOTSTRAP_TOKEN_LIFETIME_MS),
+            )
             .map_err(|e| e.to_string())?;
         batch
             .put(&catalog::GLOBAL_VALUE, &BOOTSTRAP_TOKEN_KEY, &true)
@@ -256,8 +275,10 @@ impl Services {
             .map_err(|e| e.to_string())?;
         tracing::warn!(
             token = %token.token,
-            "registration needs a token; this one was made for the first users and is shown only once \
-             (list or make more with `kith admin tokens`)"
+            "registration needs a token; this one was made for the first users and is shown only once: \
+             it lets in {BOOTSTRAP_TOKEN_USES} accounts within {} days (list, make more or delete with \
+             `kith admin tokens`)",
+            BOOTSTRAP_TOKEN_LIFETIME_MS / (24 * 3600 * 1000)
         );
         Ok(())
     }

@@ -2,8 +2,9 @@
 //! messaging (checked and stored on its own, its result in the answer), each EDU to the
 //! service that owns its kind (typing and receipts to messaging, presence, to-device
 //! messages and device-list changes to e2ee). A transaction ID seen before from the same
-//! origin gets the same answer again without being applied twice
-//! (`origin_txnid_response`, pruned after a day by the federation crate).
+//! origin gets the same answer again without being applied twice, even when the retry
+//! comes while the first is being applied (`origin_txnid_response`, pruned after a day by
+//! the federation crate).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub async fn receive(
     edus: &[&str],
 ) -> Result<Outcomes> {
     let key = (origin.as_str(), txn_id);
+    // One transaction per server at a time, as servers send them (and Synapse takes them).
+    let _applying = services.inbound_transactions.lock(origin.as_str()).await;
     let done: Option<Handled> = services
         .storage
         .get(&catalog::ORIGIN_TXNID_RESPONSE, &key)?;

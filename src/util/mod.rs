@@ -1,7 +1,9 @@
 //! Small helpers shared by the services.
 
+mod keyed_locks;
 mod ratelimit;
 
+pub use keyed_locks::KeyedLocks;
 pub use ratelimit::RateLimiter;
 
 use base64::Engine;

@@ -35,6 +35,27 @@ async fn admin_commands_work_while_the_server_runs() {
             .iter()
             .any(|t| t["token"] == "invite-1" && t["uses_allowed"] == 1)
     );
+    let printed = server.printed_token().expect("a first-start token");
+    let first = tokens.iter().find(|t| t["token"] == printed.as_str());
+    let first = first.expect("the printed token is listed");
+    let week_ms = 7 * 24 * 3600 * 1000;
+    let expires_in = first["expiry_time"].as_u64().expect("it expires") as i64
+        - first["created_ts"].as_i64().unwrap();
+    assert!(
+        first["uses_allowed"] == 10 && (expires_in - week_ms).abs() < 60_000,
+        "the first-start token lets in a few accounts for a week: {first}"
+    );
+
+    // Deleting the first-start token closes that door; an unknown token is a 404.
+    let (ok, out) = server.admin(&["tokens", "delete", &printed]);
+    assert!(ok, "{out}");
+    let with_printed = json!({ "username": "late", "password": PASSWORD, "auth": { "type": "m.login.registration_token", "token": printed } });
+    let (_, refused) = server
+        .post("/_matrix/client/v3/register", None, with_printed)
+        .await;
+    assert_eq!(refused["errcode"], "M_UNAUTHORIZED", "{refused}");
+    let (ok, out) = server.admin(&["tokens", "delete", &printed]);
+    assert!(!ok && out.contains("M_NOT_FOUND"), "{out}");
 
     // The one-use token registers one user, then is used up.
     let register = |user: &str| json!({ "username": user, "password": PASSWORD, "auth": { "type": "m.login.registration_token", "token": "invite-1" } });

@@ -41,6 +41,12 @@ impl Server {
             ("KITH_REGISTRATION__MODE".to_owned(), "open".to_owned()),
             (POLICY.to_owned(), "off".to_owned()),
         ];
+        // Tests make many accounts from one address and send quickly; `hardening.rs`
+        // tests the limits at their defaults.
+        for limit in ["REGISTRATION", "MESSAGES", "UPLOADS", "TO_DEVICE"] {
+            let key = format!("KITH_RATE_LIMITS__{limit}__BURST");
+            all.push((key, "1000000".to_owned()));
+        }
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Server::try_spawn(dir, all)
     }

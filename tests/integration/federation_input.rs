@@ -96,6 +96,24 @@ impl Peer {
             .unwrap()
     }
 
+    /// `@mallory:<peer>` joins `room` on `to`: the join and `send_join`'s answer.
+    async fn join(&self, to: &str, room: &str) -> (kith_federation::Pdu, Value) {
+        let made = self.make_join(to, room).await;
+        assert_eq!(made["room_version"], "12", "{made}");
+        let mut template: ruma::CanonicalJsonObject =
+            serde_json::from_value(made["event"].clone()).unwrap();
+        template.insert(
+            "origin_server_ts".into(),
+            ruma::UInt::from(1_800_000_000u32).into(),
+        );
+        let join = self
+            .keys
+            .sign_new_pdu(&RoomVersionId::V12, template)
+            .unwrap();
+        let joined = self.send_join(to, room, &join).await;
+        (join, joined)
+    }
+
     /// A transaction of these PDUs under `txn`.
     async fn send(&self, to: &str, txn: &str, pdus: Vec<Value>) -> Result<Value, FederationError> {
         let body = json!({ "origin": self.name, "origin_server_ts": 1, "pdus": pdus });
@@ -304,19 +322,7 @@ async fn a_server_that_joined_reads_state_and_history() {
     let (room, _head, _) = room(&kith, &token).await;
     let to = ServerName::parse(name.as_str()).unwrap();
     let user = format!("@mallory:{}", peer.name);
-    let made = peer.make_join(&name, &room).await;
-    assert_eq!(made["room_version"], "12", "{made}");
-    let mut template: ruma::CanonicalJsonObject =
-        serde_json::from_value(made["event"].clone()).unwrap();
-    template.insert(
-        "origin_server_ts".into(),
-        ruma::UInt::from(1_800_000_000u32).into(),
-    );
-    let join = peer
-        .keys
-        .sign_new_pdu(&RoomVersionId::V12, template)
-        .unwrap();
-    let joined = peer.send_join(&name, &room, &join).await;
+    let (join, joined) = peer.join(&name, &room).await;
     let state = joined["state"].as_array().unwrap();
     assert!(
         state.iter().any(|e| e["type"] == "m.room.create"),
@@ -466,4 +472,156 @@ async fn a_message_sent_while_a_server_joins_reaches_it() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A transaction retried while the first try is still being applied (a peer that timed
+/// out and sent it again) is applied once: its to-device message reaches the device once.
+#[tokio::test]
+async fn a_transaction_sent_twice_at_once_is_applied_once() {
+    let (kith, name) = Server::federated(&[]);
+    let peer = Peer::start().await;
+    let (bob, token) = kith.user("bob").await;
+    let edu = |i: usize| {
+        json!({ "edu_type": "m.direct_to_device", "content": {
+            "sender": format!("@mallory:{}", peer.name), "type": "m.test",
+            "message_id": format!("m{i}"),
+            "messages": { bob.clone(): { "*": { "n": i } } },
+        }})
+    };
+    // Many EDUs make the first try take a while, so the retries come while it runs.
+    let body = json!({
+        "origin": peer.name, "origin_server_ts": 1, "pdus": [],
+        "edus": (0..100).map(edu).collect::<Vec<_>>(),
+    });
+    let tries = (0..4).map(|_| peer.put(&name, "/_matrix/federation/v1/send/once", &body));
+    for answer in futures_util::future::join_all(tries).await {
+        answer.expect("each try is answered");
+    }
+    let synced = kith.sync(&token, None, 0).await;
+    let events = synced["to_device"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut seen: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["content"]["n"].as_u64())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..100).collect::<Vec<u64>>(), "each message once");
+}
+
+/// A room's `m.room.server_acl` shuts a server out: its events are refused, it reads
+/// nothing more of the room, and it cannot join again; other servers are not affected.
+#[tokio::test]
+async fn a_server_the_room_acl_denies_is_shut_out() {
+    let (kith, name) = Server::federated(&[]);
+    let peer = Peer::start().await;
+    let (_, token) = kith.user("alice").await;
+    let (room, _, auth) = room(&kith, &token).await;
+    let (join, _) = peer.join(&name, &room).await;
+    let get = |path: String| {
+        let to = ServerName::parse(name.as_str()).unwrap();
+        let client = &peer.client;
+        async move { client.send_json(&to, http::Method::GET, &path, None).await }
+    };
+    let event = encoded(join.event_id.as_str());
+    let reads = || {
+        [
+            format!("/_matrix/federation/v1/event/{event}"),
+            format!(
+                "/_matrix/federation/v1/backfill/{}?v={event}&limit=5",
+                encoded(&room)
+            ),
+            format!(
+                "/_matrix/federation/v1/state_ids/{}?event_id={event}",
+                encoded(&room)
+            ),
+        ]
+    };
+    for path in reads() {
+        assert!(get(path.clone()).await.is_ok(), "{path} before the ACL");
+    }
+
+    // The peer is 127.0.0.1:<port>: an IP literal, which an ACL refuses unless told not to.
+    let acl = json!({ "allow": ["*"], "deny": ["evil.example"] });
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.server_acl/");
+    let (code, set) = kith.put(&path, Some(&token), acl).await;
+    assert_eq!(code, StatusCode::OK, "{set}");
+
+    for path in reads() {
+        let refused = get(path.clone()).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.answered()),
+            "{path}: {refused:?}"
+        );
+    }
+    let mut auth: Vec<&str> = auth.iter().map(String::as_str).collect();
+    auth.push(join.event_id.as_str());
+    let (id, pdu) = peer.message(&room, join.event_id.as_str(), &auth, "after the ACL");
+    let answer = peer.send(&name, "acl1", vec![pdu]).await.unwrap();
+    assert!(answer["pdus"][id.as_str()]["error"].is_string(), "{answer}");
+    assert!(
+        !bodies(&kith, &token, &room)
+            .await
+            .contains(&"after the ACL".to_owned())
+    );
+    let path = format!(
+        "/_matrix/federation/v1/make_join/{}/@mallory:{}?ver=12",
+        encoded(&room),
+        peer.name
+    );
+    assert_eq!(status(&get(path).await).0, StatusCode::FORBIDDEN);
+}
+
+/// Under `dm_only`, a direct-chat invite from a server without friend requests is held as
+/// one, which counts against the inviter's and the server's friend-request allowance —
+/// but only once it is checked: invites that fail their signature check take nothing, so
+/// forged ones cannot use up the allowance a real one needs.
+#[tokio::test]
+async fn forged_invites_take_no_friend_request_allowance() {
+    let (kith, name) = Server::federated(&[(crate::common::POLICY, "dm_only")]);
+    let peer = Peer::start().await;
+    let (bob, _) = kith.user("bob").await;
+    let invite = |n: u32| {
+        let event = NewEvent {
+            room_id: Some(format!("!room{n}").as_str().try_into().unwrap()),
+            sender: format!("@mallory:{}", peer.name).try_into().unwrap(),
+            kind: TimelineEventType::RoomMember,
+            state_key: Some(bob.clone()),
+            content: json!({ "membership": "invite", "is_direct": true }),
+            prev_events: vec![],
+            auth_events: vec![],
+            depth: 3,
+            origin_server_ts: 1_800_000_000_000,
+            redacts: None,
+        };
+        peer.keys.build_pdu(&RoomVersionId::V12, event).unwrap()
+    };
+    let send = |pdu: kith_federation::Pdu, json: Value| {
+        let path = format!(
+            "/_matrix/federation/v2/invite/{}/{}",
+            encoded(pdu.room_id.as_deref().unwrap().as_str()),
+            encoded(pdu.event_id.as_str())
+        );
+        let body = json!({ "room_version": "12", "event": json, "invite_room_state": [] });
+        let (peer, name) = (&peer, &name);
+        async move { status(&peer.put(name, &path, &body).await) }
+    };
+    for n in 0..25 {
+        let pdu = invite(n);
+        let mut forged = serde_json::to_value(&pdu.json).unwrap();
+        forged["origin_server_ts"] = json!(1_800_000_000_001u64 + u64::from(n));
+        assert_eq!(
+            send(pdu, forged).await.0,
+            StatusCode::FORBIDDEN,
+            "forged invite {n}"
+        );
+    }
+    let real = invite(100);
+    let json = serde_json::to_value(&real.json).unwrap();
+    assert_eq!(
+        send(real, json).await.0,
+        StatusCode::OK,
+        "the real invite is held"
+    );
 }

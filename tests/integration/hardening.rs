@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::{PASSWORD, Server};
 
@@ -252,4 +252,156 @@ async fn made_up_requests_do_not_make_kith_fetch_keys_again_and_again() {
         1,
         "40 requests from a server without keys made kith fetch its keys more than once"
     );
+}
+
+/// Registers `user` from `forwarded_for` (an `X-Forwarded-For`, as a proxy would add).
+async fn register_from(
+    server: &Server,
+    user: &str,
+    forwarded_for: Option<&str>,
+) -> (StatusCode, Value) {
+    let body =
+        json!({ "username": user, "password": PASSWORD, "auth": { "type": "m.login.dummy" } });
+    let mut request = server
+        .http
+        .post(format!("{}/_matrix/client/v3/register", server.base))
+        .json(&body);
+    if let Some(address) = forwarded_for {
+        request = request.header("x-forwarded-for", address);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+fn assert_limited(result: &(StatusCode, Value)) {
+    assert_eq!(result.0, StatusCode::TOO_MANY_REQUESTS, "{}", result.1);
+    assert_eq!(result.1["errcode"], "M_LIMIT_EXCEEDED", "{}", result.1);
+    assert!(
+        result.1["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{}",
+        result.1
+    );
+}
+
+/// Registration is limited per client address (3, then 10 a minute, as Synapse's
+/// `rc_registration`); behind a trusted proxy (loopback by default) the address is the
+/// one the proxy forwarded for, and from anyone else `X-Forwarded-For` changes nothing.
+#[tokio::test]
+async fn registration_is_limited_per_client_address_behind_a_trusted_proxy() {
+    let defaults = [("KITH_RATE_LIMITS__REGISTRATION__BURST", "3")];
+    let server = Server::start(&defaults);
+    for i in 0..3 {
+        let result = register_from(&server, &format!("direct{i}"), None).await;
+        assert_eq!(result.0, StatusCode::OK, "{}", result.1);
+    }
+    let refused = register_from(&server, "direct3", None).await;
+    assert_limited(&refused);
+    assert_eq!(
+        server
+            .get(
+                "/_matrix/client/v3/register/available?username=direct3",
+                None
+            )
+            .await
+            .1["available"],
+        true,
+        "a refused registration made no account"
+    );
+    // Through the proxy, each client has its own allowance; a client cannot borrow
+    // another's by writing its own X-Forwarded-For before the proxy's.
+    for i in 0..3 {
+        let result = register_from(&server, &format!("far{i}"), Some("203.0.113.7")).await;
+        assert_eq!(result.0, StatusCode::OK, "{}", result.1);
+    }
+    assert_limited(&register_from(&server, "far3", Some("203.0.113.7")).await);
+    assert_limited(&register_from(&server, "far4", Some("198.51.100.1, 203.0.113.7")).await);
+    let other = register_from(&server, "other", Some("203.0.113.8")).await;
+    assert_eq!(other.0, StatusCode::OK, "{}", other.1);
+
+    // With no trusted proxy, the header is the client's own claim and is ignored.
+    let mut env = defaults.to_vec();
+    env.push(("KITH_LISTEN__TRUSTED_PROXIES", "[]"));
+    let direct = Server::start(&env);
+    for i in 0..3 {
+        let claimed = format!("203.0.113.{i}");
+        let result = register_from(&direct, &format!("u{i}"), Some(&claimed)).await;
+        assert_eq!(result.0, StatusCode::OK, "{}", result.1);
+    }
+    assert_limited(&register_from(&direct, "u3", Some("203.0.113.99")).await);
+}
+
+/// Sends, uploads and to-device messages are limited per user: past the burst a 429 with
+/// `retry_after_ms`; a replayed transaction is an answer, not a new send, so it passes;
+/// another user is not held back.
+#[tokio::test]
+async fn sends_uploads_and_to_device_are_limited_per_user() {
+    let server = Server::start(&[
+        ("KITH_RATE_LIMITS__MESSAGES__BURST", "10"),
+        ("KITH_RATE_LIMITS__UPLOADS__BURST", "3"),
+        ("KITH_RATE_LIMITS__TO_DEVICE__BURST", "2"),
+    ]);
+    let (_, alice) = server.user("alice").await;
+    let (bob_id, bob) = server.user("bob").await;
+    // createRoom and the join are not sends.
+    let room = server.shared_room(&alice, (&bob_id, &bob)).await;
+    let send = |token: String, txn: String| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+        let server = &server;
+        async move {
+            let body = json!({ "msgtype": "m.text", "body": txn });
+            server.put(&path, Some(&token), body).await
+        }
+    };
+    let first = send(alice.clone(), "t0".into()).await;
+    for i in 1..10 {
+        assert_eq!(send(alice.clone(), format!("t{i}")).await.0, StatusCode::OK);
+    }
+    assert_limited(&send(alice.clone(), "t10".into()).await);
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/");
+    assert_limited(
+        &server
+            .put(&path, Some(&alice), json!({ "topic": "x" }))
+            .await,
+    );
+    assert_eq!(
+        send(alice.clone(), "t0".into()).await,
+        first,
+        "a replay answers as before"
+    );
+    assert_eq!(send(bob.clone(), "b0".into()).await.0, StatusCode::OK);
+
+    let upload = || {
+        server
+            .http
+            .post(format!("{}/_matrix/media/v3/upload", server.base))
+            .bearer_auth(&alice)
+            .body("hello")
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(upload().await.unwrap().status(), StatusCode::OK);
+    }
+    let refused = upload().await.unwrap();
+    let status = refused.status();
+    assert_limited(&(status, refused.json().await.unwrap()));
+    let (status, _) = server
+        .post("/_matrix/media/v1/create", Some(&alice), json!({}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a reserved ID counts as an upload"
+    );
+
+    let to_device = |txn: &str| {
+        let path = format!("/_matrix/client/v3/sendToDevice/m.test/{txn}");
+        let body = json!({ "messages": { bob_id.clone(): { "*": { "n": txn } } } });
+        let (server, alice) = (&server, &alice);
+        async move { server.put(&path, Some(alice), body).await }
+    };
+    for txn in ["d0", "d1"] {
+        assert_eq!(to_device(txn).await.0, StatusCode::OK);
+    }
+    assert_limited(&to_device("d2").await);
+    assert_eq!(to_device("d0").await.0, StatusCode::OK, "a replay passes");
 }

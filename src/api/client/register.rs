@@ -44,7 +44,8 @@ pub async fn register(
         ip: request.client_ip,
     });
     let username = body.username.as_deref();
-    let (user_id, signed_in) = account::register(&state, username, password, &uia, device).await?;
+    let (user_id, signed_in) =
+        account::register(&state, request.client_ip, username, password, &uia, device).await?;
     let mut response = register::v3::Response::new(user_id);
     if let Some((session, tokens)) = signed_in {
         response.access_token = Some(tokens.access_token);

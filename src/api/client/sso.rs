@@ -2,16 +2,16 @@
 //! to the provider, kith's callback page, the page that confirms an unknown client before
 //! handing it a login token, and the `m.login.sso` stage's fallback page for UIA.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use ruma::UserId;
 use serde::Deserialize;
 
 use super::pages::{cookie, escape, page, wants_html};
-use crate::gateway::{Error, Result};
+use crate::gateway::{ClientIp, Error, Result};
 use crate::services::AppState;
 use crate::services::account;
 use crate::services::auth::sso::{SsoPurpose, SsoStart, cookie_name};
@@ -70,14 +70,14 @@ fn checked_redirect_url(query: &RedirectQuery) -> Result<String> {
 /// page to pick one when there are several.
 pub async fn redirect(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
     Query(query): Query<RedirectQuery>,
 ) -> Response {
     let providers = state.auth.sso_providers();
     let result = match providers {
         [] => Err(Error::not_found("No identity provider is configured")),
-        [only] => start_login(&state, &only.config.id, &query, peer.ip()).await,
+        [only] => start_login(&state, &only.config.id, &query, client_ip).await,
         several => checked_redirect_url(&query).map(|url| {
             let links: String = several
                 .iter()
@@ -105,12 +105,12 @@ pub async fn redirect(
 /// `GET /_matrix/client/v3/login/sso/redirect/{idpId}?redirectUrl=`
 pub async fn redirect_to(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
     Path(idp): Path<String>,
     Query(query): Query<RedirectQuery>,
 ) -> Response {
-    start_login(&state, &idp, &query, peer.ip())
+    start_login(&state, &idp, &query, client_ip)
         .await
         .unwrap_or_else(|e| failure(&headers, e))
 }
@@ -346,7 +346,7 @@ pub struct FallbackForm {
 /// to the provider to sign in again.
 pub async fn fallback_confirm(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
     Path(auth_type): Path<String>,
     form: Result<axum::Form<FallbackForm>, axum::extract::rejection::FormRejection>,
@@ -365,7 +365,7 @@ pub async fn fallback_confirm(
         let purpose = SsoPurpose::Reauth {
             uia_session: form.session.clone(),
         };
-        to_provider(state.auth.sso_start(&form.idp, purpose, peer.ip()).await?)
+        to_provider(state.auth.sso_start(&form.idp, purpose, client_ip).await?)
     };
     result.await.unwrap_or_else(|e| failure(&headers, e))
 }

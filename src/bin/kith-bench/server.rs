@@ -110,6 +110,9 @@ pub async fn start_kith(binary: &Path, http: &reqwest::Client) -> Result<Server,
         // The workload's direct chats are between strangers: no friendship needed.
         .env("KITH_CONTACTS__DM_REQUIRES_FRIENDSHIP", "off")
         .env("KITH_LIMITS__LOGIN_FAILURE_BURST", "1000000")
+        // The load is many messages from few users: no rate limit (Synapse's are lifted too).
+        .env("KITH_RATE_LIMITS__MESSAGES__BURST", "1000000000")
+        .env("KITH_RATE_LIMITS__REGISTRATION__BURST", "1000000")
         .env("KITH_LOG__FILTER", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -125,7 +128,7 @@ pub async fn start_kith(binary: &Path, http: &reqwest::Client) -> Result<Server,
         startup: None,
         description: format!(
             "kith {} ({}), RocksDB, plain HTTP, federation off, open registration, \
-             dm_requires_friendship off",
+             dm_requires_friendship off, rate limits off",
             env!("CARGO_PKG_VERSION"),
             binary.display()
         ),

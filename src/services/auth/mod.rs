@@ -51,6 +51,8 @@ pub struct AuthService {
     sso_pending: sso::PendingSignIns,
     /// Sign-ins started, per client address: each holds memory until its callback.
     pub sso_limiter: RateLimiter,
+    /// Accounts registered, per client address (`[rate_limits] registration`).
+    pub registration_limiter: RateLimiter,
     login_token_lock: Mutex<()>,
     /// `[sso]`: where sign-ins may send the browser back without asking.
     sso_config: config::Sso,
@@ -102,6 +104,7 @@ impl AuthService {
                 .collect::<Result<_, _>>()?,
             sso_pending: sso::PendingSignIns::default(),
             sso_limiter: RateLimiter::new(20, 20.0),
+            registration_limiter: config.rate_limits.registration.limiter(),
             login_token_lock: Mutex::new(()),
             sso_config: config.sso.clone(),
             storage,

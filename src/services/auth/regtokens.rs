@@ -103,6 +103,24 @@ impl AuthService {
         Ok(created)
     }
 
+    /// Deletes a stored token: registrations it was given to that are not finished fail.
+    /// Tokens from the config file stay valid while they are there.
+    pub async fn delete_token(&self, token: &str) -> Result<()> {
+        let _guard = self.registering().await;
+        if !well_formed(token) || !self.storage.contains(&catalog::REGTOKEN_INFO, &token)? {
+            return Err(match self.config_tokens.iter().any(|t| t == token) {
+                true => Error::invalid_param(
+                    "That token is in the config file ([registration] tokens): remove it there",
+                ),
+                false => Error::not_found("No such registration token"),
+            });
+        }
+        let mut batch = self.storage.batch();
+        batch.delete(&catalog::REGTOKEN_INFO, &token)?;
+        self.storage.commit(batch).await?;
+        Ok(())
+    }
+
     pub fn tokens(&self) -> Result<Vec<RegistrationToken>> {
         let rows: Vec<(String, RegistrationToken)> =
             self.storage.scan_prefix(&catalog::REGTOKEN_INFO, &())?;

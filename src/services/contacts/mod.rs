@@ -87,12 +87,17 @@ pub struct Contacts {
     /// once) cannot each write a view of that user missing the other's change.
     user_locks: StripedLocks,
     request_limiter: RateLimiter,
+    /// Friend requests from each other server, all its users together: ten users' worth.
+    origin_limiter: RateLimiter,
     server_name: String,
     federation: Option<Arc<FederationClient>>,
     outbox: Arc<Outbox>,
     /// `[contacts] dm_requires_friendship`: what messaging asks of invites and direct chats.
     dm_policy: DmPolicy,
 }
+
+/// How many users' allowance of friend requests one other server has, all together.
+const ORIGIN_SHARE: u32 = 10;
 
 impl Contacts {
     pub fn new(
@@ -106,6 +111,10 @@ impl Contacts {
             storage,
             user_locks: StripedLocks::new(64),
             request_limiter: RateLimiter::new(limits.request_burst, limits.requests_per_minute),
+            origin_limiter: RateLimiter::new(
+                limits.request_burst.saturating_mul(ORIGIN_SHARE),
+                limits.requests_per_minute * f64::from(ORIGIN_SHARE),
+            ),
             server_name: config.server_name.clone(),
             federation,
             outbox,

@@ -212,6 +212,19 @@ impl Contacts {
         })
     }
 
+    /// Counts a friend request (or a held invite) from `from` on `origin`, per sender and
+    /// per server: one server cannot flood us by making up senders.
+    fn take_request(&self, origin: &ServerName, from: &str) -> Result<()> {
+        (self.origin_limiter)
+            .take(origin.as_str())
+            .map_err(Error::limit_exceeded)?;
+        if let Err(wait) = self.request_limiter.take(from) {
+            self.origin_limiter.refund(origin.as_str());
+            return Err(Error::limit_exceeded(wait));
+        }
+        Ok(())
+    }
+
     /// `PUT /request/{requestId}` from `origin`: a request for one of our users. Answers
     /// `pending`, or `accepted` when they are friends already or our user had asked too.
     pub async fn receive_request(
@@ -250,9 +263,7 @@ impl Contacts {
             self.storage.commit(batch).await?;
             return Ok("accepted");
         }
-        self.request_limiter
-            .take(from)
-            .map_err(Error::limit_exceeded)?;
+        self.take_request(origin, from)?;
         // When the sender made it, unless that claims to be in the future.
         let now = now_ms();
         let created_ts = body.origin_server_ts.filter(|ts| *ts <= now).unwrap_or(now);
@@ -299,11 +310,7 @@ impl Contacts {
             )?;
             return Ok(guards);
         }
-        for key in [from, origin.as_str()] {
-            self.request_limiter
-                .take(key)
-                .map_err(Error::limit_exceeded)?;
-        }
+        self.take_request(origin, from)?;
         let request = FriendRequest {
             request_id: random_string(18),
             from: from.to_owned(),
@@ -380,5 +387,65 @@ impl Contacts {
             ..Change::default()
         };
         self.write_views(batch, &[&request.from, &request.to], &change)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kith_storage::Storage;
+
+    use super::*;
+
+    /// A server cannot get past the per-sender limit by making up senders: all its users
+    /// together have ten users' allowance.
+    #[tokio::test]
+    async fn another_server_has_ten_users_worth_of_friend_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut config = crate::config::Config {
+            server_name: "kith.test".into(),
+            ..Default::default()
+        };
+        config.contacts.request_burst = 1;
+        config.contacts.requests_per_minute = 0.0;
+        let contacts = Contacts::new(storage, &config, None, Arc::default());
+        let origin = ServerName::parse("other.example").unwrap();
+        let ask = |i: usize| {
+            let body = RemoteRequest {
+                sender: format!("@u{i}:other.example"),
+                target: "@bob:kith.test".into(),
+                message: None,
+                origin_server_ts: None,
+            };
+            let contacts = &contacts;
+            let origin = &origin;
+            async move {
+                let id = format!("r{i}");
+                contacts.receive_request(origin, &id, body, false).await
+            }
+        };
+        for i in 0..10 {
+            assert_eq!(ask(i).await.unwrap(), "pending");
+        }
+        let refused = ask(10).await.unwrap_err();
+        assert!(
+            matches!(refused.kind(), ErrorKind::LimitExceeded { .. }),
+            "{refused:?}"
+        );
+        let other = ServerName::parse("third.example").unwrap();
+        let body = RemoteRequest {
+            sender: "@u0:third.example".into(),
+            target: "@bob:kith.test".into(),
+            message: None,
+            origin_server_ts: None,
+        };
+        let answer = contacts.receive_request(&other, "t0", body, false).await;
+        assert_eq!(
+            answer.unwrap(),
+            "pending",
+            "another server has its own allowance"
+        );
     }
 }

@@ -19,7 +19,7 @@ use kith_storage::{Batch, Storage, catalog};
 use ruma::OwnedServerName;
 
 use crate::services::error::Result;
-use crate::util::StripedLocks;
+use crate::util::{RateLimiter, StripedLocks};
 
 pub use backup::BackupKeys;
 pub use federation::DeviceListAnnouncer;
@@ -34,15 +34,23 @@ pub struct E2ee {
     /// Per device, across one-time key claims and uploads (no key is handed out twice),
     /// and per user across cross-signing changes.
     locks: StripedLocks,
+    /// `sendToDevice` requests per user (`[rate_limits] to_device`).
+    to_device_limiter: RateLimiter,
 }
 
 impl E2ee {
-    pub fn new(storage: Storage, server_name: OwnedServerName, outbox: Arc<Outbox>) -> E2ee {
+    pub fn new(
+        storage: Storage,
+        server_name: OwnedServerName,
+        outbox: Arc<Outbox>,
+        to_device_limiter: RateLimiter,
+    ) -> E2ee {
         E2ee {
             storage,
             server_name,
             outbox,
             locks: StripedLocks::new(64),
+            to_device_limiter,
         }
     }
 

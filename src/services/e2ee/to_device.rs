@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::E2ee;
 use super::federation::to_device_into;
-use crate::services::error::Result;
+use crate::services::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ToDevice {
@@ -67,6 +67,9 @@ impl E2ee {
         {
             return Ok(());
         }
+        (self.to_device_limiter)
+            .take(sender)
+            .map_err(Error::limit_exceeded)?;
         let mut local = Vec::new();
         let mut remote = BTreeMap::new();
         for (user, devices) in send.messages {

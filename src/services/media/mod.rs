@@ -6,7 +6,6 @@
 mod files;
 mod thumbnail;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::services::error::{Error, ErrorKind, Result};
-use crate::util::{StripedLocks, now_ms, random_string};
+use crate::util::{KeyedLocks, RateLimiter, StripedLocks, now_ms, random_string};
 
 pub use thumbnail::Fit;
 
@@ -56,7 +55,9 @@ pub struct Media {
     /// Per (server, media ID) being fetched, a gate: concurrent requests for one file wait
     /// for the first fetch instead of each fetching it, and no other file waits with them
     /// (a slow server delays only its own files).
-    fetching: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    fetching: KeyedLocks,
+    /// Uploads and reserved IDs per user (`[rate_limits] uploads`).
+    upload_limiter: RateLimiter,
 }
 
 /// Whether a media ID is of the form the spec gives them (`[A-Za-z0-9_-]`, at most 255
@@ -91,6 +92,7 @@ impl Media {
             reserved_locks: StripedLocks::new(16),
             federation,
             fetching: Default::default(),
+            upload_limiter: config.rate_limits.uploads.limiter(),
         })
     }
 
@@ -109,29 +111,11 @@ impl Media {
         if !well_formed(media_id) {
             return Err(not_found());
         }
-        let key = format!("{server}/{media_id}");
-        let gate = Arc::clone(self.fetch_gates().entry(key.clone()).or_default());
-        let fetched = {
-            let _first = gate.lock().await;
-            match self.record(server, media_id)?.is_some() {
-                true => Ok(()),
-                false => self.fetch_unlocked(server, media_id).await,
-            }
-        };
-        // The last one through the gate takes it down (clones are made under the map's lock).
-        let mut gates = self.fetch_gates();
-        if Arc::strong_count(&gate) <= 2 {
-            gates.remove(&key);
+        let _first = self.fetching.lock(&format!("{server}/{media_id}")).await;
+        match self.record(server, media_id)?.is_some() {
+            true => Ok(()),
+            false => self.fetch_unlocked(server, media_id).await,
         }
-        fetched
-    }
-
-    fn fetch_gates(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
-        self.fetching
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The fetch itself, through the file's gate.
@@ -176,6 +160,13 @@ impl Media {
         format!("mxc://{}/{media_id}", self.server_name)
     }
 
+    /// Counts an upload (or a reserved ID, whose upload then does not count again).
+    fn take_upload(&self, uploader: &str) -> Result<()> {
+        (self.upload_limiter)
+            .take(uploader)
+            .map_err(Error::limit_exceeded)
+    }
+
     /// Stores an upload under a new media ID; its `mxc://` URI.
     pub async fn upload(
         &self,
@@ -184,6 +175,7 @@ impl Media {
         content_type: Option<String>,
         filename: Option<String>,
     ) -> Result<String> {
+        self.take_upload(uploader)?;
         let media_id = random_string(24);
         let size = bytes.len() as u64;
         let sha256 = files::store(&self.dir, bytes).await?;
@@ -204,6 +196,7 @@ impl Media {
 
     /// Reserves a media ID for a later upload; its `mxc://` URI and when it expires.
     pub async fn create(&self, uploader: &str) -> Result<(String, u64)> {
+        self.take_upload(uploader)?;
         let media_id = random_string(24);
         let now = now_ms();
         let record = MediaRecord {

@@ -18,12 +18,15 @@ use crate::services::error::{Error, Result};
 const BACKFILL_LIMIT: u32 = 100;
 
 impl Messaging {
-    /// Whether a server may read the room's events: one of its users is joined to it.
+    /// Whether a server may read the room's events: one of its users is joined to it,
+    /// and the room's ACL does not shut it out.
     pub fn server_in_room(&self, server: &ServerName, room: &str) -> Result<bool> {
-        Ok(self
+        let joined = self
             .joined_member_rows(room)?
             .iter()
-            .any(|user| user.server_name() == server))
+            .any(|user| user.server_name() == server);
+        Ok(joined
+            && RoomId::parse(room).is_ok_and(|r| self.acl_allows(&r, server).unwrap_or(false)))
     }
 
     /// An event for another server, if one of its users is in the event's room.

@@ -3,6 +3,7 @@
 //! state and memberships change together in one write.
 
 mod account_data;
+mod acl;
 mod aliases;
 mod auth_events;
 mod backfill;
@@ -43,7 +44,7 @@ pub use sync::JoinedSync;
 use crate::services::auth::AuthService;
 use crate::services::contacts::Contacts;
 use crate::services::error::{Error, ErrorKind, Result};
-use crate::util::{StripedLocks, server_of};
+use crate::util::{RateLimiter, StripedLocks, server_of};
 
 pub struct Messaging {
     storage: Storage,
@@ -66,6 +67,8 @@ pub struct Messaging {
     name_locks: StripedLocks,
     /// Parsed auth events for drafts (see [`auth_events`]).
     auth_events: auth_events::AuthEvents,
+    /// Events each local user may send (`[rate_limits] messages`).
+    send_limiter: RateLimiter,
 }
 
 impl Messaging {
@@ -75,6 +78,7 @@ impl Messaging {
         federation: Option<Arc<FederationClient>>,
         (auth, contacts): (Arc<AuthService>, Arc<Contacts>),
         outbox: Arc<Outbox>,
+        send_limiter: RateLimiter,
     ) -> Messaging {
         Messaging {
             storage,
@@ -88,6 +92,7 @@ impl Messaging {
             typing_timers: Default::default(),
             name_locks: StripedLocks::new(64),
             auth_events: Default::default(),
+            send_limiter,
         }
     }
 
@@ -400,7 +405,8 @@ mod tests {
         let contacts = Contacts::new(storage.clone(), &config, None, Arc::clone(&outbox));
         let auth = AuthService::new(storage.clone(), &config).unwrap();
         let services = (Arc::new(auth), Arc::new(contacts));
-        let messaging = Messaging::new(storage.clone(), keys, None, services, outbox);
+        let sends = config.rate_limits.messages.limiter();
+        let messaging = Messaging::new(storage.clone(), keys, None, services, outbox, sends);
         let alice: OwnedUserId = "@alice:kith.test".try_into().unwrap();
         let spec = |kind: &str, key: Option<&str>, content| EventSpec {
             sender: alice.clone(),

@@ -55,6 +55,10 @@ impl Messaging {
         {
             return Ok(event_id);
         }
+        // After the replay check: a client retrying what was sent is not sending more.
+        (self.send_limiter)
+            .take(sender.as_str())
+            .map_err(Error::limit_exceeded)?;
         if policed && draft.is_direct() {
             let members = self.joined_members(room_id)?;
             let other = members.iter().find(|m| m.as_str() != sender.as_str());

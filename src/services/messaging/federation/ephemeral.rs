@@ -62,13 +62,19 @@ impl Messaging {
         Ok(())
     }
 
-    /// Whether `user` is one of `origin`'s users and joined to `room`.
+    /// Whether `user` is one of `origin`'s users and joined to `room`, and the room's ACL
+    /// lets `origin` in.
     fn is_member_from(&self, origin: &ServerName, room: &str, user: &str) -> Result<bool> {
         let theirs = UserId::parse(user).is_ok_and(|u| u.server_name() == origin);
         let joined = theirs
             && self
                 .membership_row(user, room)?
                 .is_some_and(|m| m.membership == "join");
-        Ok(joined)
+        // Joined: the room ID is one stored here, so it parses.
+        Ok(joined
+            && self.acl_allows(
+                &RoomId::parse(room).map_err(|e| Error::bad_json(e.to_string()))?,
+                origin,
+            )?)
     }
 }

@@ -80,8 +80,10 @@ impl Messaging {
     /// `PUT /v2/invite`, as the invitee's server. The friendship policy decides first: a
     /// kith server's user could have asked to be friends, so theirs is refused (403
     /// `M_INVITE_BLOCKED`); anyone else's is held as a friend request instead, shown once
-    /// it is accepted. Then the invite is checked, signed, and kept (with the room state
-    /// it came with, stripped for our clients) for the user to see in `/sync`.
+    /// it is accepted. Then the invite is checked and signed — before it may count against
+    /// a rate limit or be held, so only a real invite from `origin` can — and kept (with
+    /// the room state it came with, stripped for our clients) for the user to see in
+    /// `/sync`.
     pub async fn receive_invite(
         &self,
         origin: &ServerName,
@@ -98,31 +100,31 @@ impl Messaging {
             }
             held = true;
         }
+        let checked = self.check_invite(origin, invite).await?;
         let mut batch = self.storage.batch();
         // Holds the two users' contact locks until the invite is kept with the request.
         let mut _pair = Vec::new();
         if held {
+            let (inviter, invitee) = (checked.pdu.sender.as_str(), checked.invitee.as_str());
             let ignored = self
                 .account_data(invitee, None, "m.ignored_user_list")?
                 .is_some_and(|list| list["ignored_users"].get(inviter).is_some());
-            let (pair, room) = ((inviter, invitee), invite.room_id.as_str());
+            let (pair, room) = ((inviter, invitee), checked.room_id.as_str());
             _pair = self
                 .contacts
                 .hold_invite_into(&mut batch, origin, pair, room, ignored)
                 .await?;
         }
-        self.keep_invite(origin, invite, held, batch).await
+        self.keep_invite(checked, held, batch).await
     }
 
-    /// Checks a received invite, signs it and keeps it, committing it with whatever
-    /// `batch` holds (the friend request a held invite comes as).
-    async fn keep_invite(
+    /// Checks that a received invite is one `origin` made and signed, of one of our users
+    /// into `room_id`, and countersigns it.
+    async fn check_invite(
         &self,
         origin: &ServerName,
         invite: InviteIn<'_>,
-        held: bool,
-        batch: kith_storage::Batch,
-    ) -> Result<CanonicalJsonObject> {
+    ) -> Result<CheckedInvite> {
         let InviteIn {
             room_id,
             event_id,
@@ -130,9 +132,12 @@ impl Messaging {
             event: json,
             invite_room_state,
         } = invite;
-        let invite_state = stripped(invite_room_state);
         if pdu::rules(version).is_err() {
             return Err(incompatible(version));
+        }
+        // A room this server is in may have shut the inviting server out.
+        if self.room(room_id)?.is_some() {
+            self.require_acl_allows(room_id, origin)?;
         }
         let mut signed = object_of(json)?;
         let pdu = self.verify_received(version, signed.clone()).await?;
@@ -159,10 +164,36 @@ impl Messaging {
         self.keys
             .countersign(version, &mut signed)
             .map_err(Error::internal)?;
+        Ok(CheckedInvite {
+            room_id: room_id.to_owned(),
+            invitee,
+            pdu,
+            signed,
+            invite_state: stripped(invite_room_state),
+        })
+    }
+
+    /// Keeps a checked invite, committing it with whatever `batch` holds (the friend
+    /// request a held invite comes as).
+    async fn keep_invite(
+        &self,
+        invite: CheckedInvite,
+        held: bool,
+        batch: kith_storage::Batch,
+    ) -> Result<CanonicalJsonObject> {
+        let CheckedInvite {
+            room_id,
+            invitee,
+            pdu,
+            signed,
+            invite_state,
+        } = invite;
         // A room one of our users is in hears of the invite in a transaction as well (a
         // held one is kept here first, so it stays held when it comes).
         let local = |user: &ruma::OwnedUserId| user.server_name() == self.server_name();
-        if !held && self.room(room_id)?.is_some() && self.joined_members(room_id)?.iter().any(local)
+        if !held
+            && self.room(&room_id)?.is_some()
+            && self.joined_members(&room_id)?.iter().any(local)
         {
             self.storage.commit(batch).await?;
             return Ok(signed);
@@ -174,7 +205,7 @@ impl Messaging {
         };
         self.store_outside_membership(
             batch,
-            room_id,
+            &room_id,
             &invitee,
             (&pdu.event_id, signed.clone()),
             membership,
@@ -260,6 +291,15 @@ impl Messaging {
 }
 
 /// An invite another server sends for one of our users (`PUT /v2/invite`).
+/// A received invite, checked: `origin` made it, for one of our users.
+struct CheckedInvite {
+    room_id: ruma::OwnedRoomId,
+    invitee: ruma::OwnedUserId,
+    pdu: Pdu,
+    signed: CanonicalJsonObject,
+    invite_state: Vec<Value>,
+}
+
 pub struct InviteIn<'a> {
     pub room_id: &'a RoomId,
     pub event_id: &'a EventId,

@@ -24,6 +24,7 @@ impl Messaging {
         let room = self
             .room(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room"))?;
+        self.require_acl_allows(room_id, origin)?;
         // Servers that name no versions are from before room version 2.
         if versions.is_some_and(|versions| !versions.contains(&room.version)) {
             return Err(incompatible(&room.version));
@@ -55,6 +56,7 @@ impl Messaging {
         let room = self
             .room(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room"))?;
+        self.require_acl_allows(room_id, origin)?;
         let pdu = self
             .verify_received(&room.version, object_of(json)?)
             .await?;

@@ -108,6 +108,7 @@ impl Messaging {
         let room = self
             .room(&room_id)?
             .ok_or_else(|| Error::not_found("This server is not in that room"))?;
+        self.require_acl_allows(&room_id, origin)?;
         let pdu = self
             .verify_received(&room.version, object_of(json)?)
             .await?;
