@@ -1,0 +1,856 @@
+"""Fuzz the whole Matrix Client-Server API of a running kith with schemathesis.
+
+Usage: fuzz_client_api.py BASE_URL [--max-examples N] [--time SECONDS] [--seed N]
+                                   [--workers N] [--spec-dir DIR] [--strict-ids]
+
+BASE_URL is a running kith (e.g. http://127.0.0.1:8008) with open registration
+(KITH_REGISTRATION__MODE=open) and generous rate limits (registration, messages, uploads,
+to-device and login-failure bursts raised), so that 429s do not hide the interesting answers.
+
+1. Sets the scene: registers two users, user 1 creates a public room with an alias that
+   user 2 joins, sends a message (and a reply), uploads a media file, defines a filter,
+   creates a key backup version, tags the room, so the fuzzer has real IDs to aim at.
+2. Bundles every client-server OpenAPI file of the Matrix spec (v1.19 by default:
+   $MATRIX_SPEC_DIR or /work/shared/matrix-spec-v1.19, data/api/client-server/*.yaml)
+   into one OpenAPI document: every relative and internal `$ref` is inlined, each file's
+   paths are prefixed with its own basePath (/_matrix/client/v3, /_matrix/client/v1,
+   /_matrix/media, /.well-known, ...), two operations on the same method and path (the
+   peeking and the legacy GET /events, the user and the third-party POST /invite) are
+   merged (parameters united, bodies `anyOf`), response bodies and security schemes are
+   dropped (only the status matters here; auth is a fixed header).
+3. Runs schemathesis (as a library, the engine of `schemathesis run`) with the examples,
+   coverage and fuzzing phases, positive and negative data, authenticated as user 1
+   (Authorization: Bearer), every request bounded (20 s, no redirects followed, no retries),
+   the whole engine bounded by --time (fuzzing repeats with new seeds until it is spent).
+   Path parameters, some body and query fields, and the Matrix string formats (mx-room-id,
+   mx-user-id, mx-event-id, mx-server-name, mx-mxc-uri, ...) draw the real IDs about half
+   the time, otherwise well-formed made-up ones or (negative mode) anything.
+
+Excluded operations (they would end user 1's session or account, and the rest of the run
+would only see 401s): POST /logout, POST /logout/all, POST /account/deactivate,
+POST /account/password (logs out the other devices, may change the password),
+DELETE /devices/{deviceId} and POST /delete_devices (may delete user 1's own device).
+Before each call: a `timeout` query parameter (GET /sync, GET /events) or body field
+(/keys/query, /keys/claim) is clamped to at most 2000 ms, so long-polls cannot eat the
+request timeout; PUT /admin/suspend|lock/{userId} never targets user 1.
+
+The verdict: every response with status 500-599 other than 502/504 (a remote server
+unreachable or slow is allowed), and every connection error (a reset or an empty reply
+means a panic) or request timeout, is a failure. Also reported, as warnings: 4xx responses
+whose body is not a Matrix error (a JSON object with a string `errcode` and a string
+`error`), and every 502/504 - flagged when its input had a malformed room ID, user ID,
+alias, event ID or server name, which should be a 400 (with --strict-ids those are failures
+too). Each finding is printed once per (operation, status, errcode) with the request that
+caused it (curl, with $TOKEN = user 1's token, printed at the start) and the response body.
+
+Exits 1 on any failure, else prints "client API fuzz passed" and exits 0. The whole script
+is bounded (--time + 240 s). Needs schemathesis (pinned in .ci/requirements.txt), pyyaml
+and requests.
+"""
+
+import argparse
+import collections
+import json
+import os
+import pathlib
+import random
+import re
+import shlex
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+
+import requests
+import yaml
+
+import schemathesis
+from hypothesis import strategies as st
+from schemathesis.engine import events as engine_events
+
+HTTP_TIMEOUT = 20  # seconds, any one request
+CS = "/_matrix/client/v3"
+PASSWORD = "fuzz-client-api-pw-1"
+DEFAULT_SPEC_DIR = pathlib.Path(os.environ.get("MATRIX_SPEC_DIR", "/work/shared/matrix-spec-v1.19"))
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+# operationId -> why it is left out
+EXCLUDED = {
+    "logout": "invalidates user 1's access token",
+    "logout_all": "invalidates user 1's access tokens",
+    "deactivateAccount": "deactivates user 1",
+    "changePassword": "logs out user 1's other sessions and may change the password",
+    "deleteDevice": "may delete user 1's own device (and its token)",
+    "deleteDevices": "may delete user 1's own device (and its token)",
+}
+ALLOWED_5XX = {502, 504}
+LONG_POLL_MAX_MS = 2000
+
+
+def short(text, limit: int = 1500) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not isinstance(text, str):
+        text = json.dumps(text, sort_keys=True)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+# --------------------------------------------------------------------------------------
+# the spec: one OpenAPI document out of every client-server file
+
+
+class Bundler:
+    """Inlines every `$ref` (relative file, optional JSON pointer, or internal) of a file."""
+
+    def __init__(self):
+        self.docs: dict[pathlib.Path, object] = {}
+
+    def load(self, path: pathlib.Path):
+        path = path.resolve()
+        if path not in self.docs:
+            self.docs[path] = yaml.safe_load(path.read_text())
+        return self.docs[path]
+
+    def target(self, ref: str, base: pathlib.Path):
+        file_part, _, pointer = ref.partition("#")
+        path = (base.parent / file_part).resolve() if file_part else base.resolve()
+        node = self.load(path)
+        for part in [p for p in pointer.split("/") if p]:
+            part = urllib.parse.unquote(part).replace("~1", "/").replace("~0", "~")
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        return node, path, f"{path}#{pointer}"
+
+    def inline(self, node, base: pathlib.Path, stack: frozenset = frozenset()):
+        if isinstance(node, list):
+            return [self.inline(item, base, stack) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            target, path, key = self.target(ref, base)
+            if key in stack:  # a recursive schema: anything goes below this point
+                resolved = {}
+            else:
+                resolved = self.inline(target, path, stack | {key})
+            siblings = {k: self.inline(v, base, stack) for k, v in node.items() if k != "$ref"}
+            if isinstance(resolved, dict):
+                return {**resolved, **siblings}
+            return resolved
+        return {k: self.inline(v, base, stack) for k, v in node.items()}
+
+
+def base_path_of(doc: dict) -> str:
+    server = (doc.get("servers") or [{}])[0]
+    variables = server.get("variables") or {}
+    if "basePath" in variables:
+        return variables["basePath"]["default"].rstrip("/")
+    return urllib.parse.urlsplit(server.get("url", "")).path.rstrip("/")
+
+
+def merge_operations(first: dict, second: dict) -> dict:
+    """Two spec operations on one method and path: parameters united, bodies `anyOf`."""
+    merged = dict(first)
+    names_first = {(p["in"], p["name"]) for p in first.get("parameters", [])}
+    names_second = {(p["in"], p["name"]) for p in second.get("parameters", [])}
+    params = []
+    for p in first.get("parameters", []) + second.get("parameters", []):
+        key = (p["in"], p["name"])
+        if any((q["in"], q["name"]) == key for q in params):
+            continue
+        p = dict(p)
+        if p["in"] != "path" and not (key in names_first and key in names_second):
+            p["required"] = False
+        params.append(p)
+    merged["parameters"] = params
+    bodies = [op["requestBody"] for op in (first, second) if "requestBody" in op]
+    if len(bodies) == 2:
+        schemas = [b.get("content", {}).get("application/json", {}).get("schema", {}) for b in bodies]
+        merged["requestBody"] = {
+            "required": all(b.get("required") for b in bodies),
+            "content": {"application/json": {"schema": {"anyOf": schemas}}},
+        }
+    elif bodies:
+        merged["requestBody"] = dict(bodies[0], required=False)
+    merged["operationId"] = f"{first.get('operationId')}+{second.get('operationId')}"
+    merged["responses"] = {**second.get("responses", {}), **first.get("responses", {})}
+    return merged
+
+
+def bundle_spec(spec_dir: pathlib.Path) -> tuple[dict, dict, list[str]]:
+    """The whole client-server API as one OpenAPI 3.1 document, the excluded operations, notes."""
+    cs_dir = spec_dir / "data" / "api" / "client-server"
+    files = sorted(cs_dir.glob("*.yaml"))
+    if not files:
+        raise SystemExit(f"FAILED: no client-server OpenAPI files under {cs_dir}")
+    bundler = Bundler()
+    paths: dict[str, dict] = {}
+    excluded: dict[str, str] = {}
+    notes: list[str] = []
+    for file in files:
+        raw = bundler.load(file)
+        if not isinstance(raw, dict) or "paths" not in raw:
+            continue
+        prefix = base_path_of(raw)
+        for template, item in raw["paths"].items():
+            item = bundler.inline(item, file)
+            shared_params = item.get("parameters", [])
+            full = prefix + template
+            for method, op in item.items():
+                if method not in HTTP_METHODS:
+                    continue
+                op_id = op.get("operationId", f"{method} {full}")
+                if op_id in EXCLUDED:
+                    excluded[f"{method.upper()} {full} ({op_id})"] = EXCLUDED[op_id]
+                    continue
+                op = dict(op)
+                op.pop("security", None)
+                params = {(p["in"], p["name"]): p for p in shared_params + op.get("parameters", [])}
+                op["parameters"] = list(params.values())
+                # Only statuses matter here: response bodies are not validated.
+                op["responses"] = {
+                    str(code): {"description": (r or {}).get("description", "") or "-"}
+                    for code, r in (op.get("responses") or {"200": {}}).items()
+                }
+                body = op.get("requestBody")
+                if body:
+                    for media_type, content in body.get("content", {}).items():
+                        if media_type != "application/json" and not content.get("schema", {}).get("type"):
+                            content["schema"] = {"type": "string", "format": "binary"}
+                slot = paths.setdefault(full, {})
+                if method in slot:
+                    notes.append(
+                        f"{method.upper()} {full}: {slot[method].get('operationId')} and {op_id} merged"
+                    )
+                    slot[method] = merge_operations(slot[method], op)
+                else:
+                    slot[method] = op
+    doc = {
+        "openapi": "3.1.0",
+        "info": {"title": "Matrix Client-Server API (bundled for fuzzing)", "version": "1"},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+    }
+    return doc, excluded, notes
+
+
+# --------------------------------------------------------------------------------------
+# the scene: real IDs
+
+
+class Scene:
+    def __init__(self, base: str):
+        self.base = base.rstrip("/")
+        self.http = requests.Session()
+        self.tag = "fz" + uuid.uuid4().hex[:8]
+
+    def call(self, method: str, path: str, token: str | None = None, expect=200, **kw):
+        headers = kw.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        r = self.http.request(method, self.base + path, headers=headers, timeout=HTTP_TIMEOUT, **kw)
+        if expect is not None and r.status_code != expect:
+            raise SystemExit(f"FAILED: setting the scene: {method} {path}: {r.status_code} {short(r.text)}")
+        try:
+            return r.json()
+        except ValueError:
+            return {}
+
+    def register(self, name: str) -> dict:
+        body = {"username": name, "password": PASSWORD, "auth": {"type": "m.login.dummy"}}
+        r = self.http.post(f"{self.base}{CS}/register", json=body, timeout=HTTP_TIMEOUT)
+        if r.status_code == 401:  # the UIA round trip some servers insist on
+            body["auth"]["session"] = r.json().get("session")
+            r = self.http.post(f"{self.base}{CS}/register", json=body, timeout=HTTP_TIMEOUT)
+        if r.status_code != 200:
+            raise SystemExit(
+                f"FAILED: registering {name}: {r.status_code} {short(r.text)} "
+                "(is kith running with KITH_REGISTRATION__MODE=open?)"
+            )
+        return r.json()
+
+    def build(self) -> dict:
+        q = urllib.parse.quote
+        u1 = self.register(f"{self.tag}_1")
+        u2 = self.register(f"{self.tag}_2")
+        t1, t2 = u1["access_token"], u2["access_token"]
+        server = u1["user_id"].split(":", 1)[1]
+        alias_local = f"{self.tag}room"
+        room = self.call(
+            "POST",
+            f"{CS}/createRoom",
+            t1,
+            json={"preset": "public_chat", "room_alias_name": alias_local, "name": "fuzz", "topic": "fuzz"},
+        )["room_id"]
+        alias = f"#{alias_local}:{server}"
+        self.call("POST", f"{CS}/join/{q(room)}", t2, json={})
+        txn = uuid.uuid4().hex
+        event = self.call(
+            "PUT",
+            f"{CS}/rooms/{q(room)}/send/m.room.message/{txn}",
+            t1,
+            json={"msgtype": "m.text", "body": "hello fuzz"},
+        )["event_id"]
+        reply = self.call(
+            "PUT",
+            f"{CS}/rooms/{q(room)}/send/m.room.message/{txn}r",
+            t2,
+            json={
+                "msgtype": "m.text",
+                "body": "in a thread",
+                "m.relates_to": {"rel_type": "m.thread", "event_id": event},
+            },
+        )["event_id"]
+        room2 = self.call("POST", f"{CS}/createRoom", t1, json={"preset": "private_chat"})["room_id"]
+        state = self.call("GET", f"{CS}/rooms/{q(room)}/state", t1)
+        state_events = [e["event_id"] for e in state if isinstance(e, dict) and "event_id" in e][:4]
+        upload = self.call(
+            "POST",
+            "/_matrix/media/v3/upload?filename=fuzz.txt",
+            t1,
+            data=b"fuzz media",
+            headers={"Content-Type": "text/plain"},
+        )["content_uri"]
+        media_server, media_id = upload[len("mxc://") :].split("/", 1)
+        filter_id = self.call(
+            "POST", f"{CS}/user/{q(u1['user_id'])}/filter", t1, json={"room": {"timeline": {"limit": 5}}}
+        ).get("filter_id", "0")
+        backup = self.call(
+            "POST",
+            f"{CS}/room_keys/version",
+            t1,
+            expect=None,
+            json={"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": "abcdefg"}},
+        ).get("version", "1")
+        self.call("PUT", f"{CS}/user/{q(u1['user_id'])}/rooms/{q(room)}/tags/u.work", t1, json={}, expect=None)
+        return {
+            "server": server,
+            "user1": u1["user_id"],
+            "user2": u2["user_id"],
+            "token1": t1,
+            "device1": u1.get("device_id", "DEVICE"),
+            "device2": u2.get("device_id", "DEVICE"),
+            "rooms": [room, room2],
+            "alias": alias,
+            "events": [event, reply] + state_events,
+            "media_server": media_server,
+            "media_id": media_id,
+            "mxc": upload,
+            "filter_id": str(filter_id),
+            "backup_version": str(backup),
+        }
+
+
+# --------------------------------------------------------------------------------------
+# IDs: what the fuzzer draws, and what counts as malformed
+
+SERVER_NAME_RE = re.compile(
+    r"^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(?::\d{1,5})?$"
+)
+
+
+def server_name_ok(s: str) -> bool:
+    return bool(SERVER_NAME_RE.match(s))
+
+
+def sigil_id_ok(value: str, sigil: str, needs_server: bool) -> bool:
+    if not isinstance(value, str) or not value.startswith(sigil) or len(value.encode()) > 255:
+        return False
+    rest = value[1:]
+    if ":" in rest:
+        local, server = rest.split(":", 1)
+        return bool(local) and all(0x21 <= ord(c) <= 0x7E for c in local) and server_name_ok(server)
+    # room and event IDs of recent room versions carry no server name
+    return not needs_server and len(rest) >= 1 and all(c.isalnum() or c in "-_+/=" for c in rest)
+
+
+def id_problem(name: str, value) -> str | None:
+    """Why a path/query/body value is a malformed Matrix identifier, or None."""
+    if not isinstance(value, str):
+        return None
+    checks = {
+        "roomId": lambda v: sigil_id_ok(v, "!", False),
+        "room_id": lambda v: sigil_id_ok(v, "!", False),
+        "userId": lambda v: sigil_id_ok(v, "@", True),
+        "user_id": lambda v: sigil_id_ok(v, "@", True),
+        "eventId": lambda v: sigil_id_ok(v, "$", False),
+        "event_id": lambda v: sigil_id_ok(v, "$", False),
+        "roomAlias": lambda v: sigil_id_ok(v, "#", True),
+        "roomIdOrAlias": lambda v: sigil_id_ok(v, "!", False) or sigil_id_ok(v, "#", True),
+        "serverName": server_name_ok,
+        "server_name": server_name_ok,
+        "via": server_name_ok,
+        "server": server_name_ok,
+    }
+    check = checks.get(name)
+    if check is None or check(value):
+        return None
+    return f"{name}={value!r}"
+
+
+def malformed_inputs(case) -> list[str]:
+    found = []
+    for name, value in (case.path_parameters or {}).items():
+        problem = id_problem(name, value)
+        if problem:
+            found.append("path " + problem)
+    for name, value in (case.query or {}).items():
+        for v in value if isinstance(value, list) else [value]:
+            problem = id_problem(name, v)
+            if problem:
+                found.append("query " + problem)
+    body = case.body if isinstance(getattr(case, "body", None), dict) else {}
+    for name in ("room_id", "user_id", "event_id", "server_name"):
+        problem = id_problem(name, body.get(name))
+        if problem:
+            found.append("body " + problem)
+    return found
+
+
+def register_formats(s: dict) -> None:
+    server = re.escape(s["server"])
+    local = r"[a-z0-9._=\-/]{1,16}"
+    opaque = r"[A-Za-z0-9]{1,18}"
+    fmt = schemathesis.openapi.format
+    fmt(
+        "mx-room-id",
+        st.one_of(
+            st.sampled_from(s["rooms"]),
+            st.from_regex(rf"\A!{opaque}:{server}\Z"),
+            st.from_regex(r"\A![A-Za-z0-9_-]{43}\Z"),
+        ),
+    )
+    fmt(
+        "mx-user-id",
+        st.one_of(
+            st.sampled_from([s["user1"], s["user2"]]),
+            st.from_regex(rf"\A@{local}:{server}\Z"),
+        ),
+    )
+    fmt("mx-event-id", st.one_of(st.sampled_from(s["events"]), st.from_regex(r"\A\$[A-Za-z0-9_-]{43}\Z")))
+    fmt("mx-room-alias", st.one_of(st.just(s["alias"]), st.from_regex(rf"\A#{local}:{server}\Z")))
+    fmt("mx-server-name", st.sampled_from([s["server"], s["server"], s["server"], "127.0.0.1:1"]))
+    fmt(
+        "mx-mxc-uri",
+        st.one_of(st.just(s["mxc"]), st.from_regex(rf"\Amxc://{server}/[A-Za-z0-9_-]{{1,24}}\Z")),
+    )
+    fmt("mx-unpadded-base64", st.from_regex(r"\A[A-Za-z0-9+/]{0,64}\Z"))
+    fmt("mx-urlsafe-unpadded-base64", st.from_regex(r"\A[A-Za-z0-9_-]{0,64}\Z"))
+    # Pushers, URL previews and the like must not send kith off to the internet.
+    fmt(
+        "uri",
+        st.one_of(
+            st.sampled_from(["http://127.0.0.1:1/_matrix/push/v1/notify", "https://127.0.0.1:1/", s["mxc"]]),
+            st.from_regex(r"\Ahttps?://127\.0\.0\.1:1/[a-z0-9/]{0,12}\Z"),
+        ),
+    )
+
+
+def dictionaries_config(s: dict) -> tuple[dict, dict]:
+    values = {
+        "room_ids": s["rooms"],
+        "user_ids": [s["user1"], s["user2"]],
+        "event_ids": s["events"],
+        "aliases": [s["alias"]],
+        "room_or_alias": s["rooms"] + [s["alias"]],
+        "server_names": [s["media_server"]],
+        "media_ids": [s["media_id"]],
+        "device_ids": [s["device1"], s["device2"]],
+        "filter_ids": [s["filter_id"]],
+        "backup_versions": [s["backup_version"]],
+        "push_kinds": ["override", "underride", "sender", "room", "content"],
+        "rule_ids": [".m.rule.master", ".m.rule.message", ".m.rule.contains_display_name", "fuzz.rule"],
+        "event_types": ["m.room.message", "m.room.topic", "m.room.name", "m.reaction", "m.room.power_levels"],
+        "state_keys": ["", s["user1"]],
+        "key_names": ["displayname", "avatar_url", "m.tz"],
+        "receipt_types": ["m.read", "m.read.private", "m.fully_read"],
+        "tags": ["u.work", "m.favourite"],
+        "rel_types": ["m.thread", "m.annotation", "m.reference"],
+    }
+    bindings = {
+        "path.roomId": "room_ids",
+        "path.userId": "user_ids",
+        "path.eventId": "event_ids",
+        "path.roomAlias": "aliases",
+        "path.roomIdOrAlias": "room_or_alias",
+        "path.serverName": "server_names",
+        "path.mediaId": "media_ids",
+        "path.deviceId": "device_ids",
+        "path.filterId": "filter_ids",
+        "path.version": "backup_versions",
+        "path.kind": "push_kinds",
+        "path.ruleId": "rule_ids",
+        "path.eventType": "event_types",
+        "path.type": "event_types",
+        "path.stateKey": "state_keys",
+        "path.keyName": "key_names",
+        "path.receiptType": "receipt_types",
+        "path.tag": "tags",
+        "path.relType": "rel_types",
+        "query.room_id": "room_ids",
+        "query.user_id": "user_ids",
+        "query.userid": "user_ids",
+        "body.user_id": "user_ids",
+        "body.room_id": "room_ids",
+        "body.event_id": "event_ids",
+    }
+    dictionaries = {name: {"values": v} for name, v in values.items()}
+    parameters = {key: {"dictionary": name, "probability": 0.5} for key, name in bindings.items()}
+    return dictionaries, parameters
+
+
+# --------------------------------------------------------------------------------------
+# what came back
+
+
+class Findings:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.statuses: collections.Counter = collections.Counter()
+        self.by_operation: collections.Counter = collections.Counter()
+        # (kind, operation, status, errcode/detail) -> [count, first example]
+        self.groups: dict[tuple, list] = {}
+
+    def add(self, kind: str, key: tuple, example: dict) -> None:
+        group = self.groups.get((kind,) + key)
+        if group is None:
+            self.groups[(kind,) + key] = [1, example]
+        else:
+            group[0] += 1
+
+    def of(self, kind: str):
+        return [(key[1:], count, ex) for key, (count, ex) in self.groups.items() if key[0] == kind]
+
+
+FINDINGS = Findings()
+STATE: dict = {}
+
+
+def request_example(case, prepared, **extra) -> dict:
+    headers = {
+        k: v
+        for k, v in (prepared.headers or {}).items()
+        if k.lower()
+        not in (
+            "user-agent",
+            "accept",
+            "accept-encoding",
+            "connection",
+            "content-length",
+            "authorization",
+            "x-schemathesis-testcaseid",
+        )
+    }
+    body = prepared.body
+    if isinstance(body, str):
+        body = body.encode()
+    meta = getattr(case, "meta", None)
+    phase = getattr(getattr(getattr(meta, "phase", None), "name", None), "value", None)
+    mode = getattr(getattr(getattr(meta, "generation", None), "mode", None), "value", None)
+    return {
+        "method": prepared.method,
+        "url": prepared.url,
+        "headers": headers,
+        "body": body,
+        "phase": f"{phase or '?'}/{mode or '?'}",
+        **extra,
+    }
+
+
+def curl(ex: dict) -> str:
+    parts = ["curl", "-sS", "-X", ex["method"], "-H", "'Authorization: Bearer '\"$TOKEN\""]
+    for k, v in ex["headers"].items():
+        parts += ["-H", shlex.quote(f"{k}: {v}")]
+    body = ex["body"]
+    if body is not None:
+        try:
+            text = body.decode("utf-8")
+            printable = all(c.isprintable() or c in "\n\t" for c in text)
+        except UnicodeDecodeError:
+            printable = False
+        if printable:
+            parts += ["--data-binary", shlex.quote(text)]
+        else:
+            parts += ["--data-binary", "$'" + "".join(f"\\x{b:02x}" for b in body) + "'"]
+    parts.append(shlex.quote(ex["url"]))
+    return " ".join(parts)
+
+
+def matrix_errcode(content: bytes) -> tuple[str | None, bool]:
+    """The errcode of a Matrix error body, and whether the body is one."""
+    try:
+        body = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None, False
+    if not isinstance(body, dict):
+        return None, False
+    errcode = body.get("errcode")
+    ok = isinstance(errcode, str) and isinstance(body.get("error"), str)
+    return errcode if isinstance(errcode, str) else None, ok
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    query = case.query
+    if isinstance(query, dict) and "timeout" in query:
+        try:
+            if int(query["timeout"]) > LONG_POLL_MAX_MS:
+                query["timeout"] = LONG_POLL_MAX_MS
+        except (TypeError, ValueError):
+            pass
+    body = case.body
+    if case.path.endswith(("/keys/query", "/keys/claim")) and isinstance(body, dict):
+        timeout = body.get("timeout")
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > LONG_POLL_MAX_MS:
+            body["timeout"] = LONG_POLL_MAX_MS
+    if "/admin/" in case.path and case.method.upper() == "PUT":
+        params = case.path_parameters
+        if isinstance(params, dict) and params.get("userId") == STATE.get("user1"):
+            params["userId"] = STATE.get("user2")
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    label = case.operation.label
+    status = response.status_code
+    content = response.content or b""
+    with FINDINGS.lock:
+        FINDINGS.requests += 1
+        FINDINGS.statuses[status] += 1
+        FINDINGS.by_operation[label] += 1
+        if status < 400:
+            return
+        errcode, is_matrix_error = matrix_errcode(content)
+        example = None
+
+        def ex():
+            return request_example(case, response.request, status=status, response=content)
+
+        if status >= 500 and status not in ALLOWED_5XX:
+            FINDINGS.add("server_error", (label, status, errcode), example or ex())
+        elif status in ALLOWED_5XX:
+            malformed = malformed_inputs(case)
+            e = ex()
+            e["malformed"] = malformed
+            FINDINGS.add("gateway", (label, status, errcode, bool(malformed)), e)
+        elif not is_matrix_error:
+            kind = "not JSON" if errcode is None and not content.strip().startswith(b"{") else "not a Matrix error"
+            FINDINGS.add("bad_4xx", (label, status, short(content, 120)), dict(ex(), kind=kind))
+
+
+@schemathesis.hook
+def after_network_error(context, case, request):
+    error = sys.exc_info()[1]
+    kind = "timeout" if isinstance(error, requests.exceptions.Timeout) else "connection_error"
+    with FINDINGS.lock:
+        FINDINGS.requests += 1
+        FINDINGS.by_operation[case.operation.label] += 1
+        detail = type(error).__name__ if error is not None else "?"
+        FINDINGS.add(
+            kind,
+            (case.operation.label, detail),
+            request_example(case, request, error=f"{type(error).__name__}: {short(str(error), 400)}"),
+        )
+
+
+@schemathesis.check
+def kith_observed(ctx, response, case):
+    """Every response is judged by the hooks above; this check only keeps the engine going."""
+    return None
+
+
+# --------------------------------------------------------------------------------------
+
+
+def run_engine(base: str, doc: dict, scene: dict, args) -> tuple[list[str], int]:
+    dictionaries, parameters = dictionaries_config(scene)
+    config = schemathesis.Config.from_dict(
+        {
+            "base-url": base,
+            "seed": args.seed,
+            "max-time": args.time,
+            "workers": args.workers,
+            "request-timeout": HTTP_TIMEOUT,
+            "request-retries": 0,
+            "max-redirects": 0,
+            "suppress-health-check": ["all"],
+            "headers": {"Authorization": f"Bearer {scene['token1']}"},
+            "cache": {"enabled": False},
+            "generation": {
+                "mode": "all",
+                "max-examples": args.max_examples,
+                "database": "none",
+                "with-security-parameters": False,
+            },
+            "phases": {
+                "examples": {"enabled": True},
+                "coverage": {"enabled": True},
+                "fuzzing": {"enabled": True},
+                "stateful": {"enabled": False},
+            },
+            "checks": {"enabled": False, "kith_observed": {"enabled": True}},
+            "dictionaries": dictionaries,
+            "parameters": parameters,
+        }
+    )
+    schema = schemathesis.openapi.from_dict(doc, config=config)
+    schema.config.base_url = base
+    engine_notes: list[str] = []
+    operations = 0
+    started = time.monotonic()
+    last_progress = started
+    for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, engine_events.PhaseStarted):
+            print(f"  [{time.monotonic() - started:5.0f} s] phase {event.phase.name.value} started", flush=True)
+        elif isinstance(event, engine_events.ScenarioFinished):
+            operations += 1
+        elif isinstance(event, engine_events.NonFatalError):
+            engine_notes.append(f"{event.label}: {event.info.title}: {short(event.info.message, 300)}")
+        elif isinstance(event, engine_events.FatalError):
+            raise SystemExit(f"FAILED: schemathesis stopped: {type(event.exception).__name__}: {event.exception}")
+        elif isinstance(event, engine_events.EngineFinished):
+            print(
+                f"  [{time.monotonic() - started:5.0f} s] engine finished ({event.stop_reason.value})",
+                flush=True,
+            )
+        now = time.monotonic()
+        if now - last_progress >= 30:
+            last_progress = now
+            with FINDINGS.lock:
+                print(
+                    f"  [{now - started:5.0f} s] {FINDINGS.requests} requests, "
+                    f"{len(FINDINGS.by_operation)} operations answered, statuses {dict(sorted(FINDINGS.statuses.items()))}",
+                    flush=True,
+                )
+    return engine_notes, operations
+
+
+def print_group(title: str, items, describe) -> None:
+    if not items:
+        return
+    print(f"\n=== {title}: {len(items)} distinct ===")
+    for key, count, ex in sorted(items, key=lambda i: str(i[0])):
+        print(f"\n- {describe(key)}  (x{count}, first in {ex['phase']})")
+        print(f"  request: {curl(ex)}")
+        if ex.get("malformed"):
+            print(f"  malformed input: {', '.join(ex['malformed'])}")
+        if "response" in ex:
+            print(f"  response {ex['status']}: {short(ex['response'], 800)}")
+        if "error" in ex:
+            print(f"  error: {ex['error']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("base_url")
+    parser.add_argument("--max-examples", type=int, default=10, help="per operation and fuzzing cycle")
+    parser.add_argument("--time", type=int, default=300, help="schemathesis time budget, seconds")
+    parser.add_argument("--seed", type=int, default=None, help="default: random, printed")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--spec-dir", type=pathlib.Path, default=DEFAULT_SPEC_DIR)
+    parser.add_argument("--strict-ids", action="store_true", help="502/504 on malformed IDs fail the run")
+    args = parser.parse_args()
+    if args.seed is None:
+        args.seed = random.randrange(1, 2**31)
+    base = args.base_url.rstrip("/")
+
+    whole_run = args.time + 240
+
+    def overrun(*_):
+        print(f"FAILED: the client API fuzz ran over {whole_run} s", flush=True)
+        os._exit(1)
+
+    signal.signal(signal.SIGALRM, overrun)
+    signal.alarm(whole_run)
+    started = time.monotonic()
+
+    doc, excluded, notes = bundle_spec(args.spec_dir)
+    n_ops = sum(len(item) for item in doc["paths"].values())
+    print(f"spec: {n_ops} operations on {len(doc['paths'])} paths from {args.spec_dir}", flush=True)
+    for op, why in sorted(excluded.items()):
+        print(f"  excluded {op}: {why}")
+    for note in notes:
+        print(f"  {note}")
+
+    scene = Scene(base).build()
+    STATE.update(scene)
+    print(f"scene: user 1 {scene['user1']}, user 2 {scene['user2']}, rooms {scene['rooms']}, {scene['mxc']}")
+    print(f"TOKEN={scene['token1']}  (user 1; the curl lines below use $TOKEN)")
+    print(
+        f"schemathesis: seed {args.seed}, max examples {args.max_examples}, "
+        f"time {args.time} s, workers {args.workers}",
+        flush=True,
+    )
+    register_formats(scene)
+
+    with tempfile.TemporaryDirectory() as workdir:
+        os.chdir(workdir)  # anything schemathesis or hypothesis writes stays out of the tree
+        engine_notes, scenarios = run_engine(base, doc, scene, args)
+
+    alive = True
+    try:
+        requests.get(f"{base}/_matrix/client/versions", timeout=HTTP_TIMEOUT).raise_for_status()
+    except requests.RequestException as e:
+        alive = False
+        print(f"\nkith does not answer any more: {e}")
+
+    answered = set(FINDINGS.by_operation)
+    all_labels = {f"{m.upper()} {p}" for p, item in doc["paths"].items() for m in item}
+    print(
+        f"\n{FINDINGS.requests} requests in {time.monotonic() - started:.0f} s over "
+        f"{len(answered)}/{len(all_labels)} operations ({scenarios} scenarios); "
+        f"statuses: {dict(sorted(FINDINGS.statuses.items()))}"
+    )
+    untested = sorted(all_labels - answered)
+    if untested:
+        print(f"operations never called ({len(untested)}): {', '.join(untested)}")
+    if engine_notes:
+        print(f"schemathesis reported {len(engine_notes)} problem(s) (operations it could not test fully):")
+        for note in sorted(set(engine_notes))[:40]:
+            print(f"  - {note}")
+
+    server_errors = FINDINGS.of("server_error")
+    connection_errors = FINDINGS.of("connection_error")
+    timeouts = FINDINGS.of("timeout")
+    gateway = FINDINGS.of("gateway")
+    malformed_gateway = [g for g in gateway if g[0][3]]
+    print_group(
+        "WARNING 4xx bodies that are not a Matrix error",
+        FINDINGS.of("bad_4xx"),
+        lambda k: f"{k[0]} -> {k[1]}",
+    )
+    print_group(
+        "INFO 502/504 (remote server unreachable), input well-formed",
+        [g for g in gateway if not g[0][3]],
+        lambda k: f"{k[0]} -> {k[1]} {k[2]}",
+    )
+    print_group(
+        ("FAILURE" if args.strict_ids else "WARNING") + " 502/504 on a malformed ID or server name (should be 400)",
+        malformed_gateway,
+        lambda k: f"{k[0]} -> {k[1]} {k[2]}",
+    )
+    print_group("FAILURE request timeouts", timeouts, lambda k: f"{k[0]} -> {k[1]}")
+    print_group("FAILURE connection errors (a panic?)", connection_errors, lambda k: f"{k[0]} -> {k[1]}")
+    print_group("FAILURE server errors", server_errors, lambda k: f"{k[0]} -> {k[1]} {k[2]}")
+
+    failed = bool(server_errors or connection_errors or timeouts or not alive)
+    if args.strict_ids and malformed_gateway:
+        failed = True
+    print()
+    if failed:
+        print(
+            f"client API fuzz FAILED: {len(server_errors)} server error(s), "
+            f"{len(connection_errors)} connection error(s), {len(timeouts)} timeout(s)"
+            + ("" if alive else ", kith stopped answering")
+            + (f", {len(malformed_gateway)} 502/504 on malformed input" if args.strict_ids else "")
+            + f" (seed {args.seed})"
+        )
+        sys.exit(1)
+    print("client API fuzz passed")
+
+
+if __name__ == "__main__":
+    main()
