@@ -393,6 +393,8 @@ def id_problem(name: str, value) -> str | None:
 def malformed_inputs(case) -> list[str]:
     found = []
     for name, value in (case.path_parameters or {}).items():
+        if isinstance(value, str):
+            value = urllib.parse.unquote(value)  # schemathesis keeps them percent-encoded
         problem = id_problem(name, value)
         if problem:
             found.append("path " + problem)
@@ -550,7 +552,9 @@ def request_example(case, prepared, **extra) -> dict:
     meta = getattr(case, "meta", None)
     phase = getattr(getattr(getattr(meta, "phase", None), "name", None), "value", None)
     mode = getattr(getattr(getattr(meta, "generation", None), "mode", None), "value", None)
+    now = time.time()
     return {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
         "method": prepared.method,
         "url": prepared.url,
         "headers": headers,
@@ -579,17 +583,24 @@ def curl(ex: dict) -> str:
     return " ".join(parts)
 
 
-def matrix_errcode(content: bytes) -> tuple[str | None, bool]:
-    """The errcode of a Matrix error body, and whether the body is one."""
+def matrix_error(status: int, content: bytes, content_type: str) -> tuple[str | None, str | None]:
+    """The errcode of an error body, and what is wrong with it as a Matrix error (None: nothing)."""
     try:
         body = json.loads(content)
     except (ValueError, UnicodeDecodeError):
-        return None, False
+        return None, f"not JSON (Content-Type {content_type or 'none'})"
     if not isinstance(body, dict):
-        return None, False
+        return None, f"JSON {type(body).__name__}, not an object"
     errcode = body.get("errcode")
-    ok = isinstance(errcode, str) and isinstance(body.get("error"), str)
-    return errcode if isinstance(errcode, str) else None, ok
+    if status == 401 and "flows" in body and "session" in body:
+        return errcode, None  # a user-interactive authentication step, as the spec has it
+    if not isinstance(errcode, str):
+        return None, f"JSON object without a string errcode (keys {sorted(body)[:8]})"
+    if not isinstance(body.get("error"), str):
+        return errcode, f"errcode {errcode} without a string error"
+    if "json" not in (content_type or "").lower():
+        return errcode, f"Matrix error served as Content-Type {content_type or 'none'}"
+    return errcode, None
 
 
 @schemathesis.hook
@@ -623,22 +634,18 @@ def after_call(context, case, response):
         FINDINGS.by_operation[label] += 1
         if status < 400:
             return
-        errcode, is_matrix_error = matrix_errcode(content)
-        example = None
+        errcode, problem = matrix_error(status, content, (response.headers.get("content-type") or [""])[0])
 
-        def ex():
-            return request_example(case, response.request, status=status, response=content)
+        def ex(**extra):
+            return request_example(case, response.request, status=status, response=content, **extra)
 
         if status >= 500 and status not in ALLOWED_5XX:
-            FINDINGS.add("server_error", (label, status, errcode), example or ex())
+            FINDINGS.add("server_error", (label, status, errcode), ex())
         elif status in ALLOWED_5XX:
             malformed = malformed_inputs(case)
-            e = ex()
-            e["malformed"] = malformed
-            FINDINGS.add("gateway", (label, status, errcode, bool(malformed)), e)
-        elif not is_matrix_error:
-            kind = "not JSON" if errcode is None and not content.strip().startswith(b"{") else "not a Matrix error"
-            FINDINGS.add("bad_4xx", (label, status, short(content, 120)), dict(ex(), kind=kind))
+            FINDINGS.add("gateway", (label, status, errcode, bool(malformed)), ex(malformed=malformed))
+        elif status < 500 and problem is not None:
+            FINDINGS.add("bad_4xx", (label, status, problem), ex())
 
 
 @schemathesis.hook
@@ -708,7 +715,8 @@ def run_engine(base: str, doc: dict, scene: dict, args) -> tuple[list[str], int]
         elif isinstance(event, engine_events.ScenarioFinished):
             operations += 1
         elif isinstance(event, engine_events.NonFatalError):
-            engine_notes.append(f"{event.label}: {event.info.title}: {short(event.info.message, 300)}")
+            phase = event.phase.value if event.phase is not None else "-"
+            engine_notes.append(f"{event.label} ({phase}): {event.info.title}: {short(event.info.message, 300)}")
         elif isinstance(event, engine_events.FatalError):
             raise SystemExit(f"FAILED: schemathesis stopped: {type(event.exception).__name__}: {event.exception}")
         elif isinstance(event, engine_events.EngineFinished):
@@ -733,7 +741,7 @@ def print_group(title: str, items, describe) -> None:
         return
     print(f"\n=== {title}: {len(items)} distinct ===")
     for key, count, ex in sorted(items, key=lambda i: str(i[0])):
-        print(f"\n- {describe(key)}  (x{count}, first in {ex['phase']})")
+        print(f"\n- {describe(key)}  (x{count}, first at {ex['at']} in {ex['phase']})")
         print(f"  request: {curl(ex)}")
         if ex.get("malformed"):
             print(f"  malformed input: {', '.join(ex['malformed'])}")
@@ -820,7 +828,7 @@ def main() -> None:
     print_group(
         "WARNING 4xx bodies that are not a Matrix error",
         FINDINGS.of("bad_4xx"),
-        lambda k: f"{k[0]} -> {k[1]}",
+        lambda k: f"{k[0]} -> {k[1]}: {k[2]}",
     )
     print_group(
         "INFO 502/504 (remote server unreachable), input well-formed",

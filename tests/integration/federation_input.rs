@@ -625,3 +625,65 @@ async fn forged_invites_take_no_friend_request_allowance() {
         "the real invite is held"
     );
 }
+
+/// Another server reads history as its users could: in a room whose history is visible
+/// only to those joined, what was said before its user joined comes redacted (the room's
+/// history stays whole, its content does not leak), what came after comes whole.
+#[tokio::test]
+async fn a_server_reads_only_the_history_its_users_could() {
+    let (kith, name) = Server::federated(&[]);
+    let peer = Peer::start().await;
+    let (_, token) = kith.user("alice").await;
+    let (room, _, _) = room(&kith, &token).await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/");
+    let (code, _) = kith
+        .put(
+            &path,
+            Some(&token),
+            json!({ "history_visibility": "joined" }),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let before = kith.say(&token, &room, "before the peer").await;
+    let (join, _) = peer.join(&name, &room).await;
+    let after = kith.say(&token, &room, "after the peer").await;
+    let to = ServerName::parse(name.as_str()).unwrap();
+    let get = |path: String| {
+        let (client, to) = (&peer.client, &to);
+        async move {
+            client
+                .send_json(to, http::Method::GET, &path, None)
+                .await
+                .unwrap()
+        }
+    };
+    let body_of = |pdu: &Value| pdu["content"]["body"].as_str().map(str::to_owned);
+    let event = get(format!("/_matrix/federation/v1/event/{}", encoded(&before))).await;
+    assert_eq!(body_of(&event["pdus"][0]), None, "redacted: {event}");
+    assert_eq!(event["pdus"][0]["type"], "m.room.message");
+    let event = get(format!("/_matrix/federation/v1/event/{}", encoded(&after))).await;
+    assert_eq!(
+        body_of(&event["pdus"][0]).as_deref(),
+        Some("after the peer")
+    );
+    let path = format!(
+        "/_matrix/federation/v1/backfill/{}?v={}&limit=20",
+        encoded(&room),
+        encoded(&after)
+    );
+    let pdus = get(path).await["pdus"].as_array().cloned().unwrap();
+    let bodies: Vec<_> = pdus
+        .iter()
+        .filter(|p| p["type"] == "m.room.message")
+        .map(body_of)
+        .collect();
+    assert_eq!(
+        bodies,
+        [Some("after the peer".to_owned()), None],
+        "{pdus:?}"
+    );
+    assert!(
+        pdus.iter()
+            .any(|p| p["type"] == "m.room.member" && p["state_key"] == join.sender.as_str())
+    );
+}

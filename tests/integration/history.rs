@@ -260,3 +260,48 @@ async fn history_visibility_hides_what_came_before() {
         assert_eq!(bodies(&hers["chunk"]), ["after", "while invited", "before"]);
     }
 }
+
+/// What counts is the history visibility in force when each event was sent, not the
+/// room's setting now: history shared while it was `shared` stays readable to people who
+/// join after it became `joined`, and what was said under `joined` stays hidden from them.
+#[tokio::test]
+async fn each_event_keeps_the_visibility_it_was_sent_under() {
+    let server = Server::start(&[]);
+    let (_, alice) = server.user("alice").await;
+    let (_, bob) = server.user("bob").await;
+    let (_, created) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    server.say(&alice, &room, "shared history").await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/");
+    let (status, _) = server
+        .put(
+            &path,
+            Some(&alice),
+            json!({ "history_visibility": "joined" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let hidden = server.say(&alice, &room, "members only").await;
+    let join = format!("/_matrix/client/v3/rooms/{room}/join");
+    assert_eq!(
+        server.post(&join, Some(&bob), json!({})).await.0,
+        StatusCode::OK
+    );
+    server.say(&alice, &room, "after bob came").await;
+
+    let messages = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50");
+    let (_, page) = server.get(&messages, Some(&bob)).await;
+    assert_eq!(bodies(&page["chunk"]), ["after bob came", "shared history"]);
+    let event = format!("/_matrix/client/v3/rooms/{room}/event/{hidden}");
+    assert_error(
+        &server.get(&event, Some(&bob)).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
+}

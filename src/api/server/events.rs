@@ -25,7 +25,8 @@ fn raw(value: &impl serde::Serialize) -> Result<Box<serde_json::value::RawValue>
     serde_json::value::to_raw_value(value).map_err(Error::internal)
 }
 
-/// `GET /_matrix/federation/v1/event/{eventId}`: one event, for a server in its room.
+/// `GET /_matrix/federation/v1/event/{eventId}`: one event, for a server in its room
+/// (redacted if history visibility hides it from that server).
 pub async fn event(
     State(state): State<AppState>,
     request: Ruma<get_event::v1::Request>,
@@ -33,12 +34,12 @@ pub async fn event(
     let origin = request.origin()?;
     let event = state
         .messaging
-        .event_for(origin, request.body.event_id.as_str())?;
+        .event_json_for(origin, request.body.event_id.as_str())?;
     let own = state.server_name.clone();
     Ok(RumaResponse(get_event::v1::Response::new(
         own,
         MilliSecondsSinceUnixEpoch::now(),
-        raw(&event.json)?,
+        raw(&event)?,
     )))
 }
 

@@ -37,8 +37,22 @@ impl Messaging {
         event.ok_or_else(|| Error::not_found("Event not found"))
     }
 
+    /// `/event` as the serving side: the event, redacted if history visibility hides it
+    /// from `origin`.
+    pub fn event_json_for(
+        &self,
+        origin: &ServerName,
+        event_id: &str,
+    ) -> Result<CanonicalJsonObject> {
+        let event = self.event_for(origin, event_id)?;
+        let room_id = RoomId::parse(&event.room_id).map_err(Error::internal)?;
+        let visibility = self.visibility(&room_id)?;
+        self.for_server(&visibility, origin, event)
+    }
+
     /// `/backfill` as the serving side: the given events and those before them, newest
-    /// (deepest) first, at most `limit`.
+    /// (deepest) first, at most `limit`, each redacted if history visibility hides it from
+    /// `origin`.
     pub fn backfill_for(
         &self,
         origin: &ServerName,
@@ -49,6 +63,7 @@ impl Messaging {
         if !self.server_in_room(origin, room_id.as_str())? {
             return Err(Error::forbidden("Your server is not in this room"));
         }
+        let visibility = self.visibility(room_id)?;
         let mut heap = BinaryHeap::new();
         let mut seen = HashSet::new();
         let mut push = |heap: &mut BinaryHeap<(u64, OwnedEventId)>, id: OwnedEventId| {
@@ -76,7 +91,8 @@ impl Messaging {
             for prev in event.pdu().map_err(Error::internal)?.prev_events {
                 push(&mut heap, prev)?;
             }
-            out.push(serde_json::to_value(&event.json).map_err(Error::internal)?);
+            let json = self.for_server(&visibility, origin, event)?;
+            out.push(serde_json::to_value(&json).map_err(Error::internal)?);
         }
         Ok(out)
     }
@@ -95,6 +111,7 @@ impl Messaging {
         if !self.server_in_room(origin, room_id.as_str())? {
             return Err(Error::forbidden("Your server is not in this room"));
         }
+        let visibility = self.visibility(room_id)?;
         let mut seen: HashSet<OwnedEventId> = earliest.iter().cloned().collect();
         let mut todo: Vec<OwnedEventId> = Vec::new();
         for id in latest {
@@ -115,7 +132,8 @@ impl Messaging {
                 continue;
             }
             todo.extend(pdu.prev_events);
-            out.push(serde_json::to_value(&event.json).map_err(Error::internal)?);
+            let json = self.for_server(&visibility, origin, event)?;
+            out.push(serde_json::to_value(&json).map_err(Error::internal)?);
         }
         Ok(out)
     }

@@ -1,37 +1,123 @@
-//! History visibility: which past events a room member may read. Under `shared` (the
-//! default) and `world_readable`, a member reads the whole history; under `invited`, only
-//! from their invite on; under `joined`, only what happened while they were joined.
+//! History visibility: which past events a room member, or another server, may read. As
+//! the spec's algorithm says, what counts is the `history_visibility` in force at each
+//! event (read from the state kept after it), not the room's setting now: under `shared`
+//! (the default) and `world_readable`, every member reads it; under `invited`, those
+//! invited or joined at that event; under `joined`, those joined at it. Another server
+//! reads an event its users could; one it may not read comes redacted, so the room's
+//! history stays whole for it.
 
-use ruma::RoomId;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
+use ruma::{CanonicalJsonObject, EventId, OwnedEventId, RoomId, ServerName, UserId};
+
+use super::state::MAX_HOPS;
 use super::{Messaging, StoredPdu};
-use crate::services::error::Result;
+use crate::services::error::{Error, Result};
 
-/// What a reader may see of a room, decided once per request.
-pub enum Visibility {
-    All,
-    /// Events at which the reader's membership was one of these.
-    While(&'static [&'static str]),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    WorldReadable,
+    Shared,
+    Invited,
+    Joined,
 }
 
+impl Setting {
+    fn of(content: Option<&serde_json::Value>) -> Setting {
+        match content.and_then(|c| c["history_visibility"].as_str()) {
+            Some("world_readable") => Setting::WorldReadable,
+            Some("invited") => Setting::Invited,
+            Some("joined") => Setting::Joined,
+            _ => Setting::Shared,
+        }
+    }
+
+    /// The memberships at an event that let a reader see it; `None`: any.
+    fn needs(self) -> Option<&'static [&'static str]> {
+        match self {
+            Setting::WorldReadable | Setting::Shared => None,
+            Setting::Invited => Some(&["invite", "join"]),
+            Setting::Joined => Some(&["join"]),
+        }
+    }
+}
+
+/// What readers may see of one room, for one request: the setting at each event looked up
+/// once (events in a row share the walk back to where the setting last changed).
+pub struct Visibility {
+    /// The room's setting now: for events whose state is not kept here (history fetched
+    /// from other servers before this one joined).
+    current: Setting,
+    at: Mutex<HashMap<OwnedEventId, Option<Setting>>>,
+}
+
+const HISTORY_VISIBILITY: &str = "m.room.history_visibility";
+
 impl Messaging {
-    /// The room's current `history_visibility`, as it applies to its current members.
+    /// The room's visibility, for deciding event by event.
     pub fn visibility(&self, room_id: &RoomId) -> Result<Visibility> {
-        let content = self.state_content(room_id, "m.room.history_visibility")?;
-        let setting = content
-            .as_ref()
-            .and_then(|c| c["history_visibility"].as_str())
-            .unwrap_or("shared");
-        Ok(match setting {
-            "joined" => Visibility::While(&["join"]),
-            "invited" => Visibility::While(&["invite", "join"]),
-            _ => Visibility::All,
+        let current = Setting::of(self.state_content(room_id, HISTORY_VISIBILITY)?.as_ref());
+        Ok(Visibility {
+            current,
+            at: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Whether `user` may read `event` under `visibility`.
+    /// The setting in force at `event`.
+    fn setting_at(&self, visibility: &Visibility, event: &StoredPdu) -> Result<Setting> {
+        let mut memo = visibility.at.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = self.setting_after(&event.event_id, &mut memo)?;
+        Ok(found.unwrap_or(visibility.current))
+    }
+
+    /// Walks the kept state back from `event_id` to where the setting was last set,
+    /// remembering the answer for every event on the way. `None`: no state kept here.
+    fn setting_after(
+        &self,
+        event_id: &EventId,
+        memo: &mut HashMap<OwnedEventId, Option<Setting>>,
+    ) -> Result<Option<Setting>> {
+        let pending = HashMap::new();
+        let mut walked = Vec::new();
+        let mut next = Some(event_id.to_owned());
+        let found = loop {
+            let Some(id) = next.take() else { break None };
+            if let Some(known) = memo.get(&id) {
+                break *known;
+            }
+            let Some(snapshot) = self.snapshot(&id, &pending)? else {
+                walked.push(id);
+                break None;
+            };
+            walked.push(id);
+            let set = snapshot
+                .changes
+                .iter()
+                .find(|(kind, key, _)| kind == HISTORY_VISIBILITY && key.is_empty());
+            if let Some((_, _, setting_event)) = set {
+                let content = self
+                    .stored_pdu(setting_event.as_str())?
+                    .map(|e| e.client_event()["content"].take());
+                break Some(Setting::of(content.as_ref()));
+            }
+            if snapshot.base.is_none() {
+                break Some(Setting::Shared);
+            }
+            if walked.len() > MAX_HOPS as usize + 1 {
+                return Err(Error::internal("a state snapshot chain is too long"));
+            }
+            next = snapshot.base;
+        };
+        for id in walked {
+            memo.insert(id, found);
+        }
+        Ok(found)
+    }
+
+    /// Whether `user`, a member now, may see `event`.
     pub fn may_see(&self, visibility: &Visibility, user: &str, event: &StoredPdu) -> Result<bool> {
-        let Visibility::While(memberships) = visibility else {
+        let Some(memberships) = self.setting_at(visibility, event)?.needs() else {
             return Ok(true);
         };
         let Some(current) = self.membership_row(user, &event.room_id)? else {
@@ -39,5 +125,52 @@ impl Messaging {
         };
         let then = self.member_event_at(user, &current, event.position)?;
         Ok(then.is_some_and(|e| memberships.contains(&e.membership())))
+    }
+
+    /// Whether `server` (in the room now) may see `event`: under `invited` or `joined`, one
+    /// of its users was invited or joined at the event, by the state kept after it.
+    fn server_may_see(
+        &self,
+        visibility: &Visibility,
+        server: &ServerName,
+        event: &StoredPdu,
+    ) -> Result<bool> {
+        let Some(memberships) = self.setting_at(visibility, event)?.needs() else {
+            return Ok(true);
+        };
+        let Some(state) = self.state_after(&event.event_id, &HashMap::new())? else {
+            // History from before this server joined: only what is visible to all.
+            return Ok(false);
+        };
+        for ((kind, user), member_event) in &state {
+            let theirs = UserId::parse(user).is_ok_and(|u| u.server_name() == server);
+            if kind != "m.room.member" || !theirs {
+                continue;
+            }
+            let member = self.stored_pdu(member_event.as_str())?;
+            if member.is_some_and(|m| memberships.contains(&m.membership())) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `event` as `server` may have it: whole, or redacted if history visibility hides it
+    /// from that server.
+    pub fn for_server(
+        &self,
+        visibility: &Visibility,
+        server: &ServerName,
+        event: StoredPdu,
+    ) -> Result<CanonicalJsonObject> {
+        if self.server_may_see(visibility, server, &event)? {
+            return Ok(event.json);
+        }
+        let room_id = RoomId::parse(&event.room_id).map_err(Error::internal)?;
+        let room = self
+            .room(&room_id)?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        let rules = kith_federation::pdu::rules(&room.version).map_err(Error::internal)?;
+        ruma::canonical_json::redact(event.json, &rules.redaction, None).map_err(Error::internal)
     }
 }
