@@ -204,6 +204,8 @@ pub struct RateLimits {
     pub uploads: Rate,
     /// `sendToDevice` requests per user.
     pub to_device: Rate,
+    /// Other servers' media files fetched per user (what is here already is not counted).
+    pub remote_media: Rate,
 }
 
 impl Default for RateLimits {
@@ -214,6 +216,7 @@ impl Default for RateLimits {
             messages: rate(10, 12.0),
             uploads: rate(50, 60.0),
             to_device: rate(100, 1200.0),
+            remote_media: rate(100, 100.0),
         }
     }
 }

@@ -285,3 +285,45 @@ async fn reserved_ids_are_uploaded_once_by_their_maker() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// A user can make kith fetch only so many files from other servers (`[rate_limits]
+/// remote_media`, here 2): then 429, for that user only; what is here is served as ever.
+#[tokio::test]
+async fn remote_fetches_are_limited_per_user() {
+    let server = Server::start(&[("KITH_RATE_LIMITS__REMOTE_MEDIA__BURST", "2")]);
+    let (_, alice) = server.user("alice").await;
+    let (_, bob) = server.user("bob").await;
+    let remote = |n: u32| format!("/_matrix/client/v1/media/download/elsewhere.invalid/file{n}");
+    for n in 0..2 {
+        let result = server.get(&remote(n), Some(&alice)).await;
+        assert_error(&result, StatusCode::BAD_GATEWAY, "M_UNKNOWN");
+    }
+    let limited = server.get(&remote(2), Some(&alice)).await;
+    assert_error(&limited, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+    let thumbnail = "/_matrix/client/v1/media/thumbnail/elsewhere.invalid/file3?width=32&height=32";
+    let limited = server.get(thumbnail, Some(&alice)).await;
+    assert_error(&limited, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+    let other = server.get(&remote(4), Some(&bob)).await;
+    assert_error(&other, StatusCode::BAD_GATEWAY, "M_UNKNOWN");
+    let (status, uploaded) = upload(&server, &alice, png(8, 8), "image/png", "a.png").await;
+    assert_eq!(status, StatusCode::OK, "{uploaded}");
+    let local = uploaded["content_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mxc://");
+    let response = server
+        .http
+        .get(format!(
+            "{}/_matrix/client/v1/media/download/{local}",
+            server.base
+        ))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "this server's own media is not counted"
+    );
+}

@@ -170,6 +170,13 @@ pub async fn upload_reserved(
     Ok(axum::Json(serde_json::json!({})))
 }
 
+/// For the authenticated endpoints: another server's file is fetched first, for the
+/// asking user (the legacy endpoints serve only what is here).
+async fn fetch<T>(state: &AppState, request: &Ruma<T>, server: &str, media_id: &str) -> Result<()> {
+    let user = request.session()?.user_id.as_str();
+    Ok(state.media.fetch_for(user, server, media_id).await?)
+}
+
 async fn download(
     state: &AppState,
     server: &str,
@@ -185,8 +192,8 @@ pub async fn get(
     State(state): State<AppState>,
     request: Ruma<v1::get_content::v1::Request>,
 ) -> Result<Response> {
-    request.session()?;
     let body = &request.body;
+    fetch(&state, &request, body.server_name.as_str(), &body.media_id).await?;
     download(&state, body.server_name.as_str(), &body.media_id, None).await
 }
 
@@ -195,8 +202,8 @@ pub async fn get_named(
     State(state): State<AppState>,
     request: Ruma<v1::get_content_as_filename::v1::Request>,
 ) -> Result<Response> {
-    request.session()?;
     let body = &request.body;
+    fetch(&state, &request, body.server_name.as_str(), &body.media_id).await?;
     download(
         &state,
         body.server_name.as_str(),
@@ -215,9 +222,6 @@ pub async fn legacy_get(
 ) -> Result<Response> {
     let body = &request.body;
     let server = body.server_name.as_str();
-    state
-        .media
-        .require_local_or_cached(server, &body.media_id)?;
     download(&state, server, &body.media_id, None).await
 }
 
@@ -229,9 +233,6 @@ pub async fn legacy_get_named(
 ) -> Result<Response> {
     let body = &request.body;
     let server = body.server_name.as_str();
-    state
-        .media
-        .require_local_or_cached(server, &body.media_id)?;
     download(&state, server, &body.media_id, Some(&body.filename)).await
 }
 
@@ -252,9 +253,9 @@ pub async fn get_thumbnail(
     State(state): State<AppState>,
     request: Ruma<v1::get_content_thumbnail::v1::Request>,
 ) -> Result<Response> {
-    request.session()?;
     let body = &request.body;
     let id = (body.server_name.as_str(), body.media_id.as_str());
+    fetch(&state, &request, id.0, id.1).await?;
     thumbnail(&state, id, (body.width, body.height), body.method.as_ref()).await
 }
 
@@ -266,7 +267,6 @@ pub async fn legacy_get_thumbnail(
 ) -> Result<Response> {
     let body = &request.body;
     let id = (body.server_name.as_str(), body.media_id.as_str());
-    state.media.require_local_or_cached(id.0, id.1)?;
     thumbnail(&state, id, (body.width, body.height), body.method.as_ref()).await
 }
 

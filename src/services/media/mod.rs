@@ -58,6 +58,8 @@ pub struct Media {
     fetching: KeyedLocks,
     /// Uploads and reserved IDs per user (`[rate_limits] uploads`).
     upload_limiter: RateLimiter,
+    /// Other servers' files fetched per user (`[rate_limits] remote_media`).
+    remote_fetch_limiter: RateLimiter,
 }
 
 /// Whether a media ID is of the form the spec gives them (`[A-Za-z0-9_-]`, at most 255
@@ -93,6 +95,7 @@ impl Media {
             federation,
             fetching: Default::default(),
             upload_limiter: config.rate_limits.uploads.limiter(),
+            remote_fetch_limiter: config.rate_limits.remote_media.limiter(),
         })
     }
 
@@ -102,15 +105,21 @@ impl Media {
             .get(&catalog::MEDIAID_MEDIA, &(server, media_id))?)
     }
 
-    /// Another server's media, fetched from it (`/_matrix/federation/v1/media/download`)
-    /// the first time it is asked for, and kept like an upload.
-    async fn fetch_remote(&self, server: &str, media_id: &str) -> Result<()> {
+    /// Fetches another server's media for `user` (`/_matrix/federation/v1/media/download`)
+    /// the first time anyone asks for it, and keeps it like an upload; nothing to do for
+    /// this server's media and what was fetched before. Only the authenticated media
+    /// endpoints fetch: what the legacy ones serve ([`Media::content`], [`Media::thumbnail`]
+    /// alone) is this server's and what it already has, as Synapse since MSC3916.
+    pub async fn fetch_for(&self, user: &str, server: &str, media_id: &str) -> Result<()> {
         if server == self.server_name || self.record(server, media_id)?.is_some() {
             return Ok(());
         }
         if !well_formed(media_id) {
             return Err(not_found());
         }
+        (self.remote_fetch_limiter)
+            .take(user)
+            .map_err(Error::limit_exceeded)?;
         let _first = self.fetching.lock(&format!("{server}/{media_id}")).await;
         match self.record(server, media_id)?.is_some() {
             true => Ok(()),
@@ -250,20 +259,9 @@ impl Media {
             .await?)
     }
 
-    /// For the legacy unauthenticated endpoints, which serve only this server's media and
-    /// what it already fetched (as Synapse since MSC3916): 404 for anything else, so no
-    /// anonymous request makes this server fetch from another.
-    pub fn require_local_or_cached(&self, server: &str, media_id: &str) -> Result<()> {
-        match server == self.server_name || self.record(server, media_id)?.is_some() {
-            true => Ok(()),
-            false => Err(not_found()),
-        }
-    }
-
     /// The content of a media ID: 404 if unknown, 504 `M_NOT_YET_UPLOADED` if reserved but
     /// still empty.
     pub async fn content(&self, server: &str, media_id: &str) -> Result<(MediaRecord, Content)> {
-        self.fetch_remote(server, media_id).await?;
         let record = self.record(server, media_id)?.ok_or_else(not_found)?;
         let Some(sha256) = &record.sha256 else {
             return Err(Error::new(

@@ -162,7 +162,6 @@ impl Media {
         }
         let side = |v: UInt| u32::try_from(v).unwrap_or(u32::MAX);
         let (width, height) = (side(width), side(height));
-        self.fetch_remote(server, media_id).await?;
         let record = self.record(server, media_id)?;
         let record = record.ok_or_else(|| Error::not_found("Media not found"))?;
         if record.sha256.is_none() {
