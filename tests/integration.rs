@@ -6,6 +6,8 @@
 mod accounts;
 #[path = "integration/admin.rs"]
 mod admin;
+#[path = "integration/authorization.rs"]
+mod authorization;
 #[path = "integration/clients.rs"]
 mod clients;
 #[path = "integration/common.rs"]

@@ -355,6 +355,9 @@ def server_name_ok(s: str) -> bool:
     return bool(SERVER_NAME_RE.match(s))
 
 
+OPAQUE_HASH_RE = re.compile(r"^[A-Za-z0-9+/_-]{43}$")
+
+
 def sigil_id_ok(value: str, sigil: str, needs_server: bool) -> bool:
     if not isinstance(value, str) or not value.startswith(sigil) or len(value.encode()) > 255:
         return False
@@ -362,8 +365,9 @@ def sigil_id_ok(value: str, sigil: str, needs_server: bool) -> bool:
     if ":" in rest:
         local, server = rest.split(":", 1)
         return bool(local) and all(0x21 <= ord(c) <= 0x7E for c in local) and server_name_ok(server)
-    # room and event IDs of recent room versions carry no server name
-    return not needs_server and len(rest) >= 1 and all(c.isalnum() or c in "-_+/=" for c in rest)
+    # Event IDs (room version 3+) and room IDs (version 12+) without a server name are a
+    # hash: 43 characters of (URL-safe) unpadded base64.
+    return not needs_server and bool(OPAQUE_HASH_RE.match(rest))
 
 
 def id_problem(name: str, value) -> str | None:
@@ -450,14 +454,29 @@ def register_formats(s: dict) -> None:
     )
 
 
+# Malformed identifiers the fuzzer mixes in (about one draw in four of a dictionary): kith
+# must answer them 400 (M_INVALID_PARAM / M_BAD_JSON ...), never 5xx, and never go looking
+# for a remote server (502/504).
+BAD_SERVER_NAMES = ["0", "-", "a..b", "x_y", "[::1", "127.0.0.1:99999", "host:port", "h st", "\u00e9.test"]
+BAD_ROOM_IDS = ["!", "!x", "!x:", "!:kith.test", "x", "!x:0:0", "!x:h st", "$x:kith.test", "!" + "a" * 300]
+BAD_USER_IDS = ["@", "@x", "@x:", "@:kith.test", "x", "@x:h st", "!x:kith.test", "@" + "a" * 300 + ":kith.test"]
+BAD_EVENT_IDS = ["$", "$x", "$x:", "x", "$x:h st", "!x:kith.test"]
+BAD_ALIASES = ["#", "#x", "#x:", "#:kith.test", "x", "#x:h st"]
+
+
+def mix(good: list, bad: list) -> list:
+    """`good` three times as likely as `bad` overall."""
+    return good * max(1, (3 * len(bad)) // max(1, len(good))) + bad
+
+
 def dictionaries_config(s: dict) -> tuple[dict, dict]:
     values = {
-        "room_ids": s["rooms"],
-        "user_ids": [s["user1"], s["user2"]],
-        "event_ids": s["events"],
-        "aliases": [s["alias"]],
-        "room_or_alias": s["rooms"] + [s["alias"]],
-        "server_names": [s["media_server"]],
+        "room_ids": mix(s["rooms"], BAD_ROOM_IDS),
+        "user_ids": mix([s["user1"], s["user2"]], BAD_USER_IDS),
+        "event_ids": mix(s["events"], BAD_EVENT_IDS),
+        "aliases": mix([s["alias"]], BAD_ALIASES),
+        "room_or_alias": mix(s["rooms"] + [s["alias"]], BAD_ROOM_IDS + BAD_ALIASES),
+        "server_names": mix([s["media_server"]], BAD_SERVER_NAMES),
         "media_ids": [s["media_id"]],
         "device_ids": [s["device1"], s["device2"]],
         "filter_ids": [s["filter_id"]],
@@ -470,6 +489,7 @@ def dictionaries_config(s: dict) -> tuple[dict, dict]:
         "receipt_types": ["m.read", "m.read.private", "m.fully_read"],
         "tags": ["u.work", "m.favourite"],
         "rel_types": ["m.thread", "m.annotation", "m.reference"],
+        "via_servers": mix([s["server"]], BAD_SERVER_NAMES),
     }
     bindings = {
         "path.roomId": "room_ids",
@@ -491,6 +511,8 @@ def dictionaries_config(s: dict) -> tuple[dict, dict]:
         "path.receiptType": "receipt_types",
         "path.tag": "tags",
         "path.relType": "rel_types",
+        "query.via": "via_servers",
+        "query.server": "via_servers",
         "query.room_id": "room_ids",
         "query.user_id": "user_ids",
         "query.userid": "user_ids",

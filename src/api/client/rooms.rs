@@ -120,13 +120,11 @@ pub async fn get_state(
 ) -> Result<RumaResponse<get_state_events::v3::Response>> {
     let session = request.session()?;
     let room_id = &request.body.room_id;
-    require_joined(&state, session, room_id)?;
-    let mut events = Vec::new();
-    for (_, event_id) in state.messaging.state_ids(room_id)? {
-        if let Some(stored) = state.messaging.stored_pdu(event_id.as_str())? {
-            events.push(raw(&stored.client_event())?);
-        }
-    }
+    let stored = state.messaging.state_for(&session.user_id, room_id)?;
+    let events = stored
+        .iter()
+        .map(|e| raw(&e.client_event()))
+        .collect::<Result<_>>()?;
     Ok(RumaResponse(get_state_events::v3::Response::new(events)))
 }
 
@@ -137,15 +135,9 @@ pub async fn get_state_event(
 ) -> Result<RumaResponse<get_state_event_for_key::v3::Response>> {
     let session = request.session()?;
     let body = &request.body;
-    require_joined(&state, session, &body.room_id)?;
     let kind = body.event_type.to_string();
-    let event_id = state
-        .messaging
-        .state_event_id(&body.room_id, &kind, &body.state_key)?;
-    let stored = match event_id {
-        Some(id) => state.messaging.stored_pdu(id.as_str())?,
-        None => None,
-    };
+    let key = (kind.as_str(), body.state_key.as_str());
+    let stored = (state.messaging).state_event_for(&session.user_id, &body.room_id, key)?;
     let stored = stored.ok_or_else(|| Error::not_found("No such state event"))?;
     let event = stored.client_event();
     let wanted = match body.format {

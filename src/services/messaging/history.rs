@@ -81,11 +81,12 @@ impl Messaging {
         room_id: &RoomId,
         event_id: &EventId,
     ) -> Result<StoredPdu> {
-        self.require_joined(reader, room_id)?;
+        let left = self.require_reader(reader, room_id)?;
         let not_found = || Error::not_found("Event not found");
         let event = self
             .stored_pdu(event_id.as_str())?
             .filter(|s| s.room_id == room_id.as_str())
+            .filter(|s| left.as_ref().is_none_or(|left| s.position <= left.position))
             .ok_or_else(not_found)?;
         let visibility = self.visibility(room_id)?;
         match self.may_see(&visibility, reader.as_str(), &event)? {
@@ -106,11 +107,20 @@ impl Messaging {
         limit: usize,
         filter: &RoomEventFilter,
     ) -> Result<(u64, Page)> {
-        self.require_joined(reader, room_id)?;
+        let left = self.require_reader(reader, room_id)?;
         let from = match (from, dir) {
             (Some(from), _) => from,
             (None, Direction::Backward) => self.storage.position(),
             (None, Direction::Forward) => 0,
+        };
+        // A former member reads as far as their leaving.
+        let (from, to) = match (&left, dir) {
+            (None, _) => (from, to),
+            (Some(left), Direction::Backward) => (from.min(left.position), to),
+            (Some(left), Direction::Forward) => (
+                from,
+                Some(to.map_or(left.position, |t| t.min(left.position))),
+            ),
         };
         let visibility = self.visibility(room_id)?;
         let keep = |event: &StoredPdu| self.shown(&visibility, reader, filter, event);

@@ -71,6 +71,67 @@ impl Messaging {
         }
     }
 
+    /// Who may read a room: a member, and a former member (who left or was banned) as of
+    /// their leaving — `Some(that event)`; history visibility then shows them only what they
+    /// were there for. Anyone else: 403.
+    pub fn require_reader(&self, user: &UserId, room_id: &RoomId) -> Result<Option<StoredPdu>> {
+        let Some(membership) = self.membership(user, room_id)? else {
+            return Err(not_in_room());
+        };
+        match membership.membership.as_str() {
+            "join" => Ok(None),
+            "leave" | "ban" => {
+                // An outlier: a leave that declined an invite, from outside the room.
+                let left = self.stored_pdu(membership.event_id.as_str())?;
+                left.filter(|e| !e.outlier)
+                    .map(Some)
+                    .ok_or_else(not_in_room)
+            }
+            _ => Err(not_in_room()),
+        }
+    }
+
+    /// The room's state as `reader` may read it: now for a member, as of their leaving for
+    /// a former one.
+    pub fn state_for(&self, reader: &UserId, room_id: &RoomId) -> Result<Vec<StoredPdu>> {
+        let ids: Vec<_> = match self.require_reader(reader, room_id)? {
+            None => self
+                .state_ids(room_id)?
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect(),
+            Some(left) => self
+                .state_after(&left.event_id, &std::collections::HashMap::new())?
+                .ok_or_else(|| Error::not_found("The room's state when you left is not known"))?
+                .into_values()
+                .collect(),
+        };
+        let mut events = Vec::new();
+        for id in ids {
+            events.extend(self.stored_pdu(id.as_str())?);
+        }
+        Ok(events)
+    }
+
+    /// One state event (`kind`, `key`) as `reader` may read it (see [`Messaging::state_for`]).
+    pub fn state_event_for(
+        &self,
+        reader: &UserId,
+        room_id: &RoomId,
+        (kind, key): (&str, &str),
+    ) -> Result<Option<StoredPdu>> {
+        let id = match self.require_reader(reader, room_id)? {
+            None => self.state_event_id(room_id, kind, key)?,
+            Some(left) => self
+                .state_after(&left.event_id, &std::collections::HashMap::new())?
+                .and_then(|mut state| state.remove(&(kind.to_owned(), key.to_owned()))),
+        };
+        match id {
+            Some(id) => self.stored_pdu(id.as_str()),
+            None => Ok(None),
+        }
+    }
+
     /// A member event's extra content: the user's profile (as Synapse adds it) and a reason.
     pub(crate) fn member_content(&self, user: &str, reason: Option<&str>) -> Result<Value> {
         let mut content = json!({});

@@ -115,13 +115,20 @@ impl Messaging {
         Ok(found)
     }
 
-    /// Whether `user`, a member now, may see `event`.
+    /// Whether `user`, a member or a former one, may see `event`: under `shared`, a member
+    /// sees all of it, a former member what they were joined for (as Synapse decides).
     pub fn may_see(&self, visibility: &Visibility, user: &str, event: &StoredPdu) -> Result<bool> {
-        let Some(memberships) = self.setting_at(visibility, event)?.needs() else {
+        let setting = self.setting_at(visibility, event)?;
+        if setting == Setting::WorldReadable {
             return Ok(true);
-        };
+        }
         let Some(current) = self.membership_row(user, &event.room_id)? else {
             return Ok(false);
+        };
+        let memberships: &[&str] = match setting {
+            Setting::Shared if current.membership == "join" => return Ok(true),
+            Setting::Invited => &["invite", "join"],
+            _ => &["join"],
         };
         let then = self.member_event_at(user, &current, event.position)?;
         Ok(then.is_some_and(|e| memberships.contains(&e.membership())))
