@@ -50,6 +50,7 @@ and requests.
 
 import argparse
 import collections
+import ipaddress
 import json
 import os
 import pathlib
@@ -346,13 +347,34 @@ class Scene:
 # --------------------------------------------------------------------------------------
 # IDs: what the fuzzer draws, and what counts as malformed
 
-SERVER_NAME_RE = re.compile(
-    r"^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(?::\d{1,5})?$"
-)
+SERVER_NAME_RE = re.compile(r"^(\[[^\]]*\]|[^:\[\]]*)(?::(\d{1,5}))?$")
+DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 def server_name_ok(s: str) -> bool:
-    return bool(SERVER_NAME_RE.match(s))
+    """A server name a homeserver could sensibly contact: an IPv4 address, a bracketed IPv6
+    address or an RFC 1123 host name (so not "0", "-" or "a..b", which the lax Matrix grammar
+    lets through), with an optional port in 1-65535."""
+    m = SERVER_NAME_RE.match(s)
+    if not m:
+        return False
+    host, port = m.groups()
+    if port is not None and not 1 <= int(port) <= 65535:
+        return False
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+            return True
+        except ValueError:
+            return False
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+            return True
+        except ValueError:
+            return False
+    labels = host.split(".")
+    return len(host) <= 255 and all(DNS_LABEL_RE.match(label) for label in labels)
 
 
 OPAQUE_HASH_RE = re.compile(r"^[A-Za-z0-9+/_-]{43}$")
@@ -625,6 +647,24 @@ def matrix_error(status: int, content: bytes, content_type: str) -> tuple[str | 
     return errcode, None
 
 
+def record(label: str, prepared, status, content: bytes) -> None:
+    """One line per request in the --record file, if any (FINDINGS.lock held)."""
+    out = STATE.get("record")
+    if out is None:
+        return
+    body = prepared.body.encode() if isinstance(prepared.body, str) else prepared.body
+    line = {
+        "t": round(time.time(), 3),
+        "op": label,
+        "method": prepared.method,
+        "url": prepared.url,
+        "body": short(body, 2000) if body is not None else None,
+        "status": status,
+        "response": short(content, 500),
+    }
+    out.write(json.dumps(line) + "\n")
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     query = case.query
@@ -651,6 +691,7 @@ def after_call(context, case, response):
     status = response.status_code
     content = response.content or b""
     with FINDINGS.lock:
+        record(label, response.request, status, content)
         FINDINGS.requests += 1
         FINDINGS.statuses[status] += 1
         FINDINGS.by_operation[label] += 1
@@ -675,6 +716,7 @@ def after_network_error(context, case, request):
     error = sys.exc_info()[1]
     kind = "timeout" if isinstance(error, requests.exceptions.Timeout) else "connection_error"
     with FINDINGS.lock:
+        record(case.operation.label, request, None, f"{type(error).__name__}: {error}".encode())
         FINDINGS.requests += 1
         FINDINGS.by_operation[case.operation.label] += 1
         detail = type(error).__name__ if error is not None else "?"
@@ -782,6 +824,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--spec-dir", type=pathlib.Path, default=DEFAULT_SPEC_DIR)
     parser.add_argument("--strict-ids", action="store_true", help="502/504 on malformed IDs fail the run")
+    parser.add_argument("--record", type=pathlib.Path, help="write every request and its answer here (JSON lines)")
     args = parser.parse_args()
     if args.seed is None:
         args.seed = random.randrange(1, 2**31)
@@ -815,11 +858,15 @@ def main() -> None:
         flush=True,
     )
     register_formats(scene)
+    if args.record:
+        STATE["record"] = args.record.open("w")
 
     with tempfile.TemporaryDirectory() as workdir:
         os.chdir(workdir)  # anything schemathesis or hypothesis writes stays out of the tree
         engine_notes, scenarios = run_engine(base, doc, scene, args)
 
+    if args.record:
+        STATE.pop("record").close()
     alive = True
     try:
         requests.get(f"{base}/_matrix/client/versions", timeout=HTTP_TIMEOUT).raise_for_status()

@@ -151,6 +151,10 @@ impl Messaging {
         else {
             return Err(Error::bad_json("The invitee is not a user of this server"));
         };
+        // Nothing is kept for made-up users: invites cannot fill the database.
+        if !self.auth.is_active(&invitee)? {
+            return Err(Error::not_found("The invitee has no account here"));
+        }
         if pdu.event_id != event_id
             || pdu.kind != TimelineEventType::RoomMember
             || membership.as_deref() != Some("invite")
