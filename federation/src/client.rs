@@ -97,6 +97,9 @@ const SOFTWARE_RETRY: Duration = Duration::from_secs(60);
 const JSON_LIMIT: usize = 32 << 20;
 /// The most a server's key answer (and a `.well-known` file) may hold.
 pub(crate) const KEYS_LIMIT: usize = 64 << 10;
+/// How long a key answer may take, whole: requests wait on it (a small document; a server
+/// that drips it must not hold them for the general deadline).
+const KEYS_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why a body was not read whole.
 pub(crate) enum ReadError {
@@ -300,7 +303,17 @@ impl FederationClient {
             .uri(format!("{base}{path}"))
             .body(Vec::new())
             .map_err(|e| FederationError::Request(e.to_string()))?;
-        Ok(self.execute_full(server, request, KEYS_LIMIT).await?.2)
+        let fetched = tokio::time::timeout(
+            KEYS_DEADLINE,
+            self.execute_full(server, request, KEYS_LIMIT),
+        );
+        match fetched.await {
+            Ok(answer) => Ok(answer?.2),
+            Err(_) => Err(FederationError::Unreachable(
+                server.to_owned(),
+                format!("no whole answer within {KEYS_DEADLINE:?}"),
+            )),
+        }
     }
 
     /// Adds this server's X-Matrix `Authorization` for `destination` to a request.

@@ -89,6 +89,17 @@ EXCLUDED = {
 }
 ALLOWED_5XX = {502, 504}
 LONG_POLL_MAX_MS = 2000
+# State events on the main room that would take user 1 out of it or take its power away.
+PROTECTED_STATE = {
+    "m.room.power_levels",
+    "m.room.join_rules",
+    "m.room.member",
+    "m.room.create",
+    "m.room.tombstone",
+    "m.room.server_acl",
+    "m.room.history_visibility",
+    "m.room.encryption",
+}
 
 
 def short(text, limit: int = 1500) -> str:
@@ -305,6 +316,9 @@ class Scene:
             },
         )["event_id"]
         room2 = self.call("POST", f"{CS}/createRoom", t1, json={"preset": "private_chat"})["room_id"]
+        # Where the membership- and permission-changing requests aimed at the main room go.
+        spare = self.call("POST", f"{CS}/createRoom", t1, json={"preset": "public_chat"})["room_id"]
+        self.call("POST", f"{CS}/join/{q(spare)}", t2, json={})
         state = self.call("GET", f"{CS}/rooms/{q(room)}/state", t1)
         state_events = [e["event_id"] for e in state if isinstance(e, dict) and "event_id" in e][:4]
         upload = self.call(
@@ -331,9 +345,11 @@ class Scene:
             "user1": u1["user_id"],
             "user2": u2["user_id"],
             "token1": t1,
+            "token2": t2,
+            "spare_room": spare,
             "device1": u1.get("device_id", "DEVICE"),
             "device2": u2.get("device_id", "DEVICE"),
-            "rooms": [room, room2],
+            "rooms": [room, room2, spare],
             "alias": alias,
             "events": [event, reply] + state_events,
             "media_server": media_server,
@@ -557,6 +573,9 @@ class Findings:
         self.requests = 0
         self.statuses: collections.Counter = collections.Counter()
         self.by_operation: collections.Counter = collections.Counter()
+        # requests with the operation's own method, and those answered 404 M_UNRECOGNIZED
+        self.own_method: collections.Counter = collections.Counter()
+        self.unrecognized: collections.Counter = collections.Counter()
         # (kind, operation, status, errcode/detail) -> [count, first example]
         self.groups: dict[tuple, list] = {}
 
@@ -575,7 +594,14 @@ FINDINGS = Findings()
 STATE: dict = {}
 
 
-def request_example(case, prepared, **extra) -> dict:
+def case_phase(case) -> str:
+    meta = getattr(case, "meta", None)
+    phase = getattr(getattr(getattr(meta, "phase", None), "name", None), "value", None)
+    mode = getattr(getattr(getattr(meta, "generation", None), "mode", None), "value", None)
+    return f"{phase or '?'}/{mode or '?'}"
+
+
+def request_example(phase: str, prepared, **extra) -> dict:
     headers = {
         k: v
         for k, v in (prepared.headers or {}).items()
@@ -593,9 +619,6 @@ def request_example(case, prepared, **extra) -> dict:
     body = prepared.body
     if isinstance(body, str):
         body = body.encode()
-    meta = getattr(case, "meta", None)
-    phase = getattr(getattr(getattr(meta, "phase", None), "name", None), "value", None)
-    mode = getattr(getattr(getattr(meta, "generation", None), "mode", None), "value", None)
     now = time.time()
     return {
         "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
@@ -603,7 +626,7 @@ def request_example(case, prepared, **extra) -> dict:
         "url": prepared.url,
         "headers": headers,
         "body": body,
-        "phase": f"{phase or '?'}/{mode or '?'}",
+        "phase": phase,
         **extra,
     }
 
@@ -679,52 +702,88 @@ def before_call(context, case, kwargs):
         timeout = body.get("timeout")
         if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > LONG_POLL_MAX_MS:
             body["timeout"] = LONG_POLL_MAX_MS
-    if "/admin/" in case.path and case.method.upper() == "PUT":
-        params = case.path_parameters
-        if isinstance(params, dict) and params.get("userId") == STATE.get("user1"):
-            params["userId"] = STATE.get("user2")
+    params = case.path_parameters if isinstance(case.path_parameters, dict) else {}
+    method = case.method.upper()
+
+    def param(name):
+        value = params.get(name)
+        return urllib.parse.unquote(value) if isinstance(value, str) else value
+
+    if "/admin/" in case.path and method == "PUT" and param("userId") == STATE.get("user1"):
+        params["userId"] = urllib.parse.quote(STATE["user2"], safe="")
+    # Keep user 1 joined to the main room, with its power: what would change that goes to
+    # the spare room instead.
+    if param("roomId") == STATE.get("rooms", [None])[0]:
+        target = body.get("user_id") if isinstance(body, dict) else None
+        membership_change = (
+            case.path.endswith(("/leave", "/forget", "/upgrade"))
+            or (case.path.endswith(("/kick", "/ban")) and target == STATE.get("user1"))
+            or (
+                "/state/" in case.path
+                and method == "PUT"
+                and param("eventType") in PROTECTED_STATE
+            )
+        )
+        if membership_change:
+            params["roomId"] = urllib.parse.quote(STATE["spare_room"], safe="")
 
 
-@schemathesis.hook
-def after_call(context, case, response):
-    label = case.operation.label
-    status = response.status_code
-    content = response.content or b""
+def observe(label: str, own_method: bool, prepared, status: int, content: bytes, content_type: str,
+            malformed, phase: str) -> None:
+    """Judge one answer. `malformed()` lists the malformed identifiers of the request."""
     with FINDINGS.lock:
-        record(label, response.request, status, content)
+        record(label, prepared, status, content)
         FINDINGS.requests += 1
         FINDINGS.statuses[status] += 1
         FINDINGS.by_operation[label] += 1
+        errcode, problem = matrix_error(status, content, content_type)
+        if own_method:
+            FINDINGS.own_method[label] += 1
+            if status == 404 and errcode == "M_UNRECOGNIZED":
+                FINDINGS.unrecognized[label] += 1
         if status < 400:
             return
-        errcode, problem = matrix_error(status, content, (response.headers.get("content-type") or [""])[0])
 
         def ex(**extra):
-            return request_example(case, response.request, status=status, response=content, **extra)
+            return request_example(phase, prepared, status=status, response=content, **extra)
 
         if status >= 500 and status not in ALLOWED_5XX:
             FINDINGS.add("server_error", (label, status, errcode), ex())
         elif status in ALLOWED_5XX:
-            malformed = malformed_inputs(case)
-            FINDINGS.add("gateway", (label, status, errcode, bool(malformed)), ex(malformed=malformed))
+            bad = malformed()
+            FINDINGS.add("gateway", (label, status, errcode, bool(bad)), ex(malformed=bad))
         elif status < 500 and problem is not None:
             FINDINGS.add("bad_4xx", (label, status, problem), ex())
 
 
+def observe_error(label: str, prepared, error: BaseException | None, phase: str) -> None:
+    kind = "timeout" if isinstance(error, requests.exceptions.Timeout) else "connection_error"
+    detail = type(error).__name__ if error is not None else "?"
+    with FINDINGS.lock:
+        record(label, prepared, None, f"{detail}: {error}".encode())
+        FINDINGS.requests += 1
+        FINDINGS.by_operation[label] += 1
+        FINDINGS.add(kind, (label, detail), request_example(phase, prepared, error=f"{detail}: {short(str(error), 400)}"))
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    observe(
+        case.operation.label,
+        response.request.method == case.operation.method.upper(),
+        response.request,
+        response.status_code,
+        response.content or b"",
+        (response.headers.get("content-type") or [""])[0],
+        lambda: malformed_inputs(case),
+        case_phase(case),
+    )
+
+
 @schemathesis.hook
 def after_network_error(context, case, request):
-    error = sys.exc_info()[1]
-    kind = "timeout" if isinstance(error, requests.exceptions.Timeout) else "connection_error"
-    with FINDINGS.lock:
-        record(case.operation.label, request, None, f"{type(error).__name__}: {error}".encode())
-        FINDINGS.requests += 1
-        FINDINGS.by_operation[case.operation.label] += 1
-        detail = type(error).__name__ if error is not None else "?"
-        FINDINGS.add(
-            kind,
-            (case.operation.label, detail),
-            request_example(case, request, error=f"{type(error).__name__}: {short(str(error), 400)}"),
-        )
+    # Called from within the `except` block around the request: the exception is current.
+    observe_error(case.operation.label, request, sys.exc_info()[1], case_phase(case))
 
 
 @schemathesis.check
@@ -771,6 +830,26 @@ def run_engine(base: str, doc: dict, scene: dict, args) -> tuple[list[str], int]
     schema.config.base_url = base
     engine_notes: list[str] = []
     operations = 0
+    stop = threading.Event()
+
+    def keep_joined():
+        """Every few seconds: both users (back) into the main room, whatever the fuzzer did."""
+        http = requests.Session()
+        room = urllib.parse.quote(scene["rooms"][0], safe="")
+        while not stop.wait(5):
+            for token in (scene["token1"], scene["token2"]):
+                try:
+                    http.post(
+                        f"{base}{CS}/join/{room}",
+                        headers={"Authorization": f"Bearer {token}"},
+                        json={},
+                        timeout=HTTP_TIMEOUT,
+                    )
+                except requests.RequestException:
+                    pass
+
+    healer = threading.Thread(target=keep_joined, daemon=True)
+    healer.start()
     started = time.monotonic()
     last_progress = started
     for event in schemathesis.engine.from_schema(schema).execute():
@@ -797,6 +876,8 @@ def run_engine(base: str, doc: dict, scene: dict, args) -> tuple[list[str], int]
                     f"{len(FINDINGS.by_operation)} operations answered, statuses {dict(sorted(FINDINGS.statuses.items()))}",
                     flush=True,
                 )
+    stop.set()
+    healer.join(HTTP_TIMEOUT * 2 + 5)
     return engine_notes, operations
 
 
@@ -884,6 +965,13 @@ def main() -> None:
     untested = sorted(all_labels - answered)
     if untested:
         print(f"operations never called ({len(untested)}): {', '.join(untested)}")
+    unimplemented = sorted(
+        label for label, n in FINDINGS.own_method.items() if n and FINDINGS.unrecognized[label] == n
+    )
+    if unimplemented:
+        print(f"operations kith always answered 404 M_UNRECOGNIZED ({len(unimplemented)}, not implemented?):")
+        for label in unimplemented:
+            print(f"  {label}")
     if engine_notes:
         print(f"schemathesis reported {len(engine_notes)} problem(s) (operations it could not test fully):")
         for note in sorted(set(engine_notes))[:40]:
