@@ -36,6 +36,9 @@ pub struct Settings {
 pub enum FederationError {
     #[error("federation with {0} is not allowed here")]
     Denied(String),
+    /// A name no server can have on the internet: nothing is asked of it.
+    #[error("{0} is not a server name one can reach")]
+    InvalidName(String),
     #[error("cannot reach {0}: {1}")]
     Unreachable(String, String),
     /// The peer answered with an error status; `errcode`/`error` from its body if any.
@@ -340,6 +343,9 @@ impl FederationClient {
     }
 
     async fn base_url(&self, server: &str) -> Result<String, FederationError> {
+        if !reachable_name(server) {
+            return Err(FederationError::InvalidName(server.to_owned()));
+        }
         if !self.allows(server) {
             return Err(FederationError::Denied(server.to_owned()));
         }
@@ -462,5 +468,46 @@ impl FederationClient {
             .verify_http_request(request, &own, &key_map)
             .map_err(|_| AuthError::BadSignature)?;
         Ok(origin)
+    }
+}
+
+/// Whether `server` is a name that could be reached: a valid server name whose host is an
+/// IP literal, or a DNS name of well-formed labels whose last is not all digits (no
+/// top-level domain is, RFC 3696 2: `0` or `123` would only be mistaken for addresses).
+fn reachable_name(server: &str) -> bool {
+    let Ok(name) = ServerName::parse(server) else {
+        return false;
+    };
+    let host = name.host();
+    if host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let numeric = |l: &str| l.bytes().all(|b| b.is_ascii_digit());
+    labels.iter().all(label_ok) && labels.last().is_some_and(|l| !numeric(l))
+}
+
+#[cfg(test)]
+mod name_tests {
+    #[test]
+    fn names_that_could_be_servers() {
+        for good in [
+            "matrix.org",
+            "kith.test:8448",
+            "localhost",
+            "127.0.0.1:8448",
+            "[::1]:8448",
+        ] {
+            assert!(super::reachable_name(good), "{good}");
+        }
+        for bad in ["0", "123", "1.2.3", "a..b", "", "x y"] {
+            assert!(!super::reachable_name(bad), "{bad}");
+        }
     }
 }

@@ -124,8 +124,20 @@ where
         };
 
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        refuse_what_ruma_cannot_take::<T>(&bytes)?;
         let parse = |bytes: &[u8]| {
-            T::try_from_http_request(http::Request::from_parts(parts.clone(), bytes), &args)
+            let request = http::Request::from_parts(parts.clone(), bytes);
+            // A deserializer that panics on some input (a bug upstream) must not make a
+            // client's bad body a 500: it is a bad body.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                T::try_from_http_request(request, &args)
+            }))
+            .unwrap_or_else(|_| {
+                let error = serde::de::Error::custom("Malformed request body");
+                Err(FromHttpRequestError::Deserialization(
+                    DeserializationError::Json(error),
+                ))
+            })
         };
         let body = match parse(&bytes) {
             Ok(body) => body,
@@ -241,6 +253,21 @@ fn body_limit<T: 'static>(state: &AppState) -> usize {
         state.media.max_upload_size
     } else {
         state.config.limits.max_request_size
+    }
+}
+
+/// Refuses, before ruma parses it, a body ruma would panic on: ruma 0.17's `LoginInfo`
+/// indexes its object by `"type"` unchecked, so a login body without one aborts the parse.
+fn refuse_what_ruma_cannot_take<T: 'static>(body: &[u8]) -> Result<()> {
+    use ruma::api::client::session::login;
+    if TypeId::of::<T>() != TypeId::of::<login::v3::Request>() {
+        return Ok(());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| Error::body(e, body))?;
+    match value.get("type").and_then(serde_json::Value::as_str) {
+        Some(_) => Ok(()),
+        None => Err(Error::bad_json("The login needs a \"type\", a string")),
     }
 }
 

@@ -188,6 +188,8 @@ pub fn remote_error(e: FederationError) -> Error {
             let status = status.as_u16();
             Error::new(ErrorKind::Remote { status, errcode }, error)
         }
+        FederationError::InvalidName(_) => Error::invalid_param(e.to_string()),
+        FederationError::Denied(_) => Error::forbidden(e.to_string()),
         other => Error::bad_gateway(other.to_string()),
     }
 }

@@ -78,7 +78,7 @@ async fn logins_racing_a_password_change_keep_no_session() {
         "identifier": { "type": "m.id.user", "user": user }, "password": PASSWORD });
     let change = json!({ "new_password": "a new secret", "auth": auth, "logout_devices": true });
     // Logins start every 50 ms until the change is answered, so some are checking the old
-    // password when it changes (bounded: 200 logins at most).
+    // password when it changes (bounded: 200 logins at most, 8 at a time).
     let done = AtomicBool::new(false);
     let changing = async {
         let path = "/_matrix/client/v3/account/password";
@@ -93,7 +93,7 @@ async fn logins_racing_a_password_change_keep_no_session() {
         let mut started = 0;
         loop {
             tokio::select! {
-                _ = tick.tick(), if !done.load(Ordering::SeqCst) && started < 200 => {
+                _ = tick.tick(), if !done.load(Ordering::SeqCst) && started < 200 && running.len() < 8 => {
                     running.push(server.login("racer", PASSWORD, json!({})));
                     started += 1;
                 }
@@ -558,4 +558,60 @@ async fn a_hostile_peer_cannot_stall_or_exhaust_kith() {
         .get("/_matrix/client/v3/account/whoami", Some(&token))
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// What the fuzzing found: a login body without a `type` made ruma's parser panic (a 500),
+/// and IDs or server names that no server could have made kith try other servers (a 502).
+/// Each is a client's mistake: 400, with a Matrix error, and nothing is asked of anyone.
+#[tokio::test]
+async fn malformed_bodies_ids_and_server_names_are_400() {
+    let server = Server::start(&[]);
+    let (_, token) = server.user("alice").await;
+    for body in [
+        json!({}),
+        json!({ "type": 7 }),
+        json!({ "identifier": { "user": "alice" } }),
+    ] {
+        let (status, answer) = server
+            .post("/_matrix/client/v3/login", None, body.clone())
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(answer["errcode"].is_string(), "{answer}");
+    }
+    let (status, answer) = server
+        .raw(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no body: {answer}");
+
+    for path in [
+        "/_matrix/client/v3/join/%21?via=elsewhere.example",
+        "/_matrix/client/v3/join/%21x%27y?via=elsewhere.example",
+        "/_matrix/client/v3/rooms/%21short/join",
+    ] {
+        let (status, answer) = server.post(path, Some(&token), json!({})).await;
+        assert_eq!(
+            (status, answer["errcode"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("M_INVALID_PARAM")),
+            "{path}: {answer}"
+        );
+    }
+    for path in [
+        "/_matrix/client/v1/media/download/0/abc",
+        "/_matrix/client/v3/profile/@a:0",
+        "/_matrix/client/v3/profile/@a:1.2.3/displayname",
+        "/_matrix/client/v3/directory/room/%23a:123",
+    ] {
+        let (status, answer) = server.get(path, Some(&token)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert!(answer["errcode"].is_string(), "{answer}");
+    }
+    assert!(
+        !server.log().contains("panicked"),
+        "a request made kith panic"
+    );
 }

@@ -329,23 +329,32 @@ async fn outsiders_and_bad_input_get_errors_and_change_nothing() {
         "{events:?}"
     );
 
-    // Leaving ends reading.
-    assert_eq!(
-        server
-            .post(
-                &format!("{rooms}/{room}/leave"),
-                Some(token(&carol)),
-                json!({})
-            )
-            .await
-            .0,
-        StatusCode::OK
+    // Leaving ends reading what comes after: the state is as of the leave.
+    let leave = format!("{rooms}/{room}/leave");
+    let (status, _) = server.post(&leave, Some(token(&carol)), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let name = format!("{rooms}/{room}/state/m.room.name/");
+    let (status, _) = server
+        .put(&name, Some(token(&alice)), json!({ "name": "later" }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, state) = server
+        .get(&format!("{rooms}/{room}/state"), Some(token(&carol)))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    let kinds: Vec<_> = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].clone())
+        .collect();
+    assert!(
+        kinds.contains(&json!("m.room.create")) && !kinds.contains(&json!("m.room.name")),
+        "{kinds:?}"
     );
     assert_error(
-        &server
-            .get(&format!("{rooms}/{room}/state"), Some(token(&carol)))
-            .await,
-        StatusCode::FORBIDDEN,
-        "M_FORBIDDEN",
+        &server.get(&name, Some(token(&carol))).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
     );
 }

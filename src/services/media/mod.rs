@@ -142,7 +142,7 @@ impl Media {
                     FederationError::Remote { status, .. } if status == StatusCode::NOT_FOUND => {
                         not_found()
                     }
-                    other => Error::bad_gateway(other.to_string()),
+                    other => crate::services::error::remote_error(other),
                 })?;
         let (file_type, bytes) = content_type
             .as_deref()

@@ -35,6 +35,23 @@ impl Moderation {
     }
 }
 
+/// Whether a room ID has one of the forms servers make: `!opaque:server` (room versions
+/// up to 11) or `!` and the create event's 43-character URL-safe hash (version 12). Only
+/// such an ID is asked of other servers.
+fn well_formed_room_id(room_id: &RoomId) -> bool {
+    let id = room_id.as_str();
+    match room_id.server_name() {
+        Some(_) => id.split_once(':').is_some_and(|(local, _)| local.len() > 1),
+        None => {
+            let hash = &id[1..];
+            hash.len() == 43
+                && hash
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }
+    }
+}
+
 pub(crate) fn not_in_room() -> Error {
     Error::forbidden("You are not in this room")
 }
@@ -178,6 +195,9 @@ impl Messaging {
             let spec = member_spec(user, user.as_str(), "join", content);
             self.append(room_id, spec).await?;
             return Ok(());
+        }
+        if !well_formed_room_id(room_id) {
+            return Err(Error::invalid_param("Not a room ID any server makes"));
         }
         let mut servers: Vec<OwnedServerName> = Vec::new();
         if let Some(invite) = self.membership(user, room_id)? {
