@@ -202,11 +202,20 @@ impl Contacts {
     /// The recipient accepts: friends from now on.
     /// Commits with whatever `batch` holds (the release of the invite the request came
     /// as).
-    pub async fn accept(&self, user: &str, request_id: &str, mut batch: Batch) -> Result<()> {
+    pub async fn accept(
+        &self,
+        user: &str,
+        request_id: &str,
+        also: impl FnOnce(&mut Batch, &FriendRequest) -> Result<()>,
+    ) -> Result<()> {
         let request = self.own_request(request_id, user, Direction::Incoming)?;
         let _guard = self.lock_pair(&request.from, &request.to).await;
         // Looked up again under the lock: the sender may have cancelled meanwhile.
         let request = self.own_request(request_id, user, Direction::Incoming)?;
+        // Staged only now: a batch takes its stream position as it is written to, and one
+        // taken before waiting for the lock would hold back every later write's visibility.
+        let mut batch = self.storage.batch();
+        also(&mut batch, &request)?;
         self.befriend(&mut batch, &request)?;
         let notified = self.answer_into(&mut batch, &request, user, "accept")?;
         self.storage.commit(batch).await?;
