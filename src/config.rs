@@ -160,6 +160,8 @@ pub struct Auth {
     pub access_token_ttl: u64,
     /// Lifetime in seconds of a refresh token; 0 = never expires.
     pub refresh_token_ttl: u64,
+    /// The access-token signing secret's own file; unset: kept in the database.
+    pub token_secret_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,6 +295,7 @@ impl Default for Auth {
         Auth {
             access_token_ttl: 3600,
             refresh_token_ttl: 30 * 24 * 3600,
+            token_secret_path: None,
         }
     }
 }

@@ -16,7 +16,7 @@ mod remote_keys;
 
 pub use client::{AuthError, FederationClient, FederationError, Settings};
 pub use discovery::DEFAULT_DENIED_RANGES;
-pub use keys::{KeyError, ServerKeys};
+pub use keys::{KeyError, ServerKeys, read_secret_file, write_private_file};
 pub use pdu::{NewEvent, Pdu, PduError};
 pub use queue::{Outbox, Outgoing, Queue};
 pub use remote_keys::RemoteKey;

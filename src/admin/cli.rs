@@ -215,9 +215,14 @@ async fn directly(config: Config, command: AdminCommand) -> Result<Value, String
         }
         AdminCommand::VerifyEvents => services.messaging.verify_all().map(|r| json!(r)),
         AdminCommand::RotateSigningKey => {
-            kith_federation::ServerKeys::rotate(&services.storage, &services.config.server_name)
-                .map(|key_id| json!({ "key_id": key_id }))
-                .map_err(crate::services::error::Error::internal)
+            let key_file = services.config.federation.signing_key_path.as_deref();
+            kith_federation::ServerKeys::rotate(
+                &services.storage,
+                &services.config.server_name,
+                key_file,
+            )
+            .map(|key_id| json!({ "key_id": key_id }))
+            .map_err(crate::services::error::Error::internal)
         }
     };
     result.map_err(|e| e.to_string())

@@ -30,6 +30,8 @@ pub struct Federation {
     pub allowed_servers: Vec<String>,
     /// Servers never federated with.
     pub denied_servers: Vec<String>,
+    /// The signing key's own file (Synapse's format); unset: kept in the database.
+    pub signing_key_path: Option<PathBuf>,
 }
 
 impl Default for Federation {
@@ -46,6 +48,7 @@ impl Default for Federation {
                 .collect(),
             allowed_servers: Vec::new(),
             denied_servers: Vec::new(),
+            signing_key_path: None,
         }
     }
 }

@@ -249,12 +249,12 @@ pub async fn sso_user(
 // requests (contact-service's request, messaging-service's held invite).
 /// Accepts a request; one that came as an invite reveals it, in the same write.
 pub async fn accept_request(services: &Services, user: &str, request_id: &str) -> Result<()> {
-    let release = |batch: &mut kith_storage::Batch, request: &contacts::FriendRequest| {
-        match &request.room_id {
+    let release =
+        |batch: &mut kith_storage::Batch, request: &contacts::FriendRequest| match &request.room_id
+        {
             Some(room) => services.messaging.release_invite_into(batch, user, room),
             None => Ok(()),
-        }
-    };
+        };
     services.contacts.accept(user, request_id, release).await
 }
 

@@ -118,8 +118,9 @@ impl Services {
         };
         let storage =
             open(&config.db_path()).map_err(|e| format!("cannot open the database: {e}"))?;
-        let keys = ServerKeys::load_or_generate(&storage, &config.server_name)
-            .map_err(|e| e.to_string())?;
+        let key_file = config.federation.signing_key_path.as_deref();
+        let keys =
+            ServerKeys::load(&storage, &config.server_name, key_file).map_err(|e| e.to_string())?;
         let keys = Arc::new(keys);
         let federation = match config.federation.enabled {
             true => Some(Arc::new(FederationClient::new(

@@ -19,7 +19,7 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub data: PathBuf,
-    env: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
     log: Arc<Mutex<String>>,
     dir: Arc<tempfile::TempDir>,
     pub http: reqwest::Client,

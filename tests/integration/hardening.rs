@@ -615,3 +615,61 @@ async fn malformed_bodies_ids_and_server_names_are_400() {
         "a request made kith panic"
     );
 }
+
+/// The token secret and the signing key can live in files of their own (0600): kith moves
+/// them there from the database, uses them across restarts, and without the token secret
+/// file the old tokens are void — it is not in the database any more.
+#[tokio::test]
+async fn secrets_can_live_in_files_of_their_own() {
+    let mut server = Server::start(&[]);
+    let (_, token) = server.user("alice").await;
+    let (_, document) = server.get("/_matrix/key/v2/server", None).await;
+    server.terminate();
+    let secrets = server.data.parent().unwrap().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let (token_file, key_file) = (secrets.join("token.secret"), secrets.join("signing.key"));
+    server.env.push((
+        "KITH_AUTH__TOKEN_SECRET_PATH".into(),
+        token_file.display().to_string(),
+    ));
+    server.env.push((
+        "KITH_FEDERATION__SIGNING_KEY_PATH".into(),
+        key_file.display().to_string(),
+    ));
+    let mut server = server.restart();
+    assert_eq!(
+        server.whoami(&token).await.0,
+        StatusCode::OK,
+        "the database's secret moved"
+    );
+    let (_, moved) = server.get("/_matrix/key/v2/server", None).await;
+    assert_eq!(
+        moved["verify_keys"], document["verify_keys"],
+        "the database's key moved"
+    );
+    for file in [&token_file, &key_file] {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    let key_id = document["verify_keys"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let line = std::fs::read_to_string(&key_file).unwrap();
+    assert!(
+        line.starts_with(&format!("ed25519 {} ", &key_id[8..])),
+        "Synapse's format: {line}"
+    );
+
+    server.terminate();
+    std::fs::remove_file(&token_file).unwrap();
+    let server = server.restart();
+    let (status, body) = server.whoami(&token).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a token made with the removed secret: {body}"
+    );
+}

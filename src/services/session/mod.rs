@@ -57,8 +57,9 @@ pub struct NewDevice<'a> {
 }
 
 impl Sessions {
-    pub fn new(storage: Storage, config: &Config) -> kith_storage::Result<Sessions> {
-        let signer = TokenSigner::load_or_generate(&storage)?;
+    pub fn new(storage: Storage, config: &Config) -> Result<Sessions> {
+        let signer =
+            TokenSigner::load_or_generate(&storage, config.auth.token_secret_path.as_deref())?;
         let refresh_ttl = (config.auth.refresh_token_ttl > 0)
             .then(|| Duration::from_secs(config.auth.refresh_token_ttl));
         Ok(Sessions {

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::{Device, Session};
 use crate::services::error::{Error, Result};
 use crate::util::random_string;
+use kith_federation::{read_secret_file, write_private_file};
+use std::path::Path;
 
 /// The `global_value` key holding the signing secret.
 const SECRET_KEY: &str = "access_token_secret";
@@ -68,14 +70,36 @@ pub struct TokenSigner {
 }
 
 impl TokenSigner {
-    pub fn load_or_generate(storage: &Storage) -> kith_storage::Result<TokenSigner> {
-        let secret = match storage.get::<_, String>(&catalog::GLOBAL_VALUE, &SECRET_KEY)? {
-            Some(secret) => secret,
-            None => {
+    /// The secret from `file` if given (the database's moved there the first time, or a
+    /// new one made), else from the database, made on first start.
+    pub fn load_or_generate(storage: &Storage, file: Option<&Path>) -> Result<TokenSigner> {
+        let stored: Option<String> = storage.get(&catalog::GLOBAL_VALUE, &SECRET_KEY)?;
+        let unreadable = |e: std::io::Error| Error::internal(format!("token_secret_path: {e}"));
+        let secret = match (file, stored) {
+            (None, Some(secret)) => secret,
+            (None, None) => {
                 let secret = random_string(64);
                 let mut batch = storage.batch();
                 batch.put(&catalog::GLOBAL_VALUE, &SECRET_KEY, &secret)?;
                 storage.commit_blocking(batch)?;
+                secret
+            }
+            (Some(path), stored) => {
+                let secret = match read_secret_file(path).map_err(unreadable)? {
+                    Some(secret) => secret,
+                    None => {
+                        let secret = stored.clone().unwrap_or_else(|| random_string(64));
+                        write_private_file(path, secret.as_bytes()).map_err(unreadable)?;
+                        secret
+                    }
+                };
+                // Written to the file before it leaves the database: a crash between the
+                // two finds it in both, never in neither.
+                if stored.is_some() {
+                    let mut batch = storage.batch();
+                    batch.delete(&catalog::GLOBAL_VALUE, &SECRET_KEY)?;
+                    storage.commit_blocking(batch)?;
+                }
                 secret
             }
         };
