@@ -119,9 +119,11 @@ pub struct Listen {
     pub client: SocketAddr,
     /// Address of the federation listener (TLS), when federation is enabled.
     pub federation: SocketAddr,
-    /// Reverse proxies (CIDRs) whose `X-Forwarded-For` / `Forwarded` header names the
-    /// client; from any other peer those headers are ignored.
+    /// Reverse proxies (CIDRs) whose `forwarded_header` names the client; from any other
+    /// peer it is ignored.
     pub trusted_proxies: Vec<String>,
+    /// `x-forwarded-for` or `forwarded` (RFC 7239): the header the proxies write.
+    pub forwarded_header: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,7 +268,8 @@ impl Default for Listen {
         Listen {
             client: SocketAddr::from(([127, 0, 0, 1], 8008)),
             federation: SocketAddr::from(([127, 0, 0, 1], 8448)),
-            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            trusted_proxies: Vec::new(),
+            forwarded_header: "x-forwarded-for".into(),
         }
     }
 }
@@ -378,6 +381,10 @@ impl Config {
             return Err(format!(
                 "listen.trusted_proxies: {bad:?} is not a CIDR or address"
             ));
+        }
+        let header = self.listen.forwarded_header.to_ascii_lowercase();
+        if !["x-forwarded-for", "forwarded"].contains(&header.as_str()) {
+            return Err("listen.forwarded_header must be x-forwarded-for or forwarded".into());
         }
         if self.limits.max_request_size < 1024 {
             return Err("limits.max_request_size must be at least 1024 bytes".into());

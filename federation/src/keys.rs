@@ -29,9 +29,12 @@ pub enum KeyError {
 }
 
 /// Writes a secret to `path`, readable by its owner only: written beside it, synced, then
-/// renamed over it, so a crash leaves the old file or the new one, never half of one.
+/// renamed over it and the directory synced, so a crash leaves the old file or the new
+/// one, never half of one, and once this returns the new one is on disk.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("new");
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".writing");
+    let temporary = path.with_file_name(name);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -39,7 +42,9 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut file = options.open(&temporary)?;
     file.write_all(contents)?;
     file.sync_all()?;
-    std::fs::rename(&temporary, path)
+    std::fs::rename(&temporary, path)?;
+    let directory = path.parent().filter(|d| !d.as_os_str().is_empty());
+    std::fs::File::open(directory.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// The trimmed contents of a secret file; `None` if it does not exist or is empty.
@@ -175,6 +180,11 @@ impl ServerKeys {
                 let unreadable = |e: String| KeyError::File(path.display().to_string(), e);
                 let key = match read_secret_file(path).map_err(|e| unreadable(e.to_string()))? {
                     Some(line) => parse_synapse_line(&line).map_err(unreadable)?,
+                    // Moved there before: a missing file is a mistake (a volume not
+                    // mounted), not a reason to become another server.
+                    None if stored.as_ref().is_some_and(|s| s.pkcs8.is_empty()) => {
+                        return Err(unreadable("missing, and the key was kept there".into()));
+                    }
                     None => {
                         let key = match stored.as_ref().map(in_database).transpose()?.flatten() {
                             Some(document) => (

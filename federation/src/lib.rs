@@ -8,6 +8,7 @@ mod cache;
 mod client;
 mod discovery;
 pub mod inbound;
+mod keyed_locks;
 mod keys;
 pub mod media;
 pub mod pdu;
@@ -16,6 +17,7 @@ mod remote_keys;
 
 pub use client::{AuthError, FederationClient, FederationError, Settings};
 pub use discovery::DEFAULT_DENIED_RANGES;
+pub use keyed_locks::KeyedLocks;
 pub use keys::{KeyError, ServerKeys, read_secret_file, write_private_file};
 pub use pdu::{NewEvent, Pdu, PduError};
 pub use queue::{Outbox, Outgoing, Queue};

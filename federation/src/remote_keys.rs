@@ -4,8 +4,8 @@
 //! at seven days. Keys a server has retired (`old_verify_keys`) are kept too, for events
 //! it signed before it retired them.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kith_storage::{Storage, catalog};
@@ -13,6 +13,7 @@ use ruma::serde::Base64;
 use ruma::signatures::PublicKeyMap;
 use serde::{Deserialize, Serialize};
 
+use crate::KeyedLocks;
 use crate::ServerKeys;
 use crate::cache::Bounded;
 use crate::client::FederationClient;
@@ -70,9 +71,9 @@ pub struct RemoteKeys {
     storage: Storage,
     own: Arc<ServerKeys>,
     attempts: Bounded<Attempt>,
-    /// Per server with a fetch under way, the lock its other askers wait on: one fetch
-    /// per server at a time, whose result the waiters then read from storage.
-    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per server, held across a fetch: one at a time, whose result the other askers
+    /// then read from storage.
+    fetching: KeyedLocks,
 }
 
 impl RemoteKeys {
@@ -81,7 +82,7 @@ impl RemoteKeys {
             storage,
             own,
             attempts: Bounded::new(ATTEMPTS_KEPT),
-            in_flight: Mutex::new(HashMap::new()),
+            fetching: KeyedLocks::default(),
         }
     }
 
@@ -108,7 +109,7 @@ impl RemoteKeys {
         let at = at.unwrap_or_else(now_ms);
         let mut set = self.stored(server, key_ids, at)?;
         if set.len() < key_ids.len() {
-            let fetched = self.fetch_once(client, server).await?;
+            let fetched = self.fetch_once(client, server).await;
             set = self.stored(server, key_ids, at)?;
             if let Some(error) = fetched.filter(|_| set.is_empty()) {
                 return Err(error);
@@ -149,56 +150,34 @@ impl RemoteKeys {
     }
 
     /// Fetches `server`'s keys unless a fetch is already under way (then waits for it) or
-    /// the last one was too recent. `Ok(Some(error))`: this call fetched and failed.
-    async fn fetch_once(
-        &self,
-        client: &FederationClient,
-        server: &str,
-    ) -> Result<Option<String>, String> {
-        let flight = {
-            let mut in_flight = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(in_flight.entry(server.to_owned()).or_default())
-        };
-        let result = {
-            let _alone = flight.lock().await;
-            match self.attempts.get(server) {
-                Some(last) if last.next > Instant::now() => match last.failures {
-                    0 => Ok(None),
-                    n => Err(format!(
-                        "{server}'s keys could not be had ({n} times); not asking again yet"
-                    )),
-                },
-                last => {
-                    let failures = last.map_or(0, |l| l.failures);
-                    let fetched = self.fetch(client, server).await;
-                    let attempt = match &fetched {
-                        Ok(_) => Attempt {
-                            failures: 0,
-                            next: Instant::now() + REFETCH_AFTER,
-                        },
-                        Err(_) => Attempt {
-                            failures: failures + 1,
-                            next: Instant::now() + backoff(failures + 1),
-                        },
-                    };
-                    self.attempts
-                        .insert(server.to_owned(), attempt, MAX_BACKOFF * 2);
-                    Ok(fetched.err())
-                }
+    /// the last one was too recent. `Some(why)`: no keys were had, now or lately.
+    async fn fetch_once(&self, client: &FederationClient, server: &str) -> Option<String> {
+        let _alone = self.fetching.lock(server).await;
+        match self.attempts.get(server) {
+            // Fetched a moment ago: what it found is in storage.
+            Some(last) if last.next > Instant::now() && last.failures == 0 => None,
+            Some(last) if last.next > Instant::now() => Some(format!(
+                "{server}'s keys could not be had ({} times); not asking again yet",
+                last.failures
+            )),
+            last => {
+                let failures = last.map_or(0, |l| l.failures);
+                let fetched = self.fetch(client, server).await;
+                let attempt = match &fetched {
+                    Ok(_) => Attempt {
+                        failures: 0,
+                        next: Instant::now() + REFETCH_AFTER,
+                    },
+                    Err(_) => Attempt {
+                        failures: failures + 1,
+                        next: Instant::now() + backoff(failures + 1),
+                    },
+                };
+                self.attempts
+                    .insert(server.to_owned(), attempt, MAX_BACKOFF * 2);
+                fetched.err()
             }
-        };
-        let mut in_flight = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // The map holds one reference and this call another: nobody else waits.
-        if Arc::strong_count(&flight) <= 2 {
-            in_flight.remove(server);
         }
-        result
     }
 
     /// Fetches, verifies and stores `server`'s key document.

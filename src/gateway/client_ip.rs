@@ -1,7 +1,9 @@
 //! Who the client is, for per-address rate limits: the TCP peer, unless the peer is one
 //! of `[listen] trusted_proxies` — then the address that proxy (and any trusted proxies
-//! before it) says it forwarded for, read from `X-Forwarded-For` or `Forwarded`. From any
-//! other peer those headers are ignored, so a client cannot name itself someone else.
+//! before it) says it forwarded for, read from the one header `[listen] forwarded_header`
+//! names (`X-Forwarded-For` or `Forwarded`; never the other, which the client may have
+//! written itself). From any other peer the header is ignored, so a client cannot name
+//! itself someone else.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -20,18 +22,23 @@ use crate::services::AppState;
 pub struct ClientIp(pub IpAddr);
 
 #[derive(Clone)]
-pub struct TrustedProxies(Arc<Vec<IpNet>>);
+pub struct TrustedProxies {
+    ranges: Arc<Vec<IpNet>>,
+    /// `Forwarded` (RFC 7239) rather than `X-Forwarded-For`.
+    rfc7239: bool,
+}
 
 impl TrustedProxies {
-    /// The configured ranges (checked when the config was loaded).
-    pub fn new(ranges: &[String]) -> TrustedProxies {
-        TrustedProxies(Arc::new(
-            ranges.iter().filter_map(|r| parse_range(r)).collect(),
-        ))
+    /// The configured ranges and header (checked when the config was loaded).
+    pub fn new(ranges: &[String], header: &str) -> TrustedProxies {
+        TrustedProxies {
+            ranges: Arc::new(ranges.iter().filter_map(|r| parse_range(r)).collect()),
+            rfc7239: header.eq_ignore_ascii_case("forwarded"),
+        }
     }
 
     fn trust(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|range| range.contains(&ip))
+        self.ranges.iter().any(|range| range.contains(&ip))
     }
 
     /// The client behind `peer`, given the forwarding headers.
@@ -39,7 +46,7 @@ impl TrustedProxies {
         if !self.trust(peer) {
             return peer;
         }
-        let hops = forwarded_for(headers);
+        let hops = forwarded_for(headers, self.rfc7239);
         // From the nearest hop back: the first address not itself a trusted proxy is the
         // client; what lies before it is the client's to write and not believed.
         let mut client = peer;
@@ -67,10 +74,10 @@ pub fn parse_range(range: &str) -> Option<IpNet> {
         .or_else(|| range.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-/// The addresses a request passed through, farthest first: `X-Forwarded-For`, else
+/// The addresses a request passed through, farthest first: `X-Forwarded-For`'s, or
 /// `Forwarded`'s `for=` (RFC 7239). `None` for a hop that is not an address
 /// (`unknown`, an obfuscated name).
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+fn forwarded_for(headers: &HeaderMap, rfc7239: bool) -> Vec<Option<IpAddr>> {
     let values = |name| {
         headers
             .get_all(name)
@@ -80,9 +87,11 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
             .map(str::trim)
             .collect::<Vec<_>>()
     };
-    let xff = values("x-forwarded-for");
-    if !xff.is_empty() {
-        return xff.into_iter().map(parse_hop).collect();
+    if !rfc7239 {
+        return values("x-forwarded-for")
+            .into_iter()
+            .map(parse_hop)
+            .collect();
     }
     values("forwarded")
         .into_iter()
@@ -143,9 +152,18 @@ impl FromRequestParts<AppState> for ClientIp {
 mod tests {
     use super::*;
 
+    /// The client, reading `Forwarded` when the test sends one.
     fn client(trusted: &[&str], peer: &str, headers: &[(&str, &str)]) -> String {
-        let proxies =
-            TrustedProxies::new(&trusted.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let rfc7239 = headers.iter().any(|(name, _)| *name == "forwarded");
+        let header = if rfc7239 {
+            "forwarded"
+        } else {
+            "x-forwarded-for"
+        };
+        let proxies = TrustedProxies::new(
+            &trusted.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            header,
+        );
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             map.append(
@@ -185,13 +203,19 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_is_read_when_there_is_no_x_forwarded_for() {
+    fn the_configured_header_alone_is_read() {
         let trusted = ["::1"];
         let forwarded = [(
             "forwarded",
             r#"for=192.0.2.60;proto=https, For="[2001:db8:cafe::17]:4711""#,
         )];
         assert_eq!(client(&trusted, "::1", &forwarded), "2001:db8:cafe::17");
+        // Reading Forwarded, an X-Forwarded-For the client wrote is not looked at.
+        let both = [
+            ("x-forwarded-for", "203.0.113.1"),
+            ("forwarded", "for=192.0.2.60"),
+        ];
+        assert_eq!(client(&trusted, "::1", &both), "192.0.2.60");
         let mapped = [("x-forwarded-for", "::ffff:192.0.2.60")];
         assert_eq!(client(&trusted, "::1", &mapped), "192.0.2.60");
     }

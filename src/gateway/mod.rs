@@ -86,7 +86,8 @@ pub fn finish(router: Router<AppState>, state: AppState) -> Router {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
         ]);
-    let proxies = client_ip::TrustedProxies::new(&state.config.listen.trusted_proxies);
+    let listen = &state.config.listen;
+    let proxies = client_ip::TrustedProxies::new(&listen.trusted_proxies, &listen.forwarded_header);
     router
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async {

@@ -58,7 +58,7 @@ pub async fn register(
     // Counted per address before the costly hash; only registrations that passed every
     // stage get here, so a client's challenges cost it nothing.
     (services.auth.registration_limiter)
-        .take(&client_ip.to_string())
+        .take(&crate::util::address_key(client_ip))
         .map_err(Error::limit_exceeded)?;
     let hash = auth::password::hash(password).await?;
     let _registering = services.auth.registering().await;

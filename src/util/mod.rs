@@ -1,9 +1,7 @@
 //! Small helpers shared by the services.
 
-mod keyed_locks;
 mod ratelimit;
 
-pub use keyed_locks::KeyedLocks;
 pub use ratelimit::RateLimiter;
 
 use base64::Engine;
@@ -13,7 +11,7 @@ use rand::distr::Alphanumeric;
 use ruma::{ServerName, UserId};
 use sha2::{Digest, Sha256};
 
-pub use kith_federation::now_ms;
+pub use kith_federation::{KeyedLocks, now_ms};
 
 /// The server part of a user ID, as ruma parses it (`None` if it is not a user ID).
 pub fn server_of(user_id: &str) -> Option<&ServerName> {
@@ -79,5 +77,27 @@ impl StripedLocks {
             guards.push(self.locks[second].lock().await);
         }
         guards
+    }
+}
+
+/// The key a client address is rate-limited under: an IPv4 address, or an IPv6 address's
+/// /64 (one host usually holds a whole /64, and would otherwise have 2^64 allowances).
+pub fn address_key(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            let prefix = std::net::Ipv6Addr::new(
+                segments[0],
+                segments[1],
+                segments[2],
+                segments[3],
+                0,
+                0,
+                0,
+                0,
+            );
+            format!("{prefix}/64")
+        }
+        v4 => v4.to_string(),
     }
 }

@@ -21,7 +21,12 @@ fn bodies(chunk: &Value) -> Vec<String> {
 }
 
 /// (method, path, body) of every write a non-member must not make in `room`.
-fn room_writes(room: &str, event: &str, member: &str) -> Vec<(Method, String, Value)> {
+/// `me` is the caller, `member` someone in the room, `outsider` someone who is not.
+fn room_writes(
+    room: &str,
+    event: &str,
+    (me, member, outsider): (&str, &str, &str),
+) -> Vec<(Method, String, Value)> {
     let r = format!("/_matrix/client/v3/rooms/{room}");
     vec![
         (
@@ -38,7 +43,7 @@ fn room_writes(room: &str, event: &str, member: &str) -> Vec<(Method, String, Va
         (
             Method::POST,
             format!("{r}/invite"),
-            json!({ "user_id": "@nobody:kith.test" }),
+            json!({ "user_id": outsider }),
         ),
         (
             Method::POST,
@@ -62,7 +67,7 @@ fn room_writes(room: &str, event: &str, member: &str) -> Vec<(Method, String, Va
         ),
         (
             Method::PUT,
-            format!("{r}/typing/{member}"),
+            format!("{r}/typing/{me}"),
             json!({ "typing": true, "timeout": 1000 }),
         ),
     ]
@@ -101,7 +106,8 @@ async fn strangers_former_members_deactivated_users_and_guests_are_refused() {
     let bob = bob_registered["user_id"].as_str().unwrap().to_owned();
     let bob_token = bob_registered["access_token"].as_str().unwrap().to_owned();
     let bob_device = bob_registered["device_id"].as_str().unwrap().to_owned();
-    let (_, carol_token) = server.user("carol").await;
+    let (carol, carol_token) = server.user("carol").await;
+    let (frank, _) = server.user("frank").await;
     let (dave, dave_token) = server.user("dave").await;
     let (eve, eve_token) = server.user("eve").await;
 
@@ -150,12 +156,21 @@ async fn strangers_former_members_deactivated_users_and_guests_are_refused() {
         .await;
 
     // A stranger (carol) and a former member (dave) write nothing into the room.
-    for (who, token) in [("stranger", &carol_token), ("former member", &dave_token)] {
-        for (method, path, body) in room_writes(&room, &before, &bob) {
-            let result = server
+    // Each would pass but for the caller not being in the room: typing as themselves,
+    // inviting someone who exists and is not in it.
+    for (who, me, token) in [
+        ("stranger", &carol, &carol_token),
+        ("former member", &dave, &dave_token),
+    ] {
+        for (method, path, body) in room_writes(&room, &before, (me, &bob, &frank)) {
+            let (status, answer) = server
                 .request(method.clone(), &path, Some(token), Some(body))
                 .await;
-            refused(&result, &format!("{who}: {method} {path}"));
+            assert_eq!(
+                (status, answer["errcode"].as_str()),
+                (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")),
+                "{who}: {method} {path}: {answer}"
+            );
         }
     }
     // A stranger reads nothing of it.
@@ -174,7 +189,7 @@ async fn strangers_former_members_deactivated_users_and_guests_are_refused() {
             "deactivated: GET {path}"
         );
     }
-    for (method, path, body) in room_writes(&room, &before, &bob) {
+    for (method, path, body) in room_writes(&room, &before, (&eve, &bob, &frank)) {
         let (status, _) = server
             .request(method.clone(), &path, Some(&eve_token), Some(body))
             .await;
@@ -223,6 +238,23 @@ async fn strangers_former_members_deactivated_users_and_guests_are_refused() {
             .iter()
             .any(|e| e["type"] == "m.room.topic"),
         "state as of the leave: {state}"
+    );
+    let path = format!("/_matrix/client/v3/rooms/{room}/context/{before}?limit=10");
+    let (status, around) = server.get(&path, Some(&dave_token)).await;
+    assert_eq!(status, StatusCode::OK, "{around}");
+    assert!(
+        bodies(&around["events_after"]).is_empty(),
+        "nothing after the leave: {around}"
+    );
+    let topics = around["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.topic")
+        .count();
+    assert_eq!(
+        topics, 0,
+        "the context's state is as of the leave: {around}"
     );
 
     // Nothing the refused requests tried has happened.

@@ -165,6 +165,13 @@ impl Server {
         panic!("kith found no free federation port; last log:\n{last_log}")
     }
 
+    /// Starts another process on the same data directory and environment, or the log of
+    /// one that did not start (this one is stopped first).
+    pub fn try_again(&mut self) -> Result<Server, String> {
+        self.kill();
+        Server::try_spawn(Arc::clone(&self.dir), self.env.clone())
+    }
+
     /// Starts a new process on the same data directory and environment.
     pub fn restart(mut self) -> Server {
         self.kill();

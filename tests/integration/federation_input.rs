@@ -542,8 +542,8 @@ async fn a_server_the_room_acl_denies_is_shut_out() {
         assert!(get(path.clone()).await.is_ok(), "{path} before the ACL");
     }
 
-    // The peer is 127.0.0.1:<port>: an IP literal, which an ACL refuses unless told not to.
-    let acl = json!({ "allow": ["*"], "deny": ["evil.example"] });
+    // The peer is 127.0.0.1:<port>: an IP literal, which this ACL refuses.
+    let acl = json!({ "allow": ["*"], "deny": ["evil.example"], "allow_ip_literals": false });
     let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.server_acl/");
     let (code, set) = kith.put(&path, Some(&token), acl).await;
     assert_eq!(code, StatusCode::OK, "{set}");
@@ -773,6 +773,7 @@ async fn fuzzed_federation_input_is_refused_and_stores_nothing() {
     assert_eq!(messages, [(json!(mallory), json!(2))]);
 
     // An invite for someone who has no account here: 404, nothing kept.
+    let stored_before = kith.assert_events_verify();
     let ghost = format!("@ghost:{name}");
     let event = NewEvent {
         room_id: Some("!elsewhere".try_into().unwrap()),
@@ -797,5 +798,9 @@ async fn fuzzed_federation_input_is_refused_and_stores_nothing() {
         status(&peer.put(&name, &path, &body).await).0,
         StatusCode::NOT_FOUND
     );
-    kith.assert_events_verify();
+    assert_eq!(
+        kith.assert_events_verify(),
+        stored_before,
+        "the refused invite was kept"
+    );
 }

@@ -16,7 +16,8 @@ use crate::services::AppState;
 use crate::services::messaging::{EventSpec, NewRoom, Preset, Transaction, object};
 use crate::services::session::Session;
 
-/// Readers of a room must be joined to it (history visibility for past members comes later).
+/// Where only members may ask (a former member reads history and state as of their leaving,
+/// through [`crate::services::messaging::Messaging::require_reader`]).
 pub(super) fn require_joined(state: &AppState, session: &Session, room_id: &RoomId) -> Result<()> {
     Ok(state.messaging.require_joined(&session.user_id, room_id)?)
 }
@@ -120,7 +121,8 @@ pub async fn get_state(
 ) -> Result<RumaResponse<get_state_events::v3::Response>> {
     let session = request.session()?;
     let room_id = &request.body.room_id;
-    let stored = state.messaging.state_for(&session.user_id, room_id)?;
+    let left = state.messaging.require_reader(&session.user_id, room_id)?;
+    let stored = state.messaging.readable_state(room_id, left.as_ref())?;
     let events = stored
         .iter()
         .map(|e| raw(&e.client_event()))

@@ -76,7 +76,7 @@ pub async fn login(
         (None, _) => return Err(Error::missing_param("Missing identifier")),
     };
 
-    let ip_key = request.client_ip.to_string();
+    let ip_key = crate::util::address_key(request.client_ip);
     // Names that are not user IDs of this server share one bucket (and a bounded key).
     let user_key = user_id
         .as_ref()
@@ -105,7 +105,7 @@ async fn token_login(
     token: &str,
     client_ip: std::net::IpAddr,
 ) -> Result<ruma::OwnedUserId> {
-    let ip_key = client_ip.to_string();
+    let ip_key = crate::util::address_key(client_ip);
     let limiter = &state.auth.login_limiter;
     limiter.take(&ip_key).map_err(Error::limit_exceeded)?;
     let user_id = state

@@ -102,7 +102,7 @@ impl AuthService {
             Some(link) => Some(self.check_next_link(link)?),
             None => None,
         };
-        let ip = request.client_ip.to_string();
+        let ip = crate::util::address_key(request.client_ip);
         self.email_limiter
             .take_all(&[ip.as_str(), address.as_str()])
             .map_err(Error::limit_exceeded)?;

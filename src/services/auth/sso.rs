@@ -163,7 +163,7 @@ impl AuthService {
     ) -> Result<SsoStart> {
         let provider = self.sso_provider(idp)?;
         self.sso_limiter
-            .take(&client_ip.to_string())
+            .take(&crate::util::address_key(client_ip))
             .map_err(Error::limit_exceeded)?;
         let state = random_string(32);
         let authorization = provider

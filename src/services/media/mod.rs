@@ -117,14 +117,15 @@ impl Media {
         if !well_formed(media_id) {
             return Err(not_found());
         }
+        let _first = self.fetching.lock(&format!("{server}/{media_id}")).await;
+        // Fetched meanwhile by whoever asked first: not counted against this user.
+        if self.record(server, media_id)?.is_some() {
+            return Ok(());
+        }
         (self.remote_fetch_limiter)
             .take(user)
             .map_err(Error::limit_exceeded)?;
-        let _first = self.fetching.lock(&format!("{server}/{media_id}")).await;
-        match self.record(server, media_id)?.is_some() {
-            true => Ok(()),
-            false => self.fetch_unlocked(server, media_id).await,
-        }
+        self.fetch_unlocked(server, media_id).await
     }
 
     /// The fetch itself, through the file's gate.

@@ -1,8 +1,9 @@
 //! `m.room.server_acl`: the servers a room shuts out. Their events are refused, their
 //! typing and receipts ignored, and they may not join, leave or read the room through
 //! this server. As the spec says (and Synapse does): the name is matched without its port;
-//! an IP literal is refused unless `allow_ip_literals`; a `deny` glob wins over an `allow`
-//! one; a server no `allow` glob matches is refused. Globs take `*` and `?` and ignore case.
+//! an IP literal is refused if `allow_ip_literals` is `false` (it is `true` when missing);
+//! a `deny` glob wins over an `allow` one; a server no `allow` glob matches is refused.
+//! Globs take `*` and `?` and ignore case.
 
 use std::net::Ipv4Addr;
 
@@ -14,8 +15,11 @@ use crate::services::error::{Error, Result};
 
 impl Messaging {
     /// Whether the room's ACL (if any) lets `server` take part.
-    pub fn acl_allows(&self, room_id: &RoomId, server: &ServerName) -> Result<bool> {
-        Ok(match self.state_content(room_id, "m.room.server_acl")? {
+    pub fn acl_allows(&self, room_id: &str, server: &ServerName) -> Result<bool> {
+        let Ok(room_id) = RoomId::parse(room_id) else {
+            return Ok(false);
+        };
+        Ok(match self.state_content(&room_id, "m.room.server_acl")? {
             Some(acl) => allows(&acl, server.as_str()),
             None => true,
         })
@@ -23,7 +27,7 @@ impl Messaging {
 
     /// 403 `M_FORBIDDEN` for a server the room's ACL shuts out.
     pub fn require_acl_allows(&self, room_id: &RoomId, server: &ServerName) -> Result<()> {
-        match self.acl_allows(room_id, server)? {
+        match self.acl_allows(room_id.as_str(), server)? {
             true => Ok(()),
             false => Err(Error::forbidden("Server is banned from this room")),
         }
@@ -34,7 +38,7 @@ impl Messaging {
 pub fn allows(acl: &Value, server: &str) -> bool {
     let host = without_port(server);
     let literal = host.starts_with('[') || host.parse::<Ipv4Addr>().is_ok();
-    if literal && acl["allow_ip_literals"].as_bool() != Some(true) {
+    if literal && acl["allow_ip_literals"].as_bool() == Some(false) {
         return false;
     }
     let matches = |list: &str| {
@@ -61,7 +65,8 @@ fn without_port(server: &str) -> &str {
 /// `*` any run of characters, `?` any one; everything else itself, ignoring ASCII case.
 fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    // Linear in practice: on a mismatch, retry from the last `*` one character later.
+    // On a mismatch, retry from the last `*` one character later: at worst the product of
+    // the lengths, which server names (at most 255 characters) keep small.
     let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
     while j < t.len() {
         if i < p.len() && (p[i] == '?' || p[i].eq_ignore_ascii_case(&t[j])) {
@@ -99,7 +104,7 @@ mod tests {
     }
 
     #[test]
-    fn deny_wins_no_allow_refuses_and_ip_literals_need_leave() {
+    fn deny_wins_no_allow_refuses_and_ip_literals_can_be_refused() {
         let acl = json!({ "allow": ["*"], "deny": ["evil.example", "*.bad.example"] });
         assert!(allows(&acl, "good.example:8448"));
         assert!(
@@ -108,12 +113,11 @@ mod tests {
         );
         assert!(!allows(&acl, "x.bad.example"));
         assert!(
-            !allows(&acl, "127.0.0.1:8448"),
-            "IP literals need allow_ip_literals"
+            allows(&acl, "127.0.0.1:8448"),
+            "IP literals are allowed unless said"
         );
-        assert!(!allows(&acl, "[::1]:8448"));
-        let literals = json!({ "allow": ["*"], "allow_ip_literals": true });
-        assert!(allows(&literals, "127.0.0.1:8448") && allows(&literals, "[::1]"));
+        let literals = json!({ "allow": ["*"], "allow_ip_literals": false });
+        assert!(!allows(&literals, "127.0.0.1:8448") && !allows(&literals, "[::1]:8448"));
         assert!(
             !allows(&json!({ "deny": [] }), "good.example"),
             "nothing allowed"

@@ -25,16 +25,16 @@ impl Messaging {
             .joined_member_rows(room)?
             .iter()
             .any(|user| user.server_name() == server);
-        Ok(joined
-            && RoomId::parse(room).is_ok_and(|r| self.acl_allows(&r, server).unwrap_or(false)))
+        Ok(joined && self.acl_allows(room, server)?)
     }
 
     /// An event for another server, if one of its users is in the event's room.
     pub fn event_for(&self, origin: &ServerName, event_id: &str) -> Result<StoredPdu> {
-        let event = self
-            .stored_pdu(event_id)?
-            .filter(|e| self.server_in_room(origin, &e.room_id).unwrap_or(false));
-        event.ok_or_else(|| Error::not_found("Event not found"))
+        let event = self.stored_pdu(event_id)?;
+        match event {
+            Some(event) if self.server_in_room(origin, &event.room_id)? => Ok(event),
+            _ => Err(Error::not_found("Event not found")),
+        }
     }
 
     /// `/event` as the serving side: the event, redacted if history visibility hides it

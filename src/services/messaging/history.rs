@@ -137,7 +137,8 @@ impl Messaging {
     }
 
     /// Up to `limit` events around an event `reader` may see (`/context`), half before and
-    /// half after, through `filter`, with the room's current state.
+    /// half after, through `filter`, with the room's state (for a former member: as of their
+    /// leaving, and nothing after it).
     pub fn context(
         &self,
         reader: &UserId,
@@ -146,8 +147,10 @@ impl Messaging {
         limit: usize,
         filter: &RoomEventFilter,
     ) -> Result<Context> {
+        let left = self.require_reader(reader, room_id)?;
         let event = self.room_event(reader, room_id, event_id)?;
         let room = room_id.as_str();
+        let until = left.as_ref().map(|left| left.position);
         let visibility = self.visibility(room_id)?;
         let keep = |e: &StoredPdu| self.shown(&visibility, reader, filter, e);
         let total = limit.min(MAX_LIMIT);
@@ -164,14 +167,14 @@ impl Messaging {
         let (after, end) = match after_limit {
             0 => (Vec::new(), position),
             n => {
-                let page = self.page(room, position, Direction::Forward, None, n, keep)?;
+                let page = self.page(room, position, Direction::Forward, until, n, keep)?;
                 let last = page.events.last().map_or(position, |e| e.position);
                 let end = page.end.unwrap_or(last);
                 (page.events, end)
             }
         };
         Ok(Context {
-            state: self.state_events(room)?,
+            state: self.readable_state(room_id, left.as_ref())?,
             event,
             before,
             start,

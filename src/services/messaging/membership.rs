@@ -109,19 +109,19 @@ impl Messaging {
     }
 
     /// The room's state as `reader` may read it: now for a member, as of their leaving for
-    /// a former one.
-    pub fn state_for(&self, reader: &UserId, room_id: &RoomId) -> Result<Vec<StoredPdu>> {
-        let ids: Vec<_> = match self.require_reader(reader, room_id)? {
+    /// a former one (`left`, from [`Messaging::require_reader`]).
+    pub fn readable_state(
+        &self,
+        room_id: &RoomId,
+        left: Option<&StoredPdu>,
+    ) -> Result<Vec<StoredPdu>> {
+        let ids: Vec<_> = match left {
             None => self
                 .state_ids(room_id)?
                 .into_iter()
                 .map(|(_, id)| id)
                 .collect(),
-            Some(left) => self
-                .state_after(&left.event_id, &std::collections::HashMap::new())?
-                .ok_or_else(|| Error::not_found("The room's state when you left is not known"))?
-                .into_values()
-                .collect(),
+            Some(left) => self.state_when_left(left)?.into_values().collect(),
         };
         let mut events = Vec::new();
         for id in ids {
@@ -130,7 +130,8 @@ impl Messaging {
         Ok(events)
     }
 
-    /// One state event (`kind`, `key`) as `reader` may read it (see [`Messaging::state_for`]).
+    /// One state event (`kind`, `key`) as `reader` may read it (see
+    /// [`Messaging::readable_state`]).
     pub fn state_event_for(
         &self,
         reader: &UserId,
@@ -140,13 +141,19 @@ impl Messaging {
         let id = match self.require_reader(reader, room_id)? {
             None => self.state_event_id(room_id, kind, key)?,
             Some(left) => self
-                .state_after(&left.event_id, &std::collections::HashMap::new())?
-                .and_then(|mut state| state.remove(&(kind.to_owned(), key.to_owned()))),
+                .state_when_left(&left)?
+                .remove(&(kind.to_owned(), key.to_owned())),
         };
         match id {
             Some(id) => self.stored_pdu(id.as_str()),
             None => Ok(None),
         }
+    }
+
+    /// The state after a former member's leaving.
+    fn state_when_left(&self, left: &StoredPdu) -> Result<super::state::StateIds> {
+        self.state_after(&left.event_id, &std::collections::HashMap::new())?
+            .ok_or_else(|| Error::not_found("The room's state when you left is not known"))
     }
 
     /// A member event's extra content: the user's profile (as Synapse adds it) and a reason.

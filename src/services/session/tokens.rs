@@ -17,6 +17,10 @@ use std::path::Path;
 
 /// The `global_value` key holding the signing secret.
 const SECRET_KEY: &str = "access_token_secret";
+/// What it holds once the secret lives in `[auth] token_secret_path`.
+const IN_FILE: &str = "in token_secret_path";
+/// The shortest secret taken from a file (HS256 wants at least 256 bits).
+const MIN_SECRET: usize = 32;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -76,6 +80,11 @@ impl TokenSigner {
         let stored: Option<String> = storage.get(&catalog::GLOBAL_VALUE, &SECRET_KEY)?;
         let unreadable = |e: std::io::Error| Error::internal(format!("token_secret_path: {e}"));
         let secret = match (file, stored) {
+            (None, Some(secret)) if secret == IN_FILE => {
+                return Err(Error::internal(
+                    "the access-token secret is in a file: set [auth] token_secret_path",
+                ));
+            }
             (None, Some(secret)) => secret,
             (None, None) => {
                 let secret = random_string(64);
@@ -86,7 +95,19 @@ impl TokenSigner {
             }
             (Some(path), stored) => {
                 let secret = match read_secret_file(path).map_err(unreadable)? {
-                    Some(secret) => secret,
+                    Some(secret) if secret.len() >= MIN_SECRET => secret,
+                    Some(_) => {
+                        return Err(Error::internal(format!(
+                            "token_secret_path: the secret must be at least {MIN_SECRET} characters"
+                        )));
+                    }
+                    // Moved there before: a missing file is a mistake (a volume not
+                    // mounted), not a reason to sign everyone out.
+                    None if stored.as_deref() == Some(IN_FILE) => {
+                        return Err(Error::internal(
+                            "token_secret_path: missing, and the secret was kept there",
+                        ));
+                    }
                     None => {
                         let secret = stored.clone().unwrap_or_else(|| random_string(64));
                         write_private_file(path, secret.as_bytes()).map_err(unreadable)?;
@@ -95,9 +116,9 @@ impl TokenSigner {
                 };
                 // Written to the file before it leaves the database: a crash between the
                 // two finds it in both, never in neither.
-                if stored.is_some() {
+                if stored.as_deref() != Some(IN_FILE) {
                     let mut batch = storage.batch();
-                    batch.delete(&catalog::GLOBAL_VALUE, &SECRET_KEY)?;
+                    batch.put(&catalog::GLOBAL_VALUE, &SECRET_KEY, &IN_FILE)?;
                     storage.commit_blocking(batch)?;
                 }
                 secret

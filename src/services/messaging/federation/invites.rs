@@ -139,6 +139,16 @@ impl Messaging {
         if self.room(room_id)?.is_some() {
             self.require_acl_allows(room_id, origin)?;
         }
+        // Nothing is kept for made-up users, so invites cannot fill the database; asked of
+        // the unverified event first, as it is cheap (the verified one must say the same).
+        let named = json.get("state_key").and_then(Value::as_str);
+        let exists = |user: &UserId| self.auth.is_active(user);
+        if let Some(user) = named.and_then(|u| UserId::parse(u).ok())
+            && user.server_name().as_str() == self.server_name()
+            && !exists(&user)?
+        {
+            return Err(Error::not_found("The invitee has no account here"));
+        }
         let mut signed = object_of(json)?;
         let pdu = self.verify_received(version, signed.clone()).await?;
         let invitee = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
@@ -151,7 +161,6 @@ impl Messaging {
         else {
             return Err(Error::bad_json("The invitee is not a user of this server"));
         };
-        // Nothing is kept for made-up users: invites cannot fill the database.
         if !self.auth.is_active(&invitee)? {
             return Err(Error::not_found("The invitee has no account here"));
         }
@@ -294,7 +303,6 @@ impl Messaging {
     }
 }
 
-/// An invite another server sends for one of our users (`PUT /v2/invite`).
 /// A received invite, checked: `origin` made it, for one of our users.
 struct CheckedInvite {
     room_id: ruma::OwnedRoomId,
@@ -304,6 +312,7 @@ struct CheckedInvite {
     invite_state: Vec<Value>,
 }
 
+/// An invite another server sends for one of our users (`PUT /v2/invite`).
 pub struct InviteIn<'a> {
     pub room_id: &'a RoomId,
     pub event_id: &'a EventId,
