@@ -478,6 +478,9 @@ fn reachable_name(server: &str) -> bool {
     let Ok(name) = ServerName::parse(server) else {
         return false;
     };
+    if name.port() == Some(0) {
+        return false;
+    }
     let host = name.host();
     if host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
         return true;
@@ -506,7 +509,18 @@ mod name_tests {
         ] {
             assert!(super::reachable_name(good), "{good}");
         }
-        for bad in ["0", "123", "1.2.3", "a..b", "", "x y"] {
+        for bad in [
+            "0",
+            "123",
+            "1.2.3",
+            "256.1.1.1",
+            "a..b",
+            ".a",
+            "-",
+            "",
+            "x y",
+            "kith.test:0",
+        ] {
             assert!(!super::reachable_name(bad), "{bad}");
         }
     }

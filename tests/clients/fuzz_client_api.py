@@ -1,51 +1,71 @@
 """Fuzz the whole Matrix Client-Server API of a running kith with schemathesis.
 
-Usage: fuzz_client_api.py BASE_URL [--max-examples N] [--time SECONDS] [--seed N]
-                                   [--workers N] [--spec-dir DIR] [--strict-ids]
+Usage: fuzz_client_api.py BASE_URL [--max-examples N] [--time SECONDS] [--probe-time SECONDS]
+                                   [--seed N] [--workers N] [--spec-dir DIR] [--strict-ids]
+                                   [--record FILE]
 
 BASE_URL is a running kith (e.g. http://127.0.0.1:8008) with open registration
 (KITH_REGISTRATION__MODE=open) and generous rate limits (registration, messages, uploads,
 to-device and login-failure bursts raised), so that 429s do not hide the interesting answers.
+Defaults (10 examples, 300 s of schemathesis, at most 60 s of edge probes) take about
+5 1/2 minutes on 2 cores.
 
-1. Sets the scene: registers two users, user 1 creates a public room with an alias that
-   user 2 joins, sends a message (and a reply), uploads a media file, defines a filter,
-   creates a key backup version, tags the room, so the fuzzer has real IDs to aim at.
+1. Sets the scene: registers two users; user 1 creates a public room with an alias (the
+   main room) that user 2 joins, a private room and a spare public room; sends a message
+   and a threaded reply, uploads a text file, a PNG and a truncated PNG, defines a filter,
+   creates a key backup version, tags the room: real IDs for the fuzzer to aim at.
 2. Bundles every client-server OpenAPI file of the Matrix spec (v1.19 by default:
-   $MATRIX_SPEC_DIR or /work/shared/matrix-spec-v1.19, data/api/client-server/*.yaml)
+   $MATRIX_SPEC_DIR, ../shared/matrix-spec-v1.19 beside the clone or
+   /work/shared/matrix-spec-v1.19, data/api/client-server/*.yaml)
    into one OpenAPI document: every relative and internal `$ref` is inlined, each file's
    paths are prefixed with its own basePath (/_matrix/client/v3, /_matrix/client/v1,
-   /_matrix/media, /.well-known, ...), two operations on the same method and path (the
-   peeking and the legacy GET /events, the user and the third-party POST /invite) are
-   merged (parameters united, bodies `anyOf`), response bodies and security schemes are
-   dropped (only the status matters here; auth is a fixed header).
-3. Runs schemathesis (as a library, the engine of `schemathesis run`) with the examples,
-   coverage and fuzzing phases, positive and negative data, authenticated as user 1
-   (Authorization: Bearer), every request bounded (20 s, no redirects followed, no retries),
-   the whole engine bounded by --time (fuzzing repeats with new seeds until it is spent).
-   Path parameters, some body and query fields, and the Matrix string formats (mx-room-id,
+   /_matrix/media, /.well-known, ...); two operations on one method and path (the peeking
+   and the legacy GET /events, the user and the third-party POST /invite) are merged
+   (parameters united, bodies `anyOf`); response bodies and security schemes are dropped
+   (only the status matters here, and auth is a fixed header); host names in the examples
+   (example.com, matrix.org, ...) become 127.0.0.1:1, which kith refuses to contact.
+3. Runs schemathesis (as a library: the engine of `schemathesis run`) with its examples,
+   coverage and fuzzing phases, positive and negative data, as user 1 (Authorization:
+   Bearer), every request bounded (20 s, redirects not followed, no retries), the whole
+   engine bounded by --time (fuzzing repeats with fresh seeds until the time is spent).
+   Path parameters, some query and body fields, and the Matrix string formats (mx-room-id,
    mx-user-id, mx-event-id, mx-server-name, mx-mxc-uri, ...) draw the real IDs about half
-   the time, otherwise well-formed made-up ones or (negative mode) anything.
+   the time, and otherwise well-formed made-up IDs, malformed IDs ("!x", "@x", server
+   name "0", ...) or (negative mode) anything; URIs point at 127.0.0.1:1, never outside.
+4. Edge probes (--probe-time, 0 to skip): every operation once with each path parameter
+   replaced by nasty segments (bad UTF-8, NUL, "%2F", "..", 5000 characters, ...), each
+   query parameter by nasty values, and (POST/PUT) each of a set of nasty bodies (none,
+   empty, truncated, not an object, 1e999, invalid UTF-8, lone surrogates, 5000-deep
+   nesting, wrong Content-Type, documented fields all null / of the wrong type / huge).
 
 Excluded operations (they would end user 1's session or account, and the rest of the run
-would only see 401s): POST /logout, POST /logout/all, POST /account/deactivate,
+would see only 401s): POST /logout, POST /logout/all, POST /account/deactivate,
 POST /account/password (logs out the other devices, may change the password),
 DELETE /devices/{deviceId} and POST /delete_devices (may delete user 1's own device).
-Before each call: a `timeout` query parameter (GET /sync, GET /events) or body field
-(/keys/query, /keys/claim) is clamped to at most 2000 ms, so long-polls cannot eat the
-request timeout; PUT /admin/suspend|lock/{userId} never targets user 1.
+Kept on a leash, before each call: a `timeout` query parameter (GET /sync, GET /events) or
+body field (/keys/query, /keys/claim) is clamped to 2000 ms so long-polls cannot eat the
+request timeout; PUT /admin/suspend|lock/{userId} never targets user 1; leave, forget,
+upgrade, kicking or banning user 1, and power-level/join-rule/membership/create/tombstone
+state events aimed at the main room go to the spare room instead; and every 5 s both users
+(re)join the main room.
 
 The verdict: every response with status 500-599 other than 502/504 (a remote server
-unreachable or slow is allowed), and every connection error (a reset or an empty reply
-means a panic) or request timeout, is a failure. Also reported, as warnings: 4xx responses
-whose body is not a Matrix error (a JSON object with a string `errcode` and a string
-`error`), and every 502/504 - flagged when its input had a malformed room ID, user ID,
-alias, event ID or server name, which should be a 400 (with --strict-ids those are failures
-too). Each finding is printed once per (operation, status, errcode) with the request that
-caused it (curl, with $TOKEN = user 1's token, printed at the start) and the response body.
+unreachable or slow is allowed), every connection error (a reset or an empty reply: a
+panic?) and every request timeout is a failure. Also reported: 4xx responses whose body is
+not a Matrix error (a JSON object with a string `errcode` and a string `error`, served as
+JSON; a user-interactive-auth 401 is fine), as warnings; every 502/504, flagged when its
+input had a malformed room ID, user ID, alias, event ID or server name (one that is not an
+IPv4 address, a bracketed IPv6 address or an RFC 1123 host name, with a port in 1-65535),
+which should have been a 400 (with --strict-ids those are failures too); the operations
+kith only ever answered 404 M_UNRECOGNIZED. Each finding is printed once per (operation,
+status, errcode), with a count and up to three different requests behind it (as curl
+command lines using $TOKEN, user 1's token, printed at the start), the time they were sent
+(to find them in kith's log), and the response. --record writes every request and its
+answer to a JSON-lines file.
 
 Exits 1 on any failure, else prints "client API fuzz passed" and exits 0. The whole script
-is bounded (--time + 240 s). Needs schemathesis (pinned in .ci/requirements.txt), pyyaml
-and requests.
+is bounded (--time + --probe-time + 240 s). Needs schemathesis (pinned in
+.ci/requirements.txt), pyyaml and requests.
 """
 
 import argparse
@@ -58,12 +78,14 @@ import random
 import re
 import shlex
 import signal
+import struct
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
+import zlib
 
 import requests
 import yaml
@@ -75,7 +97,20 @@ from schemathesis.engine import events as engine_events
 HTTP_TIMEOUT = 20  # seconds, any one request
 CS = "/_matrix/client/v3"
 PASSWORD = "fuzz-client-api-pw-1"
-DEFAULT_SPEC_DIR = pathlib.Path(os.environ.get("MATRIX_SPEC_DIR", "/work/shared/matrix-spec-v1.19"))
+# The spec the team keeps beside the clone (../shared), as .ci/run finds Element Web.
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+DEFAULT_SPEC_DIR = next(
+    (
+        path
+        for path in (
+            pathlib.Path(os.environ["MATRIX_SPEC_DIR"]) if os.environ.get("MATRIX_SPEC_DIR") else None,
+            _REPO.parent / "shared" / "matrix-spec-v1.19",
+            pathlib.Path("/work/shared/matrix-spec-v1.19"),
+        )
+        if path is not None and (path / "data" / "api" / "client-server").is_dir()
+    ),
+    pathlib.Path("/work/shared/matrix-spec-v1.19"),
+)
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
 # operationId -> why it is left out
@@ -89,6 +124,7 @@ EXCLUDED = {
 }
 ALLOWED_5XX = {502, 504}
 LONG_POLL_MAX_MS = 2000
+EXAMPLES_KEPT = 3  # different requests shown per finding
 # State events on the main room that would take user 1 out of it or take its power away.
 PROTECTED_STATE = {
     "m.room.power_levels",
@@ -154,6 +190,27 @@ class Bundler:
         return {k: self.inline(v, base, stack) for k, v in node.items()}
 
 
+# Host names in the spec's examples (example.com, matrix.org, elsewhere.ca, ...) become an
+# address kith refuses to contact (loopback), so the examples never send it to the internet.
+EXAMPLE_HOST_RE = re.compile(r"(?<![\w.-])(?:[A-Za-z0-9-]+\.)+(?:com|org|net|ca|io|me|im|here|rocks|rainbow)(?::\d+)?(?![\w-])")
+LOCAL_STANDIN = "127.0.0.1:1"
+
+
+def localise_examples(node, inside: bool = False):
+    if isinstance(node, dict):
+        return {
+            (EXAMPLE_HOST_RE.sub(LOCAL_STANDIN, k) if inside else k): localise_examples(
+                v, inside or k in ("example", "examples")
+            )
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [localise_examples(v, inside) for v in node]
+    if inside and isinstance(node, str):
+        return EXAMPLE_HOST_RE.sub(LOCAL_STANDIN, node)
+    return node
+
+
 def base_path_of(doc: dict) -> str:
     server = (doc.get("servers") or [{}])[0]
     variables = server.get("variables") or {}
@@ -207,7 +264,7 @@ def bundle_spec(spec_dir: pathlib.Path) -> tuple[dict, dict, list[str]]:
             continue
         prefix = base_path_of(raw)
         for template, item in raw["paths"].items():
-            item = bundler.inline(item, file)
+            item = localise_examples(bundler.inline(item, file))
             shared_params = item.get("parameters", [])
             full = prefix + template
             for method, op in item.items():
@@ -250,6 +307,20 @@ def bundle_spec(spec_dir: pathlib.Path) -> tuple[dict, dict, list[str]]:
 
 # --------------------------------------------------------------------------------------
 # the scene: real IDs
+
+
+def tiny_png(width: int, height: int) -> bytes:
+    """An RGB gradient as a PNG file."""
+    rows = b"".join(
+        b"\x00" + bytes(v for x in range(width) for v in (x * 4 % 256, y * 5 % 256, (x + y) % 256))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 class Scene:
@@ -329,6 +400,18 @@ class Scene:
             headers={"Content-Type": "text/plain"},
         )["content_uri"]
         media_server, media_id = upload[len("mxc://") :].split("/", 1)
+        # A real image, for the thumbnailer, and a truncated one.
+        png = tiny_png(64, 48)
+        images = []
+        for name, data in (("fuzz.png", png), ("broken.png", png[:60] + b"\x00" * 40)):
+            uri = self.call(
+                "POST",
+                f"/_matrix/media/v3/upload?filename={name}",
+                t1,
+                data=data,
+                headers={"Content-Type": "image/png"},
+            )["content_uri"]
+            images.append(uri.rsplit("/", 1)[1])
         filter_id = self.call(
             "POST", f"{CS}/user/{q(u1['user_id'])}/filter", t1, json={"room": {"timeline": {"limit": 5}}}
         ).get("filter_id", "0")
@@ -354,6 +437,7 @@ class Scene:
             "events": [event, reply] + state_events,
             "media_server": media_server,
             "media_id": media_id,
+            "media_ids": [media_id] + images,
             "mxc": upload,
             "filter_id": str(filter_id),
             "backup_version": str(backup),
@@ -389,7 +473,7 @@ def server_name_ok(s: str) -> bool:
             return True
         except ValueError:
             return False
-    labels = host.split(".")
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")  # "a." is absolute
     return len(host) <= 255 and all(DNS_LABEL_RE.match(label) for label in labels)
 
 
@@ -495,11 +579,25 @@ def register_formats(s: dict) -> None:
 # Malformed identifiers the fuzzer mixes in (about one draw in four of a dictionary): kith
 # must answer them 400 (M_INVALID_PARAM / M_BAD_JSON ...), never 5xx, and never go looking
 # for a remote server (502/504).
-BAD_SERVER_NAMES = ["0", "-", "a..b", "x_y", "[::1", "127.0.0.1:99999", "host:port", "h st", "\u00e9.test"]
-BAD_ROOM_IDS = ["!", "!x", "!x:", "!:kith.test", "x", "!x:0:0", "!x:h st", "$x:kith.test", "!" + "a" * 300]
-BAD_USER_IDS = ["@", "@x", "@x:", "@:kith.test", "x", "@x:h st", "!x:kith.test", "@" + "a" * 300 + ":kith.test"]
+BAD_SERVER_NAMES = [
+    "0",
+    "-",
+    "a..b",
+    ".a",
+    "127.1",
+    "256.1.1.1",
+    "x_y",
+    "[::1",
+    "127.0.0.1:99999",
+    "kith.test:0",
+    "host:port",
+    "h st",
+    "\u00e9.test",
+]
+BAD_ROOM_IDS = ["!", "!x", "!x:", "!:kith.test", "x", "!x:0", "!x:0:0", "!x:a..b", "!x:h st", "$x:kith.test", "!" + "a" * 300]
+BAD_USER_IDS = ["@", "@x", "@x:", "@:kith.test", "x", "@x:0", "@x:a..b", "@x:h st", "!x:kith.test", "@" + "a" * 300 + ":kith.test"]
 BAD_EVENT_IDS = ["$", "$x", "$x:", "x", "$x:h st", "!x:kith.test"]
-BAD_ALIASES = ["#", "#x", "#x:", "#:kith.test", "x", "#x:h st"]
+BAD_ALIASES = ["#", "#x", "#x:", "#:kith.test", "x", "#x:0", "#x:a..b", "#x:h st"]
 
 
 def mix(good: list, bad: list) -> list:
@@ -515,7 +613,9 @@ def dictionaries_config(s: dict) -> tuple[dict, dict]:
         "aliases": mix([s["alias"]], BAD_ALIASES),
         "room_or_alias": mix(s["rooms"] + [s["alias"]], BAD_ROOM_IDS + BAD_ALIASES),
         "server_names": mix([s["media_server"]], BAD_SERVER_NAMES),
-        "media_ids": [s["media_id"]],
+        "media_ids": s["media_ids"],
+        "thumbnail_sizes": [0, 1, 32, 96, 640, 100000, 2**31 - 1, 2**32],
+        "thumbnail_methods": ["crop", "scale"],
         "device_ids": [s["device1"], s["device2"]],
         "filter_ids": [s["filter_id"]],
         "backup_versions": [s["backup_version"]],
@@ -551,6 +651,9 @@ def dictionaries_config(s: dict) -> tuple[dict, dict]:
         "path.relType": "rel_types",
         "query.via": "via_servers",
         "query.server": "via_servers",
+        "query.width": "thumbnail_sizes",
+        "query.height": "thumbnail_sizes",
+        "query.method": "thumbnail_methods",
         "query.room_id": "room_ids",
         "query.user_id": "user_ids",
         "query.userid": "user_ids",
@@ -580,14 +683,15 @@ class Findings:
         self.groups: dict[tuple, list] = {}
 
     def add(self, kind: str, key: tuple, example: dict) -> None:
-        group = self.groups.get((kind,) + key)
-        if group is None:
-            self.groups[(kind,) + key] = [1, example]
-        else:
-            group[0] += 1
+        """Counts a finding; keeps the first EXAMPLES_KEPT different requests behind it."""
+        group = self.groups.setdefault((kind,) + key, [0, []])
+        group[0] += 1
+        same = [e for e in group[1] if (e["method"], e["url"], e["body"]) == (example["method"], example["url"], example["body"])]
+        if not same and len(group[1]) < EXAMPLES_KEPT:
+            group[1].append(example)
 
     def of(self, kind: str):
-        return [(key[1:], count, ex) for key, (count, ex) in self.groups.items() if key[0] == kind]
+        return [(key[1:], count, exs) for key, (count, exs) in self.groups.items() if key[0] == kind]
 
 
 FINDINGS = Findings()
@@ -881,19 +985,199 @@ def run_engine(base: str, doc: dict, scene: dict, args) -> tuple[list[str], int]
     return engine_notes, operations
 
 
+# --------------------------------------------------------------------------------------
+# edge probes: hand-made nasty input on every operation, after schemathesis
+
+NASTY_SEGMENTS = [
+    "%FF",  # not UTF-8
+    "%C3%28",  # not UTF-8 either
+    "%00",
+    "%2F",
+    "%25",
+    "%20",
+    "%2E%2E",
+    "%E2%80%AE",
+    "%F0%9F%98%80",
+    "!%00:kith.test",
+    "@%FF:kith.test",
+    "$x%00",
+    "x" * 5000,
+]
+NASTY_QUERY_VALUES = ["%FF", "", "-1", "99999999999999999999", "1.5", "null", "%00", "x" * 5000]
+NASTY_BODIES = [
+    (None, None),
+    (b"", "application/json"),
+    (b"{", "application/json"),
+    (b"[]", "application/json"),
+    (b"null", "application/json"),
+    (b'"x"', "application/json"),
+    (b"1e999", "application/json"),
+    (b'{"a": 1, "a": 2}', "application/json"),
+    (b"\xff\xfe{}", "application/json"),
+    (b'{"\\ud800": "\\udfff"}', "application/json"),
+    (b"[" * 5000 + b"]" * 5000, "application/json"),
+    (b'{"a":' * 5000 + b"1" + b"}" * 5000, "application/json"),
+    (b"{}", "text/plain"),
+    (b"{}", "application/x-www-form-urlencoded"),
+]
+
+
+def wrong_type(schema: dict):
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    return {
+        "string": 12345,
+        "integer": "12345",
+        "number": "1.5",
+        "boolean": "true",
+        "object": ["not", "an", "object"],
+        "array": {"not": "an array"},
+    }.get(kind, {"unexpected": True})
+
+
+def edge_bodies(op: dict) -> list[tuple[bytes | None, str | None, str]]:
+    """The nasty bodies, plus the documented top-level fields all null, all of the wrong type,
+    and all huge, when the operation takes a JSON object."""
+    bodies = [(body, ctype, "") for body, ctype in NASTY_BODIES]
+    schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    props = schema.get("properties") or {}
+    for variant in schema.get("anyOf", []) + schema.get("oneOf", []) + schema.get("allOf", []):
+        props = {**(variant.get("properties") or {}), **props}
+    if props:
+        for name, fields in (
+            ("null fields", {k: None for k in props}),
+            ("wrong types", {k: wrong_type(v) for k, v in props.items()}),
+            ("huge values", {k: ("x" * 70000 if v.get("type") == "string" else 2**70) for k, v in props.items()}),
+        ):
+            bodies.append((json.dumps(fields).encode(), "application/json", name))
+    return bodies
+
+
+def good_path_values(scene: dict) -> dict:
+    return {
+        "roomId": scene["spare_room"],
+        "roomIdOrAlias": scene["spare_room"],
+        "userId": scene["user1"],
+        "eventId": scene["events"][0],
+        "roomAlias": scene["alias"],
+        "serverName": scene["media_server"],
+        "mediaId": scene["media_ids"][1],
+        "deviceId": scene["device1"],
+        "filterId": scene["filter_id"],
+        "version": scene["backup_version"],
+        "kind": "override",
+        "ruleId": "fuzz.rule",
+        "eventType": "m.room.message",
+        "type": "m.fuzz",
+        "stateKey": "",
+        "keyName": "displayname",
+        "receiptType": "m.read",
+        "tag": "u.fuzz",
+        "relType": "m.thread",
+        "protocol": "irc",
+        "txnId": "probe",
+        "sessionId": "session",
+        "fileName": "f.txt",
+    }
+
+
+def run_probes(base: str, doc: dict, scene: dict, budget: float) -> int:
+    good = good_path_values(scene)
+    deadline = time.monotonic() + budget
+    jobs = []
+    for template, item in doc["paths"].items():
+        for method, op in item.items():
+            label = f"{method.upper()} {template}"
+            path_names = re.findall(r"{([^}]+)}", template)
+            query_names = [p["name"] for p in op.get("parameters", []) if p.get("in") == "query"]
+            takes_body = "requestBody" in op
+            media_type = next(iter(op.get("requestBody", {}).get("content", {}) or {"application/json": 0}))
+            if takes_body and media_type != "application/json":
+                base_body = (b"probe", media_type)
+            elif takes_body or method in ("post", "put"):
+                base_body = (b"{}", "application/json")
+            else:
+                base_body = (None, None)
+            admin = "/admin/" in template
+
+            def path_with(override: dict) -> str:
+                values = {}
+                for n in path_names:
+                    if n in override:
+                        values[n] = override[n]  # already percent-encoded, sent as is
+                    else:
+                        v = good.get(n, "x")
+                        if n == "userId" and admin:
+                            v = scene["user2"]
+                        values[n] = urllib.parse.quote(v, safe="")
+                return template.format(**values)
+
+            for name in path_names:
+                for seg in NASTY_SEGMENTS:
+                    jobs.append((label, method, path_with({name: seg}), "", base_body, [(name, seg)]))
+            for name in query_names:
+                for value in NASTY_QUERY_VALUES:
+                    jobs.append((label, method, path_with({}), f"{name}={value}", base_body, []))
+            if takes_body or method in ("post", "put"):
+                for body, ctype, _ in edge_bodies(op):
+                    if takes_body and media_type != "application/json" and ctype == "application/json":
+                        continue  # uploads: any bytes are a valid body
+                    jobs.append((label, method, path_with({}), "", (body, ctype), []))
+
+    session = requests.Session()
+    auth = {"Authorization": f"Bearer {scene['token1']}"}
+    sent = 0
+
+    def send(job):
+        label, method, path, query, (body, ctype), nasty = job
+        if time.monotonic() > deadline:
+            return 0
+        headers = dict(auth)
+        if ctype:
+            headers["Content-Type"] = ctype
+        url = base + path + (f"?{query}" if query else "")
+        request = requests.Request(method.upper(), url, headers=headers, data=body)
+        prepared = session.prepare_request(request)
+        prepared.url = url  # exactly these bytes: no requoting
+        try:
+            r = session.send(prepared, timeout=HTTP_TIMEOUT, allow_redirects=False)
+        except requests.RequestException as e:
+            observe_error(label, prepared, e, "probe")
+            return 1
+
+        def malformed():
+            found = []
+            for name, seg in nasty:
+                problem = id_problem(name, urllib.parse.unquote(seg, errors="replace"))
+                if problem:
+                    found.append("path " + problem)
+            return found
+
+        observe(label, True, prepared, r.status_code, r.content or b"", r.headers.get("Content-Type", ""), malformed, "probe")
+        return 1
+
+    # The membership-changing operations last, so they do not pull the rug from the others.
+    last = ("/leave", "/forget", "/kick", "/ban", "/upgrade")
+    jobs.sort(key=lambda j: any(j[0].endswith(x) for x in last))
+    for job in jobs:
+        sent += send(job)
+    return sent
+
+
 def print_group(title: str, items, describe) -> None:
     if not items:
         return
     print(f"\n=== {title}: {len(items)} distinct ===")
-    for key, count, ex in sorted(items, key=lambda i: str(i[0])):
-        print(f"\n- {describe(key)}  (x{count}, first at {ex['at']} in {ex['phase']})")
-        print(f"  request: {curl(ex)}")
-        if ex.get("malformed"):
-            print(f"  malformed input: {', '.join(ex['malformed'])}")
-        if "response" in ex:
-            print(f"  response {ex['status']}: {short(ex['response'], 800)}")
-        if "error" in ex:
-            print(f"  error: {ex['error']}")
+    for key, count, examples in sorted(items, key=lambda i: str(i[0])):
+        print(f"\n- {describe(key)}  (x{count})")
+        for ex in examples:
+            print(f"  request ({ex['phase']}, {ex['at']}): {curl(ex)}")
+            if ex.get("malformed"):
+                print(f"    malformed input: {', '.join(ex['malformed'])}")
+            if "response" in ex:
+                print(f"    response {ex['status']}: {short(ex['response'], 800)}")
+            if "error" in ex:
+                print(f"    error: {ex['error']}")
 
 
 def main() -> None:
@@ -901,6 +1185,7 @@ def main() -> None:
     parser.add_argument("base_url")
     parser.add_argument("--max-examples", type=int, default=10, help="per operation and fuzzing cycle")
     parser.add_argument("--time", type=int, default=300, help="schemathesis time budget, seconds")
+    parser.add_argument("--probe-time", type=int, default=60, help="edge probe time budget, seconds (0: none)")
     parser.add_argument("--seed", type=int, default=None, help="default: random, printed")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--spec-dir", type=pathlib.Path, default=DEFAULT_SPEC_DIR)
@@ -911,7 +1196,7 @@ def main() -> None:
         args.seed = random.randrange(1, 2**31)
     base = args.base_url.rstrip("/")
 
-    whole_run = args.time + 240
+    whole_run = args.time + args.probe_time + 240
 
     def overrun(*_):
         print(f"FAILED: the client API fuzz ran over {whole_run} s", flush=True)
@@ -942,10 +1227,19 @@ def main() -> None:
     if args.record:
         STATE["record"] = args.record.open("w")
 
+    cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as workdir:
         os.chdir(workdir)  # anything schemathesis or hypothesis writes stays out of the tree
-        engine_notes, scenarios = run_engine(base, doc, scene, args)
+        try:
+            engine_notes, scenarios = run_engine(base, doc, scene, args)
+        finally:
+            os.chdir(cwd)
 
+    if args.probe_time > 0:
+        probe_started = time.monotonic()
+        print(f"edge probes (at most {args.probe_time} s) ...", flush=True)
+        sent = run_probes(base, doc, scene, args.probe_time)
+        print(f"  {sent} edge probes in {time.monotonic() - probe_started:.0f} s", flush=True)
     if args.record:
         STATE.pop("record").close()
     alive = True

@@ -603,6 +603,7 @@ async fn malformed_bodies_ids_and_server_names_are_400() {
     }
     for path in [
         "/_matrix/client/v1/media/download/0/abc",
+        "/_matrix/client/v1/media/download/kith.example:0/abc",
         "/_matrix/client/v3/profile/@a:0",
         "/_matrix/client/v3/profile/@a:1.2.3/displayname",
         "/_matrix/client/v3/directory/room/%23a:123",
@@ -611,6 +612,11 @@ async fn malformed_bodies_ids_and_server_names_are_400() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
         assert!(answer["errcode"].is_string(), "{answer}");
     }
+    let (status, answer) = server
+        .get("/_matrix/client/v3/login/sso/redirect/%FF", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["errcode"].is_string(), "{answer}");
     assert!(
         !server.log().contains("panicked"),
         "a request made kith panic"

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -107,12 +108,16 @@ pub async fn redirect_to(
     State(state): State<AppState>,
     ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
-    Path(idp): Path<String>,
-    Query(query): Query<RedirectQuery>,
+    idp: Result<Path<String>, PathRejection>,
+    query: Result<Query<RedirectQuery>, QueryRejection>,
 ) -> Response {
-    start_login(&state, &idp, &query, client_ip)
-        .await
-        .unwrap_or_else(|e| failure(&headers, e))
+    // A malformed path or query is answered like any other failure here, not as axum's text.
+    let started = async {
+        let Path(idp) = idp.map_err(|e| Error::invalid_param(e.body_text()))?;
+        let Query(query) = query.map_err(|e| Error::invalid_param(e.body_text()))?;
+        start_login(&state, &idp, &query, client_ip).await
+    };
+    started.await.unwrap_or_else(|e| failure(&headers, e))
 }
 
 async fn start_login(
