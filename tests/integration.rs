@@ -26,6 +26,8 @@ mod email;
 mod ephemeral;
 #[path = "integration/federation.rs"]
 mod federation;
+#[path = "integration/federation_abuse.rs"]
+mod federation_abuse;
 #[path = "integration/federation_input.rs"]
 mod federation_input;
 #[path = "integration/gateway.rs"]
@@ -34,10 +36,14 @@ mod gateway;
 mod hardening;
 #[path = "integration/history.rs"]
 mod history;
+#[path = "integration/hostile_peers.rs"]
+mod hostile_peers;
 #[path = "integration/media.rs"]
 mod media;
 #[path = "integration/membership.rs"]
 mod membership;
+#[path = "integration/peer.rs"]
+mod peer;
 #[path = "integration/profiles.rs"]
 mod profiles;
 #[path = "integration/refresh.rs"]
