@@ -46,8 +46,8 @@ impl Messaging {
     ) -> Result<CanonicalJsonObject> {
         let event = self.event_for(origin, event_id)?;
         let room_id = RoomId::parse(&event.room_id).map_err(Error::internal)?;
-        let visibility = self.visibility(&room_id)?;
-        self.for_server(&visibility, origin, event)
+        let reader = self.server_reader(&room_id, origin)?;
+        self.for_server(&reader, event)
     }
 
     /// `/backfill` as the serving side: the given events and those before them, newest
@@ -63,7 +63,7 @@ impl Messaging {
         if !self.server_in_room(origin, room_id.as_str())? {
             return Err(Error::forbidden("Your server is not in this room"));
         }
-        let visibility = self.visibility(room_id)?;
+        let reader = self.server_reader(room_id, origin)?;
         let mut heap = BinaryHeap::new();
         let mut seen = HashSet::new();
         let mut push = |heap: &mut BinaryHeap<(u64, OwnedEventId)>, id: OwnedEventId| {
@@ -91,7 +91,7 @@ impl Messaging {
             for prev in event.pdu().map_err(Error::internal)?.prev_events {
                 push(&mut heap, prev)?;
             }
-            let json = self.for_server(&visibility, origin, event)?;
+            let json = self.for_server(&reader, event)?;
             out.push(serde_json::to_value(&json).map_err(Error::internal)?);
         }
         Ok(out)
@@ -111,7 +111,7 @@ impl Messaging {
         if !self.server_in_room(origin, room_id.as_str())? {
             return Err(Error::forbidden("Your server is not in this room"));
         }
-        let visibility = self.visibility(room_id)?;
+        let reader = self.server_reader(room_id, origin)?;
         let mut seen: HashSet<OwnedEventId> = earliest.iter().cloned().collect();
         let mut todo: Vec<OwnedEventId> = Vec::new();
         for id in latest {
@@ -132,7 +132,7 @@ impl Messaging {
                 continue;
             }
             todo.extend(pdu.prev_events);
-            let json = self.for_server(&visibility, origin, event)?;
+            let json = self.for_server(&reader, event)?;
             out.push(serde_json::to_value(&json).map_err(Error::internal)?);
         }
         Ok(out)

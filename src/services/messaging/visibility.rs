@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use ruma::{CanonicalJsonObject, EventId, OwnedEventId, RoomId, ServerName, UserId};
+use ruma::{CanonicalJsonObject, EventId, OwnedEventId, OwnedUserId, RoomId, ServerName};
 
 use super::state::MAX_HOPS;
-use super::{Messaging, StoredPdu};
+use super::{Membership, Messaging, StoredPdu};
 use crate::services::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,13 @@ pub struct Visibility {
     /// from other servers before this one joined).
     current: Setting,
     at: Mutex<HashMap<OwnedEventId, Option<Setting>>>,
+}
+
+/// Another server reading a room's history, for one request.
+pub struct ServerReader {
+    /// Its users with a membership in the room, and that membership now.
+    users: Vec<(OwnedUserId, Membership)>,
+    visibility: Visibility,
 }
 
 const HISTORY_VISIBILITY: &str = "m.room.history_visibility";
@@ -134,43 +141,43 @@ impl Messaging {
         Ok(then.is_some_and(|e| memberships.contains(&e.membership())))
     }
 
-    /// Whether `server` (in the room now) may see `event`: under `invited` or `joined`, one
-    /// of its users was invited or joined at the event, by the state kept after it.
-    fn server_may_see(
-        &self,
-        visibility: &Visibility,
-        server: &ServerName,
-        event: &StoredPdu,
-    ) -> Result<bool> {
-        let Some(memberships) = self.setting_at(visibility, event)?.needs() else {
+    /// How `server` reads the room: its users' memberships looked up once, for every event
+    /// of a request.
+    pub fn server_reader(&self, room_id: &RoomId, server: &ServerName) -> Result<ServerReader> {
+        let users = self.member_rows(room_id.as_str())?;
+        Ok(ServerReader {
+            users: users
+                .into_iter()
+                .filter(|(u, _)| u.server_name() == server)
+                .collect(),
+            visibility: self.visibility(room_id)?,
+        })
+    }
+
+    /// Whether the reading server (in the room now) may see `event`: under `invited` or
+    /// `joined`, one of its users was invited or joined at the event (each user's
+    /// membership then, walked back from their current one).
+    fn server_may_see(&self, reader: &ServerReader, event: &StoredPdu) -> Result<bool> {
+        let Some(memberships) = self.setting_at(&reader.visibility, event)?.needs() else {
             return Ok(true);
         };
-        let Some(state) = self.state_after(&event.event_id, &HashMap::new())? else {
-            // History from before this server joined: only what is visible to all.
-            return Ok(false);
-        };
-        for ((kind, user), member_event) in &state {
-            let theirs = UserId::parse(user).is_ok_and(|u| u.server_name() == server);
-            if kind != "m.room.member" || !theirs {
-                continue;
-            }
-            let member = self.stored_pdu(member_event.as_str())?;
-            if member.is_some_and(|m| memberships.contains(&m.membership())) {
+        for (user, current) in &reader.users {
+            let then = self.member_event_at(user.as_str(), current, event.position)?;
+            if then.is_some_and(|e| memberships.contains(&e.membership())) {
                 return Ok(true);
             }
         }
         Ok(false)
     }
 
-    /// `event` as `server` may have it: whole, or redacted if history visibility hides it
-    /// from that server.
+    /// `event` as the reading server may have it: whole, or redacted if history visibility
+    /// hides it from that server.
     pub fn for_server(
         &self,
-        visibility: &Visibility,
-        server: &ServerName,
+        reader: &ServerReader,
         event: StoredPdu,
     ) -> Result<CanonicalJsonObject> {
-        if self.server_may_see(visibility, server, &event)? {
+        if self.server_may_see(reader, &event)? {
             return Ok(event.json);
         }
         let room_id = RoomId::parse(&event.room_id).map_err(Error::internal)?;
