@@ -298,6 +298,12 @@ async fn each_event_keeps_the_visibility_it_was_sent_under() {
     let messages = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50");
     let (_, page) = server.get(&messages, Some(&bob)).await;
     assert_eq!(bodies(&page["chunk"]), ["after bob came", "shared history"]);
+    // The change itself is seen under the more open of the settings around it: shared.
+    let changes = page["chunk"].as_array().unwrap().iter();
+    let changes = changes
+        .filter(|e| e["type"] == "m.room.history_visibility")
+        .count();
+    assert_eq!(changes, 2, "the initial setting and the change: {page}");
     let event = format!("/_matrix/client/v3/rooms/{room}/event/{hidden}");
     assert_error(
         &server.get(&event, Some(&bob)).await,

@@ -15,7 +15,8 @@ use super::state::MAX_HOPS;
 use super::{Membership, Messaging, StoredPdu};
 use crate::services::error::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// From the most open to the least (the order `Ord` compares by).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Setting {
     WorldReadable,
     Shared,
@@ -71,11 +72,25 @@ impl Messaging {
         })
     }
 
-    /// The setting in force at `event`.
+    /// The setting in force at `event`. A change of the setting is itself seen under the
+    /// more open of the settings before and after it, as the spec says.
     fn setting_at(&self, visibility: &Visibility, event: &StoredPdu) -> Result<Setting> {
         let mut memo = visibility.at.lock().unwrap_or_else(PoisonError::into_inner);
-        let found = self.setting_after(&event.event_id, &mut memo)?;
-        Ok(found.unwrap_or(visibility.current))
+        let after = self.setting_after(&event.event_id, &mut memo)?;
+        let after = after.unwrap_or(visibility.current);
+        let is_change = event.json.get("type").and_then(|t| t.as_str()) == Some(HISTORY_VISIBILITY)
+            && event.json.get("state_key").and_then(|k| k.as_str()) == Some("");
+        let base = match is_change {
+            true => self
+                .snapshot(&event.event_id, &HashMap::new())?
+                .and_then(|s| s.base),
+            false => None,
+        };
+        let before = match base {
+            Some(base) => self.setting_after(&base, &mut memo)?,
+            None => None,
+        };
+        Ok(before.map_or(after, |before| before.min(after)))
     }
 
     /// Walks the kept state back from `event_id` to where the setting was last set,
