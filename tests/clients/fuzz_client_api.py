@@ -1194,6 +1194,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.seed is None:
         args.seed = random.randrange(1, 2**31)
+    # The script's own choices (which ID to aim at) follow the seed too, so a run repeats.
+    random.seed(args.seed)
     base = args.base_url.rstrip("/")
 
     whole_run = args.time + args.probe_time + 240
