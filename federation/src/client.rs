@@ -474,7 +474,7 @@ impl FederationClient {
 /// Whether `server` is a name that could be reached: a valid server name whose host is an
 /// IP literal, or a DNS name of well-formed labels whose last is not all digits (no
 /// top-level domain is, RFC 3696 2: `0` or `123` would only be mistaken for addresses).
-fn reachable_name(server: &str) -> bool {
+pub fn reachable_name(server: &str) -> bool {
     let Ok(name) = ServerName::parse(server) else {
         return false;
     };

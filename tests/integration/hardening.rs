@@ -307,6 +307,8 @@ async fn malformed_bodies_ids_and_server_names_are_400() {
         "/_matrix/client/v3/join/%21?via=elsewhere.example",
         "/_matrix/client/v3/join/%21x%27y?via=elsewhere.example",
         "/_matrix/client/v3/rooms/%21short/join",
+        "/_matrix/client/v3/join/%21x:a..b?via=elsewhere.example",
+        "/_matrix/client/v3/join/%21x:elsewhere.example?via=0&via=elsewhere.example",
     ] {
         let (status, answer) = server.post(path, Some(&token), json!({})).await;
         assert_eq!(

@@ -35,13 +35,16 @@ impl Moderation {
     }
 }
 
-/// Whether a room ID has one of the forms servers make: `!opaque:server` (room versions
-/// up to 11) or `!` and the create event's 43-character URL-safe hash (version 12). Only
-/// such an ID is asked of other servers.
+/// Whether a room ID has one of the forms servers make: `!opaque:server` with a server
+/// one could reach (room versions up to 11) or `!` and the create event's 43-character
+/// URL-safe hash (version 12). Only such an ID is asked of other servers.
 fn well_formed_room_id(room_id: &RoomId) -> bool {
     let id = room_id.as_str();
     match room_id.server_name() {
-        Some(_) => id.split_once(':').is_some_and(|(local, _)| local.len() > 1),
+        Some(server) => {
+            id.split_once(':').is_some_and(|(local, _)| local.len() > 1)
+                && kith_federation::reachable_name(server.as_str())
+        }
         None => {
             let hash = &id[1..];
             hash.len() == 43
@@ -205,6 +208,15 @@ impl Messaging {
         }
         if !well_formed_room_id(room_id) {
             return Err(Error::invalid_param("Not a room ID any server makes"));
+        }
+        // As Synapse: a server to join through that no one could be is a bad request.
+        if let Some(bad) = via
+            .iter()
+            .find(|s| !kith_federation::reachable_name(s.as_str()))
+        {
+            return Err(Error::invalid_param(format!(
+                "{bad} is not a server name one can reach"
+            )));
         }
         let mut servers: Vec<OwnedServerName> = Vec::new();
         if let Some(invite) = self.membership(user, room_id)? {
