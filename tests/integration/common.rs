@@ -404,3 +404,13 @@ pub async fn serve_tls(listener: std::net::TcpListener, router: axum::Router) {
     let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
     tokio::spawn(server.serve(router.into_make_service()));
 }
+
+/// A server on loopback TLS (a self-signed certificate) answering with `router`; its
+/// server name, `127.0.0.1:PORT`.
+pub async fn serve_tls_on_loopback(router: axum::Router) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    serve_tls(listener, router).await;
+    name
+}

@@ -15,17 +15,13 @@ use crate::common::Server;
 
 /// A server on loopback TLS whose key answer never ends (a chunked body, forever).
 async fn endless_key_server() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     let endless = || async {
         let chunk = axum::body::Bytes::from(vec![b' '; 64 << 10]);
         let chunks = futures_util::stream::repeat(chunk).map(Ok::<_, std::io::Error>);
         axum::body::Body::from_stream(chunks)
     };
     let router = axum::Router::new().route("/_matrix/key/v2/server", axum::routing::get(endless));
-    crate::common::serve_tls(listener, router).await;
-    name
+    crate::common::serve_tls_on_loopback(router).await
 }
 
 /// A peer that answers kith's key request with an endless body, while requests claiming
@@ -100,9 +96,6 @@ async fn a_peer_with_endless_answers_cannot_exhaust_kith() {
 async fn made_up_requests_do_not_make_kith_fetch_keys_again_and_again() {
     let (_kith, name) = Server::federated(&[]);
     let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let peer = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     let counter = std::sync::Arc::clone(&asked);
     let keys = move || async move {
         counter.fetch_add(1, Ordering::SeqCst);
@@ -110,7 +103,7 @@ async fn made_up_requests_do_not_make_kith_fetch_keys_again_and_again() {
         StatusCode::NOT_FOUND
     };
     let router = axum::Router::new().route("/_matrix/key/v2/server", axum::routing::get(keys));
-    crate::common::serve_tls(listener, router).await;
+    let peer = crate::common::serve_tls_on_loopback(router).await;
 
     let http = reqwest::Client::builder()
         .tls_danger_accept_invalid_certs(true)
@@ -149,9 +142,6 @@ async fn made_up_requests_do_not_make_kith_fetch_keys_again_and_again() {
 /// second, its media comes with a 50,000-character multipart boundary around 8 MiB of
 /// boundary-like bytes, its profile answers are garbage JSON.
 async fn hostile_server() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     let drip = || async {
         let bytes = futures_util::stream::unfold((), |()| async {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -190,8 +180,7 @@ async fn hostile_server() -> String {
             "/_matrix/federation/v1/query/profile",
             axum::routing::get(garbage),
         );
-    crate::common::serve_tls(listener, router).await;
-    name
+    crate::common::serve_tls_on_loopback(router).await
 }
 
 /// The hostile peer trial of issue 17: while a peer drips its key answer, sends media with
