@@ -76,6 +76,9 @@ impl Default for Media {
 pub enum DmPolicy {
     /// Anyone may invite anyone.
     Off,
+    /// An invite into a direct chat to someone who is not a friend is delivered, and is a
+    /// friend request: joining accepts it, rejecting declines it, rescinding cancels it.
+    Request,
     /// Direct chats (an `is_direct` room, or one of at most two members) need friendship.
     DmOnly,
     /// Every invite needs friendship.
@@ -86,6 +89,7 @@ impl DmPolicy {
     pub fn as_str(self) -> &'static str {
         match self {
             DmPolicy::Off => "off",
+            DmPolicy::Request => "request",
             DmPolicy::DmOnly => "dm_only",
             DmPolicy::AllInvites => "all_invites",
         }
@@ -100,14 +104,18 @@ pub struct Contacts {
     pub request_burst: u32,
     /// ...and regains per minute after it.
     pub requests_per_minute: f64,
+    /// Whether the direct chat a friend request made through the API opens is encrypted
+    /// (as Element makes a DM).
+    pub encrypt_request_rooms: bool,
 }
 
 impl Default for Contacts {
     fn default() -> Self {
         Contacts {
-            dm_requires_friendship: DmPolicy::DmOnly,
+            dm_requires_friendship: DmPolicy::Request,
             request_burst: 20,
             requests_per_minute: 2.0,
+            encrypt_request_rooms: true,
         }
     }
 }

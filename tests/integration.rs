@@ -16,6 +16,8 @@ mod common;
 mod contacts;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/dm_requests.rs"]
+mod dm_requests;
 #[path = "integration/e2ee.rs"]
 mod e2ee;
 #[path = "integration/element.rs"]

@@ -1,9 +1,8 @@
 //! Use cases that span services, each one operation: registering (auth and sessions, one
 //! write), changing or resetting a password
 //! (auth and sessions, one write), deactivating (auth, sessions, contacts), signing in
-//! with an identity provider (auth, profile), changing a profile (profile, then messaging
-//! puts it into the user's rooms), and answering a friend request that came as a
-//! direct-chat invite (contacts and messaging, one write).
+//! with an identity provider (auth, profile), and changing a profile (profile, then messaging
+//! puts it into the user's rooms).
 
 use ruma::UserId;
 use serde_json::Value;
@@ -11,7 +10,7 @@ use serde_json::Value;
 use crate::events::RevokeReason;
 use crate::services::error::{Error, ErrorKind, Result};
 use crate::services::session::{NewDevice, Session, Tokens};
-use crate::services::{Services, auth, contacts};
+use crate::services::{Services, auth};
 
 /// What a sign-in proved: the password hash it matched, or a single-use login token.
 pub enum Proof {
@@ -243,39 +242,4 @@ pub async fn sso_user(
         }
     }
     Ok(user_id)
-}
-
-// Friend requests that came as a direct-chat invite from a server without friend
-// requests (contact-service's request, messaging-service's held invite).
-/// Accepts a request; one that came as an invite reveals it, in the same write.
-pub async fn accept_request(services: &Services, user: &str, request_id: &str) -> Result<()> {
-    let release =
-        |batch: &mut kith_storage::Batch, request: &contacts::FriendRequest| match &request.room_id
-        {
-            Some(room) => services.messaging.release_invite_into(batch, user, room),
-            None => Ok(()),
-        };
-    services.contacts.accept(user, request_id, release).await
-}
-
-/// Declines a request; one that came as an invite declines it too (best effort: the
-/// inviting server may be gone).
-pub async fn decline_request(services: &Services, user: &str, request_id: &str) -> Result<()> {
-    let room = held_room(services, user, request_id)?;
-    services
-        .contacts
-        .withdraw(user, request_id, contacts::Direction::Incoming)
-        .await?;
-    if let (Some(room), Ok(user_id)) = (room, UserId::parse(user)) {
-        let room_id = ruma::RoomId::parse(&room).map_err(Error::internal)?;
-        if let Err(e) = services.messaging.leave_remote(&user_id, &room_id).await {
-            tracing::info!(%room, "declining a held invite failed: {}", e.message());
-        }
-    }
-    Ok(())
-}
-
-fn held_room(services: &Services, user: &str, request_id: &str) -> Result<Option<String>> {
-    let request = services.contacts.request(request_id)?;
-    Ok(request.filter(|r| r.to == user).and_then(|r| r.room_id))
 }

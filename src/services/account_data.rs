@@ -41,3 +41,15 @@ pub fn has_account_data(
         &(user_id, GLOBAL, kind),
     )
 }
+
+/// Whether `user` ignores `other` (`m.ignored_user_list`): what they send is not shown to
+/// them, invites included.
+pub fn ignores(
+    storage: &kith_storage::Storage,
+    user_id: &str,
+    other: &str,
+) -> kith_storage::Result<bool> {
+    let key = (user_id, GLOBAL, "m.ignored_user_list");
+    let found: Option<AccountData> = storage.get(&catalog::USERID_ROOMID_TYPE_ACCOUNTDATA, &key)?;
+    Ok(found.is_some_and(|d| d.content["ignored_users"].get(other).is_some()))
+}

@@ -11,7 +11,7 @@
 //! | [`session`] — devices, access and refresh tokens | `userid_deviceid_device`, `refreshhash_userid_deviceid` |
 //! | [`profile`] — public profiles, the user directory | `userid_profile`, `word_userid` |
 //! | [`presence`] — online status, shared with rooms | `userid_presence` |
-//! | [`contacts`] — friend requests, friendships, the DM policy | `userid_contacts`, `userid_otherid_friendship`, `requestid_request`, `userid_otherid_request` |
+//! | [`contacts`] — friend requests, friendships, the DM policy | `userid_contacts`, `userid_otherid_friendship`, `requestid_request`, `userid_otherid_request`, `userid_otherid_dmroom` |
 //! | [`messaging`] — rooms, events, state, membership, receipts, typing, push rules, aliases, federation of rooms | `roomid_room`, `eventid_pdu`, `eventid_state`, `roomid_position_eventid`, `roomid_type_statekey_eventid`, `userid_roomid_membership`, `roomid_userid_membership`, `userid_deviceid_txnid_eventid`, `userid_filterid_filter`, `roomid_userid_type_thread_receipt`, `roomid_typing`, `userid_roomid_unread`, `userid_roomid_position_notification`, `alias_roomid` |
 //! | [`account_data`] — account data (table helpers every service may write through) | `userid_roomid_type_accountdata` |
 //! | [`e2ee`] — device and one-time keys, cross-signing, to-device, key backup | `userid_deviceid_keys`, `userid_deviceid_algorithm_keyid_onetimekey`, `userid_deviceid_algorithm_fallbackkey`, `userid_kind_crosssigningkey`, `userid_keychange`, `userid_deviceid_position_todevice`, `userid_version_backup`, `userid_version_roomid_sessionid_key` |
@@ -27,7 +27,8 @@
 //! Dependencies go one way, down this list; no service calls one above it:
 //!
 //! ```text
-//! account, sync, search, transactions   use cases spanning services (above them all)
+//! account, friend_requests, sync, search, transactions
+//!                     use cases spanning services (above them all)
 //! presence            → messaging
 //! session             → e2ee (a new device's leftovers, device-list changes)
 //! e2ee                → messaging (which servers share a room with a user)
@@ -40,7 +41,8 @@
 //!
 //! Where two services meet in one operation, the use case lives above both:
 //! [`account`] (registration, password change, deactivation, SSO sign-up, profile
-//! changes, friend requests that came as invites), [`sync`] (one `/sync` across
+//! changes), [`friend_requests`] (the contacts API's requests as direct-chat invites),
+//! [`sync`] (one `/sync` across
 //! messaging, presence and e2ee), [`search`] (finding people), [`transactions`]
 //! (inbound federation transactions).
 
@@ -50,6 +52,7 @@ pub mod auth;
 pub mod contacts;
 pub mod e2ee;
 pub mod error;
+pub mod friend_requests;
 pub mod media;
 pub mod messaging;
 pub mod presence;

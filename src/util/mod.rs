@@ -68,13 +68,17 @@ impl StripedLocks {
     /// Both keys' locks (one, if they share a stripe), always taken in stripe order so two
     /// callers locking the same pair either way round cannot deadlock.
     pub async fn lock_both(&self, a: &str, b: &str) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
-        let (first, second) = {
-            let (x, y) = (self.stripe(a), self.stripe(b));
-            (x.min(y), x.max(y))
-        };
-        let mut guards = vec![self.locks[first].lock().await];
-        if second != first {
-            guards.push(self.locks[second].lock().await);
+        self.lock_all(&[a, b]).await
+    }
+
+    /// Every key's lock, each stripe once, in stripe order (see [`StripedLocks::lock_both`]).
+    pub async fn lock_all(&self, keys: &[&str]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.iter().map(|k| self.stripe(k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.locks[stripe].lock().await);
         }
         guards
     }

@@ -212,6 +212,14 @@ pub const USERID_OTHERID_REQUEST: Table = Table {
     value: "RequestRef JSON: request ID, direction (incoming | outgoing)",
 };
 
+/// Each local user's direct chat with another user, as the last friend request between
+/// them made or named it; kept after an unfriending, so a later request reuses the room.
+pub const USERID_OTHERID_DMROOM: Table = Table {
+    name: "userid_otherid_dmroom",
+    key: "(user ID, other user ID)",
+    value: "room ID",
+};
+
 /// Media metadata; the files themselves are on disk, named by their SHA-256.
 pub const MEDIAID_MEDIA: Table = Table {
     name: "mediaid_media",
@@ -405,6 +413,7 @@ pub const ALL: &[&Table] = &[
     &USERID_OTHERID_FRIENDSHIP,
     &REQUESTID_REQUEST,
     &USERID_OTHERID_REQUEST,
+    &USERID_OTHERID_DMROOM,
     &MEDIAID_MEDIA,
     &MEDIAID_SIZE_THUMBNAIL,
     &USERID_DEVICEID_KEYS,

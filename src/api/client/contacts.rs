@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::gateway::{Authed, Error, Result};
 use crate::services::AppState;
-use crate::services::account;
 use crate::services::contacts::{Direction, SendOutcome};
+use crate::services::friend_requests;
 use crate::services::search::{Found, find_users};
 
 /// The most results one search returns.
@@ -73,25 +73,14 @@ pub async fn send_request(
     State(state): State<AppState>,
     request: Authed<NewRequest>,
 ) -> Result<Json<Value>> {
-    let me = request.session.user_id.as_str();
     let to = ruma::UserId::parse(request.body.user_id.as_str()).map_err(|_| {
         Error::invalid_param(format!("{:?} is not a user ID", request.body.user_id))
     })?;
-    let message = request.body.message.clone();
-    // Someone on another server: their server takes the request.
-    if !state.is_ours(to.server_name()) {
-        let outcome = state.contacts.send_remote_request(me, &to, message).await?;
-        return Ok(Json(outcome_json(outcome)));
+    if state.is_ours(to.server_name()) {
+        local_user(&state, &to)?;
     }
-    let to = local_user(&state, &to)?;
-    let ignored = state
-        .messaging
-        .account_data(to.as_str(), None, "m.ignored_user_list")?
-        .is_some_and(|list| list["ignored_users"].get(me).is_some());
-    let outcome = state
-        .contacts
-        .send_request(me, to.as_str(), message, ignored)
-        .await?;
+    let message = request.body.message.clone();
+    let outcome = friend_requests::send(&state, &request.session.user_id, &to, message).await?;
     Ok(Json(outcome_json(outcome)))
 }
 
@@ -135,7 +124,7 @@ pub async fn accept(
     request: Authed<IgnoredAny>,
 ) -> Result<Json<Value>> {
     let (me, id) = (request.session.user_id.as_str(), id.map_err(bad_path)?.0);
-    account::accept_request(&state, me, &id).await?;
+    friend_requests::accept(&state, me, &id).await?;
     Ok(Json(json!({ "state": "accepted" })))
 }
 
@@ -146,7 +135,7 @@ pub async fn decline(
     request: Authed<IgnoredAny>,
 ) -> Result<Json<Value>> {
     let (me, id) = (request.session.user_id.as_str(), id.map_err(bad_path)?.0);
-    account::decline_request(&state, me, &id).await?;
+    friend_requests::decline(&state, me, &id).await?;
     Ok(Json(json!({ "state": "declined" })))
 }
 
@@ -157,10 +146,7 @@ pub async fn cancel(
     request: Authed<IgnoredAny>,
 ) -> Result<Json<Value>> {
     let (me, id) = (request.session.user_id.as_str(), id.map_err(bad_path)?.0);
-    state
-        .contacts
-        .withdraw(me, &id, Direction::Outgoing)
-        .await?;
+    friend_requests::cancel(&state, me, &id).await?;
     Ok(Json(json!({})))
 }
 

@@ -48,6 +48,7 @@ pub async fn create_room(
         public: body.visibility == Visibility::Public,
         is_direct: body.is_direct,
         invite: body.invite.clone(),
+        invite_reason: None,
         creation_content: body.creation_content.as_ref().map(json_of).transpose()?,
         power_level_content_override: (body.power_level_content_override.as_ref())
             .map(json_of)

@@ -29,11 +29,7 @@ pub async fn request(
     request: Signed<RemoteRequest>,
 ) -> Result<Json<Value>> {
     let request_id = param(request_id)?;
-    let (sender, target) = (&request.body.sender, &request.body.target);
-    let ignored = state
-        .messaging
-        .account_data(target, None, "m.ignored_user_list")?
-        .is_some_and(|list| list["ignored_users"].get(sender).is_some());
+    let target = &request.body.target;
     let account = match ruma::UserId::parse(target.as_str()) {
         Ok(user) => state.auth.account(&user)?,
         Err(_) => None,
@@ -43,7 +39,7 @@ pub async fn request(
     }
     let outcome = state
         .contacts
-        .receive_request(&request.origin, &request_id, request.body, ignored)
+        .receive_request(&request.origin, &request_id, request.body)
         .await?;
     Ok(Json(json!({ "state": outcome })))
 }

@@ -2,6 +2,7 @@
 //! ("are these two friends?"). Every change writes both users' views and their live
 //! `org.kith.contacts` account data in the same batch as the change itself.
 
+mod invites;
 mod policy;
 mod remote;
 mod requests;
@@ -19,6 +20,7 @@ use crate::services::account_data::{has_account_data, put_account_data};
 use crate::services::error::Result;
 use crate::util::{RateLimiter, StripedLocks, now_ms};
 
+pub use invites::{MemberChange, RoomChanges, Settled};
 pub use policy::DIRECT_MAX_MEMBERS;
 pub use remote::{FEDERATION_PREFIX, RemoteRemove, RemoteRequest, RemoteResponse};
 pub use requests::SendOutcome;
@@ -35,6 +37,12 @@ pub struct ContactsRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Friendship {
     pub since_ts: u64,
+    /// The direct chat the request that made them friends came with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dm_room_id: Option<String>,
+    /// The request that made them friends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,10 +56,16 @@ pub struct FriendRequest {
     /// The recipient ignores the sender: the request exists for the sender only.
     #[serde(default)]
     pub hidden: bool,
-    /// The direct chat this request came as: an invite from a server without friend
-    /// requests, held until the request is accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room_id: Option<String>,
+    /// The pair's direct chat: the room this request's invite is into, or (for a request
+    /// between two people still in their old direct chat) that room.
+    #[serde(default, alias = "room_id", skip_serializing_if = "Option::is_none")]
+    pub dm_room_id: Option<String>,
+    /// The request is an invite into `dm_room_id`: what happens to the invite answers it
+    /// (joining, rejecting, rescinding), and no answer travels over the contacts endpoints.
+    /// Under `dm_only`, an invite from a server without friend requests, held until the
+    /// request is accepted.
+    #[serde(default)]
+    pub invite: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

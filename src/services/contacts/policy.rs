@@ -29,7 +29,8 @@ impl Contacts {
     /// are not friends.
     pub fn check_invite(&self, inviter: &str, invitee: &str, direct: bool) -> Result<()> {
         let needed = match self.dm_policy {
-            DmPolicy::Off => false,
+            // Under `request`, such an invite is a friend request instead.
+            DmPolicy::Off | DmPolicy::Request => false,
             DmPolicy::DmOnly => direct,
             DmPolicy::AllInvites => true,
         };

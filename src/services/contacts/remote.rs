@@ -16,7 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::view::Change;
-use super::{Contacts, Direction, FriendRequest, SendOutcome};
+use super::{Contacts, Direction, FriendRequest, SendOutcome, Settled};
+use crate::services::account_data::ignores;
 use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::{now_ms, random_string, server_of};
 
@@ -32,6 +33,9 @@ pub struct RemoteRequest {
     pub message: Option<String>,
     #[serde(default)]
     pub origin_server_ts: Option<u64>,
+    /// The pair's direct chat, both of them still in it (after an unfriending).
+    #[serde(default)]
+    pub dm_room_id: Option<ruma::OwnedRoomId>,
 }
 
 /// `PUT /response/{requestId}`
@@ -88,8 +92,8 @@ impl Contacts {
         Ok(Some(server))
     }
 
-    /// Queues `user`'s answer to a request for the other side's server, if another
-    /// (not for a held invite's request: that server knows no friend requests).
+    /// Queues `user`'s answer to a request for the other side's server, if another (not
+    /// for a request that is an invite: the membership event is the answer there).
     pub(super) fn answer_into(
         &self,
         batch: &mut Batch,
@@ -97,7 +101,7 @@ impl Contacts {
         user: &str,
         action: &str,
     ) -> Result<Option<String>> {
-        if request.room_id.is_some() {
+        if request.invite {
             return Ok(None);
         }
         let other = if request.from == user {
@@ -115,6 +119,11 @@ impl Contacts {
             .wake(&destinations.into_iter().collect::<Vec<_>>());
     }
 
+    /// Wakes the queues of the servers a settled membership change queued news for.
+    pub fn wake_settled(&self, settled: Settled<'_>) {
+        self.outbox.wake(&settled.wake);
+    }
+
     /// Whether `server` runs kith, so its users can send and answer friend requests.
     pub async fn speaks_contacts(&self, server: &ServerName) -> bool {
         let Some(client) = &self.federation else {
@@ -130,6 +139,7 @@ impl Contacts {
         from: &str,
         to: &UserId,
         message: Option<String>,
+        dm_room: Option<&str>,
     ) -> Result<SendOutcome> {
         let client = self
             .federation
@@ -154,13 +164,17 @@ impl Contacts {
                 return Ok(SendOutcome::Accepted(request.request_id));
             }
         }
-        let request = self.new_request(from, to_str, message, false)?;
-        let body = json!({
+        let mut request = self.new_request(from, to_str, message, false)?;
+        request.dm_room_id = dm_room.map(str::to_owned);
+        let mut body = json!({
             "sender": from,
             "target": to_str,
             "message": request.message,
             "origin_server_ts": request.created_ts,
         });
+        if let Some(room) = dm_room {
+            body["dm_room_id"] = room.into();
+        }
         let path = format!("/request/{}", request.request_id);
         let full = format!("{FEDERATION_PREFIX}{path}");
         // Sent at once, outside the pair's lock (the other server may be asking this one
@@ -179,7 +193,23 @@ impl Contacts {
             }
         };
         let _pair = self.lock_pair(from, to_str).await;
-        // What changed meanwhile wins: the other side's request, or a friendship.
+        // What changed meanwhile wins: a friendship, or the other side's request, which
+        // crossed this one (their server did the same with ours, or will find it gone).
+        if self.are_friends(from, to_str)? {
+            return Ok(SendOutcome::Accepted(request.request_id));
+        }
+        if let Some(theirs) = self
+            .request_ref(from, to_str)?
+            .filter(|r| r.dir == Direction::Incoming)
+            && let Some(theirs) = self.request(&theirs.request_id)?
+        {
+            let mut batch = self.storage.batch();
+            self.befriend(&mut batch, &theirs)?;
+            let notified = self.answer_into(&mut batch, &theirs, from, "accept")?;
+            self.storage.commit(batch).await?;
+            self.wake(notified);
+            return Ok(SendOutcome::Accepted(theirs.request_id));
+        }
         self.check_new_request(from, to_str)?;
         let mut batch = self.storage.batch();
         let mut queued = None;
@@ -214,7 +244,7 @@ impl Contacts {
 
     /// Counts a friend request (or a held invite) from `from` on `origin`, per sender and
     /// per server: one server cannot flood us by making up senders.
-    fn take_request(&self, origin: &ServerName, from: &str) -> Result<()> {
+    pub(super) fn take_request(&self, origin: &ServerName, from: &str) -> Result<()> {
         (self.origin_limiter)
             .take(origin.as_str())
             .map_err(Error::limit_exceeded)?;
@@ -232,7 +262,6 @@ impl Contacts {
         origin: &ServerName,
         request_id: &str,
         body: RemoteRequest,
-        ignored: bool,
     ) -> Result<&'static str> {
         let (from, to) = (body.sender.as_str(), body.target.as_str());
         if UserId::parse(from).map_or(true, |u| u.server_name() != origin) {
@@ -273,8 +302,9 @@ impl Contacts {
             to: to.to_owned(),
             message: body.message,
             created_ts,
-            hidden: ignored,
-            room_id: None,
+            hidden: ignores(&self.storage, to, from)?,
+            dm_room_id: body.dm_room_id.map(|r| r.to_string()),
+            invite: false,
         };
         self.store_request(&mut batch, &request)?;
         self.storage.commit(batch).await?;
@@ -301,7 +331,8 @@ impl Contacts {
             .filter(|r| r.dir == Direction::Incoming)
             .and_then(|r| self.request(&r.request_id).ok().flatten());
         if let Some(mut request) = existing {
-            request.room_id = Some(room_id.to_owned());
+            request.dm_room_id = Some(room_id.to_owned());
+            request.invite = true;
             let id = request.request_id.clone();
             batch.put(
                 &kith_storage::catalog::REQUESTID_REQUEST,
@@ -318,7 +349,8 @@ impl Contacts {
             message: None,
             created_ts: now_ms(),
             hidden: ignored,
-            room_id: Some(room_id.to_owned()),
+            dm_room_id: Some(room_id.to_owned()),
+            invite: true,
         };
         self.store_request(batch, &request)?;
         Ok(guards)
@@ -418,12 +450,13 @@ mod tests {
                 target: "@bob:kith.test".into(),
                 message: None,
                 origin_server_ts: None,
+                dm_room_id: None,
             };
             let contacts = &contacts;
             let origin = &origin;
             async move {
                 let id = format!("r{i}");
-                contacts.receive_request(origin, &id, body, false).await
+                contacts.receive_request(origin, &id, body).await
             }
         };
         for i in 0..10 {
@@ -440,8 +473,9 @@ mod tests {
             target: "@bob:kith.test".into(),
             message: None,
             origin_server_ts: None,
+            dm_room_id: None,
         };
-        let answer = contacts.receive_request(&other, "t0", body, false).await;
+        let answer = contacts.receive_request(&other, "t0", body).await;
         assert_eq!(
             answer.unwrap(),
             "pending",

@@ -23,13 +23,14 @@ pub enum SendOutcome {
 
 impl Contacts {
     /// `from` asks `to` to be friends. `to` must be a local user (checked by the caller)
-    /// who is not `from`; `ignored_by_recipient` hides the request from them.
+    /// who is not `from`; `ignored_by_recipient` hides the request from them; `dm_room` is
+    /// their direct chat, both still in it.
     pub async fn send_request(
         &self,
-        from: &str,
-        to: &str,
+        (from, to): (&str, &str),
         message: Option<String>,
         ignored_by_recipient: bool,
+        dm_room: Option<&str>,
     ) -> Result<SendOutcome> {
         if from == to {
             return Err(Error::invalid_param(
@@ -51,7 +52,8 @@ impl Contacts {
             self.storage.commit(batch).await?;
             return Ok(SendOutcome::Accepted(request.request_id));
         }
-        let request = self.new_request(from, to, message, ignored_by_recipient)?;
+        let mut request = self.new_request(from, to, message, ignored_by_recipient)?;
+        request.dm_room_id = dm_room.map(str::to_owned);
         let mut batch = self.storage.batch();
         // An ignored sender's request stays theirs alone: pending for them, unseen by the
         // recipient, and in no log event another part of the server would act on.
@@ -79,12 +81,26 @@ impl Contacts {
             message,
             created_ts: now_ms(),
             hidden,
-            room_id: None,
+            dm_room_id: None,
+            invite: false,
         })
     }
 
     /// Writes a new request with both users' refs, its log event, and the views.
     pub(super) fn store_request(&self, batch: &mut Batch, request: &FriendRequest) -> Result<()> {
+        let mut change = Change::default();
+        self.store_request_into(batch, &mut change, request)?;
+        self.write_change(batch, &change)
+    }
+
+    /// Writes a new request with both users' refs and its log event; `change` gathers what
+    /// the users' views must show.
+    pub(super) fn store_request_into(
+        &self,
+        batch: &mut Batch,
+        change: &mut Change,
+        request: &FriendRequest,
+    ) -> Result<()> {
         let (id, from, to) = (
             request.request_id.as_str(),
             request.from.as_str(),
@@ -96,7 +112,7 @@ impl Contacts {
             dir: Direction::Outgoing,
         };
         batch.put(&catalog::USERID_OTHERID_REQUEST, &(from, to), &outgoing)?;
-        let mut views = vec![from];
+        change.views.push(from.to_owned());
         if !request.hidden {
             let incoming = RequestRef {
                 request_id: id.to_owned(),
@@ -109,17 +125,40 @@ impl Contacts {
                 to: to.to_owned(),
             };
             events::append(batch, created)?;
-            views.push(to);
+            change.views.push(to.to_owned());
         }
-        let change = Change {
-            requests_added: vec![request.clone()],
-            ..Change::default()
-        };
-        self.write_views(batch, &views, &change)
+        if let Some(room) = &request.dm_room_id {
+            self.remember_dm_room(batch, from, to, room)?;
+        }
+        change.requests_added.push(request.clone());
+        Ok(())
+    }
+
+    /// Notes `room` as the direct chat of `a` and `b`, for whichever of them is ours.
+    pub(super) fn remember_dm_room(
+        &self,
+        batch: &mut Batch,
+        a: &str,
+        b: &str,
+        room: &str,
+    ) -> Result<()> {
+        for (user, other) in [(a, b), (b, a)] {
+            if self.is_local(user) {
+                batch.put(&catalog::USERID_OTHERID_DMROOM, &(user, other), &room)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The direct chat the last request between `user` and `other` made or named.
+    pub fn dm_room(&self, user: &str, other: &str) -> Result<Option<String>> {
+        Ok(self
+            .storage
+            .get(&catalog::USERID_OTHERID_DMROOM, &(user, other))?)
     }
 
     /// A request's message must fit.
-    pub(super) fn check_message(&self, message: &Option<String>) -> Result<()> {
+    pub fn check_message(&self, message: &Option<String>) -> Result<()> {
         if message
             .as_ref()
             .is_some_and(|m| m.len() > MAX_MESSAGE_BYTES)
@@ -133,7 +172,7 @@ impl Contacts {
 
     /// 409 if `from` and `to` are friends, or `from` has asked already (checked under the
     /// pair's lock).
-    pub(super) fn check_new_request(&self, from: &str, to: &str) -> Result<()> {
+    pub fn check_new_request(&self, from: &str, to: &str) -> Result<()> {
         if self.are_friends(from, to)? {
             return Err(Error::new(ErrorKind::AlreadyFriends, "Already friends"));
         }
@@ -160,13 +199,32 @@ impl Contacts {
 
     /// Turns a request into a friendship, in `batch`.
     pub(super) fn befriend(&self, batch: &mut Batch, request: &FriendRequest) -> Result<()> {
+        let mut change = Change::default();
+        self.befriend_into(batch, &mut change, request, None)?;
+        self.write_change(batch, &change)
+    }
+
+    /// Turns a request into a friendship, in `batch`; their direct chat is `dm_room`, or the
+    /// request's.
+    pub(super) fn befriend_into(
+        &self,
+        batch: &mut Batch,
+        change: &mut Change,
+        request: &FriendRequest,
+        dm_room: Option<&str>,
+    ) -> Result<()> {
         let (from, to) = (request.from.as_str(), request.to.as_str());
         self.drop_request(batch, request)?;
-        let friendship = Friendship { since_ts: now_ms() };
-        let mut change = Change {
-            requests_removed: vec![request.request_id.clone()],
-            ..Change::default()
+        let dm_room_id = dm_room.or(request.dm_room_id.as_deref());
+        if let Some(room) = dm_room_id {
+            self.remember_dm_room(batch, from, to, room)?;
+        }
+        let friendship = Friendship {
+            since_ts: now_ms(),
+            dm_room_id: dm_room_id.map(str::to_owned),
+            request_id: Some(request.request_id.clone()),
         };
+        change.requests_removed.push(request.request_id.clone());
         for (a, b) in [(from, to), (to, from)] {
             batch.put(&catalog::USERID_OTHERID_FRIENDSHIP, &(a, b), &friendship)?;
             change
@@ -179,7 +237,8 @@ impl Contacts {
             to: to.to_owned(),
         };
         events::append(batch, accepted)?;
-        self.write_views(batch, &[from, to], &change)
+        change.views.extend([from.to_owned(), to.to_owned()]);
+        Ok(())
     }
 
     /// A request `user` may act on as `role`: 404 if there is none, 403 if it is someone

@@ -19,6 +19,10 @@ pub(super) struct Change {
     pub friends_removed: Vec<(String, String)>,
     pub requests_added: Vec<FriendRequest>,
     pub requests_removed: Vec<String>,
+    /// The users whose views the change touches.
+    pub views: Vec<String>,
+    /// Other servers it queued news for, to wake once it is committed.
+    pub wake: Vec<String>,
 }
 
 /// A request as `user` sees it.
@@ -36,6 +40,9 @@ pub(super) fn request_json(request: &FriendRequest, user: &str) -> Value {
     });
     if let Some(message) = &request.message {
         out["message"] = message.clone().into();
+    }
+    if let Some(room) = &request.dm_room_id {
+        out["dm_room_id"] = room.clone().into();
     }
     out
 }
@@ -90,7 +97,13 @@ impl Contacts {
         };
         let friends: Vec<Value> = friends
             .iter()
-            .map(|(other, f)| json!({ "user_id": other, "since_ts": f.since_ts }))
+            .map(|(other, f)| {
+                let mut entry = json!({ "user_id": other, "since_ts": f.since_ts });
+                if let Some(room) = &f.dm_room_id {
+                    entry["dm_room_id"] = room.clone().into();
+                }
+                entry
+            })
             .collect();
         Ok(json!({
             "friends": friends,
@@ -102,6 +115,14 @@ impl Contacts {
     /// `{friends, incoming, outgoing}` for `user` as stored.
     pub fn view(&self, user: &str) -> Result<Value> {
         self.view_with(user, &Change::default())
+    }
+
+    /// Rewrites the `org.kith.contacts` account data of each user `change` touches.
+    pub(super) fn write_change(&self, batch: &mut Batch, change: &Change) -> Result<()> {
+        let mut users: Vec<&str> = change.views.iter().map(String::as_str).collect();
+        users.sort_unstable();
+        users.dedup();
+        self.write_views(batch, &users, change)
     }
 
     /// Rewrites each user's `org.kith.contacts` account data in `batch`.

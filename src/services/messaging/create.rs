@@ -34,6 +34,8 @@ pub struct NewRoom {
     pub public: bool,
     pub is_direct: bool,
     pub invite: Vec<OwnedUserId>,
+    /// The reason the invites give (a friend request's message).
+    pub invite_reason: Option<String>,
     pub creation_content: Option<Value>,
     pub power_level_content_override: Option<Value>,
     /// Events of `type`, `state_key` (default empty) and `content`.
@@ -92,7 +94,7 @@ impl Messaging {
             .copied()
             .partition(|u| u.server_name().as_str() == self.server_name());
         for invitee in local {
-            draft.add(self.invite_spec(creator, invitee, new.is_direct)?)?;
+            draft.add(self.invite_spec(creator, invitee, &new)?)?;
         }
         let room_id = draft
             .room_id()
@@ -103,7 +105,7 @@ impl Messaging {
         // is the answer.
         for invitee in remote {
             let draft = self.draft(&room_id).await?;
-            let spec = self.invite_spec(creator, invitee, new.is_direct)?;
+            let spec = self.invite_spec(creator, invitee, &new)?;
             self.send_invite(draft, spec).await?;
         }
         Ok(room_id)
@@ -135,17 +137,19 @@ impl Messaging {
                     .check_invite(creator.as_str(), invitee.as_str(), direct)?;
             }
         }
+        // A room of two is a friend request under policy `request`: counted before anything
+        // is made, so past the allowance there is no room and no invite (429).
+        if let [invitee] = invitees.as_slice() {
+            self.contacts
+                .charge_invite(creator.as_str(), invitee.as_str())?;
+        }
         Ok(invitees)
     }
 
-    fn invite_spec(
-        &self,
-        creator: &UserId,
-        invitee: &UserId,
-        is_direct: bool,
-    ) -> Result<EventSpec> {
-        let mut content = self.member_content(invitee.as_str(), None)?;
-        if is_direct {
+    fn invite_spec(&self, creator: &UserId, invitee: &UserId, new: &NewRoom) -> Result<EventSpec> {
+        let reason = new.invite_reason.as_deref();
+        let mut content = self.member_content(invitee.as_str(), reason)?;
+        if new.is_direct {
             content["is_direct"] = true.into();
         }
         Ok(member_spec(creator, invitee.as_str(), "invite", content))

@@ -294,6 +294,11 @@ impl Messaging {
             self.contacts
                 .check_invite(inviter.as_str(), target, direct)?;
         }
+        // An invite into a room of two is a friend request under policy `request`: counted
+        // before it goes anywhere.
+        if others < DIRECT_MAX_MEMBERS {
+            self.contacts.charge_invite(inviter.as_str(), target)?;
+        }
         if direct {
             draft.mark_direct();
         }

@@ -65,6 +65,11 @@ pub(super) fn assemble(
         }
     }
     let mut joined_rooms = Vec::new();
+    // Invites from users this one ignores are not shown, as Synapse drops them.
+    let ignored = messaging.account_data(user, None, "m.ignored_user_list")?;
+    let ignored = ignored
+        .as_ref()
+        .and_then(|l| l["ignored_users"].as_object());
     for (room_id, membership) in messaging.memberships(&session.user_id)? {
         let room = room_id.as_str();
         // A membership that changed after `upto` committed early (a lower position is still
@@ -130,6 +135,10 @@ pub(super) fn assemble(
             }
             "invite" if changed || since.is_none() => {
                 let stripped = messaging.invite_state(room, &membership)?;
+                let inviter = stripped.last().and_then(|own| own["sender"].as_str());
+                if inviter.is_some_and(|i| ignored.is_some_and(|list| list.contains_key(i))) {
+                    continue;
+                }
                 let mut invite_state = InviteState::new();
                 invite_state.events = stripped.iter().map(raw).collect::<Result<_>>()?;
                 let mut invited = InvitedRoom::new();

@@ -2,6 +2,7 @@
 //! entries and the copies for other servers, in one batch.
 
 use super::*;
+use crate::services::contacts::{MemberChange, RoomChanges, Settled};
 
 impl Draft<'_> {
     /// Writes the drafted events, their state, memberships, the room's new head, their
@@ -59,6 +60,7 @@ impl Draft<'_> {
         }
         let mut unread = HashMap::new();
         let mut stored = Vec::new();
+        let mut member_changes = Vec::new();
         for pdu in &self.built {
             let position = batch.new_position()?;
             let event_id = pdu.event_id.as_str();
@@ -79,7 +81,8 @@ impl Draft<'_> {
             )?;
             // Its own entry, unless state resolution chose another.
             if self.is_current(pdu) {
-                self.write_state(&mut batch, &mut memberships, pdu, position)?;
+                let changed = self.write_state(&mut batch, &mut memberships, pdu, position)?;
+                member_changes.extend(changed);
             }
             if let Some(snapshot) = self.snapshots.get(&pdu.event_id) {
                 batch.put(&catalog::EVENTID_STATE, &event_id, snapshot)?;
@@ -131,7 +134,11 @@ impl Draft<'_> {
         }
         let destinations = self.queue_for_servers(&mut batch, &members, &memberships)?;
         batch.put(&catalog::ROOMID_ROOM, &room, &self.room)?;
+        let settled = self
+            .settle_friend_requests(&mut batch, &room_id, &memberships, member_changes)
+            .await?;
         self.messaging.storage.commit(batch).await?;
+        self.messaging.contacts.wake_settled(settled);
         // Redacted events change their stored form: forgotten once it is written, still
         // under the room's lock, so no reader can keep the old one.
         for target in self.built.iter().filter_map(|pdu| pdu.redacts.as_ref()) {
@@ -159,17 +166,60 @@ impl Draft<'_> {
         })
     }
 
+    /// Tells contacts of the draft's membership changes (under policy `request`, invites
+    /// into direct chats are friend requests), in the same batch.
+    async fn settle_friend_requests(
+        &self,
+        batch: &mut Batch,
+        room_id: &RoomId,
+        memberships: &HashMap<String, Membership>,
+        changes: Vec<MemberChange>,
+    ) -> Result<Settled<'_>> {
+        let contacts = &self.messaging.contacts;
+        // Only a direct chat's invites are requests, and only they have requests about
+        // them to answer: no other room is read for it.
+        if changes.is_empty() || !contacts.requests_are_invites() || !self.is_direct() {
+            return Ok(Settled::default());
+        }
+        let mut members: Vec<OwnedUserId> = Vec::new();
+        let stored = match self.stored {
+            true => self.messaging.members(room_id)?,
+            false => Vec::new(),
+        };
+        let now = stored
+            .iter()
+            .filter(|(user, _)| !memberships.contains_key(user.as_str()))
+            .map(|(user, m)| (user.clone(), m.membership.as_str()));
+        let drafted = memberships.iter().filter_map(|(user, m)| {
+            let user = OwnedUserId::try_from(user.as_str()).ok()?;
+            Some((user, m.membership.as_str()))
+        });
+        for (user, membership) in now.chain(drafted) {
+            if matches!(membership, "join" | "invite") {
+                members.push(user);
+            }
+        }
+        let room = RoomChanges {
+            room_id,
+            direct: members.len() == 2,
+            members,
+            changes,
+            refuse_over_limit: false,
+        };
+        contacts.membership_changed_into(batch, &room).await
+    }
+
     /// Makes a state event current: its state row and, for a member event, the member's
-    /// membership in both directions.
+    /// membership in both directions. Returns the change of membership it makes.
     fn write_state(
         &self,
         batch: &mut Batch,
         memberships: &mut HashMap<String, Membership>,
         pdu: &Pdu,
         position: u64,
-    ) -> Result<()> {
+    ) -> Result<Option<MemberChange>> {
         let Some(key) = &pdu.state_key else {
-            return Ok(());
+            return Ok(None);
         };
         let room = self
             .room_id
@@ -183,7 +233,7 @@ impl Draft<'_> {
             &pdu.event_id.as_str(),
         )?;
         if pdu.kind != TimelineEventType::RoomMember {
-            return Ok(());
+            return Ok(None);
         }
         let content: MembershipContent = pdu
             .content_as()
@@ -208,9 +258,22 @@ impl Draft<'_> {
         let held = previous
             .as_ref()
             .is_some_and(|p| p.held && p.event_id == pdu.event_id);
+        let before = previous.as_ref().map(|p| p.membership.clone());
         let changed_at = previous
             .filter(|p| p.membership == content.membership)
             .map_or(position, |p| p.changed_at);
+        let change = UserId::parse(key.as_str()).ok().map(|user| MemberChange {
+            user,
+            sender: pdu.sender.clone(),
+            before,
+            after: content.membership.clone(),
+            event_id: pdu.event_id.clone(),
+            reason: content
+                .reason
+                .as_ref()
+                .and_then(|r| r.as_str())
+                .map(str::to_owned),
+        });
         let membership = Membership {
             membership: content.membership,
             event_id: pdu.event_id.clone(),
@@ -231,7 +294,7 @@ impl Draft<'_> {
             &(room, key.as_str()),
             &membership,
         )?;
-        Ok(())
+        Ok(change)
     }
 
     /// Queues this server's new events for every other server in the room: those of the

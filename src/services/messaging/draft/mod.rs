@@ -16,7 +16,7 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::state_res::{
     auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules,
 };
-use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde::Deserialize;
 use tokio::sync::MutexGuard;
 
@@ -83,6 +83,9 @@ fn pdu_error(e: PduError) -> Error {
 #[derive(Deserialize)]
 struct MembershipContent {
     membership: String,
+    /// Anything, as another server may send; only a string is a reason.
+    #[serde(default)]
+    reason: Option<serde_json::Value>,
 }
 
 impl Messaging {

@@ -3,6 +3,8 @@
 //! accepted).
 
 use super::*;
+use crate::services::account_data::ignores;
+use crate::services::contacts::{MemberChange, RoomChanges};
 
 impl Messaging {
     /// Sends a drafted invite of a user on another server to that server, which checks
@@ -106,9 +108,7 @@ impl Messaging {
         let mut _pair = Vec::new();
         if held {
             let (inviter, invitee) = (checked.pdu.sender.as_str(), checked.invitee.as_str());
-            let ignored = self
-                .account_data(invitee, None, "m.ignored_user_list")?
-                .is_some_and(|list| list["ignored_users"].get(inviter).is_some());
+            let ignored = ignores(&self.storage, invitee, inviter)?;
             let (pair, room) = ((inviter, invitee), checked.room_id.as_str());
             _pair = self
                 .contacts
@@ -211,10 +211,15 @@ impl Messaging {
             self.storage.commit(batch).await?;
             return Ok(signed);
         }
+        let content = pdu.content_as::<Value>().unwrap_or_default();
         let membership = Outside {
             membership: "invite",
             invite_state,
             held,
+            sender: pdu.sender.clone(),
+            inviter: pdu.sender.clone(),
+            direct: content["is_direct"] == true,
+            reason: content["reason"].as_str().map(str::to_owned),
         };
         self.store_outside_membership(
             batch,
@@ -257,8 +262,11 @@ impl Messaging {
         Ok(())
     }
 
-    /// Keeps a member event of a room this server is not in (an invite, or the leave
-    /// that declined it) and the user's membership as it says, outside any timeline.
+    /// Keeps a member event of a room this server is not in (an invite, the leave that
+    /// declined it, or another server's rescinding it) and the user's membership as it
+    /// says, outside any timeline; contacts hears of the change in the same write (an
+    /// invite is a friend request under policy `request`, and past its sender's allowance
+    /// it is refused).
     pub(super) async fn store_outside_membership(
         &self,
         mut batch: kith_storage::Batch,
@@ -268,6 +276,31 @@ impl Messaging {
         outside: Outside,
     ) -> Result<()> {
         let _guard = self.room_locks.lock(room_id.as_str()).await;
+        let (user, room) = (user_id.as_str(), room_id.as_str());
+        let before = self.membership_row(user, room)?.map(|m| m.membership);
+        let invite = outside.membership == "invite";
+        let mut members = vec![outside.inviter];
+        if invite {
+            members.push(user_id.to_owned());
+        }
+        let change = MemberChange {
+            user: user_id.to_owned(),
+            sender: outside.sender,
+            before,
+            after: outside.membership.to_owned(),
+            event_id: event_id.to_owned(),
+            reason: outside.reason,
+        };
+        let changes = RoomChanges {
+            room_id,
+            direct: outside.direct,
+            members,
+            changes: vec![change],
+            refuse_over_limit: invite,
+        };
+        let settled = (self.contacts)
+            .membership_changed_into(&mut batch, &changes)
+            .await?;
         let position = batch.new_position()?;
         let record = StoredPdu {
             event_id: event_id.to_owned(),
@@ -288,7 +321,6 @@ impl Messaging {
             invite_state: outside.invite_state,
             held: outside.held,
         };
-        let (user, room) = (user_id.as_str(), room_id.as_str());
         batch.put(
             &catalog::USERID_ROOMID_MEMBERSHIP,
             &(user, room),
@@ -299,7 +331,70 @@ impl Messaging {
             &(room, user),
             &membership,
         )?;
-        Ok(self.storage.commit(batch).await?)
+        self.storage.commit(batch).await?;
+        self.contacts.wake_settled(settled);
+        Ok(())
+    }
+
+    /// A member event for one of our users in a room this server is not in, from another
+    /// server's transaction: only an invite's end (a leave or ban, the inviter's server
+    /// rescinding it) is taken, checked against the invite held here, as Synapse does;
+    /// anything else is for a room we are not in.
+    pub(super) async fn receive_outside_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        json: &Value,
+    ) -> Result<OwnedEventId> {
+        let not_here = || Error::not_found("This server is not in that room");
+        let target = json.get("state_key").and_then(Value::as_str);
+        let target = target
+            .and_then(|t| UserId::parse(t).ok())
+            .ok_or_else(not_here)?;
+        let invite = self.membership(&target, room_id)?;
+        let invite = invite
+            .filter(|m| m.membership == "invite" && target.server_name() == self.server_name());
+        let invite = invite.ok_or_else(not_here)?;
+        let held = self.stored_pdu(invite.event_id.as_str())?;
+        let inviter = held.and_then(|e| e.pdu().ok()).ok_or_else(not_here)?.sender;
+        let version = invite
+            .invite_state
+            .iter()
+            .find(|e| e["type"] == "m.room.create")
+            .and_then(|e| e["content"]["room_version"].as_str())
+            .and_then(|v| RoomVersionId::try_from(v).ok())
+            .unwrap_or(RoomVersionId::V11);
+        let pdu = self.verify_received(&version, object_of(json)?).await?;
+        let membership = pdu.content_as::<Value>().unwrap_or_default()["membership"].clone();
+        let membership = match membership.as_str() {
+            Some("leave") => "leave",
+            Some("ban") => "ban",
+            _ => return Err(not_here()),
+        };
+        if pdu.kind != TimelineEventType::RoomMember
+            || pdu.state_key.as_deref() != Some(target.as_str())
+            || pdu.room_id.as_deref() != Some(room_id)
+            || pdu.origin() != origin
+            || inviter.server_name() != origin
+        {
+            return Err(Error::forbidden(
+                "Only the inviting server may end an invite into a room this server is not in",
+            ));
+        }
+        let outside = Outside {
+            membership,
+            invite_state: Vec::new(),
+            held: false,
+            sender: pdu.sender.clone(),
+            inviter,
+            direct: false,
+            reason: None,
+        };
+        let batch = self.storage.batch();
+        let event = (pdu.event_id.as_ref(), pdu.json.clone());
+        self.store_outside_membership(batch, room_id, &target, event, outside)
+            .await?;
+        Ok(pdu.event_id)
     }
 }
 
@@ -344,4 +439,10 @@ pub(super) struct Outside {
     pub(super) membership: &'static str,
     pub(super) invite_state: Vec<Value>,
     pub(super) held: bool,
+    /// Who changed it, and who invited the user (the other party of a friend request).
+    pub(super) sender: ruma::OwnedUserId,
+    pub(super) inviter: ruma::OwnedUserId,
+    /// An invite marked `is_direct`: all this server can know of the room's size.
+    pub(super) direct: bool,
+    pub(super) reason: Option<String>,
 }

@@ -133,6 +133,10 @@ impl Messaging {
             membership: "leave",
             invite_state: Vec::new(),
             held: false,
+            sender: user_id.to_owned(),
+            inviter: inviter.sender.clone(),
+            direct: false,
+            reason: None,
         };
         let batch = self.storage.batch();
         let leave = (leave.event_id.as_ref(), leave.json);

@@ -105,9 +105,11 @@ impl Messaging {
             .and_then(|r| r.as_str())
             .and_then(|r| RoomId::parse(r).ok())
             .ok_or_else(|| Error::bad_json("Event without a valid room_id"))?;
-        let room = self
-            .room(&room_id)?
-            .ok_or_else(|| Error::not_found("This server is not in that room"))?;
+        let Some(room) = self.room(&room_id)? else {
+            return self
+                .receive_outside_membership(origin, &room_id, json)
+                .await;
+        };
         self.require_acl_allows(&room_id, origin)?;
         let pdu = self
             .verify_received(&room.version, object_of(json)?)
