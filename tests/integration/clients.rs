@@ -86,6 +86,17 @@ async fn matrix_nio_sets_an_avatar() {
     run_client(&server, &python(), &args, "nio avatar test passed").await;
 }
 
+/// Under the default policy `request`, matrix-nio users (who know nothing of contacts)
+/// befriend by a direct-chat invite and joining, decline by rejecting, cancel by
+/// rescinding, and chat; a request made through the contacts API reaches one as a DM invite
+/// (`tests/clients/nio_requests.py`).
+#[tokio::test]
+async fn matrix_nio_users_befriend_by_direct_chat_invites() {
+    let server = Server::start(&[(POLICY, "request")]);
+    let args = ["tests/clients/nio_requests.py", &server.base];
+    run_client(&server, &python(), &args, "nio requests test passed").await;
+}
+
 /// The contacts API answers as `spec/contacts.yaml` describes it: every operation with good
 /// and bad input checked against the documented statuses and schemas, then schemathesis.
 #[tokio::test]

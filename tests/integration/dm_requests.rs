@@ -66,6 +66,11 @@ async fn membership(server: &Server, token: &str, room: &str, user: &str) -> Opt
     (status == StatusCode::OK).then(|| content["membership"].as_str().unwrap().to_owned())
 }
 
+async fn assert_membership(server: &Server, token: &str, room: &str, user: &str, expected: &str) {
+    let found = membership(server, token, room, user).await;
+    assert_eq!(found.as_deref(), Some(expected), "{user} in {room}");
+}
+
 async fn send(server: &Server, token: &str, room: &str, body: &str) -> (StatusCode, Value) {
     let path = format!(
         "/_matrix/client/v3/rooms/{room}/send/m.room.message/{}",
@@ -245,12 +250,7 @@ async fn rejecting_declines_rescinding_or_leaving_cancels_and_big_rooms_are_not_
     assert!(requests(&server, &dave_token).await.is_empty());
     room_call(&server, &bob_token, &room, "join", json!({})).await;
     assert!(friends(&server, &bob_token).await.is_empty());
-    assert_eq!(
-        membership(&server, &bob_token, &room, &bob)
-            .await
-            .as_deref(),
-        Some("join")
-    );
+    assert_membership(&server, &bob_token, &room, &bob, "join").await;
 }
 
 #[tokio::test]
@@ -344,12 +344,7 @@ async fn a_request_through_the_api_is_a_direct_chat_invite() {
     );
     let (status, _) = server.post(&accept, Some(&bob_token), json!({})).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        membership(&server, &bob_token, &room, &bob)
-            .await
-            .as_deref(),
-        Some("join")
-    );
+    assert_membership(&server, &bob_token, &room, &bob, "join").await;
     assert_eq!(friends(&server, &alice_token).await[0]["dm_room_id"], room);
 
     // Declining through the API rejects the invite; cancelling rescinds it.
@@ -370,12 +365,7 @@ async fn a_request_through_the_api_is_a_direct_chat_invite() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        membership(&server, &alice_token, &room, &carol)
-            .await
-            .as_deref(),
-        Some("leave")
-    );
+    assert_membership(&server, &alice_token, &room, &carol, "leave").await;
     assert!(requests(&server, &alice_token).await.is_empty());
     // Asking again re-invites into the same room.
     let body = json!({ "user_id": carol });
@@ -383,24 +373,14 @@ async fn a_request_through_the_api_is_a_direct_chat_invite() {
         .post(&format!("{API}/requests"), Some(&alice_token), body)
         .await;
     assert_eq!(requests(&server, &carol_token).await[0]["dm_room_id"], room);
-    assert_eq!(
-        membership(&server, &alice_token, &room, &carol)
-            .await
-            .as_deref(),
-        Some("invite")
-    );
+    assert_membership(&server, &alice_token, &room, &carol, "invite").await;
     let id = again["request_id"].as_str().unwrap();
     let path = format!("{API}/requests/{id}");
     let (status, _) = server
         .request(reqwest::Method::DELETE, &path, Some(&alice_token), None)
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        membership(&server, &alice_token, &room, &carol)
-            .await
-            .as_deref(),
-        Some("leave")
-    );
+    assert_membership(&server, &alice_token, &room, &carol, "leave").await;
     assert!(requests(&server, &carol_token).await.is_empty());
     let sync = server.sync(&carol_token, None, 0).await;
     assert!(sync["rooms"]["invite"].get(&room).is_none(), "{sync}");
@@ -427,12 +407,7 @@ async fn a_request_through_the_api_is_a_direct_chat_invite() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(
-        membership(&server, &dave_token, &room, &alice)
-            .await
-            .as_deref(),
-        Some("join")
-    );
+    assert_membership(&server, &dave_token, &room, &alice, "join").await;
 }
 
 /// Polls `check` until it holds, for at most 20 s.

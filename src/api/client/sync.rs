@@ -7,7 +7,10 @@ use ruma::api::client::sync::sync_events::v3::{self, Filter};
 use ruma::presence::PresenceState;
 
 use super::account_data::stored_filter;
-use crate::gateway::{Result, Ruma, RumaResponse};
+use axum::response::IntoResponse;
+use ruma::api::OutgoingResponseExt;
+
+use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
 use crate::services::session::Session;
 use crate::services::sync::{self, SyncRequest};
@@ -33,7 +36,7 @@ fn timeline_limit(state: &AppState, session: &Session, filter: Option<&Filter>) 
 pub async fn sync(
     State(state): State<AppState>,
     request: Ruma<v3::Request>,
-) -> Result<RumaResponse<v3::Response>> {
+) -> Result<axum::response::Response> {
     let session = request.session()?;
     let body = &request.body;
     // Syncing says the client is there; `offline` only means "do not mark me online".
@@ -49,5 +52,29 @@ pub async fn sync(
         presence,
     };
     let response = sync::sync(&state, session, sync_request).await?;
-    Ok(RumaResponse(response))
+    if response.rooms.leave.is_empty() {
+        return Ok(RumaResponse(response).into_response());
+    }
+    Ok(with_left_rooms_whole(response)?.into_response())
+}
+
+/// The response with each left room's `state` and `timeline` holding an `events` list,
+/// empty or not, as Synapse sends them: ruma leaves an empty one out, and matrix-nio
+/// refuses a whole sync whose left room lacks one (a rescinded invite, say).
+fn with_left_rooms_whole(response: v3::Response) -> Result<axum::Json<serde_json::Value>> {
+    let http = response
+        .try_into_http_response::<Vec<u8>>()
+        .map_err(Error::internal)?;
+    let mut body: serde_json::Value =
+        serde_json::from_slice(http.body()).map_err(Error::internal)?;
+    if let Some(left) = body["rooms"]["leave"].as_object_mut() {
+        for room in left.values_mut() {
+            for part in ["state", "timeline"] {
+                if !room[part]["events"].is_array() {
+                    room[part]["events"] = serde_json::json!([]);
+                }
+            }
+        }
+    }
+    Ok(axum::Json(body))
 }
