@@ -50,6 +50,8 @@ mod peer;
 mod profiles;
 #[path = "integration/refresh.rs"]
 mod refresh;
+#[path = "integration/relations.rs"]
+mod relations;
 #[path = "integration/rooms.rs"]
 mod rooms;
 #[path = "integration/sso.rs"]

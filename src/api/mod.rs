@@ -9,8 +9,9 @@ use axum::Router;
 use axum::routing::{delete, get, post};
 use ruma::api::client::{
     account, alias, authenticated_media, backup, config, context, device, discovery, filter, keys,
-    media, membership, message, presence, profile, push, read_marker, receipt, redact, room,
-    session, state as room_state, thirdparty, to_device, typing, user_directory, voip,
+    media, membership, message, presence, profile, push, read_marker, receipt, redact, relations,
+    room, session, state as room_state, thirdparty, threads, to_device, typing, user_directory,
+    voip,
 };
 use ruma::api::federation::authenticated_media as federation_media;
 use ruma::api::federation::authorization::get_event_authorization;
@@ -182,6 +183,14 @@ pub fn router(state: AppState) -> Router {
         .ruma::<room::get_room_event::v3::Request, _, _>(client::history::get_event)
         .ruma::<message::get_message_events::v3::Request, _, _>(client::history::messages)
         .ruma::<context::get_context::v3::Request, _, _>(client::history::context)
+        .ruma::<relations::get_relating_events::v1::Request, _, _>(client::relations::relations)
+        .ruma::<relations::get_relating_events_with_rel_type::v1::Request, _, _>(
+            client::relations::relations_of_type,
+        )
+        .ruma::<relations::get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(
+            client::relations::relations_of_type_and_event_type,
+        )
+        .ruma::<threads::get_threads::v1::Request, _, _>(client::relations::threads)
         .ruma::<redact::redact_event::v3::Request, _, _>(client::history::redact)
         .ruma::<ruma::api::client::sync::sync_events::v3::Request, _, _>(client::sync::sync)
         .ruma::<receipt::create_receipt::v3::Request, _, _>(client::receipts::receipt)

@@ -89,6 +89,21 @@ pub const ROOMID_POSITION_EVENTID: Table = Table {
     value: "event ID (JSON string)",
 };
 
+/// Events that relate to another (`m.relates_to`: reactions, edits, thread replies,
+/// references), under the event they relate to; a redacted one is taken out.
+pub const EVENTID_RELTYPE_POSITION_RELATION: Table = Table {
+    name: "eventid_reltype_position_relation",
+    key: "(related-to event ID, rel_type, stream position)",
+    value: "Relation JSON: event ID, room, sender, type, origin_server_ts",
+};
+
+/// Each room's threads, by root: where the thread last had an event (for `/threads`).
+pub const ROOMID_ROOTID_THREADPOSITION: Table = Table {
+    name: "roomid_rootid_threadposition",
+    key: "(room ID, thread root event ID)",
+    value: "stream position of the thread's latest event",
+};
+
 /// Each room's current state.
 pub const ROOMID_TYPE_STATEKEY_EVENTID: Table = Table {
     name: "roomid_type_statekey_eventid",
@@ -396,6 +411,8 @@ pub const ALL: &[&Table] = &[
     &ROOMID_ROOM,
     &EVENTID_PDU,
     &ROOMID_POSITION_EVENTID,
+    &EVENTID_RELTYPE_POSITION_RELATION,
+    &ROOMID_ROOTID_THREADPOSITION,
     &ROOMID_TYPE_STATEKEY_EVENTID,
     &USERID_ROOMID_MEMBERSHIP,
     &USERID_DEVICEID_TXNID_EVENTID,

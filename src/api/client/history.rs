@@ -11,7 +11,7 @@ use ruma::serde::Raw;
 use super::raw;
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
-use crate::services::messaging::{MAX_LIMIT, StoredPdu, Transaction};
+use crate::services::messaging::{Bundler, MAX_LIMIT, StoredPdu, Transaction};
 
 /// A pagination token: a stream position, inclusive ("everything up to here").
 fn token(token: &str, what: &str) -> Result<u64> {
@@ -24,6 +24,17 @@ fn events<T>(events: &[StoredPdu]) -> Result<Vec<Raw<T>>> {
     events.iter().map(|e| raw(&e.client_event())).collect()
 }
 
+/// Events as clients see them, each with what relates to it bundled.
+pub(super) fn bundled<T>(bundler: &Bundler<'_>, events: &[StoredPdu]) -> Result<Vec<Raw<T>>> {
+    events.iter().map(|e| raw(&bundle(bundler, e)?)).collect()
+}
+
+fn bundle(bundler: &Bundler<'_>, event: &StoredPdu) -> Result<serde_json::Value> {
+    let mut served = event.client_event();
+    bundler.attach(event, &mut served)?;
+    Ok(served)
+}
+
 /// `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
 pub async fn get_event(
     State(state): State<AppState>,
@@ -34,8 +45,10 @@ pub async fn get_event(
     let event = state
         .messaging
         .room_event(reader, &body.room_id, &body.event_id)?;
+    let bundler = state.messaging.bundler(reader, &body.room_id)?;
+    let served = bundle(&bundler, &event)?;
     Ok(RumaResponse(get_room_event::v3::Response::new(raw(
-        &event.client_event(),
+        &served,
     )?)))
 }
 
@@ -59,7 +72,8 @@ pub async fn messages(
     let mut response = get_message_events::v3::Response::new();
     response.start = from.to_string();
     response.end = page.end.map(|end| end.to_string());
-    response.chunk = events(&page.events)?;
+    let bundler = state.messaging.bundler(reader, &body.room_id)?;
+    response.chunk = bundled(&bundler, &page.events)?;
     Ok(RumaResponse(response))
 }
 
@@ -77,9 +91,10 @@ pub async fn context(
     let mut response = get_context::v3::Response::new();
     response.start = Some(context.start.to_string());
     response.end = Some(context.end.to_string());
-    response.events_before = events(&context.before)?;
-    response.events_after = events(&context.after)?;
-    response.event = Some(raw(&context.event.client_event())?);
+    let bundler = state.messaging.bundler(reader, room)?;
+    response.events_before = bundled(&bundler, &context.before)?;
+    response.events_after = bundled(&bundler, &context.after)?;
+    response.event = Some(raw(&bundle(&bundler, &context.event)?)?);
     response.state = events(&context.state)?;
     Ok(RumaResponse(response))
 }

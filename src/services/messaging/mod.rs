@@ -15,6 +15,7 @@ mod membership;
 mod power;
 mod push;
 mod receipts;
+mod relations;
 mod room;
 mod send;
 mod state;
@@ -37,6 +38,7 @@ pub use membership::Moderation;
 
 pub use push::{PUSH_RULES, UnreadCounts};
 pub use receipts::PRIVATE_READ;
+pub use relations::{Bundler, RelationsPage, RelationsQuery, ThreadsInclude, position_token};
 pub use room::{LocalTransaction, Membership, Room, StoredPdu};
 pub use send::Transaction;
 pub use sync::JoinedSync;

@@ -15,7 +15,7 @@ use super::device_lists::device_lists;
 use super::raw;
 use crate::services::Services;
 use crate::services::error::Result;
-use crate::services::messaging::{JoinedSync, Messaging, PUSH_RULES, StoredPdu};
+use crate::services::messaging::{Bundler, JoinedSync, Messaging, PUSH_RULES, StoredPdu};
 use crate::services::session::Session;
 
 fn events<T>(events: &[StoredPdu], session: &Session) -> Result<Vec<Raw<T>>> {
@@ -109,7 +109,8 @@ pub(super) fn assemble(
                     // sync is limited, as Synapse marks it, so that history before the join
                     // (on another server, after a remote join) can be paged in.
                     joined.limited |= since.is_some() && changed;
-                    fill_joined(&mut out, &joined, session)?;
+                    let bundler = messaging.bundler(&session.user_id, &room_id)?;
+                    fill_joined(&mut out, &joined, session, &bundler)?;
                 }
                 let ephemeral = [
                     messaging.typing_event(room, room_since, upto)?,
@@ -201,14 +202,24 @@ pub(super) fn assemble(
     Ok((response, empty))
 }
 
-fn fill_joined(out: &mut JoinedRoom, joined: &JoinedSync, session: &Session) -> Result<()> {
+fn fill_joined(
+    out: &mut JoinedRoom,
+    joined: &JoinedSync,
+    session: &Session,
+    bundler: &Bundler<'_>,
+) -> Result<()> {
     let mut timeline = Timeline::new();
     timeline.limited = joined.limited;
     timeline.prev_batch = joined
         .timeline
         .first()
         .map(|e| e.position.saturating_sub(1).to_string());
-    timeline.events = events(&joined.timeline, session)?;
+    let (user, device) = (session.user_id.as_str(), session.device_id.as_str());
+    for event in &joined.timeline {
+        let mut served = event.sync_event(user, device);
+        bundler.attach(event, &mut served)?;
+        timeline.events.push(raw(&served)?);
+    }
     out.timeline = timeline;
     let mut state_events = StateEvents::new();
     state_events.events = events(&joined.state, session)?;

@@ -79,6 +79,7 @@ impl Draft<'_> {
                 &(room, position),
                 &event_id,
             )?;
+            super::super::relations::index_into(&mut batch, &record)?;
             // Its own entry, unless state resolution chose another.
             if self.is_current(pdu) {
                 let changed = self.write_state(&mut batch, &mut memberships, pdu, position)?;

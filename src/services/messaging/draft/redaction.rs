@@ -73,6 +73,8 @@ impl Draft<'_> {
         if event.room_id != redaction.room_id {
             return Ok(());
         }
+        // A redacted edit or reply no longer counts among its event's relations.
+        super::super::relations::unindex_into(batch, &event)?;
         event.json = ruma::canonical_json::redact(event.json, &self.rules.redaction, None)
             .map_err(Error::internal)?;
         event.redacted_because = Some(redaction.client_event());
