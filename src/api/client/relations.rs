@@ -37,13 +37,20 @@ struct Asked<'a> {
     recurse: bool,
 }
 
-/// Reads one page; its events bundled, and the tokens to go on.
+/// A page as served: its events bundled, where to go on, and how deep it looked.
+struct Served<T> {
+    chunk: Vec<ruma::serde::Raw<T>>,
+    next_batch: Option<String>,
+    recursion_depth: Option<UInt>,
+}
+
+/// Reads one page.
 fn page<T>(
     state: &AppState,
     session: &Session,
     asked: Asked<'_>,
     (rel_type, event_type): (Option<&str>, Option<&str>),
-) -> Result<(Vec<ruma::serde::Raw<T>>, Option<String>, Option<UInt>)> {
+) -> Result<Served<T>> {
     let query = RelationsQuery {
         rel_type,
         event_type,
@@ -57,12 +64,11 @@ fn page<T>(
     let RelationsPage { events, next } =
         (state.messaging).relations(reader, asked.room_id, asked.event_id, &query)?;
     let bundler = state.messaging.bundler(reader, asked.room_id)?;
-    let depth = asked.recurse.then(|| UInt::from(3u32));
-    Ok((
-        bundled(&bundler, &events)?,
-        next.map(|n| n.to_string()),
-        depth,
-    ))
+    Ok(Served {
+        chunk: bundled(&bundler, &events)?,
+        next_batch: next.map(|n| n.to_string()),
+        recursion_depth: asked.recurse.then(|| UInt::from(3u32)),
+    })
 }
 
 /// `GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}`
@@ -80,10 +86,10 @@ pub async fn relations(
         limit: body.limit,
         recurse: body.recurse,
     };
-    let (chunk, next, depth) = page(&state, request.session()?, asked, (None, None))?;
-    let mut response = get_relating_events::v1::Response::new(chunk);
-    response.next_batch = next;
-    response.recursion_depth = depth;
+    let served = page(&state, request.session()?, asked, (None, None))?;
+    let mut response = get_relating_events::v1::Response::new(served.chunk);
+    response.next_batch = served.next_batch;
+    response.recursion_depth = served.recursion_depth;
     Ok(RumaResponse(response))
 }
 
@@ -104,10 +110,10 @@ pub async fn relations_of_type(
     };
     let rel_type = body.rel_type.to_string();
     let types = (Some(rel_type.as_str()), None);
-    let (chunk, next, depth) = page(&state, request.session()?, asked, types)?;
-    let mut response = get_relating_events_with_rel_type::v1::Response::new(chunk);
-    response.next_batch = next;
-    response.recursion_depth = depth;
+    let served = page(&state, request.session()?, asked, types)?;
+    let mut response = get_relating_events_with_rel_type::v1::Response::new(served.chunk);
+    response.next_batch = served.next_batch;
+    response.recursion_depth = served.recursion_depth;
     Ok(RumaResponse(response))
 }
 
@@ -128,10 +134,11 @@ pub async fn relations_of_type_and_event_type(
     };
     let (rel_type, event_type) = (body.rel_type.to_string(), body.event_type.to_string());
     let types = (Some(rel_type.as_str()), Some(event_type.as_str()));
-    let (chunk, next, depth) = page(&state, request.session()?, asked, types)?;
-    let mut response = get_relating_events_with_rel_type_and_event_type::v1::Response::new(chunk);
-    response.next_batch = next;
-    response.recursion_depth = depth;
+    let served = page(&state, request.session()?, asked, types)?;
+    let mut response =
+        get_relating_events_with_rel_type_and_event_type::v1::Response::new(served.chunk);
+    response.next_batch = served.next_batch;
+    response.recursion_depth = served.recursion_depth;
     Ok(RumaResponse(response))
 }
 
