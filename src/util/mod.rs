@@ -1,7 +1,9 @@
 //! Small helpers shared by the services.
 
+mod in_flight;
 mod ratelimit;
 
+pub use in_flight::InFlight;
 pub use ratelimit::RateLimiter;
 
 use base64::Engine;

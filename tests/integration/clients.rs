@@ -97,6 +97,17 @@ async fn matrix_nio_users_befriend_by_direct_chat_invites() {
     run_client(&server, &python(), &args, "nio requests test passed").await;
 }
 
+/// matrix-js-sdk with thread support (as Element Web runs it): a reaction, an edit and a
+/// thread of replies between two clients, each send resolving, and a fresh client learning
+/// them from the server's bundled aggregations, `/threads` and `/relations`
+/// (`tests/clients/js/threads.mjs`).
+#[tokio::test]
+async fn matrix_js_sdk_clients_react_edit_and_reply_in_threads() {
+    let server = Server::start(&[]);
+    let args = ["tests/clients/js/threads.mjs", &server.base];
+    run_client(&server, "node", &args, "js-sdk threads test passed").await;
+}
+
 /// The contacts API answers as `spec/contacts.yaml` describes it: every operation with good
 /// and bad input checked against the documented statuses and schemas, then schemathesis.
 #[tokio::test]

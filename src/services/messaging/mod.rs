@@ -25,6 +25,7 @@ mod verify;
 mod visibility;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kith_federation::{FederationClient, Outbox, ServerKeys};
 use kith_storage::{Storage, catalog};
@@ -46,7 +47,7 @@ pub use sync::JoinedSync;
 use crate::services::auth::AuthService;
 use crate::services::contacts::Contacts;
 use crate::services::error::{Error, ErrorKind, Result};
-use crate::util::{RateLimiter, StripedLocks, server_of};
+use crate::util::{InFlight, RateLimiter, StripedLocks, server_of};
 
 pub struct Messaging {
     storage: Storage,
@@ -71,6 +72,9 @@ pub struct Messaging {
     auth_events: auth_events::AuthEvents,
     /// Events each local user may send (`[rate_limits] messages`).
     send_limiter: RateLimiter,
+    /// Each device's sends not yet answered: its own `/sync` waits for them (see
+    /// [`Messaging::own_sends_answered`]).
+    own_sends: Arc<InFlight>,
 }
 
 impl Messaging {
@@ -95,7 +99,16 @@ impl Messaging {
             name_locks: StripedLocks::new(64),
             auth_events: Default::default(),
             send_limiter,
+            own_sends: Default::default(),
         }
+    }
+
+    /// Waits (at most a second) until `device`'s sends are answered, so that its `/sync`
+    /// brings an event it sent after the send's answer, as clients expect: matrix-js-sdk
+    /// never resolves a thread reply whose copy came down `/sync` first.
+    pub async fn own_sends_answered(&self, user: &str, device: &str) {
+        let key = format!("{user}|{device}");
+        self.own_sends.settled(&key, Duration::from_secs(1)).await;
     }
 
     /// Queues an EDU about a local user's doing in a room for the room's other servers;

@@ -34,6 +34,11 @@ impl Messaging {
         spec: EventSpec,
     ) -> Result<OwnedEventId> {
         let sender = spec.sender.clone();
+        // Until this returns (and the handler answers), the device's own sync waits.
+        let _answering = transaction.as_ref().map(|t| {
+            let key = format!("{sender}|{}", t.device_id);
+            self.own_sends.start(key)
+        });
         let key = transaction
             .as_ref()
             .map(|t| (sender.as_str(), t.device_id.as_str(), t.scope));

@@ -72,6 +72,7 @@ pub async fn sync(
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut commits = storage.subscribe();
     loop {
+        services.messaging.own_sends_answered(user, device).await;
         commits.borrow_and_update();
         let upto = storage.position();
         let (mut response, mut empty) =
