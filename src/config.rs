@@ -37,6 +37,7 @@ pub struct Config {
     pub limits: Limits,
     pub rate_limits: RateLimits,
     pub well_known: WellKnown,
+    pub turn: Turn,
     pub contacts: Contacts,
     pub media: Media,
     pub tls: Tls,
@@ -238,6 +239,25 @@ impl Default for RateLimits {
 pub struct WellKnown {
     /// `m.server` served at `/.well-known/matrix/server`; unset = 404, as Synapse does.
     pub server: Option<String>,
+    /// MatrixRTC foci for Element Call (`org.matrix.msc4143.rtc_foci` in
+    /// `/.well-known/matrix/client`, and `/rtc/transports`), each as the MSC writes it,
+    /// e.g. `{ type = "livekit", livekit_service_url = "https://..." }`.
+    pub rtc_foci: Vec<serde_json::Value>,
+}
+
+/// The TURN server clients use for calls (`/voip/turnServer`), as Synapse configures it:
+/// a shared secret (coturn's `use-auth-secret`: time-limited credentials made here) or a
+/// fixed username and password.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Turn {
+    /// `turn:` and `turns:` URIs; none = no TURN server (`{}`).
+    pub uris: Vec<String>,
+    pub shared_secret: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// How long credentials made from the shared secret last, in seconds (default a day).
+    pub user_lifetime: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -262,6 +282,7 @@ impl Default for Config {
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
             well_known: WellKnown::default(),
+            turn: Turn::default(),
             contacts: Contacts::default(),
             media: Media::default(),
             tls: Tls::default(),

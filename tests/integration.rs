@@ -52,6 +52,8 @@ mod profiles;
 mod refresh;
 #[path = "integration/relations.rs"]
 mod relations;
+#[path = "integration/room_extras.rs"]
+mod room_extras;
 #[path = "integration/rooms.rs"]
 mod rooms;
 #[path = "integration/sso.rs"]

@@ -37,6 +37,8 @@ pub enum AdminCommand {
     /// Registration tokens.
     #[command(subcommand)]
     Tokens(TokenCommand),
+    /// List what users reported (events, rooms, users), oldest first.
+    Reports,
     /// Re-check the content hash and signatures of every stored event.
     VerifyEvents,
     /// Replace the server's signing key (with kith stopped): the old one stays published
@@ -117,6 +119,7 @@ async fn over_http(config: &Config, command: &AdminCommand) -> Result<Value, Htt
             client.delete(format!("{base}/registration_tokens/{}", encode(token)))
         }
         AdminCommand::VerifyEvents => client.post(format!("{base}/events/verify")),
+        AdminCommand::Reports => client.get(format!("{base}/reports")),
         // The running server keeps the key it started with: it must not sign with one
         // the database no longer holds. Asked only to learn whether it runs.
         AdminCommand::RotateSigningKey => {
@@ -214,6 +217,9 @@ async fn directly(config: Config, command: AdminCommand) -> Result<Value, String
                 .map(|()| json!({}))
         }
         AdminCommand::VerifyEvents => services.messaging.verify_all().map(|r| json!(r)),
+        AdminCommand::Reports => (services.messaging.reports())
+            .map(|r| json!({ "reports": r }))
+            .map_err(Into::into),
         AdminCommand::RotateSigningKey => {
             let key_file = services.config.federation.signing_key_path.as_deref();
             kith_federation::ServerKeys::rotate(

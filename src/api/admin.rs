@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/registration_tokens", get(list_tokens).post(create_token))
         .route("/registration_tokens/{token}", delete(delete_token))
         .route("/events/verify", post(verify_events))
+        .route("/reports", get(list_reports))
         .route_layer(middleware::from_fn_with_state(state, require_secret))
 }
 
@@ -97,6 +98,11 @@ async fn verify_events(State(state): State<AppState>) -> Result<Json<Value>> {
         .await
         .map_err(Error::internal)??;
     Ok(Json(json!(report)))
+}
+
+/// `GET /_kith/admin/v1/reports` → `{reports}`, oldest first
+async fn list_reports(State(state): State<AppState>) -> Result<Json<Value>> {
+    Ok(Json(json!({ "reports": state.messaging.reports()? })))
 }
 
 /// `GET /_kith/admin/v1/registration_tokens` → `{tokens}`

@@ -10,8 +10,8 @@ use axum::routing::{delete, get, post};
 use ruma::api::client::{
     account, alias, authenticated_media, backup, config, context, device, discovery, filter, keys,
     media, membership, message, presence, profile, push, read_marker, receipt, redact, relations,
-    room, session, state as room_state, thirdparty, threads, to_device, typing, user_directory,
-    voip,
+    reporting, room, session, state as room_state, tag, thirdparty, threads, to_device, typing,
+    user_directory, voip,
 };
 use ruma::api::federation::authenticated_media as federation_media;
 use ruma::api::federation::authorization::get_event_authorization;
@@ -183,6 +183,9 @@ pub fn router(state: AppState) -> Router {
         .ruma::<room::get_room_event::v3::Request, _, _>(client::history::get_event)
         .ruma::<message::get_message_events::v3::Request, _, _>(client::history::messages)
         .ruma::<context::get_context::v3::Request, _, _>(client::history::context)
+        .ruma::<room::get_event_by_timestamp::v1::Request, _, _>(
+            client::history::timestamp_to_event,
+        )
         .ruma::<relations::get_relating_events::v1::Request, _, _>(client::relations::relations)
         .ruma::<relations::get_relating_events_with_rel_type::v1::Request, _, _>(
             client::relations::relations_of_type,
@@ -192,6 +195,9 @@ pub fn router(state: AppState) -> Router {
         )
         .ruma::<threads::get_threads::v1::Request, _, _>(client::relations::threads)
         .ruma::<redact::redact_event::v3::Request, _, _>(client::history::redact)
+        .ruma::<room::report_content::v3::Request, _, _>(client::reports::report_event)
+        .ruma::<room::report_room::v3::Request, _, _>(client::reports::report_room)
+        .ruma::<reporting::report_user::v3::Request, _, _>(client::reports::report_user)
         .ruma::<ruma::api::client::sync::sync_events::v3::Request, _, _>(client::sync::sync)
         .ruma::<receipt::create_receipt::v3::Request, _, _>(client::receipts::receipt)
         .ruma::<read_marker::set_read_marker::v3::Request, _, _>(client::receipts::read_markers)
@@ -204,6 +210,9 @@ pub fn router(state: AppState) -> Router {
         )
         .ruma::<config::set_room_account_data::v3::Request, _, _>(client::account_data::set_room)
         .ruma::<config::get_room_account_data::v3::Request, _, _>(client::account_data::get_room)
+        .ruma::<tag::get_tags::v3::Request, _, _>(client::account_data::get_tags)
+        .ruma::<tag::create_tag::v3::Request, _, _>(client::account_data::set_tag)
+        .ruma::<tag::delete_tag::v3::Request, _, _>(client::account_data::delete_tag)
         .ruma::<filter::create_filter::v3::Request, _, _>(client::account_data::create)
         .ruma::<filter::get_filter::v3::Request, _, _>(client::account_data::get)
         .ruma::<push::get_pushrules_all::v3::Request, _, _>(client::push_rules::get_all)
@@ -224,7 +233,11 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/client/r0/pushrules",
             get(client::push_rules::get_all),
         )
-        .ruma::<voip::get_turn_server_info::v3::Request, _, _>(client::unconfigured::turn_server)
+        .ruma::<voip::get_turn_server_info::v3::Request, _, _>(client::calls::turn_server)
+        .route(
+            "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports",
+            get(client::calls::rtc_transports),
+        )
         .ruma::<thirdparty::get_protocols::v3::Request, _, _>(client::unconfigured::protocols)
         .ruma::<thirdparty::get_protocol::v3::Request, _, _>(client::unconfigured::protocol)
         .ruma::<thirdparty::get_user_for_protocol::v3::Request, _, _>(

@@ -12,7 +12,7 @@
 //! | [`profile`] — public profiles, the user directory | `userid_profile`, `word_userid` |
 //! | [`presence`] — online status, shared with rooms | `userid_presence` |
 //! | [`contacts`] — friend requests, friendships, the DM policy | `userid_contacts`, `userid_otherid_friendship`, `requestid_request`, `userid_otherid_request`, `userid_otherid_dmroom` |
-//! | [`messaging`] — rooms, events, state, membership, receipts, typing, push rules, aliases, federation of rooms | `roomid_room`, `eventid_pdu`, `eventid_state`, `roomid_position_eventid`, `eventid_reltype_position_relation`, `roomid_rootid_threadposition`, `roomid_type_statekey_eventid`, `userid_roomid_membership`, `roomid_userid_membership`, `userid_deviceid_txnid_eventid`, `userid_filterid_filter`, `roomid_userid_type_thread_receipt`, `roomid_typing`, `userid_roomid_unread`, `userid_roomid_position_notification`, `alias_roomid` |
+//! | [`messaging`] — rooms, events, state, membership, receipts, typing, push rules, aliases, federation of rooms | `roomid_room`, `eventid_pdu`, `eventid_state`, `roomid_position_eventid`, `eventid_reltype_position_relation`, `roomid_rootid_threadposition`, `ts_reportid_report`, `roomid_type_statekey_eventid`, `userid_roomid_membership`, `roomid_userid_membership`, `userid_deviceid_txnid_eventid`, `userid_filterid_filter`, `roomid_userid_type_thread_receipt`, `roomid_typing`, `userid_roomid_unread`, `userid_roomid_position_notification`, `alias_roomid` |
 //! | [`account_data`] — account data (table helpers every service may write through) | `userid_roomid_type_accountdata` |
 //! | [`e2ee`] — device and one-time keys, cross-signing, to-device, key backup | `userid_deviceid_keys`, `userid_deviceid_algorithm_keyid_onetimekey`, `userid_deviceid_algorithm_fallbackkey`, `userid_kind_crosssigningkey`, `userid_keychange`, `userid_deviceid_position_todevice`, `userid_version_backup`, `userid_version_roomid_sessionid_key` |
 //! | [`media`] — uploads and thumbnails | `mediaid_media`, `mediaid_size_thumbnail` |
@@ -49,6 +49,7 @@
 pub mod account;
 pub mod account_data;
 pub mod auth;
+pub mod calls;
 pub mod contacts;
 pub mod e2ee;
 pub mod error;

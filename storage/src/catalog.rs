@@ -97,6 +97,13 @@ pub const EVENTID_RELTYPE_POSITION_RELATION: Table = Table {
     value: "Relation JSON: event ID, room, sender, type, origin_server_ts",
 };
 
+/// Reports of events, rooms and users, for the server's admins, oldest first.
+pub const TS_REPORTID_REPORT: Table = Table {
+    name: "ts_reportid_report",
+    key: "(received ms, report ID)",
+    value: "Report JSON: reporter, what (event, room or user), reason, score",
+};
+
 /// Each room's threads, by root: where the thread last had an event (for `/threads`).
 pub const ROOMID_ROOTID_THREADPOSITION: Table = Table {
     name: "roomid_rootid_threadposition",
@@ -413,6 +420,7 @@ pub const ALL: &[&Table] = &[
     &ROOMID_POSITION_EVENTID,
     &EVENTID_RELTYPE_POSITION_RELATION,
     &ROOMID_ROOTID_THREADPOSITION,
+    &TS_REPORTID_REPORT,
     &ROOMID_TYPE_STATEKEY_EVENTID,
     &USERID_ROOMID_MEMBERSHIP,
     &USERID_DEVICEID_TXNID_EVENTID,

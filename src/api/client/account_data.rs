@@ -7,6 +7,7 @@ use ruma::api::client::config::{
     get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data,
 };
 use ruma::api::client::filter::{FilterDefinition, create_filter, get_filter};
+use ruma::api::client::tag::{create_tag, delete_tag, get_tags};
 use ruma::{RoomId, UserId};
 use serde_json::Value;
 
@@ -57,6 +58,77 @@ fn known_room(state: &AppState, session: &Session, room_id: &RoomId) -> Result<(
         Some(_) => Ok(()),
         None => Err(Error::forbidden("You are not in this room")),
     }
+}
+
+/// The longest tag name Synapse takes, in bytes.
+const MAX_TAG_BYTES: usize = 255;
+
+/// `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags` → `{tags}`
+pub async fn get_tags(
+    State(state): State<AppState>,
+    request: Ruma<get_tags::v3::Request>,
+) -> Result<axum::Json<Value>> {
+    let session = request.session()?;
+    let body = &request.body;
+    own(session, &body.user_id)?;
+    known_room(&state, session, &body.room_id)?;
+    let tags = state
+        .messaging
+        .tags(body.user_id.as_str(), body.room_id.as_str())?;
+    Ok(axum::Json(serde_json::json!({ "tags": tags["tags"] })))
+}
+
+/// `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}` `{order?}`
+pub async fn set_tag(
+    State(state): State<AppState>,
+    request: Ruma<create_tag::v3::Request>,
+) -> Result<RumaResponse<create_tag::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    own(session, &body.user_id)?;
+    known_room(&state, session, &body.room_id)?;
+    if body.tag.is_empty() || body.tag.len() > MAX_TAG_BYTES {
+        return Err(Error::invalid_param(format!(
+            "A tag is 1 to {MAX_TAG_BYTES} bytes"
+        )));
+    }
+    if body
+        .tag_info
+        .order
+        .is_some_and(|o| !(0.0..=1.0).contains(&o))
+    {
+        return Err(Error::invalid_param("A tag's order is between 0 and 1"));
+    }
+    let info = serde_json::to_value(&body.tag_info).map_err(Error::internal)?;
+    (state.messaging)
+        .set_tag(
+            body.user_id.as_str(),
+            body.room_id.as_str(),
+            &body.tag,
+            Some(info),
+        )
+        .await?;
+    Ok(RumaResponse(create_tag::v3::Response::new()))
+}
+
+/// `DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
+pub async fn delete_tag(
+    State(state): State<AppState>,
+    request: Ruma<delete_tag::v3::Request>,
+) -> Result<RumaResponse<delete_tag::v3::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    own(session, &body.user_id)?;
+    known_room(&state, session, &body.room_id)?;
+    (state.messaging)
+        .set_tag(
+            body.user_id.as_str(),
+            body.room_id.as_str(),
+            &body.tag,
+            None,
+        )
+        .await?;
+    Ok(RumaResponse(delete_tag::v3::Response::new()))
 }
 
 /// `PUT /_matrix/client/v3/user/{userId}/account_data/{type}`

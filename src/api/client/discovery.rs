@@ -40,9 +40,15 @@ pub async fn versions(
 pub async fn well_known_client(
     State(state): State<AppState>,
     _request: Ruma<discover_homeserver::Request>,
-) -> RumaResponse<discover_homeserver::Response> {
-    let info = discover_homeserver::HomeserverInfo::new(state.auth.public_baseurl().to_owned());
-    RumaResponse(discover_homeserver::Response::new(info))
+) -> axum::Json<serde_json::Value> {
+    let mut answer = serde_json::json!({
+        "m.homeserver": { "base_url": state.auth.public_baseurl() },
+    });
+    // Element Call finds its MatrixRTC focus here.
+    if !state.rtc_foci().is_empty() {
+        answer["org.matrix.msc4143.rtc_foci"] = state.rtc_foci().into();
+    }
+    axum::Json(answer)
 }
 
 /// `GET /.well-known/matrix/server`: only when delegation is configured, else 404 (Synapse).

@@ -5,7 +5,7 @@ use axum::extract::State;
 use ruma::api::client::context::get_context;
 use ruma::api::client::message::get_message_events;
 use ruma::api::client::redact::redact_event;
-use ruma::api::client::room::get_room_event;
+use ruma::api::client::room::{get_event_by_timestamp, get_room_event};
 use ruma::serde::Raw;
 
 use super::raw;
@@ -97,6 +97,28 @@ pub async fn context(
     response.event = Some(raw(&bundle(&bundler, &context.event)?)?);
     response.state = events(&context.state)?;
     Ok(RumaResponse(response))
+}
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event?ts&dir` → `{event_id,
+/// origin_server_ts}`: the closest event the reader may see in that direction.
+pub async fn timestamp_to_event(
+    State(state): State<AppState>,
+    request: Ruma<get_event_by_timestamp::v1::Request>,
+) -> Result<RumaResponse<get_event_by_timestamp::v1::Response>> {
+    let reader = &request.session()?.user_id;
+    let body = &request.body;
+    let ts = u64::from(body.ts.get());
+    let event = (state.messaging).event_at_time(reader, &body.room_id, ts, body.dir)?;
+    let at = event
+        .json
+        .get("origin_server_ts")
+        .and_then(|t| t.as_integer())
+        .and_then(|t| ruma::UInt::try_from(i64::from(t)).ok())
+        .unwrap_or_default();
+    Ok(RumaResponse(get_event_by_timestamp::v1::Response::new(
+        event.event_id,
+        ruma::MilliSecondsSinceUnixEpoch(at),
+    )))
 }
 
 /// `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`: one's own events, or

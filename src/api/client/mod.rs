@@ -3,6 +3,7 @@
 pub mod account;
 pub mod account_data;
 pub mod backup;
+pub mod calls;
 pub mod contacts;
 pub mod devices;
 pub mod directory;
@@ -18,6 +19,7 @@ pub mod push_rules;
 pub mod receipts;
 pub mod register;
 pub mod relations;
+pub mod reports;
 pub mod rooms;
 pub mod session;
 pub mod sso;

@@ -6,16 +6,9 @@ use ruma::api::client::thirdparty::{
     get_location_for_protocol, get_location_for_room_alias, get_protocol, get_protocols,
     get_user_for_protocol, get_user_for_user_id,
 };
-use ruma::api::client::voip::get_turn_server_info;
 use serde_json::{Value, json};
 
 use crate::gateway::{Error, Result, Ruma};
-
-/// `GET /_matrix/client/v3/voip/turnServer`: no TURN server configured, so `{}`.
-pub async fn turn_server(request: Ruma<get_turn_server_info::v3::Request>) -> Result<Json<Value>> {
-    request.session()?;
-    Ok(Json(json!({})))
-}
 
 /// `GET /_matrix/client/v3/thirdparty/protocols`: no bridges, so `{}`.
 pub async fn protocols(request: Ruma<get_protocols::v3::Request>) -> Result<Json<Value>> {

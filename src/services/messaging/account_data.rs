@@ -9,6 +9,9 @@ use crate::services::account_data::{AccountData, GLOBAL, put_account_data};
 use crate::services::error::Result;
 use crate::util::random_string;
 
+/// Room tags live in room account data of this type, as `/sync` delivers them.
+const TAGS: &str = "m.tag";
+
 impl Messaging {
     /// One account data entry's content; `room` is `None` for global data.
     pub fn account_data(
@@ -34,6 +37,34 @@ impl Messaging {
         let mut batch = self.storage.batch();
         put_account_data(&mut batch, user_id, room, kind, content)?;
         Ok(self.storage.commit(batch).await?)
+    }
+
+    /// The user's tags on a room (`m.tag` room account data): `{tags: {name: {order?}}}`.
+    pub fn tags(&self, user_id: &str, room: &str) -> Result<Value> {
+        let found = self.account_data(user_id, Some(room), TAGS)?;
+        Ok(found
+            .filter(|t| t["tags"].is_object())
+            .unwrap_or_else(|| serde_json::json!({ "tags": {} })))
+    }
+
+    /// Sets (`Some`) or removes (`None`) one of the user's tags on a room; the whole
+    /// `m.tag` entry is rewritten under the user's lock, so two changes at once keep both.
+    pub async fn set_tag(
+        &self,
+        user_id: &str,
+        room: &str,
+        tag: &str,
+        info: Option<Value>,
+    ) -> Result<()> {
+        let _guard = self.name_locks.lock(user_id).await;
+        let mut tags = self.tags(user_id, room)?;
+        match info {
+            Some(info) => tags["tags"][tag] = info,
+            None => {
+                tags["tags"].as_object_mut().map(|t| t.remove(tag));
+            }
+        }
+        self.set_account_data(user_id, Some(room), TAGS, tags).await
     }
 
     /// The user's account data changed in (`after`, `upto`] (all of it for `None`), as

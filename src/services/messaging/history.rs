@@ -136,6 +136,53 @@ impl Messaging {
         Ok((from, page))
     }
 
+    /// The event `reader` may see that is closest to `ts` (ms) in `dir` (`timestamp_to_event`):
+    /// going forwards, the first at or after it; backwards, the last at or before it. Looks
+    /// at most `MAX_TIME_PAGES` pages' worth of events; 404 if none.
+    pub fn event_at_time(
+        &self,
+        reader: &UserId,
+        room_id: &RoomId,
+        ts: u64,
+        dir: Direction,
+    ) -> Result<StoredPdu> {
+        const MAX_TIME_PAGES: usize = 50;
+        let left = self.require_reader(reader, room_id)?;
+        let visibility = self.visibility(room_id)?;
+        let time_of = |e: &StoredPdu| {
+            let ts = e.json.get("origin_server_ts").and_then(|t| t.as_integer());
+            ts.and_then(|t| u64::try_from(i64::from(t)).ok())
+                .unwrap_or(0)
+        };
+        let keep = |e: &StoredPdu| {
+            let near = match dir {
+                Direction::Backward => time_of(e) <= ts,
+                Direction::Forward => time_of(e) >= ts,
+            };
+            near && self
+                .may_see(&visibility, reader.as_str(), e)
+                .unwrap_or(false)
+        };
+        let until = left.as_ref().map(|left| left.position);
+        let (mut from, to) = match dir {
+            Direction::Backward => (until.unwrap_or_else(|| self.storage.position()), None),
+            Direction::Forward => (0, until),
+        };
+        for _ in 0..MAX_TIME_PAGES {
+            let page = self.page(room_id.as_str(), from, dir, to, 1, keep)?;
+            if let Some(event) = page.events.into_iter().next() {
+                return Ok(event);
+            }
+            match page.end {
+                Some(end) => from = end,
+                None => break,
+            }
+        }
+        Err(Error::not_found(
+            "No event found in that direction from that time",
+        ))
+    }
+
     /// Up to `limit` events around an event `reader` may see (`/context`), half before and
     /// half after, through `filter`, with the room's state (for a former member: as of their
     /// leaving, and nothing after it).
