@@ -217,9 +217,7 @@ async fn directly(config: Config, command: AdminCommand) -> Result<Value, String
                 .map(|()| json!({}))
         }
         AdminCommand::VerifyEvents => services.messaging.verify_all().map(|r| json!(r)),
-        AdminCommand::Reports => (services.messaging.reports())
-            .map(|r| json!({ "reports": r }))
-            .map_err(Into::into),
+        AdminCommand::Reports => (services.messaging.reports()).map(|r| json!({ "reports": r })),
         AdminCommand::RotateSigningKey => {
             let key_file = services.config.federation.signing_key_path.as_deref();
             kith_federation::ServerKeys::rotate(
