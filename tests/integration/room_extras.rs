@@ -267,3 +267,93 @@ async fn calls_get_turn_credentials_and_the_rtc_focus() {
     let anonymous = server.get("/_matrix/client/v3/voip/turnServer", None).await;
     assert_error(&anonymous, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
 }
+
+fn member_keys(events: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = events
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == "m.room.member")
+                .map(|e| e["state_key"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+fn url(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Element Web loads members lazily: a sync (and a page of history) carries only the
+/// member events of the timeline's senders and the user's own.
+#[tokio::test]
+async fn lazily_loaded_members_are_those_of_the_timeline() {
+    let server = Server::start(&[]);
+    let (alice, token) = server.user("alice").await;
+    let (bob, bob_token) = server.user("bob").await;
+    let room = server.shared_room(&token, (&bob, &bob_token)).await;
+    let mut others = Vec::new();
+    for name in ["carol", "dave"] {
+        let (user, user_token) = server.user(name).await;
+        let invite = format!("/_matrix/client/v3/rooms/{room}/invite");
+        server
+            .post(&invite, Some(&token), json!({ "user_id": user }))
+            .await;
+        let join = format!("/_matrix/client/v3/rooms/{room}/join");
+        let (status, _) = server.post(&join, Some(&user_token), json!({})).await;
+        assert_eq!(status, StatusCode::OK);
+        others.push((user, user_token));
+    }
+    server.say(&bob_token, &room, "only bob speaks").await;
+    let lazy =
+        json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } });
+    let path = format!("/_matrix/client/v3/sync?filter={}", url(&lazy.to_string()));
+    let (_, sync) = server.get(&path, Some(&token)).await;
+    let joined = &sync["rooms"]["join"][&room];
+    let mut expected = vec![alice.clone(), bob.clone()];
+    expected.sort();
+    assert_eq!(
+        member_keys(&joined["state"]["events"]),
+        expected,
+        "{joined}"
+    );
+    assert_eq!(joined["summary"]["m.joined_member_count"], 4);
+    let eager = json!({ "room": { "timeline": { "limit": 1 } } });
+    let path = format!("/_matrix/client/v3/sync?filter={}", url(&eager.to_string()));
+    let (_, sync) = server.get(&path, Some(&token)).await;
+    assert_eq!(
+        member_keys(&sync["rooms"]["join"][&room]["state"]["events"]).len(),
+        4
+    );
+
+    // A later message from carol brings her member event along.
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
+    server.say(&others[0].1, &room, "carol too").await;
+    let path = format!(
+        "/_matrix/client/v3/sync?since={since}&filter={}",
+        url(&lazy.to_string())
+    );
+    let (_, sync) = server.get(&path, Some(&token)).await;
+    let state = &sync["rooms"]["join"][&room]["state"]["events"];
+    assert!(member_keys(state).contains(&others[0].0), "{sync}");
+    assert!(!member_keys(state).contains(&others[1].0), "{sync}");
+
+    // A page of history: the senders' member events as its state.
+    let filter =
+        url(&json!({ "lazy_load_members": true, "types": ["m.room.message"] }).to_string());
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&filter={filter}");
+    let (_, page) = server.get(&path, Some(&token)).await;
+    let mut senders = vec![alice.clone(), bob.clone(), others[0].0.clone()];
+    senders.sort();
+    assert_eq!(member_keys(&page["state"]), senders, "{page}");
+}

@@ -74,6 +74,12 @@ pub async fn messages(
     response.end = page.end.map(|end| end.to_string());
     let bundler = state.messaging.bundler(reader, &body.room_id)?;
     response.chunk = bundled(&bundler, &page.events)?;
+    // A client that loads members lazily gets those of the page's senders.
+    if !body.filter.lazy_load_options.is_disabled() {
+        let room = body.room_id.as_str();
+        let members = (state.messaging).lazy_members(room, reader, &page.events, Vec::new())?;
+        response.state = events(&members)?;
+    }
     Ok(RumaResponse(response))
 }
 

@@ -18,18 +18,30 @@ use crate::services::sync::{self, SyncRequest};
 /// Timeline events per room when the filter does not say.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
-/// The timeline limit of the request's filter, inline or stored (unknown ID → 404).
-fn timeline_limit(state: &AppState, session: &Session, filter: Option<&Filter>) -> Result<usize> {
-    let limit = match filter {
-        Some(Filter::FilterDefinition(definition)) => definition.room.timeline.limit,
-        Some(Filter::FilterId(id)) => stored_filter(state, session, id)?.room.timeline.limit,
+/// What kith reads of the request's filter, inline or stored (unknown ID → 404): the
+/// timeline limit, and whether member events are lazy-loaded.
+fn room_filter(
+    state: &AppState,
+    session: &Session,
+    filter: Option<&Filter>,
+) -> Result<(usize, bool)> {
+    let stored;
+    let definition = match filter {
+        Some(Filter::FilterDefinition(definition)) => Some(definition),
+        Some(Filter::FilterId(id)) => {
+            stored = stored_filter(state, session, id)?;
+            Some(&stored)
+        }
         _ => None,
     };
-    Ok(limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| {
+    let limit = definition.and_then(|d| d.room.timeline.limit);
+    let limit = limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| {
         usize::try_from(l)
             .unwrap_or(DEFAULT_TIMELINE_LIMIT)
             .clamp(1, 100)
-    }))
+    });
+    let lazy = definition.is_some_and(|d| !d.room.state.lazy_load_options.is_disabled());
+    Ok((limit, lazy))
 }
 
 /// `GET /_matrix/client/v3/sync`
@@ -44,10 +56,12 @@ pub async fn sync(
         PresenceState::Offline => None,
         ref other => Some(super::presence::known(other)?),
     };
+    let (timeline_limit, lazy_members) = room_filter(&state, session, body.filter.as_ref())?;
     let sync_request = SyncRequest {
         since: body.since.as_deref(),
         timeout: body.timeout.unwrap_or(Duration::ZERO),
-        timeline_limit: timeline_limit(&state, session, body.filter.as_ref())?,
+        timeline_limit,
+        lazy_members,
         full_state: body.full_state,
         presence,
     };

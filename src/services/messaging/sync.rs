@@ -32,6 +32,43 @@ const INVITE_STATE: [&str; 7] = [
 ];
 
 impl Messaging {
+    /// `state` with member events only for the timeline's senders and `user`, and those
+    /// senders' current member events added where neither the state nor the timeline
+    /// carries one (the client may not have them: it loads members lazily). Sent again on
+    /// later syncs, as with `include_redundant_members`: no per-device record is kept.
+    pub fn lazy_members(
+        &self,
+        room_id: &str,
+        user: &UserId,
+        timeline: &[StoredPdu],
+        mut state: Vec<StoredPdu>,
+    ) -> Result<Vec<StoredPdu>> {
+        let text = |e: &StoredPdu, key: &str| -> Option<String> {
+            e.json.get(key).and_then(|v| v.as_str()).map(str::to_owned)
+        };
+        let is_member = |e: &StoredPdu| text(e, "type").as_deref() == Some("m.room.member");
+        let mut wanted: Vec<String> = timeline.iter().filter_map(|e| text(e, "sender")).collect();
+        wanted.push(user.to_string());
+        wanted.sort();
+        wanted.dedup();
+        state
+            .retain(|e| !is_member(e) || text(e, "state_key").is_some_and(|k| wanted.contains(&k)));
+        let carried = |member: &str| {
+            state
+                .iter()
+                .chain(timeline)
+                .any(|e| is_member(e) && text(e, "state_key").as_deref() == Some(member))
+        };
+        let missing: Vec<String> = wanted.into_iter().filter(|m| !carried(m)).collect();
+        let room = ruma::RoomId::parse(room_id).map_err(crate::services::error::Error::internal)?;
+        for member in missing {
+            if let Some(id) = self.state_event_id(&room, "m.room.member", &member)? {
+                state.extend(self.stored_pdu(id.as_str())?);
+            }
+        }
+        Ok(state)
+    }
+
     /// Every room the user has a membership in, with it.
     pub fn memberships(&self, user_id: &UserId) -> Result<Vec<(OwnedRoomId, Membership)>> {
         let rows: Vec<((String, String), Membership)> = self.storage.scan_prefix(
@@ -56,15 +93,17 @@ impl Messaging {
     }
 
     /// A joined room between `since` (exclusive; `None` for an initial sync) and `upto`
-    /// (inclusive): the newest `limit` events, and the state the client lacks before them.
-    /// `None` when an incremental sync has nothing for the room.
+    /// (inclusive): the newest `limit` events, and the state the client lacks before them
+    /// (all of it with `full_state`). With `lazy` (the syncing user, who asked for lazily
+    /// loaded members), of the member events only those of the timeline's senders and the
+    /// user's own. `None` when an incremental sync has nothing for the room.
     pub fn joined_sync(
         &self,
         room_id: &str,
         since: Option<u64>,
         upto: u64,
-        limit: usize,
-        full_state: bool,
+        (limit, full_state): (usize, bool),
+        lazy: Option<&UserId>,
     ) -> Result<Option<JoinedSync>> {
         let after = since.unwrap_or(0);
         let page = self.timeline_between(room_id, after, upto, limit + 1)?;
@@ -90,6 +129,10 @@ impl Messaging {
                 .filter(|s| since.is_none() || full_state || s.position > after)
                 .collect(),
             false => Vec::new(),
+        };
+        let state = match lazy {
+            Some(user) => self.lazy_members(room_id, user, &timeline, state)?,
+            None => state,
         };
         // The summary, from the membership table rather than the member events.
         let members: Vec<((String, String), Membership)> = self

@@ -26,15 +26,28 @@ fn events<T>(events: &[StoredPdu], session: &Session) -> Result<Vec<Raw<T>>> {
         .collect()
 }
 
+/// How the client asked for its rooms: timeline events per room, all the state again, and
+/// member events only for the timeline's senders (`lazy_load_members`).
+#[derive(Clone, Copy)]
+pub(super) struct Shape {
+    pub limit: usize,
+    pub full_state: bool,
+    pub lazy_members: bool,
+}
+
 /// The response for (since, upto], and whether it says nothing.
 pub(super) fn assemble(
     services: &Services,
     session: &Session,
     since: Option<u64>,
     upto: u64,
-    limit: usize,
-    full_state: bool,
+    shape: &Shape,
 ) -> Result<(v3::Response, bool)> {
+    let Shape {
+        limit,
+        full_state,
+        lazy_members,
+    } = *shape;
     let messaging = &services.messaging;
     let user = session.user_id.as_str();
     let mut response = v3::Response::new(upto.to_string());
@@ -86,8 +99,9 @@ pub(super) fn assemble(
                 let full = full_state || (since.is_some() && changed);
                 let room_since = if full { None } else { since };
                 let mut out = JoinedRoom::new();
+                let lazy = lazy_members.then_some(session.user_id.as_ref());
                 if let Some(mut joined) =
-                    messaging.joined_sync(room, room_since, upto, limit, full)?
+                    messaging.joined_sync(room, room_since, upto, (limit, full), lazy)?
                 {
                     // A newly joined member sees what history visibility lets them; one
                     // joined before the whole timeline sees all of it.
@@ -156,7 +170,8 @@ pub(super) fn assemble(
                 let was_joined = before.is_some_and(|e| e.membership() == "join");
                 let mut timeline = Timeline::new();
                 if was_joined {
-                    let gap = messaging.joined_sync(room, since, upto_leave, limit, false)?;
+                    let gap =
+                        messaging.joined_sync(room, since, upto_leave, (limit, false), None)?;
                     if let Some(gap) = gap {
                         timeline.limited = gap.limited;
                         timeline.events = events(&gap.timeline, session)?;

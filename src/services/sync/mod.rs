@@ -34,6 +34,8 @@ pub struct SyncRequest<'a> {
     pub timeout: Duration,
     /// Timeline events per room.
     pub timeline_limit: usize,
+    /// Member events only for the timeline's senders (`lazy_load_members`).
+    pub lazy_members: bool,
     pub full_state: bool,
     /// The presence syncing sets (`None`: leave it as it is).
     pub presence: Option<&'static str>,
@@ -69,14 +71,18 @@ pub async fn sync(
         services.presence.set(user, presence, None).await?;
     }
     let (limit, full_state) = (request.timeline_limit, request.full_state);
+    let shape = assemble::Shape {
+        limit,
+        full_state,
+        lazy_members: request.lazy_members,
+    };
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut commits = storage.subscribe();
     loop {
         services.messaging.own_sends_answered(user, device).await;
         commits.borrow_and_update();
         let upto = storage.position();
-        let (mut response, mut empty) =
-            assemble::assemble(services, session, since, upto, limit, full_state)?;
+        let (mut response, mut empty) = assemble::assemble(services, session, since, upto, &shape)?;
         // To-device messages up to here; those up to `since` arrived, so they go.
         let to_device = services
             .e2ee
