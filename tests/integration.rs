@@ -16,6 +16,8 @@ mod common;
 mod contacts;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/directory.rs"]
+mod directory;
 #[path = "integration/dm_requests.rs"]
 mod dm_requests;
 #[path = "integration/e2ee.rs"]

@@ -8,15 +8,16 @@ mod server;
 use axum::Router;
 use axum::routing::{delete, get, post};
 use ruma::api::client::{
-    account, alias, authenticated_media, backup, config, context, device, discovery, filter, keys,
-    media, membership, message, presence, profile, push, read_marker, receipt, redact, relations,
-    reporting, room, session, state as room_state, tag, thirdparty, threads, to_device, typing,
-    user_directory, voip,
+    account, alias, authenticated_media, backup, config, context, device, directory, discovery,
+    filter, keys, media, membership, message, presence, profile, push, read_marker, receipt,
+    redact, relations, reporting, room, session, state as room_state, tag, thirdparty, threads,
+    to_device, typing, user_directory, voip,
 };
 use ruma::api::federation::authenticated_media as federation_media;
 use ruma::api::federation::authorization::get_event_authorization;
 use ruma::api::federation::backfill::get_backfill;
 use ruma::api::federation::device::get_devices;
+use ruma::api::federation::directory as federation_directory;
 use ruma::api::federation::discovery::{
     discover_homeserver as server_discovery, get_server_keys, get_server_version,
 };
@@ -180,6 +181,14 @@ pub fn router(state: AppState) -> Router {
         .ruma::<alias::create_alias::v3::Request, _, _>(client::directory::create)
         .ruma::<alias::get_alias::v3::Request, _, _>(client::directory::get)
         .ruma::<alias::delete_alias::v3::Request, _, _>(client::directory::delete)
+        .ruma::<directory::get_public_rooms::v3::Request, _, _>(client::directory::public_rooms)
+        .ruma::<directory::get_public_rooms_filtered::v3::Request, _, _>(
+            client::directory::public_rooms_filtered,
+        )
+        .ruma::<directory::get_room_visibility::v3::Request, _, _>(client::directory::visibility)
+        .ruma::<directory::set_room_visibility::v3::Request, _, _>(
+            client::directory::set_visibility,
+        )
         .ruma::<room::get_room_event::v3::Request, _, _>(client::history::get_event)
         .ruma::<message::get_message_events::v3::Request, _, _>(client::history::messages)
         .ruma::<context::get_context::v3::Request, _, _>(client::history::context)
@@ -270,6 +279,12 @@ pub fn router(state: AppState) -> Router {
         .ruma::<create_leave_event::v2::Request, _, _>(server::membership::send_leave)
         .ruma::<get_profile_information::v1::Request, _, _>(server::query::profile)
         .ruma::<get_room_information::v1::Request, _, _>(server::query::directory)
+        .ruma::<federation_directory::get_public_rooms::v1::Request, _, _>(
+            server::query::public_rooms,
+        )
+        .ruma::<federation_directory::get_public_rooms_filtered::v1::Request, _, _>(
+            server::query::public_rooms_filtered,
+        )
         .ruma::<get_event::v1::Request, _, _>(server::events::event)
         .ruma::<get_backfill::v1::Request, _, _>(server::events::backfill)
         .ruma::<get_missing_events::v1::Request, _, _>(server::events::missing_events)

@@ -97,6 +97,13 @@ pub const EVENTID_RELTYPE_POSITION_RELATION: Table = Table {
     value: "Relation JSON: event ID, room, sender, type, origin_server_ts",
 };
 
+/// Rooms published in the public room directory.
+pub const ROOMID_PUBLISHED: Table = Table {
+    name: "roomid_published",
+    key: "room ID",
+    value: "when it was published (ms)",
+};
+
 /// Reports of events, rooms and users, for the server's admins, oldest first.
 pub const TS_REPORTID_REPORT: Table = Table {
     name: "ts_reportid_report",
@@ -421,6 +428,7 @@ pub const ALL: &[&Table] = &[
     &EVENTID_RELTYPE_POSITION_RELATION,
     &ROOMID_ROOTID_THREADPOSITION,
     &TS_REPORTID_REPORT,
+    &ROOMID_PUBLISHED,
     &ROOMID_TYPE_STATEKEY_EVENTID,
     &USERID_ROOMID_MEMBERSHIP,
     &USERID_DEVICEID_TXNID_EVENTID,

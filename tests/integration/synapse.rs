@@ -561,6 +561,53 @@ async fn kith_and_synapse_users_befriend_by_direct_chat_invites() {
     );
 }
 
+/// Each server's public room directory, asked by the other's user over federation.
+#[tokio::test]
+async fn kith_and_synapse_users_read_each_others_room_directory() {
+    let (kith, kith_name) = Server::federated(&[]);
+    let Some(synapse) = Synapse::start(&[&kith_name]).await else {
+        eprintln!("KITH_SYNAPSE_PYTHON is not set: skipping the Synapse federation test");
+        return;
+    };
+    let (_, alice_token) = kith.user("alice").await;
+    let (_, bob_token) = synapse.user("bob").await;
+    let (k, s) = (Side::Kith(&kith), Side::Synapse(&synapse));
+    let mut rooms = Vec::new();
+    for (side, token, name) in [
+        (&k, &alice_token, "kithroom"),
+        (&s, &bob_token, "synapseroom"),
+    ] {
+        let body = json!({ "visibility": "public", "preset": "public_chat", "name": name });
+        let path = "/_matrix/client/v3/createRoom";
+        let (status, created) = side.request(Method::POST, path, token, Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{created}\nlog:\n{}", side.log());
+        rooms.push(created["room_id"].as_str().unwrap().to_owned());
+    }
+    let asks = [
+        (&s, &bob_token, kith_name.clone(), &rooms[0], "kithroom"),
+        (
+            &k,
+            &alice_token,
+            synapse.name.clone(),
+            &rooms[1],
+            "synapseroom",
+        ),
+    ];
+    for (side, token, server, room, name) in asks {
+        let path = format!("/_matrix/client/v3/publicRooms?server={server}");
+        let body = json!({ "limit": 10, "filter": { "generic_search_term": name } });
+        let (status, page) = side.request(Method::POST, &path, token, Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{page}\nlog:\n{}", side.log());
+        let listed = page["chunk"].as_array().unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|r| r["room_id"] == *room && r["name"] == name),
+            "{name} room not in {page}"
+        );
+    }
+}
+
 /// Real matrix-nio clients on each side, one on kith and one on Synapse: direct rooms made
 /// on either side, invites, joins, messages, typing and receipts
 /// (`tests/clients/nio_federated.py`).

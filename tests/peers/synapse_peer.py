@@ -195,6 +195,8 @@ def write_config(args: argparse.Namespace) -> str:
         "federation_ip_range_blacklist": IP_RANGE_BLOCKLIST,
         "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
         "allow_public_rooms_over_federation": True,
+        # Since 1.x Synapse publishes no room to its directory unless a rule allows it.
+        "room_list_publication_rules": [{"action": "allow"}],
         "allow_profile_lookup_over_federation": True,
         # Retry a failing peer after a second, not after ten minutes.
         "federation": {

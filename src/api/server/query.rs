@@ -1,8 +1,10 @@
 //! Queries other servers make about our users.
 
 use axum::extract::State;
+use ruma::api::federation::directory::{get_public_rooms, get_public_rooms_filtered};
 use ruma::api::federation::query::{get_profile_information, get_room_information};
 
+use crate::api::client::directory::{directory_query, room_types};
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
 
@@ -50,4 +52,26 @@ pub async fn directory(
     Ok(RumaResponse(get_room_information::v1::Response::new(
         room_id, servers,
     )))
+}
+
+/// `GET /_matrix/federation/v1/publicRooms?limit&since`: this server's directory.
+pub async fn public_rooms(
+    State(state): State<AppState>,
+    request: Ruma<get_public_rooms::v1::Request>,
+) -> Result<axum::Json<serde_json::Value>> {
+    let body = &request.body;
+    let query = directory_query(None, None, body.since.clone(), body.limit);
+    Ok(axum::Json(state.messaging.public_rooms(&query)?))
+}
+
+/// `POST /_matrix/federation/v1/publicRooms` `{limit, since, filter}`
+pub async fn public_rooms_filtered(
+    State(state): State<AppState>,
+    request: Ruma<get_public_rooms_filtered::v1::Request>,
+) -> Result<axum::Json<serde_json::Value>> {
+    let body = &request.body;
+    let search = body.filter.generic_search_term.clone();
+    let types = room_types(&body.filter);
+    let query = directory_query(search, types, body.since.clone(), body.limit);
+    Ok(axum::Json(state.messaging.public_rooms(&query)?))
 }

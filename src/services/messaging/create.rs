@@ -100,7 +100,17 @@ impl Messaging {
             .room_id()
             .map(RoomId::to_owned)
             .ok_or_else(|| Error::internal("room without ID"))?;
-        draft.commit(self.storage.batch()).await?;
+        let mut batch = self.storage.batch();
+        // A room made public is in the directory from the start, as with Synapse.
+        if new.public {
+            let key = room_id.as_str();
+            batch.put(
+                &kith_storage::catalog::ROOMID_PUBLISHED,
+                &key,
+                &crate::util::now_ms(),
+            )?;
+        }
+        draft.commit(batch).await?;
         // Invitees elsewhere are asked one by one, once the room exists; the first refusal
         // is the answer.
         for invitee in remote {

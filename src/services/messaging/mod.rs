@@ -8,6 +8,7 @@ mod aliases;
 mod auth_events;
 mod backfill;
 mod create;
+mod directory;
 mod draft;
 mod federation;
 mod history;
@@ -33,6 +34,7 @@ use kith_storage::{Storage, catalog};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 pub use create::{NewRoom, Preset, object};
+pub use directory::DirectoryQuery;
 pub use draft::EventSpec;
 pub use federation::InviteIn;
 pub use history::MAX_LIMIT;
