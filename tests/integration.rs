@@ -58,6 +58,8 @@ mod relations;
 mod room_extras;
 #[path = "integration/rooms.rs"]
 mod rooms;
+#[path = "integration/search.rs"]
+mod search;
 #[path = "integration/sso.rs"]
 mod sso;
 #[path = "integration/synapse.rs"]

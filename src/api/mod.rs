@@ -10,8 +10,8 @@ use axum::routing::{delete, get, post};
 use ruma::api::client::{
     account, alias, authenticated_media, backup, config, context, device, directory, discovery,
     filter, keys, media, membership, message, presence, profile, push, read_marker, receipt,
-    redact, relations, reporting, room, session, state as room_state, tag, thirdparty, threads,
-    to_device, typing, user_directory, voip,
+    redact, relations, reporting, room, search, session, state as room_state, tag, thirdparty,
+    threads, to_device, typing, user_directory, voip,
 };
 use ruma::api::federation::authenticated_media as federation_media;
 use ruma::api::federation::authorization::get_event_authorization;
@@ -192,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .ruma::<room::get_room_event::v3::Request, _, _>(client::history::get_event)
         .ruma::<message::get_message_events::v3::Request, _, _>(client::history::messages)
         .ruma::<context::get_context::v3::Request, _, _>(client::history::context)
+        .ruma::<search::search_events::v3::Request, _, _>(client::search::search)
         .ruma::<room::get_event_by_timestamp::v1::Request, _, _>(
             client::history::timestamp_to_event,
         )

@@ -97,6 +97,14 @@ pub const EVENTID_RELTYPE_POSITION_RELATION: Table = Table {
     value: "Relation JSON: event ID, room, sender, type, origin_server_ts",
 };
 
+/// The words of each room's messages, names and topics (normalized as the user directory
+/// does), for server-side search; encrypted rooms have none.
+pub const ROOMID_WORD_POSITION_HIT: Table = Table {
+    name: "roomid_word_position_hit",
+    key: "(room ID, word, stream position)",
+    value: "Hit JSON: event ID, the key it is in (content.body, content.name, content.topic)",
+};
+
 /// Rooms published in the public room directory.
 pub const ROOMID_PUBLISHED: Table = Table {
     name: "roomid_published",
@@ -429,6 +437,7 @@ pub const ALL: &[&Table] = &[
     &ROOMID_ROOTID_THREADPOSITION,
     &TS_REPORTID_REPORT,
     &ROOMID_PUBLISHED,
+    &ROOMID_WORD_POSITION_HIT,
     &ROOMID_TYPE_STATEKEY_EVENTID,
     &USERID_ROOMID_MEMBERSHIP,
     &USERID_DEVICEID_TXNID_EVENTID,

@@ -21,6 +21,7 @@ pub mod register;
 pub mod relations;
 pub mod reports;
 pub mod rooms;
+pub mod search;
 pub mod session;
 pub mod sso;
 pub mod sync;

@@ -136,6 +136,59 @@ impl Messaging {
         Ok((from, page))
     }
 
+    /// Up to `before` and `after` events `reader` may see around `event` (a search result's
+    /// context), with the tokens to page on from each end.
+    pub fn around(
+        &self,
+        reader: &UserId,
+        event: &StoredPdu,
+        (before, after): (usize, usize),
+    ) -> Result<(Vec<StoredPdu>, u64, Vec<StoredPdu>, u64)> {
+        let room_id = RoomId::parse(&event.room_id).map_err(Error::internal)?;
+        let left = self.require_reader(reader, &room_id)?;
+        let until = left.as_ref().map(|left| left.position);
+        let visibility = self.visibility(&room_id)?;
+        let keep = |e: &StoredPdu| {
+            self.may_see(&visibility, reader.as_str(), e)
+                .unwrap_or(false)
+        };
+        let room = room_id.as_str();
+        let position = event.position;
+        let back = position.saturating_sub(1);
+        let earlier = match before {
+            0 => Page {
+                events: Vec::new(),
+                end: Some(back),
+            },
+            n => self.page(
+                room,
+                back,
+                Direction::Backward,
+                None,
+                n.min(MAX_LIMIT),
+                keep,
+            )?,
+        };
+        let later = match after {
+            0 => Page {
+                events: Vec::new(),
+                end: Some(position),
+            },
+            n => self.page(
+                room,
+                position,
+                Direction::Forward,
+                until,
+                n.min(MAX_LIMIT),
+                keep,
+            )?,
+        };
+        let end = later
+            .end
+            .unwrap_or_else(|| later.events.last().map_or(position, |e| e.position));
+        Ok((earlier.events, earlier.end.unwrap_or(0), later.events, end))
+    }
+
     /// The event `reader` may see that is closest to `ts` (ms) in `dir` (`timestamp_to_event`):
     /// going forwards, the first at or after it; backwards, the last at or before it. Looks
     /// at most `MAX_TIME_PAGES` pages' worth of events; 404 if none.

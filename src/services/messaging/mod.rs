@@ -13,6 +13,7 @@ mod draft;
 mod federation;
 mod history;
 mod membership;
+mod message_search;
 mod power;
 mod push;
 mod receipts;
@@ -39,6 +40,7 @@ pub use draft::EventSpec;
 pub use federation::InviteIn;
 pub use history::MAX_LIMIT;
 pub use membership::Moderation;
+pub use message_search::{Found, SearchOrder, SearchQuery};
 
 pub use push::{PUSH_RULES, UnreadCounts};
 pub use receipts::PRIVATE_READ;

@@ -27,7 +27,7 @@ pub fn normalize(text: &str) -> String {
 }
 
 /// The normalized words of `text`, split at anything not a letter or digit.
-fn words_of(text: &str) -> impl Iterator<Item = String> {
+pub fn words_of(text: &str) -> impl Iterator<Item = String> {
     normalize(text)
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())

@@ -80,6 +80,7 @@ impl Draft<'_> {
                 &event_id,
             )?;
             super::super::relations::index_into(&mut batch, &record)?;
+            super::super::message_search::index_into(&mut batch, &record)?;
             // Its own entry, unless state resolution chose another.
             if self.is_current(pdu) {
                 let changed = self.write_state(&mut batch, &mut memberships, pdu, position)?;

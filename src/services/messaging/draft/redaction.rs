@@ -75,6 +75,8 @@ impl Draft<'_> {
         }
         // A redacted edit or reply no longer counts among its event's relations.
         super::super::relations::unindex_into(batch, &event)?;
+        // Nor can its words be found any more.
+        super::super::message_search::unindex_into(batch, &event)?;
         event.json = ruma::canonical_json::redact(event.json, &self.rules.redaction, None)
             .map_err(Error::internal)?;
         event.redacted_because = Some(redaction.client_event());
