@@ -148,7 +148,7 @@ impl Messaging {
                     .total_cmp(&a.rank)
                     .then(b.event.position.cmp(&a.event.position))
             }),
-            SearchOrder::Recent => found.sort_by(|a, b| b.event.position.cmp(&a.event.position)),
+            SearchOrder::Recent => found.sort_by_key(|f| std::cmp::Reverse(f.event.position)),
         }
         Ok((found, terms))
     }
