@@ -123,6 +123,7 @@ async fn serve(config: Config) -> Result<(), String> {
     services.start_auth();
     services.start_subscribers();
     services.start_timers();
+    services.start_pushers();
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;

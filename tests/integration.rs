@@ -50,6 +50,8 @@ mod membership;
 mod peer;
 #[path = "integration/profiles.rs"]
 mod profiles;
+#[path = "integration/push.rs"]
+mod push;
 #[path = "integration/refresh.rs"]
 mod refresh;
 #[path = "integration/relations.rs"]

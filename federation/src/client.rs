@@ -134,6 +134,22 @@ pub(crate) async fn read_capped(
     Ok(body)
 }
 
+/// An HTTP client for other requests to addresses users choose (push gateways): the same
+/// refusal of denied address ranges as federation, no redirects, bounded times, and
+/// certificates checked.
+pub fn guarded_http_client(denied: Vec<ipnet::IpNet>) -> Result<reqwest::Client, String> {
+    let resolver = SharedResolver(Arc::new(Resolver::new(denied)?));
+    reqwest::Client::builder()
+        .dns_resolver(resolver)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("kith/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 impl FederationClient {
     pub fn new(
         storage: Storage,

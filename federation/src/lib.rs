@@ -15,7 +15,9 @@ pub mod pdu;
 mod queue;
 mod remote_keys;
 
-pub use client::{AuthError, FederationClient, FederationError, Settings, reachable_name};
+pub use client::{
+    AuthError, FederationClient, FederationError, Settings, guarded_http_client, reachable_name,
+};
 pub use discovery::DEFAULT_DENIED_RANGES;
 pub use keyed_locks::KeyedLocks;
 pub use keys::{KeyError, ServerKeys, read_secret_file, write_private_file};

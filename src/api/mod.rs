@@ -243,6 +243,9 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/client/r0/pushrules",
             get(client::push_rules::get_all),
         )
+        .ruma::<push::get_pushers::v3::Request, _, _>(client::pushers::pushers)
+        .ruma::<push::set_pusher::v3::Request, _, _>(client::pushers::set_pusher)
+        .ruma::<push::get_notifications::v3::Request, _, _>(client::pushers::notifications)
         .ruma::<voip::get_turn_server_info::v3::Request, _, _>(client::calls::turn_server)
         .route(
             "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports",

@@ -58,6 +58,7 @@ pub mod media;
 pub mod messaging;
 pub mod presence;
 pub mod profile;
+pub mod pushers;
 pub mod search;
 pub mod session;
 pub mod sync;
@@ -91,6 +92,7 @@ pub struct Services {
     pub media: media::Media,
     pub presence: presence::Presences,
     pub profiles: profile::Profiles,
+    pub pushers: Arc<pushers::Pushers>,
     /// Guards the local admin API (`<data>/admin.secret`).
     pub admin_secret: String,
     /// Per other server, held while one of its transactions is applied: a retry that
@@ -161,6 +163,9 @@ impl Services {
             config.rate_limits.to_device.limiter(),
         );
         let profiles = profile::Profiles::new(storage.clone());
+        // Push gateways are addresses users choose: the federation's denied ranges apply.
+        let push_http = kith_federation::guarded_http_client(denied_ranges(&config)?)?;
+        let pushers = Arc::new(pushers::Pushers::new(storage.clone(), push_http));
         let media = media::Media::new(storage.clone(), &config, federation.clone())?;
         profile::directory::ensure_indexed(&storage)
             .map_err(|e| format!("cannot index the user directory: {e}"))?;
@@ -180,6 +185,7 @@ impl Services {
             media,
             presence,
             profiles,
+            pushers,
             admin_secret,
             inbound_transactions: Default::default(),
         }))
@@ -189,6 +195,12 @@ impl Services {
     pub fn start_timers(self: &Arc<Self>) {
         let services = Arc::clone(self);
         tokio::spawn(async move { services.messaging.run_typing_timers().await });
+    }
+
+    /// Starts the delivery of pushes to push gateways (resuming what a previous run left).
+    pub fn start_pushers(self: &Arc<Self>) {
+        let view = Arc::new(PushView(Arc::clone(self)));
+        pushers::spawn(Arc::clone(&self.pushers), view);
     }
 
     /// Starts the event-log subscribers.
@@ -320,6 +332,36 @@ fn prepare_data_dir(path: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+/// What push-service needs of the rooms to describe a push.
+struct PushView(Arc<Services>);
+
+impl pushers::PushContext for PushView {
+    fn event(&self, event_id: &str) -> Option<serde_json::Value> {
+        let stored = self.0.messaging.stored_pdu(event_id).ok()??;
+        Some(stored.client_event())
+    }
+
+    fn names(&self, room_id: &str, sender: &str) -> (Option<String>, Option<String>) {
+        let Ok(room) = ruma::RoomId::parse(room_id) else {
+            return (None, None);
+        };
+        self.0.messaging.push_names(&room, sender)
+    }
+
+    fn unread(&self, user: &str) -> u64 {
+        self.0.messaging.total_unread(user).unwrap_or(0)
+    }
+}
+
+fn denied_ranges(config: &Config) -> Result<Vec<ipnet::IpNet>, String> {
+    config
+        .federation
+        .denied_ip_ranges
+        .iter()
+        .map(|range| range.parse().map_err(|e| format!("{range}: {e}")))
+        .collect()
+}
+
 fn federation_settings(config: &Config) -> Result<Settings, String> {
     let federation = &config.federation;
     let ca_pem = match &federation.ca_file {
@@ -329,11 +371,7 @@ fn federation_settings(config: &Config) -> Result<Settings, String> {
         ),
         None => None,
     };
-    let denied_ip_ranges = federation
-        .denied_ip_ranges
-        .iter()
-        .map(|range| range.parse().map_err(|e| format!("{range}: {e}")))
-        .collect::<Result<_, String>>()?;
+    let denied_ip_ranges = denied_ranges(config)?;
     Ok(Settings {
         verify_certificates: federation.verify_certificates,
         ca_pem,

@@ -105,6 +105,27 @@ pub const ROOMID_WORD_POSITION_HIT: Table = Table {
     value: "Hit JSON: event ID, the key it is in (content.body, content.name, content.topic)",
 };
 
+/// Where each user's pushes go (`/pushers`).
+pub const USERID_APPID_PUSHKEY_PUSHER: Table = Table {
+    name: "userid_appid_pushkey_pusher",
+    key: "(user ID, app ID, pushkey)",
+    value: "Pusher JSON, as the client set it",
+};
+
+/// Pushes not yet delivered to a push gateway, written with the event that causes them.
+pub const POSITION_USERID_PUSH: Table = Table {
+    name: "position_userid_push",
+    key: "(event's stream position, user ID)",
+    value: "PushJob JSON: room, event, highlight, attempts, when to try next",
+};
+
+/// Each user's notifications (`/notifications`), newest last; the oldest are dropped.
+pub const USERID_POSITION_NOTIFIED: Table = Table {
+    name: "userid_position_notified",
+    key: "(user ID, event's stream position)",
+    value: "Notified JSON: room, event, actions, highlight, when",
+};
+
 /// Rooms published in the public room directory.
 pub const ROOMID_PUBLISHED: Table = Table {
     name: "roomid_published",
@@ -437,6 +458,9 @@ pub const ALL: &[&Table] = &[
     &ROOMID_ROOTID_THREADPOSITION,
     &TS_REPORTID_REPORT,
     &ROOMID_PUBLISHED,
+    &USERID_APPID_PUSHKEY_PUSHER,
+    &POSITION_USERID_PUSH,
+    &USERID_POSITION_NOTIFIED,
     &ROOMID_WORD_POSITION_HIT,
     &ROOMID_TYPE_STATEKEY_EVENTID,
     &USERID_ROOMID_MEMBERSHIP,

@@ -16,6 +16,7 @@ mod pages;
 pub mod presence;
 pub mod profile;
 pub mod push_rules;
+pub mod pushers;
 pub mod receipts;
 pub mod register;
 pub mod relations;

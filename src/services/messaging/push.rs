@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::{Messaging, StoredPdu};
 use crate::services::error::{Error, Result};
+use crate::services::pushers::{self, Notified};
 
 /// The account data type holding a user's rules.
 pub const PUSH_RULES: &str = "m.push_rules";
@@ -98,8 +99,54 @@ impl Messaging {
                 &row,
                 &highlight,
             )?;
+            // Our users' phones are owed a push, and `/notifications` lists it.
+            if user_id.server_name().as_str() == self.server_name() {
+                let notified = Notified {
+                    room_id: room_id.to_string(),
+                    event_id: event.event_id.to_string(),
+                    actions: serde_json::to_value(&actions).map_err(Error::internal)?,
+                    highlight,
+                    ts: crate::util::now_ms(),
+                };
+                pushers::notify_into(&self.storage, batch, (member, event.position), notified)?;
+            }
         }
         Ok(())
+    }
+
+    /// The room's name (or its canonical alias) and the sender's display name, for a push.
+    pub fn push_names(&self, room_id: &RoomId, sender: &str) -> (Option<String>, Option<String>) {
+        let text = |kind: &str, key: &str| {
+            let content = self.state_content(room_id, kind).ok().flatten()?;
+            content[key].as_str().map(str::to_owned)
+        };
+        let room = text("m.room.name", "name").or_else(|| text("m.room.canonical_alias", "alias"));
+        let member = self
+            .state_event_id(room_id, "m.room.member", sender)
+            .ok()
+            .flatten();
+        let member = member.and_then(|id| self.stored_pdu(id.as_str()).ok().flatten());
+        let name = member.and_then(|m| {
+            let content = m.client_event()["content"].take();
+            content["displayname"].as_str().map(str::to_owned)
+        });
+        (room, name)
+    }
+
+    /// Whether the user's notification for the event at `position` is still unread.
+    pub fn unread_at(&self, user_id: &str, room_id: &str, position: u64) -> Result<bool> {
+        let row = (user_id, room_id, position);
+        Ok(self
+            .storage
+            .contains(&catalog::USERID_ROOMID_POSITION_NOTIFICATION, &row)?)
+    }
+
+    /// The user's unread notifying events in all their rooms (a phone's badge).
+    pub fn total_unread(&self, user_id: &str) -> Result<u64> {
+        let rows: Vec<((String, String), UnreadCounts)> = self
+            .storage
+            .scan_prefix(&catalog::USERID_ROOMID_UNREAD, &(user_id,))?;
+        Ok(rows.iter().map(|(_, c)| c.notifications).sum())
     }
 
     /// Takes a (redacted) event out of the unread counts of the members it notified.
