@@ -68,6 +68,13 @@ pub struct Notified {
     pub ts: u64,
 }
 
+/// A page of `/notifications`: (position, notification), newest first, and where the next
+/// page starts.
+pub struct NotificationsPage {
+    pub listed: Vec<(u64, Notified)>,
+    pub next: Option<u64>,
+}
+
 pub struct Pushers {
     storage: Storage,
     http: reqwest::Client,
@@ -151,7 +158,7 @@ impl Pushers {
         from: Option<u64>,
         limit: usize,
         only_highlight: bool,
-    ) -> Result<(Vec<(u64, Notified)>, Option<u64>)> {
+    ) -> Result<NotificationsPage> {
         let rows: Vec<((String, u64), Notified)> = self.storage.scan_prefix_back(
             &catalog::USERID_POSITION_NOTIFIED,
             &(user,),
@@ -167,7 +174,7 @@ impl Pushers {
         let more = listed.len() > limit;
         listed.truncate(limit);
         let next = more.then(|| listed.last().map(|(p, _)| *p)).flatten();
-        Ok((listed, next))
+        Ok(NotificationsPage { listed, next })
     }
 }
 

@@ -65,10 +65,9 @@ pub async fn notifications(
         .map_or(20, |l| usize::try_from(l).unwrap_or(100))
         .clamp(1, 100);
     let only_highlight = body.only.as_deref() == Some("highlight");
-    let (listed, next) =
-        (state.pushers).notifications(user.as_str(), from, limit, only_highlight)?;
+    let page = (state.pushers).notifications(user.as_str(), from, limit, only_highlight)?;
     let mut notifications = Vec::new();
-    for (position, notified) in listed {
+    for (position, notified) in page.listed {
         let Some(event) = state.messaging.stored_pdu(&notified.event_id)? else {
             continue;
         };
@@ -84,7 +83,7 @@ pub async fn notifications(
         }));
     }
     let mut answer = json!({ "notifications": notifications });
-    if let Some(next) = next {
+    if let Some(next) = page.next {
         answer["next_token"] = next.to_string().into();
     }
     Ok(Json(answer))

@@ -104,7 +104,7 @@ impl Messaging {
                 let notified = Notified {
                     room_id: room_id.to_string(),
                     event_id: event.event_id.to_string(),
-                    actions: serde_json::to_value(&actions).map_err(Error::internal)?,
+                    actions: serde_json::to_value(actions).map_err(Error::internal)?,
                     highlight,
                     ts: crate::util::now_ms(),
                 };
