@@ -205,6 +205,7 @@ pub fn router(state: AppState) -> Router {
         )
         .ruma::<threads::get_threads::v1::Request, _, _>(client::relations::threads)
         .ruma::<redact::redact_event::v3::Request, _, _>(client::history::redact)
+        .ruma::<room::upgrade_room::v3::Request, _, _>(client::rooms::upgrade)
         .ruma::<room::report_content::v3::Request, _, _>(client::reports::report_event)
         .ruma::<room::report_room::v3::Request, _, _>(client::reports::report_room)
         .ruma::<reporting::report_user::v3::Request, _, _>(client::reports::report_user)

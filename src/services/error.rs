@@ -65,6 +65,8 @@ pub enum ErrorKind {
     },
     /// A room alias that is taken.
     AliasInUse,
+    /// A new room's alias that is taken (`createRoom`'s own error code).
+    RoomInUse,
     /// Forgetting a room one has not left.
     StillInRoom,
 

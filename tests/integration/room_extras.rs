@@ -357,3 +357,106 @@ async fn lazily_loaded_members_are_those_of_the_timeline() {
     senders.sort();
     assert_eq!(member_keys(&page["state"]), senders, "{page}");
 }
+
+/// An upgrade: a new room carrying the old one's name, topic, power and bans, its members
+/// invited, the alias moved; the old room tombstoned and closed to writing.
+#[tokio::test]
+async fn a_room_upgrade_carries_the_room_on() {
+    let server = Server::start(&[]);
+    let (_, token) = server.user("alice").await;
+    let (bob, bob_token) = server.user("bob").await;
+    let (carol, _) = server.user("carol").await;
+    let body = json!({
+        "room_version": "10", "preset": "private_chat", "name": "Book club",
+        "topic": "Chapter 3", "room_alias_name": "books", "invite": [bob],
+    });
+    let (status, created) = server
+        .post("/_matrix/client/v3/createRoom", Some(&token), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let old = created["room_id"].as_str().unwrap().to_owned();
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{old}/join"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    let ban = format!("/_matrix/client/v3/rooms/{old}/ban");
+    let (status, _) = server
+        .post(&ban, Some(&token), json!({ "user_id": carol }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let upgrade = format!("/_matrix/client/v3/rooms/{old}/upgrade");
+    let refused = server
+        .post(&upgrade, Some(&bob_token), json!({ "new_version": "12" }))
+        .await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let refused = server
+        .post(&upgrade, Some(&token), json!({ "new_version": "99" }))
+        .await;
+    assert_error(
+        &refused,
+        StatusCode::BAD_REQUEST,
+        "M_UNSUPPORTED_ROOM_VERSION",
+    );
+    let (status, upgraded) = server
+        .post(&upgrade, Some(&token), json!({ "new_version": "12" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{upgraded}");
+    let new = upgraded["replacement_room"].as_str().unwrap().to_owned();
+
+    let state = |room: &str, kind: &str, key: &str| {
+        format!("/_matrix/client/v3/rooms/{room}/state/{kind}/{key}")
+    };
+    let (_, tombstone) = server
+        .get(&state(&old, "m.room.tombstone", ""), Some(&bob_token))
+        .await;
+    assert_eq!(tombstone["replacement_room"], new, "{tombstone}");
+    let refused = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{old}/send/m.room.message/late"),
+            Some(&bob_token),
+            json!({ "msgtype": "m.text", "body": "too late" }),
+        )
+        .await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+    let (_, create) = server
+        .get(&state(&new, "m.room.create", ""), Some(&token))
+        .await;
+    assert_eq!(create["predecessor"]["room_id"], old, "{create}");
+    assert_eq!(create["room_version"], "12");
+    let (_, name) = server
+        .get(&state(&new, "m.room.name", ""), Some(&token))
+        .await;
+    assert_eq!(name["name"], "Book club");
+    let (_, topic) = server
+        .get(&state(&new, "m.room.topic", ""), Some(&token))
+        .await;
+    assert_eq!(topic["topic"], "Chapter 3");
+    let (_, bob_member) = server
+        .get(&state(&new, "m.room.member", &bob), Some(&token))
+        .await;
+    assert_eq!(bob_member["membership"], "invite", "{bob_member}");
+    let (_, carol_member) = server
+        .get(&state(&new, "m.room.member", &carol), Some(&token))
+        .await;
+    assert_eq!(carol_member["membership"], "ban", "{carol_member}");
+    let (_, alias) = server
+        .get(
+            "/_matrix/client/v3/directory/room/%23books:kith.test",
+            Some(&token),
+        )
+        .await;
+    assert_eq!(alias["room_id"], new, "{alias}");
+    let (status, joined) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{new}/join"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+}

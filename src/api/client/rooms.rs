@@ -3,7 +3,7 @@
 use axum::extract::State;
 use ruma::api::client::message::send_message_event;
 use ruma::api::client::room::create_room::v3::RoomPreset;
-use ruma::api::client::room::{Visibility, create_room};
+use ruma::api::client::room::{Visibility, create_room, upgrade_room};
 use ruma::api::client::state::{get_state_event_for_key, get_state_events, send_state_event};
 use ruma::events::TimelineEventType;
 
@@ -60,6 +60,7 @@ pub async fn create_room(
             .collect::<Result<_>>()?,
         name: body.name.clone(),
         topic: body.topic.clone(),
+        alias_name: body.room_alias_name.clone(),
     };
     let room_id = state.messaging.create_room(&session.user_id, new).await?;
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
@@ -151,4 +152,17 @@ pub async fn get_state_event(
     Ok(RumaResponse(get_state_event_for_key::v3::Response::new(
         raw,
     )))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/upgrade` `{new_version}` → `{replacement_room}`
+pub async fn upgrade(
+    State(state): State<AppState>,
+    request: Ruma<upgrade_room::v3::Request>,
+) -> Result<RumaResponse<upgrade_room::v3::Response>> {
+    let user = &request.session()?.user_id;
+    let body = &request.body;
+    let replacement = (state.messaging)
+        .upgrade(user, &body.room_id, body.new_version.clone())
+        .await?;
+    Ok(RumaResponse(upgrade_room::v3::Response::new(replacement)))
 }

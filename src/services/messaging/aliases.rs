@@ -38,6 +38,24 @@ impl Messaging {
             .await?)
     }
 
+    /// Every alias of this server, with what it names.
+    pub fn local_aliases(&self) -> Result<Vec<(String, Alias)>> {
+        Ok(self.storage.scan_prefix(&catalog::ALIAS_ROOMID, &())?)
+    }
+
+    /// Points an alias at another room (a room upgrade moves them), keeping its creator.
+    pub async fn move_alias(&self, alias: &str, room_id: &ruma::RoomId) -> Result<()> {
+        let _guard = self.name_locks.lock(alias).await;
+        let Some(mut record) = self.alias(alias)? else {
+            return Ok(());
+        };
+        record.room_id = room_id.to_string();
+        Ok(self
+            .storage
+            .put(&catalog::ALIAS_ROOMID, &alias, &record)
+            .await?)
+    }
+
     pub async fn delete_alias(&self, alias: &str) -> Result<()> {
         let mut batch = self.storage.batch();
         batch.delete(&catalog::ALIAS_ROOMID, &alias)?;

@@ -42,6 +42,9 @@ pub struct NewRoom {
     pub initial_state: Vec<Value>,
     pub name: Option<String>,
     pub topic: Option<String>,
+    /// `room_alias_name`: the alias made for the room on this server (its localpart),
+    /// also its canonical alias.
+    pub alias_name: Option<String>,
 }
 
 fn state(sender: &UserId, kind: &str, key: &str, content: Value) -> EventSpec {
@@ -75,6 +78,10 @@ impl Messaging {
             ));
         }
         let invitees = self.check_invitees(creator, &new).await?;
+        let alias = match &new.alias_name {
+            Some(name) => Some(self.free_alias(name)?),
+            None => None,
+        };
         // With its creator and an invitee, a room of two is a direct chat (a room made
         // alone is not yet anything; inviting into it decides).
         let direct = new.is_direct || invitees.len() + 1 == DIRECT_MAX_MEMBERS;
@@ -85,6 +92,10 @@ impl Messaging {
         let mut draft = self.draft_new_room(version.clone())?;
         for spec in self.initial_events(creator, &version, preset, &new)? {
             draft.add(spec)?;
+        }
+        if let Some(alias) = &alias {
+            let content = json!({ "alias": alias });
+            draft.add(state(creator, "m.room.canonical_alias", "", content))?;
         }
         if direct {
             draft.mark_direct();
@@ -101,6 +112,17 @@ impl Messaging {
             .map(RoomId::to_owned)
             .ok_or_else(|| Error::internal("room without ID"))?;
         let mut batch = self.storage.batch();
+        if let Some(alias) = &alias {
+            let record = super::aliases::Alias {
+                room_id: room_id.to_string(),
+                creator: creator.to_string(),
+            };
+            batch.put(
+                &kith_storage::catalog::ALIAS_ROOMID,
+                &alias.as_str(),
+                &record,
+            )?;
+        }
         // A room made public is in the directory from the start, as with Synapse.
         if new.public {
             let key = room_id.as_str();
@@ -119,6 +141,23 @@ impl Messaging {
             self.send_invite(draft, spec).await?;
         }
         Ok(room_id)
+    }
+
+    /// `#name:server` for a new room's alias: a valid alias not taken (400, 409 otherwise).
+    fn free_alias(&self, name: &str) -> Result<String> {
+        let alias = format!("#{name}:{}", self.server_name());
+        if name.is_empty() || ruma::RoomAliasId::parse(&alias).is_err() || name.contains(':') {
+            return Err(Error::invalid_param(format!(
+                "{name:?} cannot name an alias"
+            )));
+        }
+        if self.alias(&alias)?.is_some() {
+            return Err(Error::new(
+                ErrorKind::RoomInUse,
+                format!("Room alias {alias} already exists"),
+            ));
+        }
+        Ok(alias)
     }
 
     /// The invitees, each once and the creator not at all; local ones must exist, and the

@@ -24,6 +24,7 @@ mod send;
 mod state;
 mod sync;
 mod typing_timers;
+mod upgrade;
 mod verify;
 mod visibility;
 
