@@ -62,6 +62,8 @@ mod room_extras;
 mod rooms;
 #[path = "integration/search.rs"]
 mod search;
+#[path = "integration/spaces.rs"]
+mod spaces;
 #[path = "integration/sso.rs"]
 mod sso;
 #[path = "integration/synapse.rs"]

@@ -10,8 +10,8 @@ use axum::routing::{delete, get, post};
 use ruma::api::client::{
     account, alias, authenticated_media, backup, config, context, device, directory, discovery,
     filter, keys, media, membership, message, presence, profile, push, read_marker, receipt,
-    redact, relations, reporting, room, search, session, state as room_state, tag, thirdparty,
-    threads, to_device, typing, user_directory, voip,
+    redact, relations, reporting, room, search, session, space, state as room_state, tag,
+    thirdparty, threads, to_device, typing, user_directory, voip,
 };
 use ruma::api::federation::authenticated_media as federation_media;
 use ruma::api::federation::authorization::get_event_authorization;
@@ -29,6 +29,7 @@ use ruma::api::federation::membership::{
     create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
 };
 use ruma::api::federation::query::{get_profile_information, get_room_information};
+use ruma::api::federation::space as federation_space;
 use ruma::api::federation::transactions::send_transaction_message;
 
 use crate::gateway::{self, RumaRouter};
@@ -204,6 +205,7 @@ pub fn router(state: AppState) -> Router {
             client::relations::relations_of_type_and_event_type,
         )
         .ruma::<threads::get_threads::v1::Request, _, _>(client::relations::threads)
+        .ruma::<space::get_hierarchy::v1::Request, _, _>(client::spaces::hierarchy)
         .ruma::<redact::redact_event::v3::Request, _, _>(client::history::redact)
         .ruma::<room::upgrade_room::v3::Request, _, _>(client::rooms::upgrade)
         .ruma::<room::report_content::v3::Request, _, _>(client::reports::report_event)
@@ -284,6 +286,7 @@ pub fn router(state: AppState) -> Router {
         .ruma::<create_leave_event::v2::Request, _, _>(server::membership::send_leave)
         .ruma::<get_profile_information::v1::Request, _, _>(server::query::profile)
         .ruma::<get_room_information::v1::Request, _, _>(server::query::directory)
+        .ruma::<federation_space::get_hierarchy::v1::Request, _, _>(server::query::hierarchy)
         .ruma::<federation_directory::get_public_rooms::v1::Request, _, _>(
             server::query::public_rooms,
         )

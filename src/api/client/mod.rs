@@ -24,6 +24,7 @@ pub mod reports;
 pub mod rooms;
 pub mod search;
 pub mod session;
+pub mod spaces;
 pub mod sso;
 pub mod sync;
 pub mod threepid;

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use ruma::api::federation::directory::{get_public_rooms, get_public_rooms_filtered};
 use ruma::api::federation::query::{get_profile_information, get_room_information};
+use ruma::api::federation::space::get_hierarchy;
 
 use crate::api::client::directory::{directory_query, room_types};
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
@@ -74,4 +75,16 @@ pub async fn public_rooms_filtered(
     let types = room_types(&body.filter);
     let query = directory_query(search, types, body.since.clone(), body.limit);
     Ok(axum::Json(state.messaging.public_rooms(&query)?))
+}
+
+/// `GET /_matrix/federation/v1/hierarchy/{roomId}?suggested_only` → `{room, children,
+/// inaccessible_children}`: a space as the asking server may see it.
+pub async fn hierarchy(
+    State(state): State<AppState>,
+    request: Ruma<get_hierarchy::v1::Request>,
+) -> Result<axum::Json<serde_json::Value>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let answer = (state.messaging).server_hierarchy(origin, &body.room_id, body.suggested_only)?;
+    Ok(axum::Json(answer))
 }

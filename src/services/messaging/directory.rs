@@ -127,7 +127,7 @@ impl Messaging {
 
     /// A room as the directory lists it, from its current state; `None` for a room this
     /// server no longer has.
-    fn directory_entry(&self, room_id: &RoomId) -> Result<Option<Value>> {
+    pub(super) fn directory_entry(&self, room_id: &RoomId) -> Result<Option<Value>> {
         if self.room(room_id)?.is_none() {
             return Ok(None);
         }

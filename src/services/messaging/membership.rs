@@ -200,8 +200,13 @@ impl Messaging {
         reason: Option<&str>,
         via: &[OwnedServerName],
     ) -> Result<()> {
-        let content = self.member_content(user.as_str(), reason)?;
+        let mut content = self.member_content(user.as_str(), reason)?;
         if self.room(room_id)?.is_some() {
+            // A restricted room lets in members of the rooms it allows, vouched for by one
+            // of our members who may invite (the auth rules check both).
+            if let Some(authoriser) = self.join_authoriser(user, room_id)? {
+                content["join_authorised_via_users_server"] = authoriser.into();
+            }
             let spec = member_spec(user, user.as_str(), "join", content);
             self.append(room_id, spec).await?;
             return Ok(());
@@ -227,6 +232,33 @@ impl Messaging {
         servers.extend(room_id.server_name().map(ToOwned::to_owned));
         servers.extend(via.iter().cloned());
         self.join_remote(user, room_id, &servers, content).await
+    }
+
+    /// For a join into a restricted room by someone not invited who is in a room it allows:
+    /// one of this server's joined members with the power to invite, who vouches for it.
+    pub(super) fn join_authoriser(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Option<String>> {
+        let invited = self
+            .membership(user, room_id)?
+            .is_some_and(|m| matches!(m.membership.as_str(), "invite" | "join"));
+        if invited || !self.restricted_allows(user, room_id)? {
+            return Ok(None);
+        }
+        let needed = self
+            .state_content(room_id, "m.room.power_levels")?
+            .and_then(|l| l["invite"].as_i64())
+            .unwrap_or(0);
+        for member in self.joined_members(room_id)? {
+            if member.server_name().as_str() == self.server_name()
+                && self.power_level(room_id, member.as_str())? >= needed
+            {
+                return Ok(Some(member.to_string()));
+            }
+        }
+        Ok(None)
     }
 
     /// Leaves a room (or declines an invite); an invite into a room on another server is

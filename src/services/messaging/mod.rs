@@ -21,6 +21,7 @@ mod relations;
 mod reports;
 mod room;
 mod send;
+mod spaces;
 mod state;
 mod sync;
 mod typing_timers;
@@ -49,6 +50,7 @@ pub use relations::{Bundler, RelationsPage, RelationsQuery, ThreadsInclude, posi
 pub use reports::Reported;
 pub use room::{LocalTransaction, Membership, Room, StoredPdu};
 pub use send::Transaction;
+pub use spaces::HierarchyQuery;
 pub use sync::JoinedSync;
 
 use crate::services::auth::AuthService;

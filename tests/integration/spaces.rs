@@ -1,0 +1,170 @@
+//! Spaces: `/hierarchy` walks a space's rooms and subspaces as its members may see them,
+//! a restricted room lets in members of the space, and a space on another server is
+//! walked through that server.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{SERVER_NAME, Server, assert_error};
+
+async fn create(server: &Server, token: &str, body: Value) -> String {
+    let (status, created) = server
+        .post("/_matrix/client/v3/createRoom", Some(token), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    created["room_id"].as_str().unwrap().to_owned()
+}
+
+async fn add_child(
+    server: &Server,
+    token: &str,
+    (space, child): (&str, &str),
+    via: &str,
+    suggested: bool,
+) {
+    let path = format!("/_matrix/client/v3/rooms/{space}/state/m.space.child/{child}");
+    let content = json!({ "via": [via], "suggested": suggested });
+    let (status, answer) = server.put(&path, Some(token), content).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["rooms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rooms in {page}"))
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_space_lists_what_its_members_may_see_and_lets_them_into_restricted_rooms() {
+    let server = Server::start(&[]);
+    let (_, token) = server.user("alice").await;
+    let (bob, bob_token) = server.user("bob").await;
+    let (_, carol_token) = server.user("carol").await;
+    let space = json!({ "preset": "private_chat", "name": "Club", "creation_content": { "type": "m.space" }, "invite": [bob] });
+    let space = create(&server, &token, space).await;
+    let general = create(
+        &server,
+        &token,
+        json!({ "preset": "public_chat", "name": "General" }),
+    )
+    .await;
+    let restricted_rules = json!({ "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }] });
+    let members_only = json!({
+        "preset": "private_chat", "name": "Members", "room_version": "10",
+        "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": restricted_rules }],
+    });
+    let members_only = create(&server, &token, members_only).await;
+    let secret = create(
+        &server,
+        &token,
+        json!({ "preset": "private_chat", "name": "Secret" }),
+    )
+    .await;
+    let sub = json!({ "preset": "public_chat", "name": "Subspace", "creation_content": { "type": "m.space" } });
+    let sub = create(&server, &token, sub).await;
+    let deep = create(
+        &server,
+        &token,
+        json!({ "preset": "public_chat", "name": "Deep" }),
+    )
+    .await;
+    add_child(&server, &token, (&space, &general), SERVER_NAME, true).await;
+    add_child(&server, &token, (&space, &members_only), SERVER_NAME, false).await;
+    add_child(&server, &token, (&space, &secret), SERVER_NAME, false).await;
+    add_child(&server, &token, (&space, &sub), SERVER_NAME, false).await;
+    add_child(&server, &token, (&sub, &deep), SERVER_NAME, false).await;
+    let join = |room: &str| format!("/_matrix/client/v3/rooms/{room}/join");
+    let (status, _) = server
+        .post(&join(&space), Some(&bob_token), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let path = format!("/_matrix/client/v1/rooms/{space}/hierarchy");
+    let (status, all) = server.get(&path, Some(&bob_token)).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(
+        ids(&all),
+        [
+            space.clone(),
+            general.clone(),
+            members_only.clone(),
+            sub.clone(),
+            deep.clone()
+        ]
+    );
+    let top = &all["rooms"][0];
+    assert_eq!(top["room_type"], "m.space");
+    assert_eq!(top["name"], "Club");
+    assert_eq!(top["children_state"].as_array().unwrap().len(), 4, "{top}");
+    assert_eq!(all["rooms"][1]["join_rule"], "public");
+    assert_eq!(all["rooms"][2]["join_rule"], "restricted");
+    let (_, suggested) = server
+        .get(&format!("{path}?suggested_only=true"), Some(&bob_token))
+        .await;
+    assert_eq!(ids(&suggested), [space.clone(), general.clone()]);
+    let (_, shallow) = server
+        .get(&format!("{path}?max_depth=1"), Some(&bob_token))
+        .await;
+    assert_eq!(
+        ids(&shallow),
+        [
+            space.clone(),
+            general.clone(),
+            members_only.clone(),
+            sub.clone()
+        ]
+    );
+    let (_, first) = server
+        .get(&format!("{path}?limit=2"), Some(&bob_token))
+        .await;
+    assert_eq!(ids(&first), [space.clone(), general.clone()]);
+    let next = first["next_batch"].as_str().expect("a next page");
+    let (_, rest) = server
+        .get(&format!("{path}?limit=2&from={next}"), Some(&bob_token))
+        .await;
+    assert_eq!(ids(&rest), [members_only.clone(), sub.clone()]);
+    let outsider = server.get(&path, Some(&carol_token)).await;
+    assert_error(&outsider, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+    // The space's members may join its restricted room; others may not.
+    let (status, joined) = server
+        .post(&join(&members_only), Some(&bob_token), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    let refused = server
+        .post(&join(&members_only), Some(&carol_token), json!({}))
+        .await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let refused = server
+        .post(&join(&secret), Some(&bob_token), json!({}))
+        .await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn a_space_on_another_server_is_walked_through_it() {
+    let (a, a_name) = Server::federated(&[]);
+    let (b, _) = Server::federated(&[]);
+    let (_, alice_token) = a.user("alice").await;
+    let (_, bob_token) = b.user("bob").await;
+    let space = json!({ "preset": "public_chat", "name": "Open club", "creation_content": { "type": "m.space" } });
+    let space = create(&a, &alice_token, space).await;
+    let general = create(
+        &a,
+        &alice_token,
+        json!({ "preset": "public_chat", "name": "General" }),
+    )
+    .await;
+    add_child(&a, &alice_token, (&space, &general), &a_name, false).await;
+    let join = format!("/_matrix/client/v3/join/{space}?server_name={a_name}");
+    let (status, joined) = b.post(&join, Some(&bob_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    let path = format!("/_matrix/client/v1/rooms/{space}/hierarchy");
+    let (status, all) = b.get(&path, Some(&bob_token)).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(ids(&all), [space.clone(), general.clone()]);
+    assert_eq!(all["rooms"][1]["name"], "General", "{all}");
+}
