@@ -108,6 +108,16 @@ async fn matrix_js_sdk_clients_react_edit_and_reply_in_threads() {
     run_client(&server, "node", &args, "js-sdk threads test passed").await;
 }
 
+/// matrix-js-sdk's own calls for what Element's screens use: the room directory, search,
+/// tags, a space's hierarchy, jumping to a date, a report, a pusher and a room upgrade
+/// (`tests/clients/js/room_features.mjs`).
+#[tokio::test]
+async fn matrix_js_sdk_uses_directory_search_spaces_and_upgrades() {
+    let server = Server::start(&[]);
+    let args = ["tests/clients/js/room_features.mjs", &server.base];
+    run_client(&server, "node", &args, "js-sdk room features test passed").await;
+}
+
 /// The contacts API answers as `spec/contacts.yaml` describes it: every operation with good
 /// and bad input checked against the documented statuses and schemas, then schemathesis.
 #[tokio::test]
