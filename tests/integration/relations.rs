@@ -313,3 +313,74 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// Clients that count threads apart (`unread_thread_notifications`) get the main timeline's
+/// unread count and each thread's, and a receipt reads its own thread only.
+#[tokio::test]
+async fn threads_have_their_own_unread_counts_and_receipts() {
+    let server = Server::start(&[]);
+    let (_, alice_token) = server.user("alice").await;
+    let (bob, bob_token) = server.user("bob").await;
+    let room = server.shared_room(&alice_token, (&bob, &bob_token)).await;
+    let root = send(&server, &alice_token, &room, "m.room.message", text("root")).await;
+    let t1 = send(
+        &server,
+        &alice_token,
+        &room,
+        "m.room.message",
+        reply_in_thread(&root, "t1"),
+    )
+    .await;
+    let t2 = send(
+        &server,
+        &alice_token,
+        &room,
+        "m.room.message",
+        reply_in_thread(&root, "t2"),
+    )
+    .await;
+    let m1 = send(&server, &alice_token, &room, "m.room.message", text("m1")).await;
+
+    let counts = |threads: bool| {
+        let filter = json!({ "room": { "timeline": { "unread_thread_notifications": threads } } });
+        let filter = urlencode(&filter.to_string());
+        let (server, token, room, root) = (&server, &bob_token, &room, &root);
+        async move {
+            let (_, sync) = server
+                .get(
+                    &format!("/_matrix/client/v3/sync?filter={filter}"),
+                    Some(token),
+                )
+                .await;
+            let joined = &sync["rooms"]["join"][room];
+            let main = joined["unread_notifications"]["notification_count"]
+                .as_u64()
+                .unwrap_or(0);
+            let thread = joined["unread_thread_notifications"][root]["notification_count"]
+                .as_u64()
+                .unwrap_or(0);
+            (main, thread)
+        }
+    };
+    assert_eq!(counts(true).await, (2, 2));
+    assert_eq!(counts(false).await.0, 4);
+    let receipt = |event: &str, thread: Option<&str>| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event}");
+        let body = match thread {
+            Some(thread) => json!({ "thread_id": thread }),
+            None => json!({}),
+        };
+        let (server, token) = (&server, &bob_token);
+        async move {
+            let (status, answer) = server.post(&path, Some(token), body).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+    };
+    receipt(&t1, Some(&root)).await;
+    assert_eq!(counts(true).await, (2, 1));
+    receipt(&m1, Some("main")).await;
+    assert_eq!(counts(true).await, (0, 1));
+    receipt(&t2, None).await;
+    assert_eq!(counts(true).await, (0, 0));
+    assert_eq!(counts(false).await.0, 0);
+}

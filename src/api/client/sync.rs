@@ -19,12 +19,13 @@ use crate::services::sync::{self, SyncRequest};
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
 /// What kith reads of the request's filter, inline or stored (unknown ID → 404): the
-/// timeline limit, and whether member events are lazy-loaded.
+/// timeline limit, whether member events are lazy-loaded, and whether threads' unread
+/// counts come apart.
 fn room_filter(
     state: &AppState,
     session: &Session,
     filter: Option<&Filter>,
-) -> Result<(usize, bool)> {
+) -> Result<(usize, bool, bool)> {
     let stored;
     let definition = match filter {
         Some(Filter::FilterDefinition(definition)) => Some(definition),
@@ -41,7 +42,8 @@ fn room_filter(
             .clamp(1, 100)
     });
     let lazy = definition.is_some_and(|d| !d.room.state.lazy_load_options.is_disabled());
-    Ok((limit, lazy))
+    let threads = definition.is_some_and(|d| d.room.timeline.unread_thread_notifications);
+    Ok((limit, lazy, threads))
 }
 
 /// `GET /_matrix/client/v3/sync`
@@ -56,12 +58,14 @@ pub async fn sync(
         PresenceState::Offline => None,
         ref other => Some(super::presence::known(other)?),
     };
-    let (timeline_limit, lazy_members) = room_filter(&state, session, body.filter.as_ref())?;
+    let (timeline_limit, lazy_members, thread_counts) =
+        room_filter(&state, session, body.filter.as_ref())?;
     let sync_request = SyncRequest {
         since: body.since.as_deref(),
         timeout: body.timeout.unwrap_or(Duration::ZERO),
         timeline_limit,
         lazy_members,
+        thread_counts,
         full_state: body.full_state,
         presence,
     };

@@ -4,8 +4,8 @@
 //! joined member's rules when it is committed, and counted for those it notifies; a read
 //! receipt recounts what is left after it. Sync then reads two numbers per room.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use kith_storage::{Batch, catalog};
 use ruma::push::{Action, PushConditionRoomCtx, Ruleset};
@@ -20,6 +20,52 @@ use crate::services::pushers::{self, Notified};
 
 /// The account data type holding a user's rules.
 pub const PUSH_RULES: &str = "m.push_rules";
+
+/// One notifying event not yet read: whether it highlights, and the thread it is in.
+/// (Rows written before threads were counted apart are a bare `bool`.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum NotificationRow {
+    Threaded {
+        highlight: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread: Option<String>,
+    },
+    Plain(bool),
+}
+
+impl NotificationRow {
+    fn highlight(&self) -> bool {
+        match self {
+            NotificationRow::Threaded { highlight, .. } | NotificationRow::Plain(highlight) => {
+                *highlight
+            }
+        }
+    }
+
+    fn thread(&self) -> Option<&str> {
+        match self {
+            NotificationRow::Threaded { thread, .. } => thread.as_deref(),
+            NotificationRow::Plain(_) => None,
+        }
+    }
+}
+
+/// What a read receipt reads: everything (unthreaded), the main timeline, or one thread.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadScope<'a> {
+    All,
+    Main,
+    Thread(&'a str),
+}
+
+/// The thread an event is in: the root its `m.thread` relation names.
+fn thread_of(event: &StoredPdu) -> Option<String> {
+    let content = serde_json::to_value(event.json.get("content")?).ok()?;
+    let relation = content.get("m.relates_to")?;
+    (relation["rel_type"] == "m.thread")
+        .then(|| relation["event_id"].as_str().map(str::to_owned))?
+}
 
 /// Notifying events after the user's read receipt.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -94,10 +140,14 @@ impl Messaging {
             let key = (member, room_id.as_str());
             batch.put(&catalog::USERID_ROOMID_UNREAD, &key, counts)?;
             let row = (member, room_id.as_str(), event.position);
+            let notification = NotificationRow::Threaded {
+                highlight,
+                thread: thread_of(event),
+            };
             batch.put(
                 &catalog::USERID_ROOMID_POSITION_NOTIFICATION,
                 &row,
-                &highlight,
+                &notification,
             )?;
             // Our users' phones are owed a push, and `/notifications` lists it.
             if user_id.server_name().as_str() == self.server_name() {
@@ -160,10 +210,10 @@ impl Messaging {
         let room = event.room_id.as_str();
         for member in members.iter().map(|m| m.as_str()) {
             let row = (member, room, event.position);
-            let highlight: Option<bool> = self
+            let found: Option<NotificationRow> = self
                 .storage
                 .get(&catalog::USERID_ROOMID_POSITION_NOTIFICATION, &row)?;
-            let Some(highlight) = highlight else {
+            let Some(highlight) = found.map(|n| n.highlight()) else {
                 continue;
             };
             batch.delete(&catalog::USERID_ROOMID_POSITION_NOTIFICATION, &row)?;
@@ -199,30 +249,59 @@ impl Messaging {
             .unwrap_or_default())
     }
 
-    /// After a read receipt at `read_upto`: recounts what notifies after it and forgets the
-    /// rest, in `batch`.
+    /// After a read receipt at `read_upto` for `scope`: forgets what it read, and recounts
+    /// what is left, in `batch`.
     pub(super) fn recount_unread(
         &self,
         batch: &mut Batch,
-        user_id: &str,
-        room_id: &str,
+        (user_id, room_id): (&str, &str),
+        scope: ReadScope<'_>,
         read_upto: u64,
     ) -> Result<()> {
-        let rows: Vec<((String, String, u64), bool)> = self.storage.scan_prefix(
+        let rows: Vec<((String, String, u64), NotificationRow)> = self.storage.scan_prefix(
             &catalog::USERID_ROOMID_POSITION_NOTIFICATION,
             &(user_id, room_id),
         )?;
         let mut counts = UnreadCounts::default();
-        for ((_, _, position), highlight) in rows {
-            if position <= read_upto {
+        for ((_, _, position), row) in rows {
+            let in_scope = match scope {
+                ReadScope::All => true,
+                ReadScope::Main => row.thread().is_none(),
+                ReadScope::Thread(root) => row.thread() == Some(root),
+            };
+            if in_scope && position <= read_upto {
                 let key = (user_id, room_id, position);
                 batch.delete(&catalog::USERID_ROOMID_POSITION_NOTIFICATION, &key)?;
             } else {
                 counts.notifications += 1;
-                counts.highlights += u64::from(highlight);
+                counts.highlights += u64::from(row.highlight());
             }
         }
         batch.put(&catalog::USERID_ROOMID_UNREAD, &(user_id, room_id), &counts)?;
         Ok(())
+    }
+
+    /// The room's unread counts split as clients that count threads apart want them: the
+    /// main timeline's, and each thread's (by its root).
+    pub fn unread_by_thread(
+        &self,
+        user_id: &str,
+        room_id: &str,
+    ) -> Result<(UnreadCounts, BTreeMap<String, UnreadCounts>)> {
+        let rows: Vec<((String, String, u64), NotificationRow)> = self.storage.scan_prefix(
+            &catalog::USERID_ROOMID_POSITION_NOTIFICATION,
+            &(user_id, room_id),
+        )?;
+        let mut main = UnreadCounts::default();
+        let mut threads: BTreeMap<String, UnreadCounts> = BTreeMap::new();
+        for (_, row) in rows {
+            let counts = match row.thread() {
+                Some(root) => threads.entry(root.to_owned()).or_default(),
+                None => &mut main,
+            };
+            counts.notifications += 1;
+            counts.highlights += u64::from(row.highlight());
+        }
+        Ok((main, threads))
     }
 }

@@ -8,6 +8,7 @@ use kith_storage::catalog;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::push::ReadScope;
 use super::{Messaging, StoredPdu};
 use crate::events::{self, DomainEvent};
 use crate::services::error::Result;
@@ -15,10 +16,6 @@ use crate::util::now_ms;
 
 /// The receipt type that only its owner sees.
 pub const PRIVATE_READ: &str = "m.read.private";
-
-/// The thread of receipts on the main timeline (kith does not count threads apart, so an
-/// unthreaded receipt and one for `main` both read the room).
-const MAIN_THREADS: [&str; 2] = ["", "main"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Receipt {
@@ -89,10 +86,14 @@ impl Messaging {
             position: batch.new_position()?,
         };
         batch.put(&catalog::ROOMID_USERID_TYPE_THREAD_RECEIPT, &key, &receipt)?;
-        if MAIN_THREADS.contains(&thread.unwrap_or("")) {
-            let read_upto = self.read_up_to(room, user_id)?.max(event.position);
-            self.recount_unread(&mut batch, user_id, room, read_upto)?;
-        }
+        // An unthreaded receipt reads everything up to it, `main` the main timeline, and
+        // a thread's receipt that thread.
+        let scope = match thread {
+            None => ReadScope::All,
+            Some("main") => ReadScope::Main,
+            Some(root) => ReadScope::Thread(root),
+        };
+        self.recount_unread(&mut batch, (user_id, room), scope, event.position)?;
         if kind == "m.read" {
             let mut data = json!({ "ts": receipt.ts });
             if let Some(thread) = thread {
@@ -112,23 +113,6 @@ impl Messaging {
         self.storage.commit(batch).await?;
         self.wake(&destinations);
         Ok(true)
-    }
-
-    /// How far the user has read the room's main timeline (the latest of their public and
-    /// private receipts, unthreaded or `main`), for unread counts.
-    pub fn read_up_to(&self, room_id: &str, user_id: &str) -> Result<u64> {
-        let mut upto = 0;
-        for (kind, thread) in [("m.read", ""), (PRIVATE_READ, "")]
-            .into_iter()
-            .chain([("m.read", "main"), (PRIVATE_READ, "main")])
-        {
-            let key = (room_id, user_id, kind, thread);
-            let found: Option<Receipt> = self
-                .storage
-                .get(&catalog::ROOMID_USERID_TYPE_THREAD_RECEIPT, &key)?;
-            upto = upto.max(found.map_or(0, |r| r.event_position));
-        }
-        Ok(upto)
     }
 
     /// The `m.receipt` event for receipts changed in (`after`, `upto`] (all for `None`), as

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use ruma::OneTimeKeyAlgorithm;
+use ruma::api::client::sync::sync_events::UnreadNotificationsCount;
 use ruma::api::client::sync::sync_events::v3::{
     self, InviteState, InvitedRoom, JoinedRoom, LeftRoom, State as RoomState, StateEvents, Timeline,
 };
@@ -15,7 +16,9 @@ use super::device_lists::device_lists;
 use super::raw;
 use crate::services::Services;
 use crate::services::error::Result;
-use crate::services::messaging::{Bundler, JoinedSync, Messaging, PUSH_RULES, StoredPdu};
+use crate::services::messaging::{
+    Bundler, JoinedSync, Messaging, PUSH_RULES, StoredPdu, UnreadCounts,
+};
 use crate::services::session::Session;
 
 fn events<T>(events: &[StoredPdu], session: &Session) -> Result<Vec<Raw<T>>> {
@@ -33,6 +36,7 @@ pub(super) struct Shape {
     pub limit: usize,
     pub full_state: bool,
     pub lazy_members: bool,
+    pub thread_counts: bool,
 }
 
 /// The response for (since, upto], and whether it says nothing.
@@ -47,6 +51,7 @@ pub(super) fn assemble(
         limit,
         full_state,
         lazy_members,
+        thread_counts,
     } = *shape;
     let messaging = &services.messaging;
     let user = session.user_id.as_str();
@@ -142,10 +147,23 @@ pub(super) fn assemble(
                 }
                 // The counts change only with new events or the user's own receipts, both
                 // of which put the room in the response.
-                let unread = messaging.unread(user, room)?;
-                let counts = &mut out.unread_notifications;
-                counts.notification_count = Some(UInt::new_saturating(unread.notifications));
-                counts.highlight_count = Some(UInt::new_saturating(unread.highlights));
+                let count = |unread: UnreadCounts| {
+                    let mut counts = UnreadNotificationsCount::new();
+                    counts.notification_count = Some(UInt::new_saturating(unread.notifications));
+                    counts.highlight_count = Some(UInt::new_saturating(unread.highlights));
+                    counts
+                };
+                if thread_counts {
+                    let (main, threads) = messaging.unread_by_thread(user, room)?;
+                    out.unread_notifications = count(main);
+                    for (root, unread) in threads {
+                        if let Ok(root) = ruma::OwnedEventId::try_from(root) {
+                            out.unread_thread_notifications.insert(root, count(unread));
+                        }
+                    }
+                } else {
+                    out.unread_notifications = count(messaging.unread(user, room)?);
+                }
                 response.rooms.join.insert(room_id, out);
             }
             "invite" if changed || since.is_none() => {

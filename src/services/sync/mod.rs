@@ -36,6 +36,9 @@ pub struct SyncRequest<'a> {
     pub timeline_limit: usize,
     /// Member events only for the timeline's senders (`lazy_load_members`).
     pub lazy_members: bool,
+    /// Unread counts of threads apart from the main timeline's
+    /// (`unread_thread_notifications`).
+    pub thread_counts: bool,
     pub full_state: bool,
     /// The presence syncing sets (`None`: leave it as it is).
     pub presence: Option<&'static str>,
@@ -75,6 +78,7 @@ pub async fn sync(
         limit,
         full_state,
         lazy_members: request.lazy_members,
+        thread_counts: request.thread_counts,
     };
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut commits = storage.subscribe();
