@@ -9,7 +9,7 @@ use axum::Router;
 use axum::routing::{delete, get, post};
 use ruma::api::client::{
     account, alias, authenticated_media, backup, config, context, device, directory, discovery,
-    filter, keys, media, membership, message, presence, profile, push, read_marker, receipt,
+    filter, keys, knock, media, membership, message, presence, profile, push, read_marker, receipt,
     redact, relations, reporting, room, search, session, space, state as room_state, tag,
     thirdparty, threads, to_device, typing, user_directory, voip,
 };
@@ -26,7 +26,8 @@ use ruma::api::federation::event::{
 };
 use ruma::api::federation::keys::{claim_keys as federation_claim, get_keys as federation_query};
 use ruma::api::federation::membership::{
-    create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+    create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+    prepare_knock_event, prepare_leave_event,
 };
 use ruma::api::federation::query::{get_profile_information, get_room_information};
 use ruma::api::federation::space as federation_space;
@@ -172,6 +173,7 @@ pub fn router(state: AppState) -> Router {
             client::membership::join_by_id_or_alias,
         )
         .ruma::<membership::invite_user::v3::Request, _, _>(client::membership::invite)
+        .ruma::<knock::knock_room::v3::Request, _, _>(client::membership::knock)
         .ruma::<membership::leave_room::v3::Request, _, _>(client::membership::leave)
         .ruma::<membership::kick_user::v3::Request, _, _>(client::membership::kick)
         .ruma::<membership::ban_user::v3::Request, _, _>(client::membership::ban)
@@ -284,6 +286,8 @@ pub fn router(state: AppState) -> Router {
         .ruma::<create_invite::v2::Request, _, _>(server::membership::invite)
         .ruma::<prepare_leave_event::v1::Request, _, _>(server::membership::make_leave)
         .ruma::<create_leave_event::v2::Request, _, _>(server::membership::send_leave)
+        .ruma::<prepare_knock_event::v1::Request, _, _>(server::membership::make_knock)
+        .ruma::<create_knock_event::v1::Request, _, _>(server::membership::send_knock)
         .ruma::<get_profile_information::v1::Request, _, _>(server::query::profile)
         .ruma::<get_room_information::v1::Request, _, _>(server::query::directory)
         .ruma::<federation_space::get_hierarchy::v1::Request, _, _>(server::query::hierarchy)

@@ -168,3 +168,87 @@ async fn a_space_on_another_server_is_walked_through_it() {
     assert_eq!(ids(&all), [space.clone(), general.clone()]);
     assert_eq!(all["rooms"][1]["name"], "General", "{all}");
 }
+
+async fn knock_room(server: &Server, token: &str) -> String {
+    let rules = json!({ "join_rule": "knock" });
+    let body = json!({
+        "preset": "private_chat", "name": "Knock first", "room_version": "10",
+        "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": rules }],
+    });
+    create(server, token, body).await
+}
+
+fn knocked(sync: &Value, room: &str, user: &str) -> bool {
+    let events = sync["rooms"]["knock"][room]["knock_state"]["events"].as_array();
+    let events = events.cloned().unwrap_or_default();
+    events.iter().any(|e| e["type"] == "m.room.join_rules")
+        && events
+            .iter()
+            .any(|e| e["state_key"] == user && e["content"]["membership"] == "knock")
+}
+
+/// Knocking: a room that allows it takes the knock, its members see it and let the knocker
+/// in with an invite, on one server and across two.
+#[tokio::test]
+async fn knocks_are_seen_and_answered_with_an_invite() {
+    let (a, a_name) = Server::federated(&[]);
+    let (b, _) = Server::federated(&[]);
+    let (_, alice_token) = a.user("alice").await;
+    let (bob, bob_token) = a.user("bob").await;
+    let (dave, dave_token) = b.user("dave").await;
+    let room = knock_room(&a, &alice_token).await;
+    let plain = create(&a, &alice_token, json!({ "preset": "private_chat" })).await;
+
+    let path = format!("/_matrix/client/v3/knock/{room}");
+    let (status, answer) = a
+        .post(&path, Some(&bob_token), json!({ "reason": "let me in" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["room_id"], room);
+    let sync = a.sync(&bob_token, None, 0).await;
+    assert!(knocked(&sync, &room, &bob), "{sync}");
+    let member = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{bob}");
+    let (_, knock) = a.get(&member, Some(&alice_token)).await;
+    assert_eq!(knock["membership"], "knock");
+    assert_eq!(knock["reason"], "let me in");
+    let refused = a
+        .post(
+            &format!("/_matrix/client/v3/knock/{plain}"),
+            Some(&bob_token),
+            json!({}),
+        )
+        .await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let invite = format!("/_matrix/client/v3/rooms/{room}/invite");
+    let (status, _) = a
+        .post(&invite, Some(&alice_token), json!({ "user_id": bob }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let join = format!("/_matrix/client/v3/rooms/{room}/join");
+    let (status, _) = a.post(&join, Some(&bob_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // From another server.
+    let path = format!("/_matrix/client/v3/knock/{room}?server_name={a_name}");
+    let (status, answer) = b.post(&path, Some(&dave_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let sync = b.sync(&dave_token, None, 0).await;
+    assert!(knocked(&sync, &room, &dave), "{sync}");
+    let member = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{dave}");
+    let (_, knock) = a.get(&member, Some(&alice_token)).await;
+    assert_eq!(knock["membership"], "knock", "{knock}");
+    let (status, _) = a
+        .post(&invite, Some(&alice_token), json!({ "user_id": dave }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let join = format!("/_matrix/client/v3/join/{room}?server_name={a_name}");
+        let (status, joined) = b.post(&join, Some(&dave_token), json!({})).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{joined}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

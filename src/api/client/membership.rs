@@ -5,6 +5,7 @@
 use axum::extract::State;
 use http::StatusCode;
 use ruma::RoomId;
+use ruma::api::client::knock::knock_room;
 use ruma::api::client::membership::{
     ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
     join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
@@ -52,6 +53,24 @@ pub async fn join_by_id_or_alias(
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,
     )))
+}
+
+/// `POST /_matrix/client/v3/knock/{roomIdOrAlias}` `{reason?}` → `{room_id}`: asks to be
+/// let in (a local alias is resolved first).
+pub async fn knock(
+    State(state): State<AppState>,
+    request: Ruma<knock_room::v3::Request>,
+) -> Result<RumaResponse<knock_room::v3::Response>> {
+    let body = &request.body;
+    let user = &request.session()?.user_id;
+    let (room_id, mut via) = match <&RoomId>::try_from(&*body.room_id_or_alias) {
+        Ok(room_id) => (room_id.to_owned(), Vec::new()),
+        Err(alias) => state.messaging.resolve_alias(alias).await?,
+    };
+    via.extend(body.via.iter().cloned());
+    let reason = body.reason.as_deref();
+    state.messaging.knock(user, &room_id, reason, &via).await?;
+    Ok(RumaResponse(knock_room::v3::Response::new(room_id)))
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/invite`

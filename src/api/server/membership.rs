@@ -2,7 +2,8 @@
 
 use axum::extract::State;
 use ruma::api::federation::membership::{
-    create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+    create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+    prepare_knock_event, prepare_leave_event,
 };
 use serde_json::Value;
 
@@ -89,6 +90,50 @@ pub async fn send_leave(
         .send_membership(origin, &body.room_id, &body.event_id, &event, "leave")
         .await?;
     Ok(RumaResponse(create_leave_event::v2::Response::new()))
+}
+
+/// `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`: a knock template, if the
+/// room's join rules let the user knock and their server speaks its version.
+pub async fn make_knock(
+    State(state): State<AppState>,
+    request: Ruma<prepare_knock_event::v1::Request>,
+) -> Result<RumaResponse<prepare_knock_event::v1::Response>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let (version, template) = state
+        .messaging
+        .make_membership(
+            origin,
+            &body.room_id,
+            &body.user_id,
+            "knock",
+            Some(&body.ver),
+        )
+        .await?;
+    Ok(RumaResponse(prepare_knock_event::v1::Response::new(
+        version,
+        raw(&template)?,
+    )))
+}
+
+/// `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`: takes the signed knock in
+/// and answers with the room's state as a knocker may see it (whole PDUs, as v1.16 asks).
+pub async fn send_knock(
+    State(state): State<AppState>,
+    request: Ruma<create_knock_event::v1::Request>,
+) -> Result<axum::Json<Value>> {
+    let origin = request.origin()?;
+    let body = &request.body;
+    let event: Value =
+        serde_json::from_str(body.pdu.get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    state
+        .messaging
+        .send_membership(origin, &body.room_id, &body.event_id, &event, "knock")
+        .await?;
+    let knock_room_state = (state.messaging).invite_state_pdus(body.room_id.as_str(), "")?;
+    Ok(axum::Json(
+        serde_json::json!({ "knock_room_state": knock_room_state }),
+    ))
 }
 
 /// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: an invite for one of our users;

@@ -261,6 +261,33 @@ impl Messaging {
         Ok(None)
     }
 
+    /// Knocks on a room (its join rules must allow knocking): here if this server is in it,
+    /// else through the room ID's server (before v12) or those in `via`.
+    pub async fn knock(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        reason: Option<&str>,
+        via: &[OwnedServerName],
+    ) -> Result<()> {
+        let content = self.member_content(user.as_str(), reason)?;
+        if self.room(room_id)?.is_some() {
+            let spec = member_spec(user, user.as_str(), "knock", content);
+            self.append(room_id, spec).await?;
+            return Ok(());
+        }
+        if !well_formed_room_id(room_id) {
+            return Err(Error::invalid_param("Not a room ID any server makes"));
+        }
+        let mut servers: Vec<OwnedServerName> = room_id
+            .server_name()
+            .map(ToOwned::to_owned)
+            .into_iter()
+            .collect();
+        servers.extend(via.iter().cloned());
+        self.knock_remote(user, room_id, &servers, content).await
+    }
+
     /// Leaves a room (or declines an invite); an invite into a room on another server is
     /// declined through that server.
     pub async fn leave(&self, user: &UserId, room_id: &RoomId, reason: Option<&str>) -> Result<()> {

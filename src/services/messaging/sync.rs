@@ -180,6 +180,15 @@ impl Messaging {
         Ok(stripped)
     }
 
+    /// The state someone knocking sees (`knock_room_state`): as an invitee would, stripped.
+    pub fn knock_state(&self, room_id: &str) -> Result<Vec<Value>> {
+        Ok(self
+            .invite_state_events(room_id, "")?
+            .iter()
+            .map(strip)
+            .collect())
+    }
+
     /// The same state as whole signed PDUs, as invites over federation carry it (v1.18).
     pub fn invite_state_pdus(&self, room_id: &str, inviter: &str) -> Result<Vec<Value>> {
         Ok(self

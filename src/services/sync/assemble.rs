@@ -6,7 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 use ruma::OneTimeKeyAlgorithm;
 use ruma::api::client::sync::sync_events::UnreadNotificationsCount;
 use ruma::api::client::sync::sync_events::v3::{
-    self, InviteState, InvitedRoom, JoinedRoom, LeftRoom, State as RoomState, StateEvents, Timeline,
+    self, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom, LeftRoom,
+    State as RoomState, StateEvents, Timeline,
 };
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, UInt, UserId};
@@ -177,6 +178,20 @@ pub(super) fn assemble(
                 let mut invited = InvitedRoom::new();
                 invited.invite_state = invite_state;
                 response.rooms.invite.insert(room_id, invited);
+            }
+            "knock" if changed || since.is_none() => {
+                let mut stripped = messaging.invite_state(room, &membership)?;
+                if membership.invite_state.is_empty() {
+                    // A room this server is in: its state as a knocker may see it.
+                    let own = stripped.pop();
+                    stripped = messaging.knock_state(room)?;
+                    stripped.extend(own);
+                }
+                let mut state = KnockState::new();
+                state.events = stripped.iter().map(raw).collect::<Result<_>>()?;
+                let mut knocked = KnockedRoom::new();
+                knocked.knock_state = state;
+                response.rooms.knock.insert(room_id, knocked);
             }
             "leave" | "ban" if changed && since.is_some() => {
                 // Someone who was joined sees what happened between the last sync and their

@@ -418,7 +418,7 @@ pub struct InviteIn<'a> {
 }
 
 /// Room state as our clients see it in an invite, whichever form it came in.
-fn stripped(invite_room_state: Option<&Value>) -> Vec<Value> {
+pub(super) fn stripped(invite_room_state: Option<&Value>) -> Vec<Value> {
     let Some(events) = invite_room_state.and_then(Value::as_array) else {
         return Vec::new();
     };

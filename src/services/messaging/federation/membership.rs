@@ -144,6 +144,68 @@ impl Messaging {
             .await
     }
 
+    /// Knocks on a room this server is not in, through the first of `servers` that lets
+    /// the user: `make_knock`, sign, `send_knock`; the room's stripped state it answers
+    /// with is kept with the knock, for the user's `/sync`.
+    pub async fn knock_remote(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        servers: &[OwnedServerName],
+        content: Value,
+    ) -> Result<()> {
+        use ruma::api::federation::membership::{create_knock_event, prepare_knock_event};
+        let client = self.federation()?;
+        let mut last = Error::not_found("No server to knock through");
+        for server in servers.iter().filter(|s| s.as_str() != self.server_name()) {
+            let mut request =
+                prepare_knock_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+            request.ver = SUPPORTED_VERSIONS.to_vec();
+            let made = match client.send(server, request).await {
+                Ok(made) => made,
+                Err(e) => {
+                    last = remote_error(e);
+                    continue;
+                }
+            };
+            let version = made.room_version;
+            if pdu::rules(&version).is_err() {
+                return Err(incompatible(&version));
+            }
+            let template =
+                self.fill_template(made.event.get(), room_id, user_id, "knock", content.clone())?;
+            let knock = self
+                .keys
+                .sign_new_pdu(&version, template)
+                .map_err(|e| Error::bad_json(e.to_string()))?;
+            let raw = serde_json::value::to_raw_value(&knock.json).map_err(Error::internal)?;
+            let request = create_knock_event::v1::Request::new(
+                room_id.to_owned(),
+                knock.event_id.clone(),
+                raw,
+            );
+            let answer = client.send(server, request).await.map_err(remote_error)?;
+            // Whole PDUs or stripped events, shown to our user as stripped state.
+            let given = serde_json::to_value(&answer.knock_room_state).ok();
+            let state = super::invites::stripped(given.as_ref());
+            let outside = Outside {
+                membership: "knock",
+                invite_state: state,
+                held: false,
+                sender: user_id.to_owned(),
+                inviter: user_id.to_owned(),
+                direct: false,
+                reason: None,
+            };
+            let batch = self.storage.batch();
+            let event = (knock.event_id.as_ref(), knock.json);
+            return self
+                .store_outside_membership(batch, room_id, user_id, event, outside)
+                .await;
+        }
+        Err(last)
+    }
+
     /// Joins a local user to a room this server is not in, through the first of
     /// `servers` that lets them: `make_join`, sign, `send_join`, then the room's state
     /// as the resident server gave it, each event checked.
