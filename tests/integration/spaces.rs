@@ -149,7 +149,7 @@ async fn a_space_on_another_server_is_walked_through_it() {
     let (a, a_name) = Server::federated(&[]);
     let (b, _) = Server::federated(&[]);
     let (_, alice_token) = a.user("alice").await;
-    let (_, bob_token) = b.user("bob").await;
+    let (bob, bob_token) = b.user("bob").await;
     let space = json!({ "preset": "public_chat", "name": "Open club", "creation_content": { "type": "m.space" } });
     let space = create(&a, &alice_token, space).await;
     let general = create(
@@ -167,6 +167,33 @@ async fn a_space_on_another_server_is_walked_through_it() {
     assert_eq!(status, StatusCode::OK, "{all}");
     assert_eq!(ids(&all), [space.clone(), general.clone()]);
     assert_eq!(all["rooms"][1]["name"], "General", "{all}");
+
+    // A restricted room on A lets in the space's member from B, vouched for by A.
+    let rules = json!({ "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }] });
+    let members_only = json!({
+        "preset": "private_chat", "room_version": "10",
+        "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": rules }],
+    });
+    let members_only = create(&a, &alice_token, members_only).await;
+    let join = format!("/_matrix/client/v3/join/{members_only}?server_name={a_name}");
+    let (status, joined) = b.post(&join, Some(&bob_token), json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{joined}\nlog A:\n{}\nlog B:\n{}",
+        a.log(),
+        b.log()
+    );
+    let member = format!("/_matrix/client/v3/rooms/{members_only}/state/m.room.member/{bob}");
+    let (_, event) = a.get(&member, Some(&alice_token)).await;
+    assert_eq!(event["membership"], "join", "{event}");
+    assert!(
+        event["join_authorised_via_users_server"].is_string(),
+        "{event}"
+    );
+    let (_, carol_token) = b.user("carol").await;
+    let refused = b.post(&join, Some(&carol_token), json!({})).await;
+    assert_eq!(refused.0, StatusCode::FORBIDDEN, "{}", refused.1);
 }
 
 async fn knock_room(server: &Server, token: &str) -> String {

@@ -608,6 +608,84 @@ async fn kith_and_synapse_users_read_each_others_room_directory() {
     }
 }
 
+/// Spaces across kith and Synapse, both ways: each walks the other's space
+/// (`/hierarchy` through federation) and joins its restricted room as a member of the
+/// space, vouched for by the room's server.
+#[tokio::test]
+async fn kith_and_synapse_users_walk_each_others_spaces_and_join_restricted_rooms() {
+    let (kith, kith_name) = Server::federated(&[]);
+    let Some(synapse) = Synapse::start(&[&kith_name]).await else {
+        eprintln!("KITH_SYNAPSE_PYTHON is not set: skipping the Synapse federation test");
+        return;
+    };
+    let (_, alice_token) = kith.user("alice").await;
+    let (_, bob_token) = synapse.user("bob").await;
+    let (k, s) = (Side::Kith(&kith), Side::Synapse(&synapse));
+    let sides = [
+        (&k, &alice_token, kith_name.clone(), &s, &bob_token),
+        (&s, &bob_token, synapse.name.clone(), &k, &alice_token),
+    ];
+    for (host, host_token, host_name, guest, guest_token) in sides {
+        let create = |body: Value| {
+            let path = "/_matrix/client/v3/createRoom";
+            async move {
+                let (status, created) = host
+                    .request(Method::POST, path, host_token, Some(body))
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{created}\nlog:\n{}", host.log());
+                created["room_id"].as_str().unwrap().to_owned()
+            }
+        };
+        let space = create(json!({ "preset": "public_chat", "name": "Space", "creation_content": { "type": "m.space" } })).await;
+        let rules = json!({ "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }] });
+        let room = create(json!({
+            "preset": "private_chat", "name": "Members", "room_version": "10",
+            "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": rules }],
+        }))
+        .await;
+        let path = format!("/_matrix/client/v3/rooms/{space}/state/m.space.child/{room}");
+        let (status, added) = host
+            .request(
+                Method::PUT,
+                &path,
+                host_token,
+                Some(json!({ "via": [host_name] })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{added}");
+        let join = |room: &str| format!("/_matrix/client/v3/join/{room}?server_name={host_name}");
+        let (status, joined) = guest
+            .request(Method::POST, &join(&space), guest_token, Some(json!({})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{joined}\nlog:\n{}", guest.log());
+        let path = format!("/_matrix/client/v1/rooms/{space}/hierarchy");
+        let (status, listed) = guest.request(Method::GET, &path, guest_token, None).await;
+        assert_eq!(status, StatusCode::OK, "{listed}\nlog:\n{}", guest.log());
+        let names: Vec<&Value> = listed["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["room_id"])
+            .collect();
+        assert!(
+            names.contains(&&json!(room)),
+            "{listed}\nhost log:\n{}\nguest log:\n{}",
+            host.log(),
+            guest.log()
+        );
+        let (status, joined) = guest
+            .request(Method::POST, &join(&room), guest_token, Some(json!({})))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{joined}\nhost log:\n{}\nguest log:\n{}",
+            host.log(),
+            guest.log()
+        );
+    }
+}
+
 /// Real matrix-nio clients on each side, one on kith and one on Synapse: direct rooms made
 /// on either side, invites, joins, messages, typing and receipts
 /// (`tests/clients/nio_federated.py`).

@@ -48,13 +48,14 @@ pub async fn send_join(
     let body = &request.body;
     let event: Value =
         serde_json::from_str(body.pdu.get()).map_err(|e| Error::bad_json(e.to_string()))?;
-    let (room_state, auth_chain) = state
+    let sent = state
         .messaging
         .send_membership(origin, &body.room_id, &body.event_id, &event, "join")
         .await?;
     let mut answer = create_join_event::v2::RoomState::new();
-    answer.state = room_state.iter().map(raw).collect::<Result<_>>()?;
-    answer.auth_chain = auth_chain.iter().map(raw).collect::<Result<_>>()?;
+    answer.state = sent.state.iter().map(raw).collect::<Result<_>>()?;
+    answer.auth_chain = sent.auth_chain.iter().map(raw).collect::<Result<_>>()?;
+    answer.event = Some(raw(&sent.event)?);
     Ok(RumaResponse(create_join_event::v2::Response::new(answer)))
 }
 

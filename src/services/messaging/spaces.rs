@@ -69,6 +69,12 @@ impl Messaging {
             rank(a).cmp(&rank(b))
         });
         entry["children_state"] = children.into();
+        // A restricted room says which rooms let people in, so that another server can
+        // tell its users whether they may (as Synapse reads it).
+        let allowed = self.allowed_rooms(room_id)?;
+        if !allowed.is_empty() {
+            entry["allowed_room_ids"] = json!(allowed);
+        }
         Ok(Some(entry))
     }
 
@@ -96,12 +102,22 @@ impl Messaging {
                 }
                 self.restricted_allows(user, room_id)
             }
-            Viewer::Server(server) => self.server_in_room(server, room_id.as_str()),
+            Viewer::Server(server) => {
+                if self.server_in_room(server, room_id.as_str())? {
+                    return Ok(true);
+                }
+                // A restricted room, for a server with members in a room it allows (as
+                // Synapse decides).
+                Ok(self.allowed_rooms(room_id)?.iter().any(|allowed| {
+                    self.server_in_room(server, allowed.as_str())
+                        .unwrap_or(false)
+                }))
+            }
         }
     }
 
-    /// Whether a restricted room's join rules let `user` in through a room they are in.
-    pub fn restricted_allows(&self, user: &UserId, room_id: &RoomId) -> Result<bool> {
+    /// The rooms a restricted room's join rules let members of in.
+    fn allowed_rooms(&self, room_id: &RoomId) -> Result<Vec<ruma::OwnedRoomId>> {
         let rules = self.state_content(room_id, "m.room.join_rules")?;
         let Some(rules) = rules.filter(|r| {
             matches!(
@@ -109,19 +125,23 @@ impl Messaging {
                 Some("restricted" | "knock_restricted")
             )
         }) else {
-            return Ok(false);
+            return Ok(Vec::new());
         };
-        for allowed in rules["allow"].as_array().into_iter().flatten() {
-            let Some(room) = allowed["room_id"]
-                .as_str()
-                .and_then(|r| RoomId::parse(r).ok())
-            else {
-                continue;
-            };
-            if allowed["type"] == "m.room_membership"
-                && self
-                    .membership(user, &room)?
-                    .is_some_and(|m| m.membership == "join")
+        Ok(rules["allow"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["type"] == "m.room_membership")
+            .filter_map(|a| a["room_id"].as_str().and_then(|r| RoomId::parse(r).ok()))
+            .collect())
+    }
+
+    /// Whether a restricted room's join rules let `user` in through a room they are in.
+    pub fn restricted_allows(&self, user: &UserId, room_id: &RoomId) -> Result<bool> {
+        for room in self.allowed_rooms(room_id)? {
+            if self
+                .membership(user, &room)?
+                .is_some_and(|m| m.membership == "join")
             {
                 return Ok(true);
             }

@@ -4,6 +4,14 @@
 use super::invites::Outside;
 use super::*;
 
+/// What the resident server answers a `send_join`/`send_leave`/`send_knock` with.
+pub struct SentMembership {
+    pub state: Vec<Value>,
+    pub auth_chain: Vec<Value>,
+    /// The event as taken in.
+    pub event: Value,
+}
+
 impl Messaging {
     /// `make_join` and `make_leave`, as the resident server: a member event of
     /// `membership` for `user_id` built on the room's head, unsigned, if the auth rules
@@ -29,12 +37,19 @@ impl Messaging {
         if versions.is_some_and(|versions| !versions.contains(&room.version)) {
             return Err(incompatible(&room.version));
         }
+        let mut content = json!({ "membership": membership });
+        // A restricted room: one of our members vouches for a user of a room it allows.
+        if membership == "join"
+            && let Some(authoriser) = self.join_authoriser(user_id, room_id)?
+        {
+            content["join_authorised_via_users_server"] = authoriser.into();
+        }
         let draft = self.draft(room_id).await?;
         let spec = EventSpec {
             sender: user_id.to_owned(),
             kind: TimelineEventType::RoomMember,
             state_key: Some(user_id.to_string()),
-            content: json!({ "membership": membership }),
+            content,
         };
         let mut template = draft.build(spec)?.json;
         template.remove("signatures");
@@ -44,7 +59,8 @@ impl Messaging {
 
     /// `send_join` and `send_leave`, as the resident server: takes the signed member
     /// event of `membership` into the room (and on to its other servers). Returns the
-    /// state before it and that state's auth chain, as PDUs, which a joining server needs.
+    /// state before it and that state's auth chain, as PDUs, which a joining server needs,
+    /// and the event as taken (with our signature, for a join we vouched for).
     pub async fn send_membership(
         &self,
         origin: &ServerName,
@@ -52,14 +68,24 @@ impl Messaging {
         event_id: &EventId,
         json: &Value,
         membership: &str,
-    ) -> Result<(Vec<Value>, Vec<Value>)> {
+    ) -> Result<SentMembership> {
         let room = self
             .room(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room"))?;
         self.require_acl_allows(room_id, origin)?;
-        let pdu = self
-            .verify_received(&room.version, object_of(json)?)
-            .await?;
+        let mut object = object_of(json)?;
+        // A join one of our members vouched for carries our signature too.
+        let authoriser = json["content"]["join_authorised_via_users_server"].as_str();
+        let ours = authoriser
+            .and_then(|a| UserId::parse(a).ok())
+            .is_some_and(|a| a.server_name().as_str() == self.server_name());
+        if membership == "join" && ours {
+            self.keys
+                .countersign(&room.version, &mut object)
+                .map_err(Error::internal)?;
+        }
+        let signed = object.clone();
+        let pdu = self.verify_received(&room.version, object).await?;
         let given = pdu.content_as::<Value>().ok().and_then(|c| {
             c.get("membership")
                 .and_then(|m| m.as_str())
@@ -87,8 +113,13 @@ impl Messaging {
             draft.commit(batch).await?;
             self.wake(&[origin.to_string()]);
         }
+        let event = serde_json::to_value(&signed).map_err(Error::internal)?;
         if membership != "join" {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(SentMembership {
+                state: Vec::new(),
+                auth_chain: Vec::new(),
+                event,
+            });
         }
         let auth_chain = self.auth_chain(&state)?;
         let pdus = |events: &[StoredPdu]| {
@@ -97,7 +128,11 @@ impl Messaging {
                 .map(|e| serde_json::to_value(&e.json).map_err(Error::internal))
                 .collect::<Result<Vec<_>>>()
         };
-        Ok((pdus(&state)?, pdus(&auth_chain)?))
+        Ok(SentMembership {
+            state: pdus(&state)?,
+            auth_chain: pdus(&auth_chain)?,
+            event,
+        })
     }
 
     /// Declines an invite into a room this server is not in: `make_leave` and
@@ -257,6 +292,22 @@ impl Messaging {
         let request =
             create_join_event::v2::Request::new(room_id.to_owned(), join.event_id.clone(), raw);
         let joined = client.send(server, request).await.map_err(remote_error)?;
+        // A restricted join comes back signed by the server that vouched for it too.
+        let join = match &joined.room_state.event {
+            Some(event) if join.json.get("content").is_some_and(|c| {
+                matches!(c, CanonicalJsonValue::Object(c) if c.contains_key("join_authorised_via_users_server"))
+            }) =>
+            {
+                let object: CanonicalJsonObject = serde_json::from_str(event.get())
+                    .map_err(|e| Error::bad_gateway(e.to_string()))?;
+                let countersigned = self.verify_received(&version, object).await?;
+                if countersigned.event_id != join.event_id {
+                    return Err(Error::bad_gateway("The resident server sent another event"));
+                }
+                countersigned
+            }
+            _ => join,
+        };
 
         let mut events = Vec::new();
         let mut state_ids = Vec::new();
@@ -348,6 +399,13 @@ impl Messaging {
         let mut full = json!({ "membership": membership });
         if let (Some(full), Some(extra)) = (full.as_object_mut(), content.as_object()) {
             full.extend(extra.clone());
+        }
+        // The resident server's member who vouches for a restricted join stays named.
+        if let Some(CanonicalJsonValue::Object(offered)) = template.get("content")
+            && let Some(CanonicalJsonValue::String(authoriser)) =
+                offered.get("join_authorised_via_users_server")
+        {
+            full["join_authorised_via_users_server"] = authoriser.clone().into();
         }
         let full: CanonicalJsonValue = serde_json::from_value(full).map_err(Error::internal)?;
         template.insert("type".into(), "m.room.member".into());
