@@ -686,6 +686,90 @@ async fn kith_and_synapse_users_walk_each_others_spaces_and_join_restricted_room
     }
 }
 
+/// Knocking across kith and Synapse, both ways: the knock reaches the room's server, its
+/// member sees it and invites, and the knocker joins.
+#[tokio::test]
+async fn kith_and_synapse_users_knock_on_each_others_rooms() {
+    let (kith, kith_name) = Server::federated(&[]);
+    let Some(synapse) = Synapse::start(&[&kith_name]).await else {
+        eprintln!("KITH_SYNAPSE_PYTHON is not set: skipping the Synapse federation test");
+        return;
+    };
+    let (alice, alice_token) = kith.user("alice").await;
+    let (bob, bob_token) = synapse.user("bob").await;
+    let (k, s) = (Side::Kith(&kith), Side::Synapse(&synapse));
+    let sides = [
+        (&k, &alice_token, kith_name.clone(), &s, &bob_token, &bob),
+        (
+            &s,
+            &bob_token,
+            synapse.name.clone(),
+            &k,
+            &alice_token,
+            &alice,
+        ),
+    ];
+    for (host, host_token, host_name, guest, guest_token, guest_user) in sides {
+        let rules = json!({ "join_rule": "knock" });
+        let body = json!({
+            "preset": "private_chat", "room_version": "10",
+            "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": rules }],
+        });
+        let path = "/_matrix/client/v3/createRoom";
+        let (status, created) = host
+            .request(Method::POST, path, host_token, Some(body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{created}");
+        let room = created["room_id"].as_str().unwrap().to_owned();
+        let knock = format!("/_matrix/client/v3/knock/{room}?server_name={host_name}");
+        let (status, knocked) = guest
+            .request(
+                Method::POST,
+                &knock,
+                guest_token,
+                Some(json!({ "reason": "hi" })),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{knocked}\nguest log:\n{}\nhost log:\n{}",
+            guest.log(),
+            host.log()
+        );
+        host.sync_until(host_token, "the knock", |sync| {
+            let events = sync["rooms"]["join"][&room]["timeline"]["events"].as_array();
+            events.is_some_and(|events| {
+                events
+                    .iter()
+                    .any(|e| e["state_key"] == *guest_user && e["content"]["membership"] == "knock")
+            })
+        })
+        .await;
+        guest
+            .sync_until(guest_token, "the knock in the knocker's sync", |sync| {
+                sync["rooms"]["knock"][&room].is_object()
+            })
+            .await;
+        let invite = format!("/_matrix/client/v3/rooms/{room}/invite");
+        let (status, invited) = host
+            .request(
+                Method::POST,
+                &invite,
+                host_token,
+                Some(json!({ "user_id": guest_user })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{invited}");
+        guest
+            .sync_until(guest_token, "the invite", |sync| {
+                sync["rooms"]["invite"][&room].is_object()
+            })
+            .await;
+        guest.join(guest_token, &room).await;
+    }
+}
+
 /// Real matrix-nio clients on each side, one on kith and one on Synapse: direct rooms made
 /// on either side, invites, joins, messages, typing and receipts
 /// (`tests/clients/nio_federated.py`).

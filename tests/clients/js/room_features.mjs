@@ -60,7 +60,7 @@ async function main() {
     expect(typeof jumped.event_id === "string" && jumped.origin_server_ts > 0, `timestamp_to_event: ${JSON.stringify(jumped)}`);
     await bob.reportEvent(roomId, ferrisId, -100, "crabs are off topic");
 
-    step("a space lists its rooms");
+    step("a space lists its rooms; its member joins its restricted room");
     const { room_id: spaceId } = await alice.createRoom({
         name: "Crustacean club",
         preset: "public_chat",
@@ -68,9 +68,25 @@ async function main() {
     });
     await alice.sendStateEvent(spaceId, "m.space.child", { via: [server], suggested: true }, roomId);
     await bob.joinRoom(spaceId);
+    const { room_id: membersOnly } = await alice.createRoom({
+        name: "Members only",
+        preset: "private_chat",
+        room_version: "10",
+        initial_state: [
+            {
+                type: "m.room.join_rules",
+                state_key: "",
+                content: { join_rule: "restricted", allow: [{ type: "m.room_membership", room_id: spaceId }] },
+            },
+        ],
+    });
+    await alice.sendStateEvent(spaceId, "m.space.child", { via: [server] }, membersOnly);
     const hierarchy = await bob.getRoomHierarchy(spaceId, 10, 2, false);
     const listed = hierarchy.rooms.map((r) => r.room_id);
     expect(listed[0] === spaceId && listed.includes(roomId), `hierarchy: ${JSON.stringify(hierarchy)}`);
+    expect(listed.includes(membersOnly), `restricted room not listed: ${JSON.stringify(hierarchy)}`);
+    // A member of the space joins its restricted room.
+    await bob.joinRoom(membersOnly);
 
     step("a pusher is set and listed");
     await bob.setPusher({
