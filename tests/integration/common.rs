@@ -245,6 +245,15 @@ impl Server {
         room
     }
 
+    /// Makes a room as `token`'s user with the `createRoom` body; its ID.
+    pub async fn create_room(&self, token: &str, body: Value) -> String {
+        let (status, created) = self
+            .post("/_matrix/client/v3/createRoom", Some(token), body)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{created}");
+        created["room_id"].as_str().unwrap().to_owned()
+    }
+
     /// Sends a text message; its event ID.
     pub async fn say(&self, token: &str, room: &str, body: &str) -> String {
         let txn = format!("t{}", rand_suffix());
@@ -413,4 +422,16 @@ pub async fn serve_tls_on_loopback(router: axum::Router) -> String {
     let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     serve_tls(listener, router).await;
     name
+}
+
+/// `text` percent-encoded for a query parameter.
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

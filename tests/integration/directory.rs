@@ -6,14 +6,6 @@ use serde_json::{Value, json};
 
 use crate::common::{Server, assert_error};
 
-async fn create(server: &Server, token: &str, body: Value) -> String {
-    let (status, created) = server
-        .post("/_matrix/client/v3/createRoom", Some(token), body)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{created}");
-    created["room_id"].as_str().unwrap().to_owned()
-}
-
 fn room_ids(page: &Value) -> Vec<String> {
     page["chunk"]
         .as_array()
@@ -32,8 +24,10 @@ async fn public_rooms_are_listed_searched_paged_and_published_by_admins() {
         "visibility": "public", "preset": "public_chat", "name": "Rustaceans",
         "topic": "All about Rust", "room_alias_name": "rust",
     });
-    let rust = create(&server, &token, public).await;
-    let private = create(&server, &token, json!({ "name": "Secret plans" })).await;
+    let rust = server.create_room(&token, public).await;
+    let private = server
+        .create_room(&token, json!({ "name": "Secret plans" }))
+        .await;
 
     // Anyone may read the directory, signed in or not.
     let (status, page) = server.get("/_matrix/client/v3/publicRooms", None).await;
@@ -122,7 +116,7 @@ async fn another_servers_directory_is_asked_over_federation() {
     let (_, alice_token) = a.user("alice").await;
     let (_, bob_token) = b.user("bob").await;
     let public = json!({ "visibility": "public", "preset": "public_chat", "name": "On A" });
-    let room = create(&a, &alice_token, public).await;
+    let room = a.create_room(&alice_token, public).await;
     let path = format!("/_matrix/client/v3/publicRooms?server={a_name}");
     let (status, page) = b.get(&path, Some(&bob_token)).await;
     assert_eq!(status, StatusCode::OK, "{page}");

@@ -40,17 +40,9 @@ async fn live_view(server: &Server, token: &str) -> Value {
         .unwrap_or_default()
 }
 
-async fn create(server: &Server, token: &str, body: Value) -> String {
-    let (status, created) = server
-        .post("/_matrix/client/v3/createRoom", Some(token), body)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{created}");
-    created["room_id"].as_str().unwrap().to_owned()
-}
-
 async fn direct_chat(server: &Server, token: &str, invitee: &str) -> String {
     let body = json!({ "is_direct": true, "invite": [invitee], "preset": "trusted_private_chat" });
-    create(server, token, body).await
+    server.create_room(token, body).await
 }
 
 async fn room_call(server: &Server, token: &str, room: &str, what: &str, body: Value) -> Value {
@@ -207,7 +199,9 @@ async fn rejecting_declines_rescinding_or_leaving_cancels_and_big_rooms_are_not_
 
     // An invite into a room made alone (then of two) is a request too, its reason the
     // message; rescinding it (a kick of the invite) cancels.
-    let room = create(&server, &alice_token, json!({ "preset": "private_chat" })).await;
+    let room = server
+        .create_room(&alice_token, json!({ "preset": "private_chat" }))
+        .await;
     let body = json!({ "user_id": carol, "reason": "we met at the conference" });
     room_call(&server, &alice_token, &room, "invite", body).await;
     let incoming = requests(&server, &carol_token).await;
@@ -237,7 +231,7 @@ async fn rejecting_declines_rescinding_or_leaving_cancels_and_big_rooms_are_not_
 
     // A room of three is never a request: not when made, not when one more is invited.
     let group = json!({ "invite": [bob, carol], "preset": "private_chat" });
-    let room = create(&server, &alice_token, group).await;
+    let room = server.create_room(&alice_token, group).await;
     assert!(requests(&server, &bob_token).await.is_empty());
     room_call(
         &server,
@@ -298,7 +292,7 @@ async fn ignored_inviters_reach_no_one_and_requests_are_rate_limited() {
     assert_eq!(requests(&server, &alice_token).await.len(), 3);
     // Inviting a friend, or someone into a bigger room, is not a request: still allowed.
     let group = json!({ "invite": [others[2], erin], "preset": "private_chat" });
-    create(&server, &bob_token, group).await;
+    server.create_room(&bob_token, group).await;
 }
 
 #[tokio::test]

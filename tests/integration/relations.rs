@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{Server, assert_error, rand_suffix};
+use crate::common::{Server, assert_error, rand_suffix, urlencode};
 
 async fn send(server: &Server, token: &str, room: &str, kind: &str, content: Value) -> String {
     let path = format!(
@@ -301,17 +301,6 @@ async fn edits_threads_references_and_reactions_are_paged_and_bundled() {
         StatusCode::FORBIDDEN,
         "M_FORBIDDEN",
     );
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Clients that count threads apart (`unread_thread_notifications`) get the main timeline's

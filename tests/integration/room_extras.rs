@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Server, assert_error, rand_suffix};
+use crate::common::{Server, assert_error, rand_suffix, urlencode};
 
 #[tokio::test]
 async fn tags_are_set_read_and_removed_in_sync_too() {
@@ -283,17 +283,6 @@ fn member_keys(events: &Value) -> Vec<String> {
     keys
 }
 
-fn url(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Element Web loads members lazily: a sync (and a page of history) carries only the
 /// member events of the timeline's senders and the user's own.
 #[tokio::test]
@@ -317,7 +306,10 @@ async fn lazily_loaded_members_are_those_of_the_timeline() {
     server.say(&bob_token, &room, "only bob speaks").await;
     let lazy =
         json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } });
-    let path = format!("/_matrix/client/v3/sync?filter={}", url(&lazy.to_string()));
+    let path = format!(
+        "/_matrix/client/v3/sync?filter={}",
+        urlencode(&lazy.to_string())
+    );
     let (_, sync) = server.get(&path, Some(&token)).await;
     let joined = &sync["rooms"]["join"][&room];
     let mut expected = vec![alice.clone(), bob.clone()];
@@ -329,7 +321,10 @@ async fn lazily_loaded_members_are_those_of_the_timeline() {
     );
     assert_eq!(joined["summary"]["m.joined_member_count"], 4);
     let eager = json!({ "room": { "timeline": { "limit": 1 } } });
-    let path = format!("/_matrix/client/v3/sync?filter={}", url(&eager.to_string()));
+    let path = format!(
+        "/_matrix/client/v3/sync?filter={}",
+        urlencode(&eager.to_string())
+    );
     let (_, sync) = server.get(&path, Some(&token)).await;
     assert_eq!(
         member_keys(&sync["rooms"]["join"][&room]["state"]["events"]).len(),
@@ -341,7 +336,7 @@ async fn lazily_loaded_members_are_those_of_the_timeline() {
     server.say(&others[0].1, &room, "carol too").await;
     let path = format!(
         "/_matrix/client/v3/sync?since={since}&filter={}",
-        url(&lazy.to_string())
+        urlencode(&lazy.to_string())
     );
     let (_, sync) = server.get(&path, Some(&token)).await;
     let state = &sync["rooms"]["join"][&room]["state"]["events"];
@@ -350,7 +345,7 @@ async fn lazily_loaded_members_are_those_of_the_timeline() {
 
     // A page of history: the senders' member events as its state.
     let filter =
-        url(&json!({ "lazy_load_members": true, "types": ["m.room.message"] }).to_string());
+        urlencode(&json!({ "lazy_load_members": true, "types": ["m.room.message"] }).to_string());
     let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&filter={filter}");
     let (_, page) = server.get(&path, Some(&token)).await;
     let mut senders = vec![alice.clone(), bob.clone(), others[0].0.clone()];

@@ -7,14 +7,6 @@ use serde_json::{Value, json};
 
 use crate::common::{SERVER_NAME, Server, assert_error};
 
-async fn create(server: &Server, token: &str, body: Value) -> String {
-    let (status, created) = server
-        .post("/_matrix/client/v3/createRoom", Some(token), body)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{created}");
-    created["room_id"].as_str().unwrap().to_owned()
-}
-
 async fn add_child(
     server: &Server,
     token: &str,
@@ -44,33 +36,30 @@ async fn a_space_lists_what_its_members_may_see_and_lets_them_into_restricted_ro
     let (bob, bob_token) = server.user("bob").await;
     let (_, carol_token) = server.user("carol").await;
     let space = json!({ "preset": "private_chat", "name": "Club", "creation_content": { "type": "m.space" }, "invite": [bob] });
-    let space = create(&server, &token, space).await;
-    let general = create(
-        &server,
-        &token,
-        json!({ "preset": "public_chat", "name": "General" }),
-    )
-    .await;
+    let space = server.create_room(&token, space).await;
+    let general = server
+        .create_room(
+            &token,
+            json!({ "preset": "public_chat", "name": "General" }),
+        )
+        .await;
     let restricted_rules = json!({ "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }] });
     let members_only = json!({
         "preset": "private_chat", "name": "Members", "room_version": "10",
         "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": restricted_rules }],
     });
-    let members_only = create(&server, &token, members_only).await;
-    let secret = create(
-        &server,
-        &token,
-        json!({ "preset": "private_chat", "name": "Secret" }),
-    )
-    .await;
+    let members_only = server.create_room(&token, members_only).await;
+    let secret = server
+        .create_room(
+            &token,
+            json!({ "preset": "private_chat", "name": "Secret" }),
+        )
+        .await;
     let sub = json!({ "preset": "public_chat", "name": "Subspace", "creation_content": { "type": "m.space" } });
-    let sub = create(&server, &token, sub).await;
-    let deep = create(
-        &server,
-        &token,
-        json!({ "preset": "public_chat", "name": "Deep" }),
-    )
-    .await;
+    let sub = server.create_room(&token, sub).await;
+    let deep = server
+        .create_room(&token, json!({ "preset": "public_chat", "name": "Deep" }))
+        .await;
     add_child(&server, &token, (&space, &general), SERVER_NAME, true).await;
     add_child(&server, &token, (&space, &members_only), SERVER_NAME, false).await;
     add_child(&server, &token, (&space, &secret), SERVER_NAME, false).await;
@@ -151,13 +140,13 @@ async fn a_space_on_another_server_is_walked_through_it() {
     let (_, alice_token) = a.user("alice").await;
     let (bob, bob_token) = b.user("bob").await;
     let space = json!({ "preset": "public_chat", "name": "Open club", "creation_content": { "type": "m.space" } });
-    let space = create(&a, &alice_token, space).await;
-    let general = create(
-        &a,
-        &alice_token,
-        json!({ "preset": "public_chat", "name": "General" }),
-    )
-    .await;
+    let space = a.create_room(&alice_token, space).await;
+    let general = a
+        .create_room(
+            &alice_token,
+            json!({ "preset": "public_chat", "name": "General" }),
+        )
+        .await;
     add_child(&a, &alice_token, (&space, &general), &a_name, false).await;
     let join = format!("/_matrix/client/v3/join/{space}?server_name={a_name}");
     let (status, joined) = b.post(&join, Some(&bob_token), json!({})).await;
@@ -174,7 +163,7 @@ async fn a_space_on_another_server_is_walked_through_it() {
         "preset": "private_chat", "room_version": "10",
         "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": rules }],
     });
-    let members_only = create(&a, &alice_token, members_only).await;
+    let members_only = a.create_room(&alice_token, members_only).await;
     let join = format!("/_matrix/client/v3/join/{members_only}?server_name={a_name}");
     let (status, joined) = b.post(&join, Some(&bob_token), json!({})).await;
     assert_eq!(
@@ -202,7 +191,7 @@ async fn knock_room(server: &Server, token: &str) -> String {
         "preset": "private_chat", "name": "Knock first", "room_version": "10",
         "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": rules }],
     });
-    create(server, token, body).await
+    server.create_room(token, body).await
 }
 
 fn knocked(sync: &Value, room: &str, user: &str) -> bool {
@@ -224,7 +213,9 @@ async fn knocks_are_seen_and_answered_with_an_invite() {
     let (bob, bob_token) = a.user("bob").await;
     let (dave, dave_token) = b.user("dave").await;
     let room = knock_room(&a, &alice_token).await;
-    let plain = create(&a, &alice_token, json!({ "preset": "private_chat" })).await;
+    let plain = a
+        .create_room(&alice_token, json!({ "preset": "private_chat" }))
+        .await;
 
     let path = format!("/_matrix/client/v3/knock/{room}");
     let (status, answer) = a

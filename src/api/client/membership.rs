@@ -36,6 +36,21 @@ pub async fn join(
     )))
 }
 
+/// The room a room ID or alias names, with the servers to reach it through: the alias's
+/// (resolved here, or asked of its server) and those the client gave.
+async fn room_and_servers(
+    state: &AppState,
+    room_or_alias: &ruma::RoomOrAliasId,
+    given: &[ruma::OwnedServerName],
+) -> Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)> {
+    let (room_id, mut via) = match <&RoomId>::try_from(room_or_alias) {
+        Ok(room_id) => (room_id.to_owned(), Vec::new()),
+        Err(alias) => state.messaging.resolve_alias(alias).await?,
+    };
+    via.extend(given.iter().cloned());
+    Ok((room_id, via))
+}
+
 /// `POST /_matrix/client/v3/join/{roomIdOrAlias}`: a local alias is resolved first.
 pub async fn join_by_id_or_alias(
     State(state): State<AppState>,
@@ -43,11 +58,7 @@ pub async fn join_by_id_or_alias(
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
     let body = &request.body;
     let user = &request.session()?.user_id;
-    let (room_id, mut via) = match <&RoomId>::try_from(&*body.room_id_or_alias) {
-        Ok(room_id) => (room_id.to_owned(), Vec::new()),
-        Err(alias) => state.messaging.resolve_alias(alias).await?,
-    };
-    via.extend(body.via.iter().cloned());
+    let (room_id, via) = room_and_servers(&state, &body.room_id_or_alias, &body.via).await?;
     let reason = body.reason.as_deref();
     state.messaging.join(user, &room_id, reason, &via).await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
@@ -63,11 +74,7 @@ pub async fn knock(
 ) -> Result<RumaResponse<knock_room::v3::Response>> {
     let body = &request.body;
     let user = &request.session()?.user_id;
-    let (room_id, mut via) = match <&RoomId>::try_from(&*body.room_id_or_alias) {
-        Ok(room_id) => (room_id.to_owned(), Vec::new()),
-        Err(alias) => state.messaging.resolve_alias(alias).await?,
-    };
-    via.extend(body.via.iter().cloned());
+    let (room_id, via) = room_and_servers(&state, &body.room_id_or_alias, &body.via).await?;
     let reason = body.reason.as_deref();
     state.messaging.knock(user, &room_id, reason, &via).await?;
     Ok(RumaResponse(knock_room::v3::Response::new(room_id)))

@@ -44,6 +44,22 @@ struct Served<T> {
     recursion_depth: Option<UInt>,
 }
 
+/// What every `/relations` form shares, read from its request (the three ruma types have
+/// the same fields but no common type).
+macro_rules! asked {
+    ($body:expr) => {
+        Asked {
+            room_id: &$body.room_id,
+            event_id: &$body.event_id,
+            from: $body.from.as_deref(),
+            to: $body.to.as_deref(),
+            dir: $body.dir,
+            limit: $body.limit,
+            recurse: $body.recurse,
+        }
+    };
+}
+
 /// Reads one page.
 fn page<T>(
     state: &AppState,
@@ -77,15 +93,7 @@ pub async fn relations(
     request: Ruma<get_relating_events::v1::Request>,
 ) -> Result<RumaResponse<get_relating_events::v1::Response>> {
     let body = &request.body;
-    let asked = Asked {
-        room_id: &body.room_id,
-        event_id: &body.event_id,
-        from: body.from.as_deref(),
-        to: body.to.as_deref(),
-        dir: body.dir,
-        limit: body.limit,
-        recurse: body.recurse,
-    };
+    let asked = asked!(body);
     let served = page(&state, request.session()?, asked, (None, None))?;
     let mut response = get_relating_events::v1::Response::new(served.chunk);
     response.next_batch = served.next_batch;
@@ -99,15 +107,7 @@ pub async fn relations_of_type(
     request: Ruma<get_relating_events_with_rel_type::v1::Request>,
 ) -> Result<RumaResponse<get_relating_events_with_rel_type::v1::Response>> {
     let body = &request.body;
-    let asked = Asked {
-        room_id: &body.room_id,
-        event_id: &body.event_id,
-        from: body.from.as_deref(),
-        to: body.to.as_deref(),
-        dir: body.dir,
-        limit: body.limit,
-        recurse: body.recurse,
-    };
+    let asked = asked!(body);
     let rel_type = body.rel_type.to_string();
     let types = (Some(rel_type.as_str()), None);
     let served = page(&state, request.session()?, asked, types)?;
@@ -123,15 +123,7 @@ pub async fn relations_of_type_and_event_type(
     request: Ruma<get_relating_events_with_rel_type_and_event_type::v1::Request>,
 ) -> Result<RumaResponse<get_relating_events_with_rel_type_and_event_type::v1::Response>> {
     let body = &request.body;
-    let asked = Asked {
-        room_id: &body.room_id,
-        event_id: &body.event_id,
-        from: body.from.as_deref(),
-        to: body.to.as_deref(),
-        dir: body.dir,
-        limit: body.limit,
-        recurse: body.recurse,
-    };
+    let asked = asked!(body);
     let (rel_type, event_type) = (body.rel_type.to_string(), body.event_type.to_string());
     let types = (Some(rel_type.as_str()), Some(event_type.as_str()));
     let served = page(&state, request.session()?, asked, types)?;
