@@ -135,19 +135,33 @@ pub(crate) async fn read_capped(
 }
 
 /// An HTTP client for other requests to addresses users choose (push gateways): the same
-/// refusal of denied address ranges as federation, no redirects, bounded times, and
+/// refusal of denied address ranges as federation (by name when resolving, and by
+/// [`GuardedHttp::check`] for URLs naming an address), no redirects, bounded times, and
 /// certificates checked.
-pub fn guarded_http_client(denied: Vec<ipnet::IpNet>) -> Result<reqwest::Client, String> {
-    let resolver = SharedResolver(Arc::new(Resolver::new(denied)?));
-    reqwest::Client::builder()
-        .dns_resolver(resolver)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
-        .user_agent(concat!("kith/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| e.to_string())
+pub struct GuardedHttp {
+    pub http: reqwest::Client,
+    resolver: SharedResolver,
+}
+
+impl GuardedHttp {
+    pub fn new(denied: Vec<ipnet::IpNet>) -> Result<GuardedHttp, String> {
+        let resolver = SharedResolver(Arc::new(Resolver::new(denied)?));
+        let http = reqwest::Client::builder()
+            .dns_resolver(resolver.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("kith/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(GuardedHttp { http, resolver })
+    }
+
+    /// Refuses a URL naming an address in a denied range (the resolver never sees those).
+    pub fn check(&self, url: &reqwest::Url) -> Result<(), String> {
+        self.resolver.check_url(url).map_err(|e| e.to_string())
+    }
 }
 
 impl FederationClient {

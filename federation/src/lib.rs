@@ -16,7 +16,7 @@ mod queue;
 mod remote_keys;
 
 pub use client::{
-    AuthError, FederationClient, FederationError, Settings, guarded_http_client, reachable_name,
+    AuthError, FederationClient, FederationError, GuardedHttp, Settings, reachable_name,
 };
 pub use discovery::DEFAULT_DENIED_RANGES;
 pub use keyed_locks::KeyedLocks;

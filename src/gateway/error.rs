@@ -212,6 +212,7 @@ impl From<crate::services::error::Error> for Error {
             // As Synapse answers a taken alias.
             Kind::AliasInUse => plain(StatusCode::CONFLICT, "M_UNKNOWN"),
             Kind::RoomInUse => plain(StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
+            Kind::UnableToGrantJoin => plain(StatusCode::FORBIDDEN, "M_UNABLE_TO_GRANT_JOIN"),
             Kind::StillInRoom => plain(StatusCode::BAD_REQUEST, "M_UNKNOWN"),
             Kind::AlreadyFriends => {
                 plain(StatusCode::CONFLICT, "ORG.KITH.CONTACTS_ALREADY_FRIENDS")

@@ -67,6 +67,8 @@ pub enum ErrorKind {
     AliasInUse,
     /// A new room's alias that is taken (`createRoom`'s own error code).
     RoomInUse,
+    /// A restricted join this server will not vouch for.
+    UnableToGrantJoin,
     /// Forgetting a room one has not left.
     StillInRoom,
 

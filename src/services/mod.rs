@@ -164,7 +164,7 @@ impl Services {
         );
         let profiles = profile::Profiles::new(storage.clone());
         // Push gateways are addresses users choose: the federation's denied ranges apply.
-        let push_http = kith_federation::guarded_http_client(denied_ranges(&config)?)?;
+        let push_http = kith_federation::GuardedHttp::new(denied_ranges(&config)?)?;
         let pushers = Arc::new(pushers::Pushers::new(storage.clone(), push_http));
         let media = media::Media::new(storage.clone(), &config, federation.clone())?;
         profile::directory::ensure_indexed(&storage)

@@ -77,7 +77,7 @@ pub struct NotificationsPage {
 
 pub struct Pushers {
     storage: Storage,
-    http: reqwest::Client,
+    http: kith_federation::GuardedHttp,
 }
 
 /// What the sender needs of the rest of the server to describe a push.
@@ -91,7 +91,7 @@ pub trait PushContext: Send + Sync + 'static {
 }
 
 impl Pushers {
-    pub fn new(storage: Storage, http: reqwest::Client) -> Pushers {
+    pub fn new(storage: Storage, http: kith_federation::GuardedHttp) -> Pushers {
         Pushers { storage, http }
     }
 
@@ -305,9 +305,10 @@ impl Pushers {
         for pusher in pushers {
             let body = notification(&pusher, job, event.as_ref(), unread, context);
             let url = pusher.data["url"].as_str().unwrap_or_default();
-            let answer = self
-                .http
-                .post(url)
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+            self.http.check(&parsed)?;
+            let answer = (self.http.http)
+                .post(parsed)
                 .json(&body)
                 .send()
                 .await

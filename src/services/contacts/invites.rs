@@ -81,13 +81,22 @@ impl Contacts {
             .map_err(crate::services::error::Error::limit_exceeded)
     }
 
+    /// The locks of these users, for a caller to take before its batch takes stream
+    /// positions (a batch holding positions while it waits would hold back every later
+    /// write's visibility); see [`Contacts::membership_changed_into`].
+    pub async fn lock_users(&self, users: &[&str]) -> Vec<MutexGuard<'_, ()>> {
+        self.user_locks.lock_all(users).await
+    }
+
     /// What `room`'s membership changes do to friend requests, written into `batch`
-    /// (see the module's comment).
-    pub async fn membership_changed_into(
-        &self,
+    /// (see the module's comment). `locked`: the users' locks, if the caller took them
+    /// already ([`Contacts::lock_users`], for every user the changes concern).
+    pub async fn membership_changed_into<'a>(
+        &'a self,
         batch: &mut Batch,
         room: &RoomChanges<'_>,
-    ) -> Result<Settled<'_>> {
+        locked: Option<Vec<MutexGuard<'a, ()>>>,
+    ) -> Result<Settled<'a>> {
         let pairs = match self.requests_are_invites() {
             true => self.pairs(room),
             false => Vec::new(),
@@ -95,8 +104,13 @@ impl Contacts {
         if pairs.is_empty() {
             return Ok(Settled::default());
         }
-        let users: Vec<&str> = pairs.iter().flat_map(|(a, b)| [*a, *b]).collect();
-        let guards = self.user_locks.lock_all(&users).await;
+        let guards = match locked {
+            Some(guards) => guards,
+            None => {
+                let users: Vec<&str> = pairs.iter().flat_map(|(a, b)| [*a, *b]).collect();
+                self.user_locks.lock_all(&users).await
+            }
+        };
         let mut change = Change::default();
         for member in &room.changes {
             match member.after.as_str() {

@@ -46,6 +46,7 @@ pub struct Friendship {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "StoredRequest")]
 pub struct FriendRequest {
     pub request_id: String,
     pub from: String,
@@ -58,7 +59,7 @@ pub struct FriendRequest {
     pub hidden: bool,
     /// The pair's direct chat: the room this request's invite is into, or (for a request
     /// between two people still in their old direct chat) that room.
-    #[serde(default, alias = "room_id", skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dm_room_id: Option<String>,
     /// The request is an invite into `dm_room_id`: what happens to the invite answers it
     /// (joining, rejecting, rescinding), and no answer travels over the contacts endpoints.
@@ -66,6 +67,42 @@ pub struct FriendRequest {
     /// request is accepted.
     #[serde(default)]
     pub invite: bool,
+}
+
+/// A request as stored by any version: before `dm_room_id` and `invite`, a held invite's
+/// request had only `room_id` (and was always an invite).
+#[derive(Deserialize)]
+struct StoredRequest {
+    request_id: String,
+    from: String,
+    to: String,
+    #[serde(default)]
+    message: Option<String>,
+    created_ts: u64,
+    #[serde(default)]
+    hidden: bool,
+    #[serde(default)]
+    dm_room_id: Option<String>,
+    #[serde(default)]
+    room_id: Option<String>,
+    #[serde(default)]
+    invite: Option<bool>,
+}
+
+impl From<StoredRequest> for FriendRequest {
+    fn from(stored: StoredRequest) -> FriendRequest {
+        let legacy_held = stored.room_id.is_some();
+        FriendRequest {
+            request_id: stored.request_id,
+            from: stored.from,
+            to: stored.to,
+            message: stored.message,
+            created_ts: stored.created_ts,
+            hidden: stored.hidden,
+            dm_room_id: stored.dm_room_id.or(stored.room_id),
+            invite: stored.invite.unwrap_or(legacy_held),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,4 +339,25 @@ pub fn create_for_new_user(
         put_account_data(batch, user_id, None, CONTACTS_EVENT, empty)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FriendRequest;
+
+    /// A held invite's request stored before `dm_room_id` and `invite` is still an invite.
+    #[test]
+    fn requests_stored_by_earlier_versions_keep_their_meaning() {
+        let old = r#"{"request_id":"r","from":"@a:x","to":"@b:y","created_ts":1,"room_id":"!r:x"}"#;
+        let request: FriendRequest = serde_json::from_str(old).unwrap();
+        assert_eq!(request.dm_room_id.as_deref(), Some("!r:x"));
+        assert!(request.invite);
+        let plain = r#"{"request_id":"r","from":"@a:x","to":"@b:y","created_ts":1}"#;
+        let request: FriendRequest = serde_json::from_str(plain).unwrap();
+        assert!(!request.invite && request.dm_room_id.is_none());
+        let new = r#"{"request_id":"r","from":"@a:x","to":"@b:y","created_ts":1,"dm_room_id":"!r:x","invite":false}"#;
+        let request: FriendRequest = serde_json::from_str(new).unwrap();
+        assert!(!request.invite);
+        assert_eq!(request.dm_room_id.as_deref(), Some("!r:x"));
+    }
 }

@@ -4,7 +4,7 @@
 use super::*;
 use crate::services::contacts::{MemberChange, RoomChanges, Settled};
 
-impl Draft<'_> {
+impl<'a> Draft<'a> {
     /// Writes the drafted events, their state, memberships, the room's new head, their
     /// log entries and the copies queued for the room's other servers, with whatever
     /// `batch` already holds, in one write.
@@ -13,6 +13,8 @@ impl Draft<'_> {
             .room_id
             .clone()
             .ok_or_else(|| Error::internal("draft without a room"))?;
+        // Taken before the batch takes stream positions (see `lock_friend_pairs`).
+        let friend_locks = self.lock_friend_pairs().await?;
         let room = room_id.as_str();
         if self.changes_no_state() && !batch.has_positions() {
             batch.concerns_only_room(room);
@@ -137,7 +139,13 @@ impl Draft<'_> {
         let destinations = self.queue_for_servers(&mut batch, &members, &memberships)?;
         batch.put(&catalog::ROOMID_ROOM, &room, &self.room)?;
         let settled = self
-            .settle_friend_requests(&mut batch, &room_id, &memberships, member_changes)
+            .settle_friend_requests(
+                &mut batch,
+                &room_id,
+                &memberships,
+                member_changes,
+                friend_locks,
+            )
             .await?;
         self.messaging.storage.commit(batch).await?;
         self.messaging.contacts.wake_settled(settled);
@@ -168,6 +176,49 @@ impl Draft<'_> {
         })
     }
 
+    /// Whether the draft's membership changes may concern friend requests: under policy
+    /// `request`, in a direct chat (only its invites are requests, and only it has
+    /// requests about it to answer; no other room is read for it).
+    fn concerns_friend_requests(&self) -> bool {
+        self.messaging.contacts.requests_are_invites()
+            && self.is_direct()
+            && self
+                .built
+                .iter()
+                .any(|p| p.kind == TimelineEventType::RoomMember)
+    }
+
+    /// The contacts locks of everyone the draft's membership changes may concern (the
+    /// room's members, and the members and senders of its member events), taken before the
+    /// batch takes positions, after the room's lock (always in that order).
+    async fn lock_friend_pairs(&self) -> Result<Option<Vec<MutexGuard<'a, ()>>>> {
+        if !self.concerns_friend_requests() {
+            return Ok(None);
+        }
+        let mut users: Vec<String> = Vec::new();
+        if self.stored {
+            let room_id = self
+                .room_id
+                .as_ref()
+                .ok_or_else(|| Error::internal("no room"))?;
+            for (user, membership) in self.messaging.members(room_id)? {
+                if matches!(membership.membership.as_str(), "join" | "invite") {
+                    users.push(user.to_string());
+                }
+            }
+        }
+        for pdu in self
+            .built
+            .iter()
+            .filter(|p| p.kind == TimelineEventType::RoomMember)
+        {
+            users.extend(pdu.state_key.clone());
+            users.push(pdu.sender.to_string());
+        }
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        Ok(Some(self.messaging.contacts.lock_users(&users).await))
+    }
+
     /// Tells contacts of the draft's membership changes (under policy `request`, invites
     /// into direct chats are friend requests), in the same batch.
     async fn settle_friend_requests(
@@ -176,11 +227,10 @@ impl Draft<'_> {
         room_id: &RoomId,
         memberships: &HashMap<String, Membership>,
         changes: Vec<MemberChange>,
-    ) -> Result<Settled<'_>> {
+        locked: Option<Vec<MutexGuard<'a, ()>>>,
+    ) -> Result<Settled<'a>> {
         let contacts = &self.messaging.contacts;
-        // Only a direct chat's invites are requests, and only they have requests about
-        // them to answer: no other room is read for it.
-        if changes.is_empty() || !contacts.requests_are_invites() || !self.is_direct() {
+        if changes.is_empty() || !self.concerns_friend_requests() {
             return Ok(Settled::default());
         }
         let mut members: Vec<OwnedUserId> = Vec::new();
@@ -208,7 +258,7 @@ impl Draft<'_> {
             changes,
             refuse_over_limit: false,
         };
-        contacts.membership_changed_into(batch, &room).await
+        contacts.membership_changed_into(batch, &room, locked).await
     }
 
     /// Makes a state event current: its state row and, for a member event, the member's

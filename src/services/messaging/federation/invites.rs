@@ -299,7 +299,7 @@ impl Messaging {
             refuse_over_limit: invite,
         };
         let settled = (self.contacts)
-            .membership_changed_into(&mut batch, &changes)
+            .membership_changed_into(&mut batch, &changes, None)
             .await?;
         let position = batch.new_position()?;
         let record = StoredPdu {

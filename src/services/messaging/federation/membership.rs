@@ -74,12 +74,25 @@ impl Messaging {
             .ok_or_else(|| Error::not_found("Unknown room"))?;
         self.require_acl_allows(room_id, origin)?;
         let mut object = object_of(json)?;
-        // A join one of our members vouched for carries our signature too.
+        // A join one of our members vouches for carries our signature too, and only one
+        // we would have vouched for ourselves: the joining user is in a room the join rules
+        // allow, and not already invited or joined.
         let authoriser = json["content"]["join_authorised_via_users_server"].as_str();
         let ours = authoriser
             .and_then(|a| UserId::parse(a).ok())
             .is_some_and(|a| a.server_name().as_str() == self.server_name());
         if membership == "join" && ours {
+            let joining = json["sender"].as_str().and_then(|s| UserId::parse(s).ok());
+            let vouched = match &joining {
+                Some(user) => self.join_authoriser(user, room_id)?.is_some(),
+                None => false,
+            };
+            if !vouched {
+                return Err(Error::new(
+                    ErrorKind::UnableToGrantJoin,
+                    "This server cannot vouch for that join",
+                ));
+            }
             self.keys
                 .countersign(&room.version, &mut object)
                 .map_err(Error::internal)?;
