@@ -19,7 +19,7 @@ pub use client::{
     AuthError, FederationClient, FederationError, GuardedHttp, Settings, reachable_name,
 };
 pub use discovery::DEFAULT_DENIED_RANGES;
-pub use keyed_locks::KeyedLocks;
+pub use keyed_locks::{KeyedGuard, KeyedLocks};
 pub use keys::{KeyError, ServerKeys, read_secret_file, write_private_file};
 pub use pdu::{NewEvent, Pdu, PduError};
 pub use queue::{Outbox, Outgoing, Queue};

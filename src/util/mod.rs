@@ -107,3 +107,18 @@ pub fn address_key(ip: std::net::IpAddr) -> String {
         v4 => v4.to_string(),
     }
 }
+
+/// Offset tokens (`o<n>`) for lists computed whole on each request (search results, the
+/// room directory, a space's rooms): the offset a token names, if it is one.
+pub fn parse_offset(token: Option<&str>) -> Option<usize> {
+    match token {
+        None => Some(0),
+        Some(token) => token.strip_prefix('o')?.parse().ok(),
+    }
+}
+
+/// The token of the page after the one at `offset` of `limit` items, if `total` goes on.
+pub fn next_offset(offset: usize, limit: usize, total: usize) -> Option<String> {
+    let next = offset.saturating_add(limit);
+    (next < total).then(|| format!("o{next}"))
+}

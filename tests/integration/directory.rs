@@ -118,7 +118,13 @@ async fn another_servers_directory_is_asked_over_federation() {
     let public = json!({ "visibility": "public", "preset": "public_chat", "name": "On A" });
     let room = a.create_room(&alice_token, public).await;
     let path = format!("/_matrix/client/v3/publicRooms?server={a_name}");
-    let (status, page) = b.get(&path, Some(&bob_token)).await;
+    // Only signed in (POST) does a server ask another's.
+    assert_error(
+        &b.get(&path, None).await,
+        StatusCode::UNAUTHORIZED,
+        "M_MISSING_TOKEN",
+    );
+    let (status, page) = b.post(&path, Some(&bob_token), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(room_ids(&page), vec![room.clone()]);
     assert_eq!(page["chunk"][0]["name"], "On A");

@@ -122,6 +122,11 @@ pub async fn public_rooms(
     request: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<Json<Value>> {
     let body = &request.body;
+    // Only a signed-in user makes this server ask another's: through POST, which carries
+    // an access token (GET takes none).
+    if body.server.as_deref().is_some_and(|s| !state.is_ours(s)) {
+        return Err(Error::missing_token());
+    }
     let query = directory_query(None, None, body.since.clone(), body.limit);
     page(&state, body.server.as_deref(), query).await
 }

@@ -12,21 +12,12 @@ use serde_json::{Value, json};
 use crate::gateway::{Error, Result, Ruma};
 use crate::services::AppState;
 use crate::services::messaging::{Found, SearchOrder, SearchQuery, StoredPdu};
+use crate::util::{next_offset, parse_offset};
 
 /// Results per page when the filter does not say.
 const DEFAULT_LIMIT: usize = 10;
 /// The most results per page.
 const MAX_LIMIT: usize = 100;
-
-fn offset(token: Option<&str>) -> Result<usize> {
-    match token {
-        None => Ok(0),
-        Some(token) => token
-            .strip_prefix('o')
-            .and_then(|o| o.parse().ok())
-            .ok_or_else(|| Error::invalid_param("Invalid next_batch token")),
-    }
-}
 
 /// The member's name and avatar in the room, as the room's state has them now.
 fn profile(state: &AppState, reader: &UserId, event: &StoredPdu) -> Option<(String, Value)> {
@@ -69,7 +60,8 @@ pub async fn search(State(state): State<AppState>, request: Ruma<Request>) -> Re
     };
     let (found, highlights) = state.messaging.search_messages(reader, &query)?;
     let total = found.len();
-    let from = offset(body.next_batch.as_deref())?;
+    let from = parse_offset(body.next_batch.as_deref())
+        .ok_or_else(|| Error::invalid_param("Invalid next_batch token"))?;
     let limit = criteria
         .filter
         .limit
@@ -109,8 +101,8 @@ pub async fn search(State(state): State<AppState>, request: Ruma<Request>) -> Re
         "highlights": highlights,
         "results": results,
     });
-    if from + limit < total {
-        room_events["next_batch"] = format!("o{}", from + limit).into();
+    if let Some(next) = next_offset(from, limit, total) {
+        room_events["next_batch"] = next.into();
     }
     let mut groups = serde_json::Map::new();
     for grouping in &criteria.groupings.group_by {

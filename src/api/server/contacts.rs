@@ -37,9 +37,20 @@ pub async fn request(
     if account.is_none_or(|a| a.deactivated) {
         return Err(Error::not_found("No such user"));
     }
+    let mut body = request.body;
+    // The pair's direct chat is taken only if it is one here with just the two of them.
+    if let Some(room) = &body.dm_room_id {
+        let members = state.messaging.joined_members(room).unwrap_or_default();
+        let pair = members.len() == 2
+            && members.iter().any(|m| m.as_str() == body.sender)
+            && members.iter().any(|m| m.as_str() == body.target);
+        if !pair {
+            body.dm_room_id = None;
+        }
+    }
     let outcome = state
         .contacts
-        .receive_request(&request.origin, &request_id, request.body)
+        .receive_request(&request.origin, &request_id, body)
         .await?;
     Ok(Json(json!({ "state": outcome })))
 }

@@ -266,7 +266,13 @@ impl Contacts {
     fn room_requests(&self, room: &RoomChanges<'_>, user: &UserId) -> Result<Vec<FriendRequest>> {
         let mut found = Vec::new();
         for other in room.members.iter().filter(|o| *o != user) {
-            let Some(reference) = self.request_ref(user.as_str(), other.as_str())? else {
+            // Either side's ref: a request hidden from an invitee who ignores the inviter
+            // has only the inviter's.
+            let refs = [
+                self.request_ref(user.as_str(), other.as_str())?,
+                self.request_ref(other.as_str(), user.as_str())?,
+            ];
+            let Some(reference) = refs.into_iter().flatten().next() else {
                 continue;
             };
             if let Some(request) = self.request(&reference.request_id)?

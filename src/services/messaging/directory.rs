@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::Messaging;
 use crate::services::error::{Error, Result};
-use crate::util::now_ms;
+use crate::util::{next_offset, now_ms, parse_offset};
 
 /// The most rooms one page lists.
 const MAX_LIMIT: usize = 500;
@@ -106,18 +106,13 @@ impl Messaging {
                 .then_with(|| a["room_id"].as_str().cmp(&b["room_id"].as_str()))
         });
         let total = rooms.len();
-        let offset = match &query.since {
-            Some(token) => token
-                .strip_prefix('o')
-                .and_then(|o| o.parse::<usize>().ok())
-                .ok_or_else(|| Error::invalid_param("Invalid since token"))?,
-            None => 0,
-        };
+        let offset = parse_offset(query.since.as_deref())
+            .ok_or_else(|| Error::invalid_param("Invalid since token"))?;
         let limit = query.limit.unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT);
         let chunk: Vec<Value> = rooms.into_iter().skip(offset).take(limit).collect();
         let mut page = json!({ "chunk": chunk, "total_room_count_estimate": total });
-        if offset + limit < total {
-            page["next_batch"] = format!("o{}", offset + limit).into();
+        if let Some(next) = next_offset(offset, limit, total) {
+            page["next_batch"] = next.into();
         }
         if offset > 0 {
             page["prev_batch"] = format!("o{}", offset.saturating_sub(limit)).into();

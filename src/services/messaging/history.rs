@@ -191,7 +191,7 @@ impl Messaging {
 
     /// The event `reader` may see that is closest to `ts` (ms) in `dir` (`timestamp_to_event`):
     /// going forwards, the first at or after it; backwards, the last at or before it. Looks
-    /// at most `MAX_TIME_PAGES` pages' worth of events; 404 if none.
+    /// at most `MAX_TIME_PAGES` pages' worth of events (10,000); 404 if none.
     pub fn event_at_time(
         &self,
         reader: &UserId,
@@ -199,7 +199,7 @@ impl Messaging {
         ts: u64,
         dir: Direction,
     ) -> Result<StoredPdu> {
-        const MAX_TIME_PAGES: usize = 50;
+        const MAX_TIME_PAGES: usize = 5;
         let left = self.require_reader(reader, room_id)?;
         let visibility = self.visibility(room_id)?;
         let time_of = |e: &StoredPdu| {

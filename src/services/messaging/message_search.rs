@@ -163,9 +163,14 @@ impl Messaging {
         keys: &[&str],
         found: &mut Vec<Found>,
     ) -> Result<()> {
-        let rows: Vec<((String, String, u64), Hit)> = self
-            .storage
-            .scan_prefix(&catalog::ROOMID_WORD_POSITION_HIT, &(room.as_str(), first))?;
+        // The newest hits first, and never more than a search gathers in all.
+        let budget = MAX_HITS.saturating_sub(found.len());
+        let rows: Vec<((String, String, u64), Hit)> = self.storage.scan_prefix_back(
+            &catalog::ROOMID_WORD_POSITION_HIT,
+            &(room.as_str(), first),
+            &(room.as_str(), first, u64::MAX),
+            budget,
+        )?;
         if rows.is_empty() {
             return Ok(());
         }

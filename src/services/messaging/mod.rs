@@ -68,8 +68,11 @@ pub struct Messaging {
     contacts: Arc<Contacts>,
     /// What other servers are to receive, written with the changes that cause it.
     pub(crate) outbox: Arc<Outbox>,
-    /// Per room, held from reading the room's head to committing the events built on it.
-    room_locks: StripedLocks,
+    /// Per room, held from reading the room's head to committing the events built on it
+    /// (across an invite's round trip to the invitee's server too). One lock per room, not
+    /// shared stripes: two servers inviting each other's users at once each hold a room
+    /// the other must lock to answer, and a shared stripe would make that a deadlock.
+    room_locks: crate::util::KeyedLocks,
     /// Per room, held across the read-modify-write of its typing state.
     ephemeral_locks: StripedLocks,
     /// When rooms' typing notices run out.
@@ -102,7 +105,7 @@ impl Messaging {
             auth,
             contacts,
             outbox,
-            room_locks: StripedLocks::new(64),
+            room_locks: Default::default(),
             ephemeral_locks: StripedLocks::new(64),
             typing_timers: Default::default(),
             name_locks: StripedLocks::new(64),

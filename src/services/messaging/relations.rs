@@ -296,62 +296,54 @@ impl Bundler<'_> {
     pub fn attach(&self, event: &StoredPdu, served: &mut Value) -> Result<()> {
         let messaging = self.messaging;
         let parent = event.event_id.as_str();
-        let related = messaging.relations_to(&event.room_id, parent, None)?;
-        if related.is_empty() {
+        // Most events have no relations: one seek says so.
+        let any: Vec<((String, String, u64), Relation)> = messaging.storage.scan_prefix_after(
+            &catalog::EVENTID_RELTYPE_POSITION_RELATION,
+            &(parent,),
+            &(parent,),
+            1,
+        )?;
+        if any.is_empty() {
             return Ok(());
         }
+        // Each type read on its own: reactions, however many, are never read.
+        let room = event.room_id.as_str();
         let mut bundled = serde_json::Map::new();
-        let sender = field(event, "sender");
-        let state = event.json.contains_key("state_key");
-        let mut edit: Option<&Relation> = None;
-        let mut thread: Vec<&Relation> = Vec::new();
-        let mut references = Vec::new();
-        for (rel_type, _, relation) in &related {
-            match rel_type.as_str() {
-                REPLACE if !state && relation.sender == sender => {
-                    let newer = edit.is_none_or(|e| {
-                        (relation.origin_server_ts, &relation.event_id)
-                            > (e.origin_server_ts, &e.event_id)
-                    });
-                    if newer && self.visible(&relation.event_id)?.is_some() {
-                        edit = Some(relation);
-                    }
-                }
-                THREAD => thread.push(relation),
-                REFERENCE => references.push(relation),
-                _ => {}
-            }
-        }
-        if let Some(edit) = edit.and_then(|e| messaging.stored_pdu(&e.event_id).ok().flatten()) {
+        if let Some(edit) = self.latest_edit(event)? {
             bundled.insert(REPLACE.into(), edit.client_event());
         }
-        let mut count = 0u64;
+        let replies = messaging.relations_to(room, parent, Some(THREAD))?;
+        // The newest reply the reader may see; the count is of every reply (they share
+        // the thread's visibility).
         let mut latest = None;
-        let mut participated = sender == self.reader;
-        for relation in thread {
-            if let Some(reply) = self.visible(&relation.event_id)? {
-                count += 1;
-                participated |= relation.sender == self.reader;
+        for (_, _, reply) in replies.iter().rev() {
+            if let Some(reply) = self.visible(&reply.event_id)? {
                 latest = Some(reply);
+                break;
             }
         }
         if let Some(latest) = latest {
+            let sender = field(event, "sender");
+            let participated =
+                sender == self.reader || replies.iter().any(|(_, _, r)| r.sender == self.reader);
             let mut latest_event = latest.client_event();
             // The latest reply is shown as edited too, as clients show it.
-            self.attach_edit_only(&latest, &mut latest_event)?;
+            if let Some(edit) = self.latest_edit(&latest)? {
+                latest_event["unsigned"]["m.relations"] = json!({ REPLACE: edit.client_event() });
+            }
             bundled.insert(
                 THREAD.into(),
                 json!({
                     "latest_event": latest_event,
-                    "count": count,
+                    "count": replies.len(),
                     "current_user_participated": participated,
                 }),
             );
         }
         let mut chunk = Vec::new();
-        for relation in references {
-            if self.visible(&relation.event_id)?.is_some() {
-                chunk.push(json!({ "event_id": relation.event_id }));
+        for (_, _, reference) in messaging.relations_to(room, parent, Some(REFERENCE))? {
+            if self.visible(&reference.event_id)?.is_some() {
+                chunk.push(json!({ "event_id": reference.event_id }));
             }
         }
         if !chunk.is_empty() {
@@ -363,14 +355,31 @@ impl Bundler<'_> {
         Ok(())
     }
 
-    /// Only the latest edit, for an event inside another's bundle.
-    fn attach_edit_only(&self, event: &StoredPdu, served: &mut Value) -> Result<()> {
-        let mut whole = served.clone();
-        self.attach(event, &mut whole)?;
-        if let Some(edit) = whole["unsigned"]["m.relations"].get(REPLACE) {
-            served["unsigned"]["m.relations"] = json!({ REPLACE: edit });
+    /// The latest valid edit of `event` the reader may see: by the event's own sender, of
+    /// the same type, of an event that is neither state nor itself an edit (by
+    /// `origin_server_ts`, then event ID).
+    fn latest_edit(&self, event: &StoredPdu) -> Result<Option<StoredPdu>> {
+        let is_edit = relates_to(event).is_some_and(|(rel_type, _)| rel_type == REPLACE);
+        if event.json.contains_key("state_key") || is_edit {
+            return Ok(None);
         }
-        Ok(())
+        let (sender, kind) = (field(event, "sender"), field(event, "type"));
+        let parent = event.event_id.as_str();
+        let mut edits: Vec<Relation> = (self.messaging)
+            .relations_to(&event.room_id, parent, Some(REPLACE))?
+            .into_iter()
+            .map(|(_, _, r)| r)
+            .filter(|r| r.sender == sender && r.kind == kind)
+            .collect();
+        edits.sort_by(|a, b| {
+            (b.origin_server_ts, &b.event_id).cmp(&(a.origin_server_ts, &a.event_id))
+        });
+        for edit in edits {
+            if let Some(edit) = self.visible(&edit.event_id)? {
+                return Ok(Some(edit));
+            }
+        }
+        Ok(None)
     }
 
     /// The event, if the reader may see it.

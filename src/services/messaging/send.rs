@@ -34,7 +34,8 @@ impl Messaging {
         spec: EventSpec,
     ) -> Result<OwnedEventId> {
         let sender = spec.sender.clone();
-        // Until this returns (and the handler answers), the device's own sync waits.
+        // Until this returns, the device's own sync waits (the handler then answers at once,
+        // well before a sync could assemble its response).
         let _answering = transaction.as_ref().map(|t| {
             let key = format!("{sender}|{}", t.device_id);
             self.own_sends.start(key)

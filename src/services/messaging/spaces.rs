@@ -9,9 +9,13 @@ use serde_json::{Value, json};
 
 use super::Messaging;
 use crate::services::error::{Error, Result};
+use crate::util::{next_offset, parse_offset};
 
 /// The most rooms one walk visits.
 const MAX_ROOMS: usize = 500;
+/// The most rooms one walk asks of other servers, and servers per room.
+const MAX_REMOTE: usize = 20;
+const MAX_VIA: usize = 3;
 /// How deep a walk goes when the client does not say.
 const DEFAULT_DEPTH: usize = 10;
 
@@ -165,10 +169,18 @@ impl Messaging {
         let mut seen = HashSet::new();
         let mut remote: HashMap<String, Value> = HashMap::new();
         let mut rooms = Vec::new();
+        // Rooms looked at (found or not) and rooms asked of other servers, both bounded:
+        // a space's children are anyone's to name.
+        let mut looked = 0;
+        let mut asked = 0;
         while let Some((room, depth, via)) = queue.pop_front() {
-            if rooms.len() >= MAX_ROOMS || !seen.insert(room.clone()) {
+            if looked >= MAX_ROOMS {
+                break;
+            }
+            if !seen.insert(room.clone()) {
                 continue;
             }
+            looked += 1;
             let entry = match self.room(&room)? {
                 Some(_) if self.may_view_in_space(Viewer::User(user), &room)? => {
                     self.space_entry(&room, query.suggested_only)?
@@ -176,10 +188,12 @@ impl Messaging {
                 Some(_) => None,
                 None => match remote.remove(room.as_str()) {
                     Some(entry) => Some(entry),
-                    None => {
-                        self.remote_space(&room, &via, query.suggested_only, &mut remote)
-                            .await
+                    None if asked < MAX_REMOTE => {
+                        asked += 1;
+                        let via = &via[..via.len().min(MAX_VIA)];
+                        (self.remote_space(&room, via, query.suggested_only, &mut remote)).await
                     }
+                    None => None,
                 },
             };
             let Some(entry) = entry else {
@@ -203,18 +217,13 @@ impl Messaging {
             }
             rooms.push(entry);
         }
-        let offset = match &query.from {
-            Some(token) => token
-                .strip_prefix('o')
-                .and_then(|o| o.parse::<usize>().ok())
-                .ok_or_else(|| Error::invalid_param("Invalid from token"))?,
-            None => 0,
-        };
+        let offset = parse_offset(query.from.as_deref())
+            .ok_or_else(|| Error::invalid_param("Invalid from token"))?;
         let total = rooms.len();
         let page: Vec<Value> = rooms.into_iter().skip(offset).take(query.limit).collect();
         let mut answer = json!({ "rooms": page });
-        if offset + query.limit < total {
-            answer["next_batch"] = format!("o{}", offset + query.limit).into();
+        if let Some(next) = next_offset(offset, query.limit, total) {
+            answer["next_batch"] = next.into();
         }
         Ok(answer)
     }

@@ -62,9 +62,8 @@ impl Messaging {
         let missing: Vec<String> = wanted.into_iter().filter(|m| !carried(m)).collect();
         let room = ruma::RoomId::parse(room_id).map_err(crate::services::error::Error::internal)?;
         for member in missing {
-            if let Some(id) = self.state_event_id(&room, "m.room.member", &member)? {
-                state.extend(self.stored_pdu(id.as_str())?);
-            }
+            // As the user may read the room's state: a former member's as of their leaving.
+            state.extend(self.state_event_for(user, &room, ("m.room.member", &member))?);
         }
         Ok(state)
     }

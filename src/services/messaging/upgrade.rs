@@ -139,6 +139,11 @@ impl Messaging {
         if let Err(e) = self.append(room_id, levels).await {
             tracing::info!(%room_id, "old room not restricted after its upgrade: {}", e.message());
         }
+        // A published room's place in the directory goes to the new room.
+        if self.is_published(room_id)? {
+            self.set_published(user, replacement, true).await?;
+            self.set_published(user, room_id, false).await?;
+        }
         for (alias, record) in self.local_aliases()? {
             if record.room_id == room_id.as_str() {
                 self.move_alias(&alias, replacement).await?;

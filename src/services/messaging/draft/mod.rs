@@ -9,6 +9,7 @@ mod redaction;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use kith_federation::KeyedGuard;
 use kith_federation::{NewEvent, Outbox, Outgoing, Pdu, PduError, pdu};
 use kith_storage::{Batch, catalog};
 use ruma::events::TimelineEventType;
@@ -56,7 +57,7 @@ pub struct Draft<'a> {
     /// A remote room's state and auth chain, as its resident server gave them on our join:
     /// stored and made current state, but not part of the timeline.
     imported: Vec<Pdu>,
-    _guard: Option<MutexGuard<'a, ()>>,
+    _guard: Option<KeyedGuard<'a>>,
 }
 
 /// The most `prev_events` an event names (the spec's limit).
@@ -134,7 +135,7 @@ impl Messaging {
         room_id: &RoomId,
         room: Room,
         stored: bool,
-        guard: MutexGuard<'a, ()>,
+        guard: KeyedGuard<'a>,
     ) -> Result<Draft<'a>> {
         let rules = pdu::rules(&room.version).map_err(pdu_error)?;
         let room_id = Some(room_id.to_owned());
@@ -339,7 +340,7 @@ impl<'a> Draft<'a> {
         room: Room,
         rules: RoomVersionRules,
         stored: bool,
-        guard: Option<MutexGuard<'a, ()>>,
+        guard: Option<KeyedGuard<'a>>,
     ) -> Draft<'a> {
         Draft {
             messaging,
