@@ -113,10 +113,17 @@ impl Pushers {
         let url = pusher.data["url"].as_str().unwrap_or_default();
         let parsed = reqwest::Url::parse(url).ok();
         let good = parsed
+            .as_ref()
             .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.path() == NOTIFY_PATH);
         if !good {
             return Err(Error::invalid_param(format!(
                 "data.url must be an http(s) URL whose path is {NOTIFY_PATH}"
+            )));
+        }
+        // An address in a denied range, named by number (the resolver never sees those).
+        if let Some(Err(e)) = parsed.as_ref().map(|u| self.http.check(u)) {
+            return Err(Error::invalid_param(format!(
+                "data.url cannot be used: {e}"
             )));
         }
         if pusher.pushkey.is_empty() || pusher.pushkey.len() > 512 || pusher.app_id.len() > 64 {

@@ -290,3 +290,25 @@ async fn pushes_reach_the_gateway_and_survive_a_restart() {
         .await;
     assert_error(&bad, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 }
+
+/// A push gateway at an address in a denied range (loopback, by default) is refused, by
+/// name or by number, as federation refuses them.
+#[tokio::test]
+async fn pushers_cannot_aim_at_denied_addresses() {
+    let server = Server::start(&[]);
+    let (_, token) = server.user("bob").await;
+    let set = "/_matrix/client/v3/pushers/set";
+    for url in [
+        "http://127.0.0.1:9/_matrix/push/v1/notify",
+        "http://[::1]:9/_matrix/push/v1/notify",
+        "http://2130706433:9/_matrix/push/v1/notify",
+        "http://169.254.169.254/_matrix/push/v1/notify",
+    ] {
+        let refused = server
+            .post(set, Some(&token), pusher(url, "key", None))
+            .await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    }
+    let (_, listed) = server.get("/_matrix/client/v3/pushers", Some(&token)).await;
+    assert_eq!(listed["pushers"], json!([]));
+}
