@@ -255,6 +255,35 @@ async fn knocks_are_seen_and_answered_with_an_invite() {
     let member = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{dave}");
     let (_, knock) = a.get(&member, Some(&alice_token)).await;
     assert_eq!(knock["membership"], "knock", "{knock}");
+    // Withdrawn from B: A sees the knock end.
+    let leave = format!("/_matrix/client/v3/rooms/{room}/leave");
+    let (status, left) = b.post(&leave, Some(&dave_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{left}");
+    let (_, ended) = a.get(&member, Some(&alice_token)).await;
+    assert_eq!(ended["membership"], "leave", "{ended}");
+    // Knocked again, and refused on A (a kick): B sees it end.
+    let (status, answer) = b.post(&path, Some(&dave_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let kick = format!("/_matrix/client/v3/rooms/{room}/kick");
+    let (status, _) = a
+        .post(&kick, Some(&alice_token), json!({ "user_id": dave }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let sync = b.sync(&dave_token, None, 0).await;
+        if sync["rooms"]["knock"].get(&room).is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refusal did not reach B: {sync}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Knocked once more, and let in.
+    let (status, answer) = b.post(&path, Some(&dave_token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     let (status, _) = a
         .post(&invite, Some(&alice_token), json!({ "user_id": dave }))
         .await;

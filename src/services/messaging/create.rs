@@ -78,6 +78,16 @@ impl Messaging {
             ));
         }
         let invitees = self.check_invitees(creator, &new).await?;
+        // The alias's lock is held until the room (and its alias) is written, so two rooms
+        // made at once cannot both take it.
+        let alias_key = new
+            .alias_name
+            .as_ref()
+            .map(|n| format!("#{n}:{}", self.server_name()));
+        let alias_guard = match &alias_key {
+            Some(alias) => Some(self.name_locks.lock(alias).await),
+            None => None,
+        };
         let alias = match &new.alias_name {
             Some(name) => Some(self.free_alias(name)?),
             None => None,
@@ -133,6 +143,7 @@ impl Messaging {
             )?;
         }
         draft.commit(batch).await?;
+        drop(alias_guard);
         // Invitees elsewhere are asked one by one, once the room exists; the first refusal
         // is the answer.
         for invitee in remote {

@@ -126,4 +126,8 @@ pub struct Membership {
     /// (a direct chat from a server without friend requests, under `dm_only`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// For a knock on a room this server is not in: the server that took it, through
+    /// which it is withdrawn and from which its refusal comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }

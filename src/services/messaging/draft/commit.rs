@@ -334,6 +334,7 @@ impl<'a> Draft<'a> {
             forgotten: false,
             invite_state: Vec::new(),
             held,
+            via: None,
         };
         memberships.insert(key.clone(), membership.clone());
         batch.put(

@@ -220,6 +220,7 @@ impl Messaging {
             inviter: pdu.sender.clone(),
             direct: content["is_direct"] == true,
             reason: content["reason"].as_str().map(str::to_owned),
+            via: None,
         };
         self.store_outside_membership(
             batch,
@@ -320,6 +321,7 @@ impl Messaging {
             forgotten: false,
             invite_state: outside.invite_state,
             held: outside.held,
+            via: outside.via,
         };
         batch.put(
             &catalog::USERID_ROOMID_MEMBERSHIP,
@@ -352,11 +354,18 @@ impl Messaging {
             .and_then(|t| UserId::parse(t).ok())
             .ok_or_else(not_here)?;
         let invite = self.membership(&target, room_id)?;
-        let invite = invite
-            .filter(|m| m.membership == "invite" && target.server_name() == self.server_name());
+        let invite = invite.filter(|m| {
+            matches!(m.membership.as_str(), "invite" | "knock")
+                && target.server_name() == self.server_name()
+        });
         let invite = invite.ok_or_else(not_here)?;
         let held = self.stored_pdu(invite.event_id.as_str())?;
         let inviter = held.and_then(|e| e.pdu().ok()).ok_or_else(not_here)?.sender;
+        // Who may end it: the inviting server, or for a knock the server that took it.
+        let ender = match invite.membership.as_str() {
+            "knock" => invite.via.clone().unwrap_or_default(),
+            _ => inviter.server_name().to_string(),
+        };
         let version = invite
             .invite_state
             .iter()
@@ -375,10 +384,11 @@ impl Messaging {
             || pdu.state_key.as_deref() != Some(target.as_str())
             || pdu.room_id.as_deref() != Some(room_id)
             || pdu.origin() != origin
-            || inviter.server_name() != origin
+            || ender != origin.as_str()
         {
             return Err(Error::forbidden(
-                "Only the inviting server may end an invite into a room this server is not in",
+                "Only the inviting server may end an invite (or the server that took a knock) \
+                 into a room this server is not in",
             ));
         }
         let outside = Outside {
@@ -389,6 +399,7 @@ impl Messaging {
             inviter,
             direct: false,
             reason: None,
+            via: None,
         };
         let batch = self.storage.batch();
         let event = (pdu.event_id.as_ref(), pdu.json.clone());
@@ -445,4 +456,6 @@ pub(super) struct Outside {
     /// An invite marked `is_direct`: all this server can know of the room's size.
     pub(super) direct: bool,
     pub(super) reason: Option<String>,
+    /// For a knock: the server that took it.
+    pub(super) via: Option<String>,
 }

@@ -154,13 +154,18 @@ impl Messaging {
         let client = self.federation()?;
         let invite = self
             .membership(user_id, room_id)?
-            .filter(|m| m.membership == "invite")
+            .filter(|m| matches!(m.membership.as_str(), "invite" | "knock"))
             .ok_or_else(|| Error::forbidden("You are not invited to this room"))?;
         let inviter = self
             .stored_pdu(invite.event_id.as_str())?
             .and_then(|e| e.pdu().ok())
             .ok_or_else(|| Error::internal("the invite is missing"))?;
-        let server = inviter.origin().to_owned();
+        // An invite is declined through the inviting server, a knock withdrawn through the
+        // server that took it.
+        let server = match invite.via.as_deref().map(ServerName::parse) {
+            Some(Ok(via)) => via,
+            _ => inviter.origin().to_owned(),
+        };
         let request = prepare_leave_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
         let made = client.send(&server, request).await.map_err(remote_error)?;
         let version = made.room_version.unwrap_or(RoomVersionId::V1);
@@ -185,6 +190,7 @@ impl Messaging {
             inviter: inviter.sender.clone(),
             direct: false,
             reason: None,
+            via: None,
         };
         let batch = self.storage.batch();
         let leave = (leave.event_id.as_ref(), leave.json);
@@ -244,6 +250,7 @@ impl Messaging {
                 inviter: user_id.to_owned(),
                 direct: false,
                 reason: None,
+                via: Some(server.to_string()),
             };
             let batch = self.storage.batch();
             let event = (knock.event_id.as_ref(), knock.json);
