@@ -68,5 +68,9 @@ mod spaces;
 mod sso;
 #[path = "integration/synapse.rs"]
 mod synapse;
+#[path = "integration/synapse_contacts.rs"]
+mod synapse_contacts;
+#[path = "integration/synapse_rooms.rs"]
+mod synapse_rooms;
 #[path = "integration/sync.rs"]
 mod sync;
