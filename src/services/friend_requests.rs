@@ -71,7 +71,8 @@ pub async fn send(
     }
 }
 
-/// The pair's direct chat, if `from` is still in it; with whether `to` is too.
+/// The pair's direct chat, if `from` is still in it and no one else is (a room that grew is
+/// no direct chat, and an invite into it no request); with whether `to` is in it too.
 fn usable_dm_room(
     services: &Services,
     from: &UserId,
@@ -88,6 +89,16 @@ fn usable_dm_room(
         Ok(membership.is_some_and(|m| m.membership == "join"))
     };
     if services.messaging.room(&room)?.is_none() || !joined(from)? {
+        return Ok(None);
+    }
+    let others = services
+        .messaging
+        .members(&room)?
+        .into_iter()
+        .filter(|(user, m)| {
+            matches!(m.membership.as_str(), "join" | "invite") && user != from && user != to
+        });
+    if others.count() > 0 {
         return Ok(None);
     }
     let both = joined(to)?;
