@@ -24,6 +24,8 @@ mod dm_requests;
 mod e2ee;
 #[path = "integration/element.rs"]
 mod element;
+#[path = "integration/element_x.rs"]
+mod element_x;
 #[path = "integration/email.rs"]
 mod email;
 #[path = "integration/ephemeral.rs"]
@@ -62,6 +64,8 @@ mod room_extras;
 mod rooms;
 #[path = "integration/search.rs"]
 mod search;
+#[path = "integration/sliding_sync.rs"]
+mod sliding_sync;
 #[path = "integration/spaces.rs"]
 mod spaces;
 #[path = "integration/sso.rs"]

@@ -214,6 +214,7 @@ pub fn router(state: AppState) -> Router {
         .ruma::<room::report_room::v3::Request, _, _>(client::reports::report_room)
         .ruma::<reporting::report_user::v3::Request, _, _>(client::reports::report_user)
         .ruma::<ruma::api::client::sync::sync_events::v3::Request, _, _>(client::sync::sync)
+        .ruma::<ruma::api::client::sync::sync_events::v5::Request, _, _>(client::sync::sliding_sync)
         .ruma::<receipt::create_receipt::v3::Request, _, _>(client::receipts::receipt)
         .ruma::<read_marker::set_read_marker::v3::Request, _, _>(client::receipts::read_markers)
         .ruma::<typing::create_typing_event::v3::Request, _, _>(client::receipts::typing)

@@ -214,6 +214,7 @@ impl From<crate::services::error::Error> for Error {
             Kind::RoomInUse => plain(StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
             Kind::UnableToGrantJoin => plain(StatusCode::FORBIDDEN, "M_UNABLE_TO_GRANT_JOIN"),
             Kind::StillInRoom => plain(StatusCode::BAD_REQUEST, "M_UNKNOWN"),
+            Kind::UnknownPos => plain(StatusCode::BAD_REQUEST, "M_UNKNOWN_POS"),
             Kind::AlreadyFriends => {
                 plain(StatusCode::CONFLICT, "ORG.KITH.CONTACTS_ALREADY_FRIENDS")
             }

@@ -71,6 +71,8 @@ pub enum ErrorKind {
     UnableToGrantJoin,
     /// Forgetting a room one has not left.
     StillInRoom,
+    /// A sliding-sync `pos` this server does not know (any more): the client starts over.
+    UnknownPos,
 
     // Contacts.
     AlreadyFriends,

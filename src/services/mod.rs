@@ -98,6 +98,7 @@ pub struct Services {
     /// Per other server, held while one of its transactions is applied: a retry that
     /// arrives meanwhile waits, then finds the first one's answer (nothing twice).
     pub inbound_transactions: crate::util::KeyedLocks,
+    pub sliding_sync: sync::sliding::SlidingSync,
 }
 
 /// The `global_value` key recording that the first-start registration token was made.
@@ -188,6 +189,7 @@ impl Services {
             pushers,
             admin_secret,
             inbound_transactions: Default::default(),
+            sliding_sync: Default::default(),
         }))
     }
 

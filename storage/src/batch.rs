@@ -15,8 +15,9 @@ pub struct Batch {
     pub(crate) storage: Storage,
     pub(crate) writes: WriteBatch,
     pub(crate) positions: Vec<PositionGuard>,
-    /// The one room this batch's positions concern, if the writer says so.
-    pub(crate) room: Option<Arc<str>>,
+    /// The one room this batch's positions changed, if the writer says so, and whether
+    /// they concern only its members.
+    pub(crate) room: Option<(Arc<str>, bool)>,
 }
 
 impl Batch {
@@ -57,7 +58,16 @@ impl Batch {
     /// Says that this batch's positions concern only members of `room` (a message, say):
     /// long-polls of users outside it need not look. Unscoped positions concern everyone.
     pub fn concerns_only_room(&mut self, room: &str) {
-        self.room = Some(room.into());
+        self.room = Some((room.into(), true));
+    }
+
+    /// Says that this batch changes `room` (its timeline, state or receipts), so that a
+    /// sliding sync can tell which rooms changed without reading them. Unlike
+    /// [`Batch::concerns_only_room`], it may concern others too.
+    pub fn changes_room(&mut self, room: &str) {
+        if self.room.is_none() {
+            self.room = Some((room.into(), false));
+        }
     }
 
     /// Whether the batch has taken stream positions yet.

@@ -441,6 +441,15 @@ pub const TOKENHASH_LOGINTOKEN: Table = Table {
     value: "LoginToken JSON: user ID, expiry",
 };
 
+/// Sliding-sync connections (MSC4186): what each of a device's connections has been sent,
+/// as of the `pos` it was given. The latest two generations are kept: the one the client
+/// last used (its request may be retried) and the one last answered.
+pub const USERID_DEVICEID_CONNID_GENERATION_CONNECTION: Table = Table {
+    name: "userid_deviceid_connid_generation_connection",
+    key: "(user ID, device ID, conn_id, generation (u64))",
+    value: "Connection JSON: stream position, rooms sent and how, list counts",
+};
+
 /// Every table, in the order they are created.
 pub const ALL: &[&Table] = &[
     &GLOBAL_VALUE,
@@ -503,6 +512,7 @@ pub const ALL: &[&Table] = &[
     &PROVIDER_SUBJECT_USERID,
     &USERID_PROVIDER_SUBJECT,
     &TOKENHASH_LOGINTOKEN,
+    &USERID_DEVICEID_CONNID_GENERATION_CONNECTION,
 ];
 
 #[cfg(test)]

@@ -315,11 +315,30 @@ impl Storage {
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db.write_opt(writes, &options)?;
-        if let Some(room) = room {
-            self.stream.record_room(&positions, room);
+        if let Some((room, only)) = room {
+            self.stream.record_room(&positions, room, only);
         }
         // Dropping the guards only after the write makes the positions visible.
         drop(positions);
+        Ok(())
+    }
+
+    /// Writes a batch atomically but without waiting for the disk: a crash of the process
+    /// keeps it, a crash of the machine may lose it. Only for state that can be rebuilt or
+    /// refused (a sliding-sync connection), never for anything acknowledged; such a batch
+    /// takes no stream positions.
+    pub async fn commit_relaxed(&self, batch: Batch) -> Result<()> {
+        if !batch.positions.is_empty() {
+            return Err(Error::Join("a relaxed commit took stream positions".into()));
+        }
+        let storage = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut options = WriteOptions::default();
+            options.set_sync(false);
+            storage.db.write_opt(batch.writes, &options)
+        })
+        .await
+        .map_err(|e| Error::Join(e.to_string()))??;
         Ok(())
     }
 
@@ -353,6 +372,16 @@ impl Storage {
     /// that changes no state (see [`Batch::concerns_only_room`]).
     pub fn only_room_events(&self, after: u64, upto: u64) -> bool {
         self.stream.only_other_rooms(after, upto, |_| false)
+    }
+
+    /// The rooms changed in (`after`, `upto`] (see [`Batch::changes_room`]), or `None` when
+    /// that is too long ago to remember.
+    pub fn rooms_changed(
+        &self,
+        after: u64,
+        upto: u64,
+    ) -> Option<std::collections::BTreeSet<Arc<str>>> {
+        self.stream.rooms_changed(after, upto)
     }
 
     /// A receiver that changes whenever the visible position advances.

@@ -27,8 +27,11 @@ struct State {
     next: u64,
     reserved_upto: u64,
     in_flight: BTreeSet<u64>,
-    /// Recent positions that concern only one room's members (the rest concern anyone).
-    rooms: BTreeMap<u64, Arc<str>>,
+    /// Recent positions that changed one room, and whether they concern only its members
+    /// (a message) or anyone (a state change may concern the invited, say).
+    rooms: BTreeMap<u64, (Arc<str>, bool)>,
+    /// The highest position forgotten from `rooms`: what it says holds only above it.
+    forgotten: u64,
 }
 
 /// A handed-out position; dropping it (after commit or on abandon) lets readers pass it.
@@ -47,6 +50,7 @@ impl Stream {
                 reserved_upto,
                 in_flight: BTreeSet::new(),
                 rooms: BTreeMap::new(),
+                forgotten: next - 1,
             }),
             visible: watch::channel(next - 1).0,
         }
@@ -95,16 +99,34 @@ impl Stream {
         });
     }
 
-    /// Records that committed `positions` concern only `room` (before they become visible,
-    /// so no reader sees them unscoped).
-    pub(crate) fn record_room(&self, positions: &[PositionGuard], room: Arc<str>) {
+    /// Records that committed `positions` changed `room`, and whether they concern `only`
+    /// its members (before they become visible, so no reader sees them unscoped).
+    pub(crate) fn record_room(&self, positions: &[PositionGuard], room: Arc<str>, only: bool) {
         let mut state = self.lock();
         for guard in positions {
-            state.rooms.insert(guard.position, Arc::clone(&room));
+            state
+                .rooms
+                .insert(guard.position, (Arc::clone(&room), only));
         }
         while state.rooms.len() > ROOMS_KEPT {
-            state.rooms.pop_first();
+            if let Some((position, _)) = state.rooms.pop_first() {
+                state.forgotten = state.forgotten.max(position);
+            }
         }
+    }
+
+    /// The rooms changed in (`after`, `upto`], if every position there is still remembered
+    /// (positions that name no room changed none). `None`: too long ago to tell.
+    pub(crate) fn rooms_changed(&self, after: u64, upto: u64) -> Option<BTreeSet<Arc<str>>> {
+        let state = self.lock();
+        if after < state.forgotten {
+            return None;
+        }
+        if upto <= after {
+            return Some(BTreeSet::new());
+        }
+        let range = state.rooms.range(after + 1..=upto);
+        Some(range.map(|(_, (room, _))| Arc::clone(room)).collect())
     }
 
     /// Whether each position in (`after`, `upto`] is remembered as concerning one room
@@ -123,8 +145,8 @@ impl Stream {
         }
         let state = self.lock();
         let mut scoped = 0;
-        for (_, room) in state.rooms.range(after + 1..=upto) {
-            if watched(room) {
+        for (_, (room, only)) in state.rooms.range(after + 1..=upto) {
+            if !only || watched(room) {
                 return false;
             }
             scoped += 1;
@@ -168,17 +190,53 @@ mod tests {
         let stream = Arc::new(Stream::new(0));
         let take = || stream.allocate(|_| Ok(())).unwrap();
         let (a, b, c) = (take(), take(), take());
-        stream.record_room(&[a, b], "!other".into());
+        stream.record_room(&[a, b], "!other".into(), true);
         drop(c);
         let mine = |room: &str| room == "!mine";
         assert!(stream.only_other_rooms(0, 2, mine));
         assert!(!stream.only_other_rooms(0, 3, mine), "3 concerns anyone");
         let d = take();
-        stream.record_room(&[d], "!mine".into());
+        stream.record_room(&[d], "!mine".into(), true);
         assert!(!stream.only_other_rooms(3, 4, mine));
         assert!(stream.only_other_rooms(3, 4, |_| false));
         assert!(stream.only_other_rooms(4, 4, mine), "nothing new");
         assert!(!stream.only_other_rooms(0, ROOMS_KEPT as u64 + 1, |_| false));
+    }
+
+    #[test]
+    fn remembers_which_rooms_changed_until_it_forgets() {
+        let stream = Arc::new(Stream::new(0));
+        let take = || stream.allocate(|_| Ok(())).unwrap();
+        let (a, b, c) = (take(), take(), take());
+        stream.record_room(&[a], "!message".into(), true);
+        stream.record_room(&[b], "!state".into(), false);
+        drop(c);
+        let names = |set: Option<BTreeSet<Arc<str>>>| {
+            set.map(|s| s.iter().map(|r| r.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            names(stream.rooms_changed(0, 3)),
+            Some(vec!["!message".into(), "!state".into()])
+        );
+        assert_eq!(
+            names(stream.rooms_changed(1, 3)),
+            Some(vec!["!state".into()])
+        );
+        assert!(
+            !stream.only_other_rooms(1, 2, |_| false),
+            "a state change concerns anyone"
+        );
+        assert_eq!(names(stream.rooms_changed(3, 3)), Some(vec![]));
+        for _ in 0..=ROOMS_KEPT {
+            let guard = take();
+            stream.record_room(&[guard], "!busy".into(), true);
+        }
+        assert_eq!(stream.rooms_changed(0, stream.visible()), None, "forgotten");
+        let recent = stream.visible() - 1;
+        assert_eq!(
+            names(stream.rooms_changed(recent, recent + 1)),
+            Some(vec!["!busy".into()])
+        );
     }
 
     #[test]

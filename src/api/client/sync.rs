@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use ruma::api::client::sync::sync_events::v3::{self, Filter};
+use ruma::api::client::sync::sync_events::v5;
 use ruma::presence::PresenceState;
 
 use super::account_data::stored_filter;
@@ -95,4 +96,25 @@ fn with_left_rooms_whole(response: v3::Response) -> Result<axum::Json<serde_json
         }
     }
     Ok(axum::Json(body))
+}
+
+/// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync` (MSC4186).
+pub async fn sliding_sync(
+    State(state): State<AppState>,
+    request: Ruma<v5::Request>,
+) -> Result<RumaResponse<v5::Response>> {
+    let session = request.session()?;
+    let body = &request.body;
+    let presence = match body.set_presence {
+        PresenceState::Offline => None,
+        ref other => Some(super::presence::known(other)?),
+    };
+    if let Some(presence) = presence {
+        state
+            .presence
+            .set(session.user_id.as_str(), presence, None)
+            .await?;
+    }
+    let response = sync::sliding::sliding_sync(&state, session, body).await?;
+    Ok(RumaResponse(response))
 }

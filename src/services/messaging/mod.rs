@@ -7,6 +7,7 @@ mod acl;
 mod aliases;
 mod auth_events;
 mod backfill;
+mod bumps;
 mod create;
 mod directory;
 mod draft;
@@ -87,6 +88,8 @@ pub struct Messaging {
     /// Each device's sends not yet answered: its own `/sync` waits for them (see
     /// [`Messaging::own_sends_answered`]).
     own_sends: Arc<InFlight>,
+    /// Each room's last bump event, for sliding sync's order.
+    bumps: bumps::Bumps,
 }
 
 impl Messaging {
@@ -112,6 +115,7 @@ impl Messaging {
             auth_events: Default::default(),
             send_limiter,
             own_sends: Default::default(),
+            bumps: Default::default(),
         }
     }
 

@@ -7,7 +7,7 @@ use super::Messaging;
 use crate::services::error::{Error, Result};
 
 impl Messaging {
-    pub(super) fn state_content(&self, room_id: &RoomId, kind: &str) -> Result<Option<Value>> {
+    pub fn state_content(&self, room_id: &RoomId, kind: &str) -> Result<Option<Value>> {
         let Some(id) = self.state_event_id(room_id, kind, "")? else {
             return Ok(None);
         };

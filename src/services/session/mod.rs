@@ -425,6 +425,12 @@ impl Sessions {
         batch.delete(&catalog::USERID_DEVICEID_DEVICE, &(user_id, device_id))?;
         // Its keys and waiting messages go with it, and its owner's device list changes.
         crate::services::e2ee::forget_device_into(&self.storage, batch, user_id, device_id)?;
+        crate::services::sync::sliding::forget_device_into(
+            &self.storage,
+            batch,
+            user_id,
+            device_id,
+        )?;
         events::append(
             batch,
             DomainEvent::SessionRevoked {

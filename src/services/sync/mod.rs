@@ -9,6 +9,7 @@
 
 mod assemble;
 mod device_lists;
+pub mod sliding;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -18,6 +18,8 @@ impl<'a> Draft<'a> {
         let room = room_id.as_str();
         if self.changes_no_state() && !batch.has_positions() {
             batch.concerns_only_room(room);
+        } else {
+            batch.changes_room(room);
         }
         let mut memberships: HashMap<String, Membership> = HashMap::new();
         // Who is notified: the members joined before these events (a new room has none).
@@ -149,6 +151,7 @@ impl<'a> Draft<'a> {
             .await?;
         self.messaging.storage.commit(batch).await?;
         self.messaging.contacts.wake_settled(settled);
+        self.messaging.note_bumps(room, &stored);
         // Redacted events change their stored form: forgotten once it is written, still
         // under the room's lock, so no reader can keep the old one.
         for target in self.built.iter().filter_map(|pdu| pdu.redacts.as_ref()) {

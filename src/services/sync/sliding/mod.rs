@@ -1,0 +1,344 @@
+//! Simplified sliding sync (MSC4186), as Element X and every app on matrix-rust-sdk sync:
+//! lists of the user's rooms ordered by recency and cut by ranges, room subscriptions,
+//! and extensions, over connections that remember what their client holds.
+//!
+//! A request continues from its `pos`: a stored generation of its connection (which rooms
+//! the client has, and how) and a stream position. The response sends each room in a
+//! window or subscription whole the first time, and afterwards only what changed; rooms
+//! that nothing touched since the position are not read at all (the stream remembers which
+//! rooms recent positions changed).
+
+mod connection;
+mod extensions;
+mod lists;
+mod room;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+use ruma::api::client::sync::sync_events::v5;
+use ruma::{OwnedRoomId, UInt};
+
+pub use connection::forget_device_into;
+use connection::{Connection, Pos, Sent};
+use lists::Entry;
+
+use crate::services::Services;
+use crate::services::error::{Error, Result};
+use crate::services::session::Session;
+use crate::util::KeyedLocks;
+
+/// The longest long-poll honoured.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest `conn_id` kept.
+const MAX_CONN_ID: usize = 100;
+
+/// Sliding sync's own state beside the stored connections.
+#[derive(Default)]
+pub struct SlidingSync {
+    /// Per connection, held while a request reads and writes it.
+    connections: KeyedLocks,
+}
+
+/// One answer and what it would make of the connection.
+struct Answer {
+    response: v5::Response,
+    connection: Connection,
+    /// Whether it tells the client anything new.
+    news: bool,
+    /// The rooms whose changes concern this connection (for the long-poll).
+    watched: HashSet<String>,
+}
+
+/// The device's next sliding sync on one connection: at once if anything is new since
+/// `pos` (or there is no `pos`), else once something concerning the user commits, or
+/// empty at the timeout.
+pub async fn sliding_sync(
+    services: &Services,
+    session: &Session,
+    request: &v5::Request,
+) -> Result<v5::Response> {
+    let conn_id = request.conn_id.as_deref().unwrap_or("");
+    if conn_id.len() > MAX_CONN_ID {
+        return Err(Error::invalid_param("conn_id is too long"));
+    }
+    let storage = &services.storage;
+    let (user, device) = (session.user_id.as_str(), session.device_id.as_str());
+    let key = (user, device, conn_id);
+    let lock_key = format!("{user}\u{0}{device}\u{0}{conn_id}");
+    let timeout = request.timeout.unwrap_or(Duration::ZERO).min(MAX_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut commits = storage.subscribe();
+    loop {
+        services.messaging.own_sends_answered(user, device).await;
+        commits.borrow_and_update();
+        let _guard = services.sliding_sync.connections.lock(&lock_key).await;
+        let upto = storage.position();
+        let base = match &request.pos {
+            Some(pos) => {
+                let pos = Pos::parse(pos, upto)?;
+                Some((pos, connection::load(storage, key, pos.generation)?))
+            }
+            None => None,
+        };
+        let answer = answer(services, session, request, base.as_ref(), upto).await?;
+        let Some((pos, previous)) = &base else {
+            return respond(services, key, None, answer, upto).await;
+        };
+        if answer.news || answer.connection.counts != previous.counts || timeout.is_zero() {
+            return respond(services, key, Some(*pos), answer, upto).await;
+        }
+        drop(_guard);
+        // Nothing yet: wait for a commit that may concern this connection's rooms or the
+        // user, or the deadline.
+        let mut seen = upto;
+        loop {
+            if !matches!(
+                tokio::time::timeout_at(deadline, commits.changed()).await,
+                Ok(Ok(()))
+            ) {
+                let _guard = services.sliding_sync.connections.lock(&lock_key).await;
+                return respond(services, key, Some(*pos), answer, seen).await;
+            }
+            commits.borrow_and_update();
+            let now = storage.position();
+            if !storage.only_other_rooms(seen, now, |room| answer.watched.contains(room)) {
+                break;
+            }
+            seen = now;
+        }
+    }
+}
+
+/// Sends an answer at `upto`: as a new generation if what the client holds changed, else
+/// on the one it came from.
+async fn respond(
+    services: &Services,
+    key: connection::Key<'_>,
+    base: Option<Pos>,
+    mut answer: Answer,
+    upto: u64,
+) -> Result<v5::Response> {
+    let unchanged = match base {
+        Some(pos) => connection::load(&services.storage, key, pos.generation)
+            .is_ok_and(|stored| stored == answer.connection)
+            .then_some(pos.generation),
+        None => None,
+    };
+    let generation = match unchanged {
+        Some(generation) => generation,
+        None => {
+            let base = base.map(|p| p.generation);
+            connection::save(&services.storage, key, base, &answer.connection).await?
+        }
+    };
+    answer.response.pos = Pos {
+        generation,
+        position: upto,
+    }
+    .token();
+    Ok(answer.response)
+}
+
+/// The response to `request` from `base` (none: a new connection) up to `upto`.
+async fn answer(
+    services: &Services,
+    session: &Session,
+    request: &v5::Request,
+    base: Option<&(Pos, Connection)>,
+    upto: u64,
+) -> Result<Answer> {
+    let since = base.map(|(pos, _)| pos.position);
+    let held = base.map(|(_, c)| c.rooms.clone()).unwrap_or_default();
+    let entries = entries(services, session, since, &held, upto)?;
+    let selection = lists::select(
+        services,
+        &entries,
+        &request.lists,
+        &request.room_subscriptions,
+    )?;
+    let changed = since.and_then(|s| services.storage.rooms_changed(s, upto));
+    let mut response = v5::Response::new(String::new());
+    response.txn_id = request.txn_id.clone();
+    for (name, count) in &selection.counts {
+        let mut list = v5::response::List::default();
+        list.count = UInt::new_saturating(*count);
+        response.lists.insert(name.clone(), list);
+    }
+    let mut connection = Connection {
+        rooms: BTreeMap::new(),
+        counts: selection.counts.clone(),
+    };
+    let mut whole = BTreeSet::new();
+    for (room_id, config) in &selection.rooms {
+        let entry = &entries[room_id];
+        let membership = entry.membership.membership.as_str();
+        let previous = held.get(room_id.as_str());
+        let is_whole =
+            since.is_none() || previous.is_none_or(|p| !p.live || p.membership != membership);
+        let digest = config.digest();
+        let resend_state = previous.is_some_and(|p| p.config != digest);
+        let touched = changed
+            .as_ref()
+            .is_none_or(|set| set.contains(room_id.as_str()))
+            || since.is_some_and(|s| entry.membership.changed_at > s);
+        if !is_whole && !resend_state && !touched {
+            connection.rooms.insert(
+                room_id.to_string(),
+                previous
+                    .cloned()
+                    .unwrap_or_else(|| sent(membership, digest)),
+            );
+            continue;
+        }
+        let wanted = room::Wanted {
+            room_id,
+            entry,
+            config,
+            since: if is_whole { None } else { since },
+            live_after: since,
+            resend_state,
+            upto,
+        };
+        if let Some(out) = room::room(services, session, &wanted)? {
+            response.rooms.insert(room_id.clone(), out);
+        }
+        if is_whole {
+            whole.insert(room_id.clone());
+        }
+        if !matches!(membership, "leave" | "ban") {
+            connection
+                .rooms
+                .insert(room_id.to_string(), sent(membership, digest));
+        }
+    }
+    // Rooms the client holds outside every window: kept (not live) while the user is in
+    // them; a leave or removal goes out at once, whatever the window.
+    for (room, previous) in &held {
+        if connection.rooms.contains_key(room) {
+            continue;
+        }
+        let Some((room_id, entry)) = entries.get_key_value(room.as_str()) else {
+            continue;
+        };
+        if matches!(entry.membership.membership.as_str(), "leave" | "ban") {
+            let config = lists::RoomConfig {
+                timeline_limit: 1,
+                ..Default::default()
+            };
+            let wanted = room::Wanted {
+                room_id,
+                entry,
+                config: &config,
+                since,
+                live_after: since,
+                resend_state: false,
+                upto,
+            };
+            if let Some(out) = room::room(services, session, &wanted)? {
+                response.rooms.insert(room_id.clone(), out);
+            }
+            continue;
+        }
+        let mut kept = previous.clone();
+        kept.live = false;
+        connection.rooms.insert(room.clone(), kept);
+    }
+    let context = extensions::Context {
+        entries: &entries,
+        selection: &selection,
+        subscriptions: &request.room_subscriptions,
+        whole: &whole,
+        changed: changed.as_ref(),
+        since,
+        upto,
+    };
+    let (extensions, news) =
+        extensions::extensions(services, session, &request.extensions, &context).await?;
+    response.extensions = extensions;
+    Ok(Answer {
+        news: news || !response.rooms.is_empty(),
+        response,
+        connection,
+        watched: entries.keys().map(|r| r.to_string()).collect(),
+    })
+}
+
+fn sent(membership: &str, config: u64) -> Sent {
+    Sent {
+        membership: membership.to_owned(),
+        config,
+        live: true,
+    }
+}
+
+/// The user's rooms as lists see them: joined, invited and knocked, and, on an incremental
+/// sync, rooms the client holds that the user left since its position.
+fn entries(
+    services: &Services,
+    session: &Session,
+    since: Option<u64>,
+    held: &BTreeMap<String, Sent>,
+    upto: u64,
+) -> Result<BTreeMap<OwnedRoomId, Entry>> {
+    let messaging = &services.messaging;
+    let user = session.user_id.as_str();
+    let direct: HashSet<String> = messaging
+        .account_data(user, None, "m.direct")?
+        .and_then(|d| d.as_object().cloned())
+        .into_iter()
+        .flat_map(|d| d.into_values())
+        .filter_map(|rooms| rooms.as_array().cloned())
+        .flatten()
+        .filter_map(|room| room.as_str().map(str::to_owned))
+        .collect();
+    // Invites from users this one ignores are not shown, as in `/sync`.
+    let ignored = messaging.account_data(user, None, "m.ignored_user_list")?;
+    let ignored = ignored
+        .as_ref()
+        .and_then(|l| l["ignored_users"].as_object());
+    let mut entries = BTreeMap::new();
+    for (room_id, membership) in messaging.memberships(&session.user_id)? {
+        if membership.changed_at > upto || membership.held || membership.forgotten {
+            continue;
+        }
+        let room = room_id.as_str();
+        let mut is_dm = direct.contains(room);
+        let bump = match membership.membership.as_str() {
+            "join" => {
+                let last = messaging.bump_stamp(room)?.unwrap_or_default();
+                last.max(membership.changed_at)
+            }
+            "invite" | "knock" => {
+                let event = messaging.stored_pdu(membership.event_id.as_str())?;
+                let inviter = event
+                    .as_ref()
+                    .and_then(|e| e.json.get("sender"))
+                    .and_then(|s| s.as_str());
+                if inviter.is_some_and(|i| ignored.is_some_and(|list| list.contains_key(i))) {
+                    continue;
+                }
+                let content = event.map(|e| e.client_event()["content"].take());
+                is_dm |= content.is_some_and(|c| c["is_direct"] == true);
+                membership.changed_at
+            }
+            "leave" | "ban" => {
+                let newly = since.is_some_and(|s| membership.changed_at > s);
+                if !newly || !held.contains_key(room) {
+                    continue;
+                }
+                membership.changed_at
+            }
+            _ => continue,
+        };
+        entries.insert(
+            room_id,
+            Entry {
+                membership,
+                bump,
+                is_dm,
+            },
+        );
+    }
+    Ok(entries)
+}
