@@ -178,10 +178,11 @@ async fn answer(
             since.is_none() || previous.is_none_or(|p| !p.live || p.membership != membership);
         let digest = config.digest();
         let resend_state = previous.is_some_and(|p| p.config != digest);
-        let touched = changed
+        let known_changed = changed
             .as_ref()
-            .is_none_or(|set| set.contains(room_id.as_str()))
+            .is_some_and(|set| set.contains(room_id.as_str()))
             || since.is_some_and(|s| entry.membership.changed_at > s);
+        let touched = known_changed || changed.is_none();
         if !is_whole && !resend_state && !touched {
             connection.rooms.insert(
                 room_id.to_string(),
@@ -198,6 +199,7 @@ async fn answer(
             since: if is_whole { None } else { since },
             live_after: since,
             resend_state,
+            known_changed,
             upto,
         };
         if let Some(out) = room::room(services, session, &wanted)? {
@@ -233,6 +235,7 @@ async fn answer(
                 since,
                 live_after: since,
                 resend_state: false,
+                known_changed: true,
                 upto,
             };
             if let Some(out) = room::room(services, session, &wanted)? {

@@ -1,7 +1,7 @@
 //! One room of a sliding-sync response: whole (`initial`), or what changed since the
 //! connection's position: new timeline events, the wanted state that changed, counts.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use ruma::api::client::sync::sync_events::v5::response;
 use ruma::{JsOption, OwnedRoomId, RoomId, UInt, UserId};
@@ -24,6 +24,9 @@ pub(super) struct Wanted<'a> {
     pub live_after: Option<u64>,
     /// The client's `required_state` grew: send all of it again.
     pub resend_state: bool,
+    /// Whether the stream says the room changed since `since` (else it may have: after a
+    /// restart, or a gap too long to remember).
+    pub known_changed: bool,
     pub upto: u64,
 }
 
@@ -102,7 +105,11 @@ fn joined(
     let lazy: HashSet<&str> = timeline.iter().filter_map(|e| text(e, "sender")).collect();
     let state = required_state(services, wanted, user, (&timeline, limited), &lazy)?;
     if wanted.since.is_some() && timeline.is_empty() && state.is_empty() {
-        // Only counts or receipts moved: the counts still go out.
+        // Only receipts (and so the counts) can have moved: the counts go out, if the
+        // room is known to have changed at all.
+        if !wanted.known_changed {
+            return Ok(None);
+        }
         out.unread_notifications = unread(services, session, room)?;
         return Ok(Some(out));
     }
@@ -121,15 +128,24 @@ fn joined(
         .map(|e| e.position.saturating_sub(1).to_string());
     out.limited = limited;
     let whole = wanted.since.is_none();
-    let changed: BTreeMap<&str, &StoredPdu> = state
-        .iter()
-        .filter_map(|e| Some((text(e, "type")?, e)))
-        .collect();
-    if whole || changed.contains_key("m.room.name") {
+    // The name, avatar and member summary go out whole, and again when they changed (in
+    // the gap, which a limited timeline may not show), whatever `required_state` asks.
+    let changed_since = |kind: &str| -> Result<bool> {
+        let Some(since) = wanted.since else {
+            return Ok(true);
+        };
+        let Some(id) = messaging.state_event_id(room, kind, "")? else {
+            return Ok(false);
+        };
+        Ok(messaging
+            .stored_pdu(id.as_str())?
+            .is_some_and(|e| e.position > since))
+    };
+    if changed_since("m.room.name")? {
         let name = messaging.state_content(room, "m.room.name")?;
         out.name = name.and_then(|n| n["name"].as_str().map(str::to_owned));
     }
-    if whole || changed.contains_key("m.room.avatar") {
+    if changed_since("m.room.avatar")? {
         let avatar = messaging.state_content(room, "m.room.avatar")?;
         let url = avatar.and_then(|a| a["url"].as_str().map(Into::into));
         out.avatar = match url {
@@ -138,7 +154,11 @@ fn joined(
             None => JsOption::Null,
         };
     }
-    if whole || changed.contains_key("m.room.member") {
+    let members_moved = limited
+        || timeline
+            .iter()
+            .any(|e| text(e, "type") == Some("m.room.member"));
+    if whole || members_moved {
         summary(services, session, room, &mut out)?;
     }
     for event in &state {
@@ -177,28 +197,33 @@ fn required_state(
                 state.push(event);
             }
         }
-        return Ok(state);
-    }
-    // The whole gap is in the timeline: its state events that are still current are what
-    // changed; nothing else is read.
-    let mut seen = HashSet::new();
-    for event in timeline.iter().rev() {
-        let (Some(kind), Some(key)) = (text(event, "type"), text(event, "state_key")) else {
-            continue;
-        };
-        if !seen.insert((kind, key)) || !config.wants(kind, key, me, lazy) {
-            continue;
-        }
-        let current = messaging.state_event_id(room, kind, key)?;
-        if current.as_ref() == Some(&event.event_id) {
-            state.push(event.clone());
+    } else {
+        // The whole gap is in the timeline: its state events that are still current are
+        // what changed; nothing else is read.
+        let mut seen = HashSet::new();
+        for event in timeline.iter().rev() {
+            let (Some(kind), Some(key)) = (text(event, "type"), text(event, "state_key")) else {
+                continue;
+            };
+            if !seen.insert((kind, key)) || !config.wants(kind, key, me, lazy) {
+                continue;
+            }
+            let current = messaging.state_event_id(room, kind, key)?;
+            if current.as_ref() == Some(&event.event_id) {
+                state.push(event.clone());
+            }
         }
     }
     // The senders' member events, which the client may not have yet (sent again, as
     // `include_redundant_members` would).
-    if config.wants_lazy() {
+    if !whole && config.wants_lazy() {
+        let has = |state: &[StoredPdu], sender: &str| {
+            state.iter().any(|e| {
+                text(e, "type") == Some("m.room.member") && text(e, "state_key") == Some(sender)
+            })
+        };
         for sender in lazy {
-            if seen.contains(&("m.room.member", *sender)) {
+            if has(&state, sender) {
                 continue;
             }
             if let Some(id) = messaging.state_event_id(room, "m.room.member", sender)?
