@@ -223,6 +223,11 @@ async fn discovery_endpoints() {
         versions["unstable_features"]["org.matrix.e2e_cross_signing"],
         true
     );
+    // Element X signs in only where simplified sliding sync is advertised.
+    assert_eq!(
+        versions["unstable_features"]["org.matrix.simplified_msc3575"],
+        true
+    );
 
     let (_, well_known) = server.get("/.well-known/matrix/client", None).await;
     assert_eq!(

@@ -187,12 +187,30 @@ async fn member_lists_now_and_then() {
     assert_eq!(joined.len(), 2);
     assert_eq!(joined[&bob]["display_name"], "bob");
 
-    // Outsiders and bad tokens.
+    // A former member reads the members as of their leave (not who came after), as
+    // Synapse lets them; someone never in the room reads nothing.
     let result = server.get(&path, Some(&carol_token)).await;
     assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let (dave, dave_token) = server.user("dave").await;
     let members = format!("/_matrix/client/v3/rooms/{room}/members");
-    let result = server.get(&members, Some(&carol_token)).await;
+    let result = server.get(&members, Some(&dave_token)).await;
     assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    let invite = format!("/_matrix/client/v3/rooms/{room}/invite");
+    let body = json!({ "user_id": dave });
+    assert_eq!(
+        server.post(&invite, Some(&alice_token), body).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.post(&join, Some(&dave_token), json!({})).await.0,
+        StatusCode::OK
+    );
+    let (status, as_left) = server.get(&members, Some(&carol_token)).await;
+    assert_eq!(status, StatusCode::OK, "{as_left}");
+    assert_eq!(
+        members_of(&as_left),
+        expected(&[(&alice, "join"), (&bob, "join"), (&carol, "leave")])
+    );
     let result = server
         .get(&format!("{members}?at=yesterday"), Some(&bob_token))
         .await;

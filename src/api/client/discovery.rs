@@ -32,6 +32,8 @@ pub async fn versions(
         // Synapse does); without it the Rust crypto finds no identity of its own user and
         // re-queries its keys in a loop.
         ("org.matrix.e2e_cross_signing".to_owned(), true),
+        // Simplified sliding sync (MSC4186): Element X signs in only where this is set.
+        ("org.matrix.simplified_msc3575".to_owned(), true),
     ]);
     RumaResponse(response)
 }

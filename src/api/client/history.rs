@@ -54,7 +54,8 @@ pub async fn get_event(
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/messages`: `dir` b (from the newest if no `from`)
 /// or f (from the room's start), up to `to`, through `filter`. `end` is omitted once
-/// there is nothing more that way.
+/// there is nothing more that way: backwards at the room's start; forwards only at `to`
+/// (or a former member's leave), as newer events may still come.
 pub async fn messages(
     State(state): State<AppState>,
     request: Ruma<get_message_events::v3::Request>,

@@ -180,14 +180,18 @@ pub async fn joined(
     Ok(RumaResponse(joined_rooms::v3::Response::new(rooms)))
 }
 
-/// `GET /_matrix/client/v3/rooms/{roomId}/members` (`at`, `membership`, `not_membership`)
+/// `GET /_matrix/client/v3/rooms/{roomId}/members` (`at`, `membership`, `not_membership`);
+/// for a former member, as of their leave.
 pub async fn members(
     State(state): State<AppState>,
     request: Ruma<get_member_events::v3::Request>,
 ) -> Result<RumaResponse<get_member_events::v3::Response>> {
     let session = request.session()?;
     let body = &request.body;
-    require_joined(&state, session, &body.room_id)?;
+    // A former member reads the members as of their leaving, as Synapse lets them.
+    let left = state
+        .messaging
+        .require_reader(&session.user_id, &body.room_id)?;
     let at = match &body.at {
         Some(token) => Some(
             token
@@ -195,6 +199,10 @@ pub async fn members(
                 .map_err(|_| Error::invalid_param("Invalid at token"))?,
         ),
         None => None,
+    };
+    let at = match left {
+        Some(left) => Some(at.map_or(left.position, |at| at.min(left.position))),
+        None => at,
     };
     let wanted = |m: &str| {
         body.membership.as_ref().is_none_or(|w| w.as_str() == m)

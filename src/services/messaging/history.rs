@@ -305,7 +305,13 @@ impl Messaging {
                 Direction::Forward => self.timeline_after(room_id, cursor, CHUNK)?,
             };
             if rows.is_empty() {
-                return Ok(Page { events, end: None });
+                // Forwards, more may come: the token to go on from, as Synapse gives it
+                // (matrix-rust-sdk's timeline waits for one). Backwards, this is the start.
+                let more = dir == Direction::Forward && to.is_none();
+                return Ok(Page {
+                    events,
+                    end: more.then_some(cursor),
+                });
             }
             for (position, event) in rows {
                 let beyond = match dir {

@@ -18,6 +18,7 @@ use matrix_sdk::ruma::api::client::uiaa::{
 };
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
+use matrix_sdk::sliding_sync::VersionBuilder;
 use matrix_sdk::{Client, Room, RoomState};
 use matrix_sdk_ui::room_list_service::filters::new_filter_non_left;
 use matrix_sdk_ui::sync_service::{State, SyncService};
@@ -62,11 +63,14 @@ async fn sign_in(
     password: &str,
     store: &std::path::Path,
 ) -> Result<User> {
+    // As Element X: sliding sync discovered from `/versions`, or no sign-in at all.
     let client = Client::builder()
         .homeserver_url(homeserver)
+        .sliding_sync_version_builder(VersionBuilder::DiscoverNative)
         .sqlite_store(store.join(name), None)
         .build()
-        .await?;
+        .await
+        .context("the server offers no native sliding sync")?;
     let login = client
         .matrix_auth()
         .login_username(localpart, password)
