@@ -11,15 +11,22 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
+use matrix_sdk::encryption::CrossSigningResetAuthType;
 use matrix_sdk::ruma::api::client::receipt::create_receipt::v3::ReceiptType;
 use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoom;
 use matrix_sdk::ruma::api::client::uiaa::{
     AuthData, MatrixUserIdentifier, Password, UserIdentifier,
 };
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::events::{
+    AnySyncMessageLikeEvent, AnySyncTimelineEvent, SyncMessageLikeEvent,
+};
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
 use matrix_sdk::sliding_sync::VersionBuilder;
 use matrix_sdk::{Client, Room, RoomState};
+use matrix_sdk_ui::notification_client::{
+    NotificationClient, NotificationEvent, NotificationProcessSetup, NotificationStatus,
+};
 use matrix_sdk_ui::room_list_service::filters::new_filter_non_left;
 use matrix_sdk_ui::sync_service::{State, SyncService};
 use matrix_sdk_ui::timeline::{ReactionStatus, RoomExt, Timeline};
@@ -141,14 +148,8 @@ impl User {
             let Some(uiaa) = error.as_uiaa_response() else {
                 bail!("{}: cross-signing bootstrap: {error}", self.name);
             };
-            let localpart = self.id().localpart().to_owned();
-            let mut password = Password::new(
-                UserIdentifier::Matrix(MatrixUserIdentifier::new(localpart)),
-                self.password.clone(),
-            );
-            password.session = uiaa.session.clone();
             encryption
-                .bootstrap_cross_signing(Some(AuthData::Password(password)))
+                .bootstrap_cross_signing(Some(self.password_auth(uiaa.session.clone())))
                 .await
                 .context("cross-signing bootstrap with the password")?;
         }
@@ -157,6 +158,36 @@ impl User {
             bail!("{}: cross-signing is not complete: {status:?}", self.name);
         }
         println!("ok: {} bootstrapped cross-signing", self.name);
+        Ok(())
+    }
+
+    fn password_auth(&self, session: Option<String>) -> AuthData {
+        let localpart = self.id().localpart().to_owned();
+        let mut password = Password::new(
+            UserIdentifier::Matrix(MatrixUserIdentifier::new(localpart)),
+            self.password.clone(),
+        );
+        password.session = session;
+        AuthData::Password(password)
+    }
+
+    /// "Reset identity", as Element X offers: new cross-signing keys over the old ones,
+    /// which the server lets through only with the password.
+    async fn reset_identity(&self) -> Result<()> {
+        let encryption = self.client.encryption();
+        let Some(handle) = encryption.reset_cross_signing().await? else {
+            bail!(
+                "{}: new cross-signing keys replaced the old ones without the password",
+                self.name
+            );
+        };
+        let CrossSigningResetAuthType::Uiaa(info) = handle.auth_type() else {
+            bail!("{}: the reset asks for OAuth, not the password", self.name);
+        };
+        handle
+            .auth(Some(self.password_auth(info.session.clone())))
+            .await?;
+        println!("ok: {} reset their identity with the password", self.name);
         Ok(())
     }
 
@@ -246,6 +277,7 @@ async fn main() -> Result<()> {
     let bob = sign_in("bob", homeserver, bob, password, store).await?;
     alice.bootstrap_cross_signing().await?;
     bob.bootstrap_cross_signing().await?;
+    alice.reset_identity().await?;
     // Key backup and recovery, as Element X offers right after sign-in.
     alice
         .client
@@ -343,6 +375,33 @@ async fn main() -> Result<()> {
         Ok((bob_dm_room.unread_notification_counts().notification_count >= 2).then_some(()))
     })
     .await?;
+    // The push a phone would get: the notification client (its own connection, as the
+    // iOS notification extension runs it) finds the event, decrypted, in its direct chat.
+    let notifications = NotificationClient::new(
+        bob.client.clone(),
+        NotificationProcessSetup::MultipleProcesses,
+    )
+    .await?;
+    let status = notifications.get_notification(&dm_id, &last).await?;
+    let NotificationStatus::Event(item) = status else {
+        bail!("the notification client did not find the message: {status:?}");
+    };
+    let body = match &item.event {
+        NotificationEvent::Timeline(event) => match event.as_ref() {
+            AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
+                SyncMessageLikeEvent::Original(message),
+            )) => Some(message.content.body().to_owned()),
+            _ => None,
+        },
+        NotificationEvent::Invite(_) => None,
+    };
+    if body.as_deref() != Some("unread two") || !item.is_direct_message_room {
+        bail!(
+            "the notification shows {body:?}, direct: {}",
+            item.is_direct_message_room
+        );
+    }
+    println!("ok: bob's notification client shows the message, decrypted, in a direct chat");
     bob_dm.send_single_receipt(ReceiptType::Read, last).await?;
     until("bob's unread count clears with his receipt", || async {
         Ok((bob_dm_room.unread_notification_counts().notification_count == 0).then_some(()))
