@@ -7,8 +7,11 @@
 //!    receiver long-polls `/sync`: messages accepted per second, send latency, delivery
 //!    latency (send start → seen in the receiver's sync), undelivered messages, and the
 //!    server's CPU time per accepted message;
-//! 3. times an initial `/sync` for a user in `--history-rooms` rooms, first empty, then
-//!    with `--history-events` messages in each.
+//! 3. does the same for a third as long with receivers on sliding sync (MSC4186, as
+//!    Element X syncs);
+//! 4. times an initial `/sync` for a user in `--history-rooms` rooms, first empty, then
+//!    with `--history-events` messages in each; then that user's sliding-sync room list as
+//!    Element X opens it (rooms 0–19), grows it (0–99) and polls it with nothing new.
 //!
 //! It also reports startup time (spawn → first `/versions`), idle and peak RSS, and its own
 //! CPU use. On two or more CPUs the server is pinned to CPU 0 and the benchmark to CPU 1,
@@ -20,6 +23,7 @@
 mod procfs;
 mod report;
 mod server;
+mod sliding;
 mod workload;
 
 use std::path::PathBuf;
@@ -29,7 +33,7 @@ use clap::Parser;
 
 use report::{Figures, Percentiles, ms};
 use server::Server;
-use workload::{Api, User, progress};
+use workload::{Api, User, Via, progress};
 
 #[derive(Debug, Parser)]
 #[command(about = "kith's speed and memory (and Synapse's, side by side)")]
@@ -237,14 +241,12 @@ async fn measure(
     progress(&format!("{}: sending for {} s", server.name, args.duration));
     let cpu_before = pid.and_then(procfs::cpu_time);
     let own_before = procfs::own_cpu_time();
-    let load = workload::send_and_receive(
-        &api,
-        &pairs,
+    let pace = (
         Duration::from_secs(args.duration),
         args.concurrency,
         args.rate,
-    )
-    .await?;
+    );
+    let load = workload::send_and_receive(&api, &pairs, pace, Via::Sync).await?;
     let cpu_after = pid.and_then(procfs::cpu_time);
     figures.load_generator_cpu_s_during_load = (procfs::own_cpu_time() - own_before).as_secs_f64();
     figures.load_seconds = load.elapsed.as_secs_f64();
@@ -261,6 +263,24 @@ async fn measure(
             (load.accepted > 0).then(|| ms(used) / load.accepted as f64);
     }
 
+    // The same, received through sliding sync (a third as long).
+    let third = Duration::from_secs((args.duration / 3).max(5));
+    progress(&format!(
+        "{}: sending for {} s to sliding-sync receivers",
+        server.name,
+        third.as_secs()
+    ));
+    let pace = (third, args.concurrency, args.rate);
+    let cpu_before = pid.and_then(procfs::cpu_time);
+    let load = workload::send_and_receive(&api, &pairs, pace, Via::Sliding).await?;
+    let cpu = pid.and_then(procfs::cpu_time).zip(cpu_before);
+    figures.sliding_server_cpu_ms_per_message = cpu
+        .filter(|_| load.accepted > 0)
+        .map(|(after, before)| ms(after.saturating_sub(before)) / load.accepted as f64);
+    figures.sliding_messages_per_s = Some(load.accepted as f64 / load.elapsed.as_secs_f64());
+    figures.sliding_delivery_latency_ms = Percentiles::of(load.delivery_latencies);
+    figures.sliding_undelivered = Some(load.undelivered);
+
     progress(&format!(
         "{}: initial sync over {history_rooms} rooms, then with {history_events} events each",
         server.name
@@ -273,6 +293,15 @@ async fn measure(
     let full = api.register_and_login(&format!("b{run}full")).await?;
     workload::fill_history(&api, &full, history_rooms, history_events).await?;
     figures.initial_sync_ms_full_rooms = Some(ms(api.initial_sync(&full).await?));
+    progress(&format!(
+        "{}: the sliding-sync room list of that user",
+        server.name
+    ));
+    let costs = sliding::room_list_costs(&api, &full, pid).await?;
+    figures.sliding_room_list_initial_ms = Some(costs.initial_ms);
+    figures.sliding_room_list_grown_ms = Some(costs.grown_ms);
+    figures.sliding_noop_ms = Some(costs.noop_ms);
+    figures.sliding_noop_server_cpu_ms = costs.noop_cpu_ms;
     figures.peak_rss_mib = pid.and_then(|p| mib(procfs::memory_kib(p, "VmHWM")));
     progress(&format!("{}: done", server.name));
     Ok(figures)

@@ -59,6 +59,14 @@ pub struct Figures {
     pub initial_sync_ms_empty_rooms: Option<f64>,
     pub initial_sync_events_per_room: usize,
     pub initial_sync_ms_full_rooms: Option<f64>,
+    pub sliding_messages_per_s: Option<f64>,
+    pub sliding_delivery_latency_ms: Percentiles,
+    pub sliding_undelivered: Option<u64>,
+    pub sliding_server_cpu_ms_per_message: Option<f64>,
+    pub sliding_room_list_initial_ms: Option<f64>,
+    pub sliding_room_list_grown_ms: Option<f64>,
+    pub sliding_noop_ms: Option<f64>,
+    pub sliding_noop_server_cpu_ms: Option<f64>,
 }
 
 fn opt(value: Option<f64>, digits: usize) -> String {
@@ -127,6 +135,50 @@ fn rows(f: &Figures) -> Vec<Row> {
             ),
             f.initial_sync_ms_full_rooms,
             1,
+        ),
+        (
+            "sliding: messages accepted per s".into(),
+            f.sliding_messages_per_s,
+            1,
+        ),
+    ]);
+    rows.extend(latency_rows(
+        "sliding: delivery",
+        &f.sliding_delivery_latency_ms,
+    ));
+    rows.extend([
+        (
+            "sliding: undelivered messages".into(),
+            f.sliding_undelivered.map(|u| u as f64),
+            0,
+        ),
+        (
+            "sliding: server CPU per message (ms)".into(),
+            f.sliding_server_cpu_ms_per_message,
+            3,
+        ),
+        (
+            format!(
+                "sliding: room list 0-19, {} rooms (ms)",
+                f.initial_sync_rooms
+            ),
+            f.sliding_room_list_initial_ms,
+            1,
+        ),
+        (
+            "sliding: room list grown to 0-99 (ms)".into(),
+            f.sliding_room_list_grown_ms,
+            1,
+        ),
+        (
+            "sliding: incremental, nothing new (ms)".into(),
+            f.sliding_noop_ms,
+            2,
+        ),
+        (
+            "sliding: server CPU per such request (ms)".into(),
+            f.sliding_noop_server_cpu_ms,
+            3,
         ),
     ]);
     rows

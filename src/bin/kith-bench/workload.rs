@@ -55,7 +55,12 @@ impl Api {
         }
     }
 
-    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Value, String> {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> Result<Value, String> {
         self.call(reqwest::Method::POST, path, token, Some(body))
             .await
     }
@@ -173,17 +178,29 @@ pub struct LoadResult {
     pub undelivered: u64,
 }
 
+/// How receivers follow their rooms.
+#[derive(Clone, Copy)]
+pub enum Via {
+    /// `/sync` long-polls.
+    Sync,
+    /// Sliding-sync long-polls on a room-list connection (MSC4186).
+    Sliding,
+}
+
 /// Each `(sender, receiver, room)` pair: the sender keeps `in_flight` sends going for
 /// `duration` (at full speed, or together `rate` per second); the receiver long-polls
-/// `/sync` and notes when each message shows up.
+/// (`via`) and notes when each message shows up.
 pub async fn send_and_receive(
     api: &Api,
     pairs: &[(User, User, String)],
-    duration: Duration,
-    in_flight: usize,
-    rate: Option<f64>,
+    (duration, in_flight, rate): (Duration, usize, Option<f64>),
+    via: Via,
 ) -> Result<LoadResult, String> {
     let lanes = (pairs.len() * in_flight).max(1);
+    let phase = match via {
+        Via::Sync => "sync",
+        Via::Sliding => "sliding",
+    };
     // Each lane's interval between sends, for the rate asked.
     let pace = rate
         .filter(|r| *r > 0.0)
@@ -196,12 +213,19 @@ pub async fn send_and_receive(
     // Receivers first, each from a fresh `since`, so nothing sent is missed.
     let mut receivers = Vec::new();
     for (_, receiver, _) in pairs {
-        let first = api.sync(receiver, None, 0).await?;
-        let since = first["next_batch"].as_str().unwrap_or_default().to_owned();
+        let first = match via {
+            Via::Sync => api.sync(receiver, None, 0).await?,
+            Via::Sliding => api.sliding(receiver, None, 0, &receiving_list()).await?,
+        };
+        let since = first["next_batch"]
+            .as_str()
+            .or(first["pos"].as_str())
+            .unwrap_or_default()
+            .to_owned();
         let (api, user) = (api.clone(), receiver.clone());
         let (pending, delivered, done) = (pending.clone(), delivered.clone(), sending_done.clone());
         receivers.push(tokio::spawn(async move {
-            receive(api, user, since, pending, delivered, done).await
+            receive(api, user, (since, via), pending, delivered, done).await
         }));
     }
 
@@ -229,8 +253,10 @@ pub async fn send_and_receive(
                             break;
                         }
                     }
-                    let body = format!("bench {index}-{lane}-{seq}");
-                    let txn = format!("t{lane}-{seq}");
+                    // Another transaction ID (and body) in each phase: a repeated one is
+                    // answered as a retry, with no new message.
+                    let body = format!("bench {phase} {index}-{lane}-{seq}");
+                    let txn = format!("t{phase}{lane}-{seq}");
                     seq += 1;
                     let start = Instant::now();
                     pending.lock().unwrap().insert(body.clone(), start);
@@ -267,10 +293,16 @@ pub async fn send_and_receive(
     })
 }
 
+/// A receiver's sliding-sync connection: its rooms with long timelines, so a busy interval
+/// is not cut short.
+fn receiving_list() -> Value {
+    crate::sliding::room_list("bench-receive", json!([[0, 19]]), 100)
+}
+
 async fn receive(
     api: Api,
     user: User,
-    mut since: String,
+    (mut since, via): (String, Via),
     pending: Arc<Mutex<HashMap<String, Instant>>>,
     delivered: Arc<Mutex<Vec<Duration>>>,
     sending_done: Arc<AtomicBool>,
@@ -288,16 +320,31 @@ async fn receive(
         } else {
             2000
         };
-        let response = api.sync(&user, Some(&since), timeout).await?;
+        let response = match via {
+            Via::Sync => api.sync(&user, Some(&since), timeout).await?,
+            Via::Sliding => {
+                api.sliding(&user, Some(&since), timeout, &receiving_list())
+                    .await?
+            }
+        };
         let seen = Instant::now();
-        since = response["next_batch"].as_str().unwrap_or(&since).to_owned();
-        let Some(rooms) = response["rooms"]["join"].as_object() else {
+        let (token, rooms, timeline) = match via {
+            Via::Sync => (
+                &response["next_batch"],
+                &response["rooms"]["join"],
+                "/timeline/events",
+            ),
+            Via::Sliding => (&response["pos"], &response["rooms"], "/timeline"),
+        };
+        since = token.as_str().unwrap_or(&since).to_owned();
+        let Some(rooms) = rooms.as_object() else {
             continue;
         };
         let mut pending = pending.lock().unwrap();
         let mut delivered = delivered.lock().unwrap();
         for room in rooms.values() {
-            for event in room["timeline"]["events"].as_array().into_iter().flatten() {
+            let events = room.pointer(timeline).and_then(Value::as_array);
+            for event in events.into_iter().flatten() {
                 let body = event["content"]["body"].as_str().unwrap_or_default();
                 if let Some(sent) = pending.remove(body) {
                     delivered.push(seen - sent);

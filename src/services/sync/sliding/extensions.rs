@@ -104,8 +104,13 @@ pub(super) async fn extensions(
         to_device.events = events.iter().map(raw).collect::<Result<_>>()?;
         out.to_device = Some(to_device);
     }
+    // Only messages since the connection's position (the usual case): no key, device,
+    // membership or account-data change is among them, so looking for those is skipped.
+    let messages_only = context
+        .since
+        .is_some_and(|s| services.storage.only_room_events(s, context.upto));
     if on(asked.e2ee.enabled) {
-        if let Some(since) = context.since {
+        if let Some(since) = context.since.filter(|_| !messages_only) {
             let joined: Vec<OwnedRoomId> = context
                 .entries
                 .iter()
@@ -131,7 +136,10 @@ pub(super) async fn extensions(
     let ask = &asked.account_data;
     if on(ask.enabled) {
         let scope = context.scope(ask.lists.as_ref(), ask.rooms.as_ref());
-        let mut changes = messaging.account_data_changes(user, context.since, context.upto)?;
+        let mut changes = match messages_only {
+            true => Vec::new(),
+            false => messaging.account_data_changes(user, context.since, context.upto)?,
+        };
         if context.since.is_none()
             && !changes
                 .iter()

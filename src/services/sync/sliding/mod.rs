@@ -72,7 +72,7 @@ pub async fn sliding_sync(
     loop {
         services.messaging.own_sends_answered(user, device).await;
         commits.borrow_and_update();
-        let _guard = services.sliding_sync.connections.lock(&lock_key).await;
+        let guard = services.sliding_sync.connections.lock(&lock_key).await;
         let upto = storage.position();
         let base = match &request.pos {
             Some(pos) => {
@@ -82,13 +82,13 @@ pub async fn sliding_sync(
             None => None,
         };
         let answer = answer(services, session, request, base.as_ref(), upto).await?;
-        let Some((pos, previous)) = &base else {
-            return respond(services, key, None, answer, upto).await;
+        let Some((_, previous)) = &base else {
+            return respond(services, key, base.as_ref(), answer, upto).await;
         };
         if answer.news || answer.connection.counts != previous.counts || timeout.is_zero() {
-            return respond(services, key, Some(*pos), answer, upto).await;
+            return respond(services, key, base.as_ref(), answer, upto).await;
         }
-        drop(_guard);
+        drop(guard);
         // Nothing yet: wait for a commit that may concern this connection's rooms or the
         // user, or the deadline.
         let mut seen = upto;
@@ -98,7 +98,7 @@ pub async fn sliding_sync(
                 Ok(Ok(()))
             ) {
                 let _guard = services.sliding_sync.connections.lock(&lock_key).await;
-                return respond(services, key, Some(*pos), answer, seen).await;
+                return respond(services, key, base.as_ref(), answer, seen).await;
             }
             commits.borrow_and_update();
             let now = storage.position();
@@ -115,20 +115,14 @@ pub async fn sliding_sync(
 async fn respond(
     services: &Services,
     key: connection::Key<'_>,
-    base: Option<Pos>,
+    base: Option<&(Pos, Connection)>,
     mut answer: Answer,
     upto: u64,
 ) -> Result<v5::Response> {
-    let unchanged = match base {
-        Some(pos) => connection::load(&services.storage, key, pos.generation)
-            .is_ok_and(|stored| stored == answer.connection)
-            .then_some(pos.generation),
-        None => None,
-    };
-    let generation = match unchanged {
-        Some(generation) => generation,
-        None => {
-            let base = base.map(|p| p.generation);
+    let generation = match base {
+        Some((pos, held)) if *held == answer.connection => pos.generation,
+        _ => {
+            let base = base.map(|(p, _)| p.generation);
             connection::save(&services.storage, key, base, &answer.connection).await?
         }
     };
@@ -149,8 +143,9 @@ async fn answer(
     upto: u64,
 ) -> Result<Answer> {
     let since = base.map(|(pos, _)| pos.position);
-    let held = base.map(|(_, c)| c.rooms.clone()).unwrap_or_default();
-    let entries = entries(services, session, since, &held, upto)?;
+    let nothing = BTreeMap::new();
+    let held = base.map_or(&nothing, |(_, c)| &c.rooms);
+    let entries = entries(services, session, since, held, upto)?;
     let selection = lists::select(
         services,
         &entries,
@@ -183,13 +178,12 @@ async fn answer(
             .is_some_and(|set| set.contains(room_id.as_str()))
             || since.is_some_and(|s| entry.membership.changed_at > s);
         let touched = known_changed || changed.is_none();
+        if !matches!(membership, "leave" | "ban") {
+            connection
+                .rooms
+                .insert(room_id.to_string(), sent(membership, digest));
+        }
         if !is_whole && !resend_state && !touched {
-            connection.rooms.insert(
-                room_id.to_string(),
-                previous
-                    .cloned()
-                    .unwrap_or_else(|| sent(membership, digest)),
-            );
             continue;
         }
         let wanted = room::Wanted {
@@ -208,21 +202,16 @@ async fn answer(
         if is_whole {
             whole.insert(room_id.clone());
         }
-        if !matches!(membership, "leave" | "ban") {
-            connection
-                .rooms
-                .insert(room_id.to_string(), sent(membership, digest));
-        }
     }
     // Rooms the client holds outside every window: kept (not live) while the user is in
     // them; a leave or removal goes out at once, whatever the window.
-    for (room, previous) in &held {
-        if connection.rooms.contains_key(room) {
-            continue;
-        }
+    for (room, previous) in held {
         let Some((room_id, entry)) = entries.get_key_value(room.as_str()) else {
             continue;
         };
+        if selection.rooms.contains_key(room_id) {
+            continue;
+        }
         if matches!(entry.membership.membership.as_str(), "leave" | "ban") {
             let config = lists::RoomConfig {
                 timeline_limit: 1,
