@@ -99,7 +99,7 @@ pub async fn room_list_costs(
     let body = room_list("bench-2", json!([[0, 99]]), 1);
     let mut quiet = Vec::new();
     let cpu_before = pid.and_then(procfs::cpu_time);
-    const QUIET: usize = 100;
+    const QUIET: usize = 500;
     for _ in 0..QUIET {
         let started = Instant::now();
         let response = api.sliding(user, Some(&last), 0, &body).await?;

@@ -12,8 +12,9 @@ mod connection;
 mod extensions;
 mod lists;
 mod room;
+mod rooms;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ruma::api::client::sync::sync_events::v5;
@@ -38,6 +39,8 @@ const MAX_CONN_ID: usize = 100;
 pub struct SlidingSync {
     /// Per connection, held while a request reads and writes it.
     connections: KeyedLocks,
+    /// Each connection's rooms as last read.
+    rooms: rooms::Kept,
 }
 
 /// One answer and what it would make of the connection.
@@ -46,8 +49,8 @@ struct Answer {
     connection: Connection,
     /// Whether it tells the client anything new.
     news: bool,
-    /// The rooms whose changes concern this connection (for the long-poll).
-    watched: HashSet<String>,
+    /// The user's rooms, whose changes concern this connection (for the long-poll).
+    watched: BTreeMap<OwnedRoomId, Entry>,
 }
 
 /// The device's next sliding sync on one connection: at once if anything is new since
@@ -81,7 +84,7 @@ pub async fn sliding_sync(
             }
             None => None,
         };
-        let answer = answer(services, session, request, base.as_ref(), upto).await?;
+        let answer = answer(services, session, (request, &lock_key), base.as_ref(), upto).await?;
         let Some((_, previous)) = &base else {
             return respond(services, key, base.as_ref(), answer, upto).await;
         };
@@ -102,7 +105,7 @@ pub async fn sliding_sync(
             }
             commits.borrow_and_update();
             let now = storage.position();
-            if !storage.only_other_rooms(seen, now, |room| answer.watched.contains(room)) {
+            if !storage.only_other_rooms(seen, now, |room| answer.watched.contains_key(room)) {
                 break;
             }
             seen = now;
@@ -138,14 +141,14 @@ async fn respond(
 async fn answer(
     services: &Services,
     session: &Session,
-    request: &v5::Request,
+    (request, connection_key): (&v5::Request, &str),
     base: Option<&(Pos, Connection)>,
     upto: u64,
 ) -> Result<Answer> {
     let since = base.map(|(pos, _)| pos.position);
     let nothing = BTreeMap::new();
     let held = base.map_or(&nothing, |(_, c)| &c.rooms);
-    let entries = entries(services, session, since, held, upto)?;
+    let entries = rooms::entries(services, session, connection_key, (since, upto), held)?;
     let selection = lists::select(
         services,
         &entries,
@@ -252,7 +255,7 @@ async fn answer(
         news: news || !response.rooms.is_empty(),
         response,
         connection,
-        watched: entries.keys().map(|r| r.to_string()).collect(),
+        watched: entries,
     })
 }
 
@@ -262,75 +265,4 @@ fn sent(membership: &str, config: u64) -> Sent {
         config,
         live: true,
     }
-}
-
-/// The user's rooms as lists see them: joined, invited and knocked, and, on an incremental
-/// sync, rooms the client holds that the user left since its position.
-fn entries(
-    services: &Services,
-    session: &Session,
-    since: Option<u64>,
-    held: &BTreeMap<String, Sent>,
-    upto: u64,
-) -> Result<BTreeMap<OwnedRoomId, Entry>> {
-    let messaging = &services.messaging;
-    let user = session.user_id.as_str();
-    let direct: HashSet<String> = messaging
-        .account_data(user, None, "m.direct")?
-        .and_then(|d| d.as_object().cloned())
-        .into_iter()
-        .flat_map(|d| d.into_values())
-        .filter_map(|rooms| rooms.as_array().cloned())
-        .flatten()
-        .filter_map(|room| room.as_str().map(str::to_owned))
-        .collect();
-    // Invites from users this one ignores are not shown, as in `/sync`.
-    let ignored = messaging.account_data(user, None, "m.ignored_user_list")?;
-    let ignored = ignored
-        .as_ref()
-        .and_then(|l| l["ignored_users"].as_object());
-    let mut entries = BTreeMap::new();
-    for (room_id, membership) in messaging.memberships(&session.user_id)? {
-        if membership.changed_at > upto || membership.held || membership.forgotten {
-            continue;
-        }
-        let room = room_id.as_str();
-        let mut is_dm = direct.contains(room);
-        let bump = match membership.membership.as_str() {
-            "join" => {
-                let last = messaging.bump_stamp(room)?.unwrap_or_default();
-                last.max(membership.changed_at)
-            }
-            "invite" | "knock" => {
-                let event = messaging.stored_pdu(membership.event_id.as_str())?;
-                let inviter = event
-                    .as_ref()
-                    .and_then(|e| e.json.get("sender"))
-                    .and_then(|s| s.as_str());
-                if inviter.is_some_and(|i| ignored.is_some_and(|list| list.contains_key(i))) {
-                    continue;
-                }
-                let content = event.map(|e| e.client_event()["content"].take());
-                is_dm |= content.is_some_and(|c| c["is_direct"] == true);
-                membership.changed_at
-            }
-            "leave" | "ban" => {
-                let newly = since.is_some_and(|s| membership.changed_at > s);
-                if !newly || !held.contains_key(room) {
-                    continue;
-                }
-                membership.changed_at
-            }
-            _ => continue,
-        };
-        entries.insert(
-            room_id,
-            Entry {
-                membership,
-                bump,
-                is_dm,
-            },
-        );
-    }
-    Ok(entries)
 }

@@ -1,0 +1,151 @@
+//! The user's rooms as a connection's lists see them. Their memberships (with whether each
+//! is a direct chat, and whether an invite comes from someone ignored) are read once and
+//! kept per connection for as long as only messages commit: an incremental request with
+//! nothing new reads no room's rows. Bump stamps come from memory each time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ruma::OwnedRoomId;
+
+use super::connection::Sent;
+use super::lists::Entry;
+use crate::services::Services;
+use crate::services::error::Result;
+use crate::services::messaging::Membership;
+use crate::services::session::Session;
+
+/// Connections whose rooms are kept; past it the keeping starts over.
+const KEPT: usize = 4096;
+
+/// One of the user's rooms as read from storage.
+#[derive(Clone)]
+struct Read {
+    room_id: OwnedRoomId,
+    membership: Membership,
+    is_dm: bool,
+    /// An invite from a user the syncing user ignores: never listed.
+    ignored: bool,
+}
+
+/// A connection's rooms as read at a stream position.
+type ReadAt = (u64, Arc<Vec<Read>>);
+
+/// Every connection's rooms as last read.
+#[derive(Default)]
+pub(super) struct Kept {
+    connections: Mutex<HashMap<String, ReadAt>>,
+}
+
+impl Kept {
+    /// The rooms of `connection` at `upto`: kept ones if only messages committed since
+    /// they were read, else read again.
+    fn rooms(
+        &self,
+        services: &Services,
+        session: &Session,
+        connection: &str,
+        upto: u64,
+    ) -> Result<Arc<Vec<Read>>> {
+        let lock = || {
+            self.connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if let Some((at, rooms)) = lock().get(connection).cloned()
+            && at <= upto
+            && services.storage.only_room_events(at, upto)
+        {
+            return Ok(rooms);
+        }
+        let rooms = Arc::new(read(services, session, upto)?);
+        let mut connections = lock();
+        if connections.len() >= KEPT {
+            connections.clear();
+        }
+        connections.insert(connection.to_owned(), (upto, Arc::clone(&rooms)));
+        Ok(rooms)
+    }
+}
+
+/// The user's memberships, with what lists need to know of each.
+fn read(services: &Services, session: &Session, upto: u64) -> Result<Vec<Read>> {
+    let messaging = &services.messaging;
+    let user = session.user_id.as_str();
+    let direct: HashSet<String> = messaging
+        .account_data(user, None, "m.direct")?
+        .and_then(|d| d.as_object().cloned())
+        .into_iter()
+        .flat_map(|d| d.into_values())
+        .filter_map(|rooms| rooms.as_array().cloned())
+        .flatten()
+        .filter_map(|room| room.as_str().map(str::to_owned))
+        .collect();
+    // Invites from users this one ignores are not shown, as in `/sync`.
+    let ignored = messaging.account_data(user, None, "m.ignored_user_list")?;
+    let ignored = ignored
+        .as_ref()
+        .and_then(|l| l["ignored_users"].as_object());
+    let mut rooms = Vec::new();
+    for (room_id, membership) in messaging.memberships(&session.user_id)? {
+        if membership.changed_at > upto || membership.held || membership.forgotten {
+            continue;
+        }
+        let mut is_dm = direct.contains(room_id.as_str());
+        let mut from_ignored = false;
+        if matches!(membership.membership.as_str(), "invite" | "knock") {
+            let event = messaging.stored_pdu(membership.event_id.as_str())?;
+            let json = event.as_ref().map(|e| e.client_event());
+            let inviter = json.as_ref().and_then(|e| e["sender"].as_str());
+            from_ignored = inviter.is_some_and(|i| ignored.is_some_and(|l| l.contains_key(i)));
+            is_dm |= json.is_some_and(|e| e["content"]["is_direct"] == true);
+        }
+        rooms.push(Read {
+            room_id,
+            membership,
+            is_dm,
+            ignored: from_ignored,
+        });
+    }
+    Ok(rooms)
+}
+
+/// The user's rooms as lists see them: joined, invited and knocked, and, on an
+/// incremental sync, rooms the client holds that the user left since its position; each
+/// with its bump stamp (for a joined room at least its join, for others the membership).
+pub(super) fn entries(
+    services: &Services,
+    session: &Session,
+    connection: &str,
+    (since, upto): (Option<u64>, u64),
+    held: &BTreeMap<String, Sent>,
+) -> Result<BTreeMap<OwnedRoomId, Entry>> {
+    let kept = &services.sliding_sync.rooms;
+    let mut entries = BTreeMap::new();
+    for read in kept.rooms(services, session, connection, upto)?.iter() {
+        let membership = &read.membership;
+        let room = read.room_id.as_str();
+        let bump = match membership.membership.as_str() {
+            "join" => {
+                let last = services.messaging.bump_stamp(room)?.unwrap_or_default();
+                last.max(membership.changed_at)
+            }
+            "invite" | "knock" if !read.ignored => membership.changed_at,
+            "leave" | "ban" => {
+                let newly = since.is_some_and(|s| membership.changed_at > s);
+                if !newly || !held.contains_key(room) {
+                    continue;
+                }
+                membership.changed_at
+            }
+            _ => continue,
+        };
+        let entry = Entry {
+            membership: membership.clone(),
+            bump,
+            is_dm: read.is_dm,
+        };
+        entries.insert(read.room_id.clone(), entry);
+    }
+    Ok(entries)
+}
