@@ -731,3 +731,71 @@ async fn bad_sliding_sync_requests_get_matrix_errors() {
     let peeked = slide(&server, &alice, None, &peek).await;
     assert!(rooms(&peeked).is_empty(), "{peeked}");
 }
+
+/// List filters: invites, direct chats (by `m.direct` or the invite's `is_direct`),
+/// encrypted rooms, room types.
+#[tokio::test]
+async fn list_filters_pick_invites_direct_chats_and_room_types() {
+    let server = Server::start(&[]);
+    let (alice_id, alice) = server.user("alice").await;
+    let (_, bob) = server.user("bob").await;
+    let dm_invite = server
+        .create_room(&bob, json!({ "invite": [alice_id], "is_direct": true }))
+        .await;
+    let group_invite = server
+        .create_room(&bob, json!({ "invite": [alice_id] }))
+        .await;
+    let encrypted = json!([{ "type": "m.room.encryption", "state_key": "",
+        "content": { "algorithm": "m.megolm.v1.aes-sha2" } }]);
+    let own_dm = server
+        .create_room(&alice, json!({ "initial_state": encrypted }))
+        .await;
+    let path = format!("/_matrix/client/v3/user/{alice_id}/account_data/m.direct");
+    let direct = json!({ "@bob:kith.test": [own_dm] });
+    assert_eq!(
+        server.put(&path, Some(&alice), direct).await.0,
+        StatusCode::OK
+    );
+    let group = server.create_room(&alice, json!({})).await;
+    let space = server
+        .create_room(&alice, json!({ "creation_content": { "type": "m.space" } }))
+        .await;
+    let list =
+        |filters: Value| json!({ "ranges": [[0, 9]], "timeline_limit": 0, "filters": filters });
+    let body = json!({ "lists": {
+        "invites": list(json!({ "is_invite": true })),
+        "dms": list(json!({ "is_dm": true })),
+        "rest": list(json!({ "is_dm": false, "is_invite": false })),
+        "encrypted": list(json!({ "is_encrypted": true })),
+        "spaces": list(json!({ "room_types": ["m.space"] })),
+        "no_spaces": list(json!({ "not_room_types": ["m.space"] })),
+    }});
+    let answer = slide(&server, &alice, None, &body).await;
+    let count = |name: &str| answer["lists"][name]["count"].as_u64().unwrap();
+    assert_eq!(count("invites"), 2, "{answer}");
+    assert_eq!(
+        count("dms"),
+        2,
+        "the invite's is_direct and m.direct: {answer}"
+    );
+    assert_eq!(count("rest"), 2, "{answer}");
+    assert_eq!(count("encrypted"), 1, "{answer}");
+    assert_eq!(count("spaces"), 1, "{answer}");
+    assert_eq!(count("no_spaces"), 4, "{answer}");
+    let all: BTreeSet<String> = [&dm_invite, &group_invite, &own_dm, &group, &space]
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(rooms(&answer), all);
+    assert_eq!(answer["rooms"][&dm_invite]["is_dm"], true);
+    assert_eq!(answer["rooms"][&own_dm]["is_dm"], true);
+    assert!(answer["rooms"][&group]["is_dm"].is_null());
+    let invite_state = answer["rooms"][&group_invite]["invite_state"]
+        .as_array()
+        .unwrap();
+    assert!(
+        invite_state
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["state_key"] == alice_id.as_str())
+    );
+}
