@@ -435,3 +435,18 @@ pub fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// An event (or anything holding events) without the `unsigned.age` each serving stamps,
+/// to compare what two readings served.
+pub fn ageless(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, inner)| !(key.as_str() == "age" && inner.is_u64()))
+                .map(|(key, inner)| (key.clone(), ageless(inner)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(ageless).collect()),
+        other => other.clone(),
+    }
+}

@@ -574,7 +574,10 @@ async fn removal_reaches_every_connection_and_long_polls_wake() {
     let poll = |pos: String, body: Value| {
         let (base, token) = (base.clone(), token.clone());
         tokio::spawn(async move {
-            let url = format!("{base}{PATH}?timeout=10000&pos={}", urlencode(&pos));
+            let url = format!(
+                "{base}{PATH}?timeout=10000&set_presence=offline&pos={}",
+                urlencode(&pos)
+            );
             let response = reqwest::Client::new()
                 .post(url)
                 .bearer_auth(token)
@@ -615,12 +618,17 @@ async fn removal_reaches_every_connection_and_long_polls_wake() {
             .expect("the long-poll answered")
             .unwrap();
         let sent = &answer["rooms"][&room];
-        let leave = sent["timeline"].as_array().unwrap().iter().any(|e| {
+        let timeline = sent["timeline"].as_array();
+        let leave = timeline.into_iter().flatten().any(|e| {
             e["type"] == "m.room.member"
                 && e["state_key"] == bob_id.as_str()
                 && e["content"]["membership"] == "leave"
         });
-        assert!(leave, "the kick is in the room's timeline: {answer}");
+        assert!(
+            leave,
+            "the kick is in the room's timeline: {answer}\n{}",
+            server.log()
+        );
         after.push(answer);
     }
     server.say(&alice, &room, "bob is gone").await;

@@ -396,3 +396,66 @@ async fn every_event_exactly_once_with_concurrent_writers() {
     history.reverse();
     assert_eq!(history, order);
 }
+
+/// Served events carry what clients read in `unsigned`, as Synapse gives it: a state
+/// event the one it replaced (`prev_content`, `prev_sender`, `replaces_state`: a rename
+/// shows as a rename, not a join), a redacted event `redacted_by` beside
+/// `redacted_because`, and every event its `age`.
+#[tokio::test]
+async fn unsigned_says_what_a_state_event_replaced_and_how_old_events_are() {
+    let server = Server::start(&[]);
+    let (alice_id, alice) = server.user("alice").await;
+    let room = server.create_room(&alice, json!({ "name": "first" })).await;
+    let since = sync(&server, &alice, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/_matrix/client/v3/profile/{alice_id}/displayname");
+    let (status, _) = server
+        .put(&path, Some(&alice), json!({ "displayname": "Alice B." }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/");
+    let (status, _) = server
+        .put(&path, Some(&alice), json!({ "name": "second" }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let message = server.say(&alice, &room, "soon gone").await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/redact/{message}/r1");
+    let (status, redaction) = server.put(&path, Some(&alice), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let next = sync(&server, &alice, Some(&since), 0).await;
+    let events = next["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let of = |kind: &str| events.iter().find(|e| e["type"] == kind).unwrap().clone();
+    let rename = of("m.room.member");
+    assert_eq!(rename["content"]["displayname"], "Alice B.");
+    assert_eq!(
+        rename["unsigned"]["prev_content"]["membership"], "join",
+        "{rename}"
+    );
+    assert_eq!(rename["unsigned"]["prev_content"]["displayname"], "alice");
+    assert_eq!(rename["unsigned"]["prev_sender"], alice_id.as_str());
+    assert!(rename["unsigned"]["replaces_state"].is_string());
+    let name = of("m.room.name");
+    assert_eq!(name["unsigned"]["prev_content"]["name"], "first", "{name}");
+    for event in &events {
+        assert!(event["unsigned"]["age"].is_u64(), "{event}");
+    }
+    let path = format!("/_matrix/client/v3/rooms/{room}/event/{message}");
+    let (_, redacted) = server.get(&path, Some(&alice)).await;
+    assert_eq!(
+        redacted["unsigned"]["redacted_by"], redaction["event_id"],
+        "{redacted}"
+    );
+    assert!(redacted["unsigned"]["redacted_because"].is_object());
+    // The room's first events replaced nothing.
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=1");
+    let (_, first) = server.get(&path, Some(&alice)).await;
+    assert!(
+        first["chunk"][0]["unsigned"]["prev_content"].is_null(),
+        "{first}"
+    );
+}

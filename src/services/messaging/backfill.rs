@@ -281,6 +281,7 @@ impl Messaging {
                 transaction: None,
                 redacted_because,
                 outlier: false,
+                replaced: None,
             };
             batch.put(&catalog::EVENTID_PDU, &pdu.event_id.as_str(), &record)?;
             batch.put(

@@ -49,7 +49,7 @@ pub use push::{PUSH_RULES, UnreadCounts};
 pub use receipts::PRIVATE_READ;
 pub use relations::{Bundler, RelationsPage, RelationsQuery, ThreadsInclude, position_token};
 pub use reports::Reported;
-pub use room::{LocalTransaction, Membership, Room, StoredPdu};
+pub use room::{LocalTransaction, Membership, Replaced, Room, StoredPdu};
 pub use send::Transaction;
 pub use spaces::HierarchyQuery;
 pub use sync::JoinedSync;

@@ -36,6 +36,31 @@ pub struct StoredPdu {
     /// invite into a room we are not in.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outlier: bool,
+    /// For a state event: the one it replaced, kept when it was committed so that serving
+    /// it reads nothing more (clients tell a rename from a join by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<Replaced>,
+}
+
+/// The state event a state event replaced, as clients see it in `unsigned`
+/// (`replaces_state`, `prev_content`, `prev_sender`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replaced {
+    pub event_id: OwnedEventId,
+    pub sender: String,
+    pub content: Value,
+}
+
+impl Replaced {
+    /// What `pdu` leaves behind when the next state event at its (type, key) replaces it.
+    pub fn by(pdu: &Pdu) -> Replaced {
+        let content = pdu.json.get("content").cloned().map(Value::from);
+        Replaced {
+            event_id: pdu.event_id.clone(),
+            sender: pdu.sender.to_string(),
+            content: content.unwrap_or_else(|| json!({})),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,8 +123,24 @@ impl StoredPdu {
         if let Some(target) = in_content.filter(|_| redaction) {
             event["redacts"] = target;
         }
+        let unsigned = &mut event["unsigned"];
         if let Some(because) = &self.redacted_because {
-            event["unsigned"]["redacted_because"] = because.clone();
+            unsigned["redacted_by"] = because["event_id"].clone();
+            unsigned["redacted_because"] = because.clone();
+        }
+        if let Some(replaced) = &self.replaced {
+            unsigned["replaces_state"] = replaced.event_id.as_str().into();
+            unsigned["prev_content"] = replaced.content.clone();
+            unsigned["prev_sender"] = replaced.sender.as_str().into();
+        }
+        // As Synapse: how long ago it was sent, by this server's clock.
+        if let Some(sent) = self
+            .json
+            .get("origin_server_ts")
+            .and_then(|t| t.as_integer())
+        {
+            let sent = u64::try_from(i64::from(sent)).unwrap_or_default();
+            unsigned["age"] = crate::util::now_ms().saturating_sub(sent).into();
         }
         event
     }

@@ -44,6 +44,7 @@ impl<'a> Draft<'a> {
                 transaction: None,
                 redacted_because: None,
                 outlier: true,
+                replaced: None,
             };
             batch.put(&catalog::EVENTID_PDU, &pdu.event_id.as_str(), &record)?;
             if self.is_current(pdu) {
@@ -59,15 +60,30 @@ impl<'a> Draft<'a> {
                 transaction: None,
                 redacted_because: None,
                 outlier: true,
+                replaced: None,
             };
             batch.put(&catalog::EVENTID_PDU, &pdu.event_id.as_str(), &record)?;
         }
         let mut unread = HashMap::new();
         let mut stored = Vec::new();
         let mut member_changes = Vec::new();
+        // The state each built event replaces: what was stored, or built before it here.
+        let mut replaced_here: HashMap<(String, String), Replaced> = HashMap::new();
         for pdu in &self.built {
             let position = batch.new_position()?;
             let event_id = pdu.event_id.as_str();
+            let replaced = match &pdu.state_key {
+                Some(key) => {
+                    let slot = (pdu.kind.to_string(), key.clone());
+                    let before = match replaced_here.remove(&slot) {
+                        Some(here) => Some(here),
+                        None => self.stored_state(&room_id, &slot)?,
+                    };
+                    replaced_here.insert(slot, Replaced::by(pdu));
+                    before
+                }
+                None => None,
+            };
             let record = StoredPdu {
                 event_id: pdu.event_id.clone(),
                 room_id: room.to_owned(),
@@ -76,6 +92,7 @@ impl<'a> Draft<'a> {
                 transaction: self.transactions.get(&pdu.event_id).cloned(),
                 redacted_because: None,
                 outlier: false,
+                replaced,
             };
             batch.put(&catalog::EVENTID_PDU, &event_id, &record)?;
             batch.put(
@@ -159,6 +176,26 @@ impl<'a> Draft<'a> {
         }
         self.messaging.wake(&destinations);
         Ok(stored)
+    }
+
+    /// The stored state event at (type, key), as the one a new event replaces.
+    fn stored_state(
+        &self,
+        room_id: &RoomId,
+        (kind, key): &(String, String),
+    ) -> Result<Option<Replaced>> {
+        let Some(id) = self.messaging.state_event_id(room_id, kind, key)? else {
+            return Ok(None);
+        };
+        let stored = self.messaging.stored_pdu(id.as_str())?;
+        Ok(stored.map(|event| {
+            let client = event.client_event();
+            Replaced {
+                event_id: event.event_id,
+                sender: client["sender"].as_str().unwrap_or_default().to_owned(),
+                content: client["content"].clone(),
+            }
+        }))
     }
 
     /// Whether the draft only adds timeline events to a stored room (messages, redactions):

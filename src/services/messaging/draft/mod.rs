@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tokio::sync::MutexGuard;
 
 use super::state::{MAX_HOPS, Snapshot, StateIds, add_own};
-use super::{LocalTransaction, Membership, Messaging, Room, StoredPdu, UnreadCounts};
+use super::{LocalTransaction, Membership, Messaging, Replaced, Room, StoredPdu, UnreadCounts};
 use crate::events::{self, DomainEvent};
 use crate::services::error::{Error, ErrorKind, Result};
 use crate::util::now_ms;

@@ -311,6 +311,7 @@ impl Messaging {
             transaction: None,
             redacted_because: None,
             outlier: true,
+            replaced: None,
         };
         batch.put(&catalog::EVENTID_PDU, &event_id.as_str(), &record)?;
         let membership = crate::services::messaging::Membership {
