@@ -55,8 +55,9 @@ impl Batch {
         Ok(position)
     }
 
-    /// Says that this batch's positions concern only members of `room` (a message, say):
-    /// long-polls of users outside it need not look. Unscoped positions concern everyone.
+    /// Says that this batch's positions concern only members of `room` and change no state,
+    /// account data or keys (a message, a receipt, typing): long-polls of users outside it
+    /// need not look. Unscoped positions concern everyone.
     pub fn concerns_only_room(&mut self, room: &str) {
         self.room = Some((room.into(), true));
     }

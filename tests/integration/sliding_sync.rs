@@ -537,18 +537,20 @@ async fn positions_are_per_connection_and_survive_a_restart() {
         room["initial"].is_null(),
         "resumed, not started over: {room}"
     );
-    // A room that changed shape (left the window) makes a new generation; positions two
-    // generations back are gone.
-    let narrow = slide(
-        &server,
-        &alice,
-        Some(pos(&resumed)),
-        &room_list(json!([[0, 0]]), 1),
-    )
-    .await;
-    let _ = slide(&server, &alice, Some(pos(&narrow)), &list).await;
+    // Rooms leaving and entering the window make new generations; a few are kept (the
+    // one answered from and the newest two), older ones are gone.
+    let one = room_list(json!([[0, 0]]), 1);
+    let narrow = slide(&server, &alice, Some(pos(&resumed)), &one).await;
+    let wide = slide(&server, &alice, Some(pos(&narrow)), &list).await;
+    let narrow_again = slide(&server, &alice, Some(pos(&wide)), &one).await;
     let stale = slide_raw(&server, &alice, Some(pos(&first)), 0, &list).await;
     assert_error(&stale, StatusCode::BAD_REQUEST, "M_UNKNOWN_POS");
+    // A long-poll the client gave up on, answering late from an older position, does not
+    // take away the position the client moved on to.
+    let late = slide(&server, &alice, Some(pos(&narrow)), &list).await;
+    assert_ne!(pos(&late), pos(&narrow_again));
+    let (status, _) = slide_raw(&server, &alice, Some(pos(&narrow_again)), 0, &list).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 /// A long-poll waits for news in its rooms and wakes for them; a user removed from a room

@@ -60,10 +60,10 @@ impl Messaging {
         Ok(self.bumps.note(room_id, last))
     }
 
-    /// Notes committed timeline events (after their batch is written).
+    /// Notes timeline events about to be committed (before readers can see them).
     pub(super) fn note_bumps(&self, room_id: &str, events: &[StoredPdu]) {
         let last = events.iter().filter(|e| bumps(e)).map(|e| e.position).max();
-        if last.is_some() && self.bumps.get(room_id).is_some() {
+        if last.is_some() {
             self.bumps.note(room_id, last);
         }
     }

@@ -86,7 +86,8 @@ impl Messaging {
             position: batch.new_position()?,
         };
         batch.put(&catalog::ROOMID_USERID_TYPE_THREAD_RECEIPT, &key, &receipt)?;
-        batch.changes_room(room);
+        // Only the room's members hear of it (and their counts change).
+        batch.concerns_only_room(room);
         // An unthreaded receipt reads everything up to it, `main` the main timeline, and
         // a thread's receipt that thread.
         let scope = match thread {
@@ -246,7 +247,7 @@ impl Messaging {
     ) -> Result<()> {
         if changed {
             typing.position = batch.new_position()?;
-            batch.changes_room(room_id);
+            batch.concerns_only_room(room_id);
         }
         batch.put(&catalog::ROOMID_TYPING, &room_id, &typing)?;
         Ok(self.storage.commit(batch).await?)

@@ -166,9 +166,10 @@ impl<'a> Draft<'a> {
                 friend_locks,
             )
             .await?;
+        // Before the events are visible, so no sync orders the room by an older bump.
+        self.messaging.note_bumps(room, &stored);
         self.messaging.storage.commit(batch).await?;
         self.messaging.contacts.wake_settled(settled);
-        self.messaging.note_bumps(room, &stored);
         // Redacted events change their stored form: forgotten once it is written, still
         // under the room's lock, so no reader can keep the old one.
         for target in self.built.iter().filter_map(|pdu| pdu.redacts.as_ref()) {

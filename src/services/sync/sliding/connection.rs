@@ -71,10 +71,11 @@ pub(super) fn load(storage: &Storage, key: Key<'_>, generation: u64) -> Result<C
         .ok_or_else(|| Error::new(ErrorKind::UnknownPos, "Unknown position"))
 }
 
-/// Stores `connection` as a new generation after every one kept, and keeps only it and
-/// `base` (the one the client answered from, in case it repeats that request). Written
-/// without waiting for the disk: losing it in a machine crash only makes the client start
-/// over (`M_UNKNOWN_POS`).
+/// Stores `connection` as a new generation after every one kept, and keeps besides it only
+/// `base` (the one the client answered from, in case it repeats that request) and the
+/// newest two before it (a long-poll the client gave up on may answer from an older `base`
+/// after the client moved on). Written without waiting for the disk: losing it in a
+/// machine crash only makes the client start over (`M_UNKNOWN_POS`).
 pub(super) async fn save(
     storage: &Storage,
     key: Key<'_>,
@@ -86,9 +87,10 @@ pub(super) async fn save(
     let kept: Vec<((String, String, String, u64), serde::de::IgnoredAny)> =
         storage.scan_prefix(table, &(user, device, conn))?;
     let generation = kept.last().map_or(1, |((_, _, _, g), _)| g + 1);
+    let recent = kept.len().saturating_sub(2);
     let mut batch = storage.batch();
-    for ((_, _, _, old), _) in kept {
-        if Some(old) != base {
+    for (index, ((_, _, _, old), _)) in kept.into_iter().enumerate() {
+        if index < recent && Some(old) != base {
             batch.delete(table, &(user, device, conn, old))?;
         }
     }

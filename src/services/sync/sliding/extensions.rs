@@ -65,6 +65,12 @@ impl Context<'_> {
         scope
     }
 
+    /// Whether the user is in the room (receipts and typing are for members only).
+    fn joined(&self, room: &OwnedRoomId) -> bool {
+        let entry = self.entries.get(room);
+        entry.is_some_and(|e| e.membership.membership == "join")
+    }
+
     /// Whether a room may have changed since the connection's position.
     fn touched(&self, room: &OwnedRoomId) -> bool {
         self.changed.is_none_or(|set| set.contains(room.as_str()))
@@ -188,7 +194,7 @@ pub(super) async fn extensions(
     if on(ask.enabled) {
         for room in context.scope(ask.lists.as_ref(), ask.rooms.as_ref()) {
             let whole = context.whole.contains(&room);
-            if !whole && !context.touched(&room) {
+            if !context.joined(&room) || (!whole && !context.touched(&room)) {
                 continue;
             }
             let since = if whole { None } else { context.since };
@@ -204,11 +210,7 @@ pub(super) async fn extensions(
     if on(ask.enabled) {
         for room in context.scope(ask.lists.as_ref(), ask.rooms.as_ref()) {
             let whole = context.whole.contains(&room);
-            let joined = context
-                .entries
-                .get(&room)
-                .is_some_and(|e| e.membership.membership == "join");
-            if !joined || (!whole && !context.touched(&room)) {
+            if !context.joined(&room) || (!whole && !context.touched(&room)) {
                 continue;
             }
             let since = if whole { None } else { context.since };

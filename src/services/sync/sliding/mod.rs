@@ -33,6 +33,9 @@ use crate::util::KeyedLocks;
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest `conn_id` kept.
 const MAX_CONN_ID: usize = 100;
+/// The longest wait for a membership committed under a position not yet visible (its
+/// writer holds a lower one for milliseconds).
+const AHEAD_WAIT: Duration = Duration::from_secs(1);
 
 /// Sliding sync's own state beside the stored connections.
 #[derive(Default)]
@@ -41,6 +44,12 @@ pub struct SlidingSync {
     connections: KeyedLocks,
     /// Each connection's rooms as last read.
     rooms: rooms::Kept,
+}
+
+/// What a request comes to: an answer, or a position to wait for first.
+enum Step {
+    Answer(Box<Answer>),
+    WaitFor(u64),
 }
 
 /// One answer and what it would make of the connection.
@@ -72,6 +81,7 @@ pub async fn sliding_sync(
     let timeout = request.timeout.unwrap_or(Duration::ZERO).min(MAX_TIMEOUT);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut commits = storage.subscribe();
+    let mut patient = true;
     loop {
         services.messaging.own_sends_answered(user, device).await;
         commits.borrow_and_update();
@@ -84,7 +94,19 @@ pub async fn sliding_sync(
             }
             None => None,
         };
-        let answer = answer(services, session, (request, &lock_key), base.as_ref(), upto).await?;
+        let asked = (request, lock_key.as_str(), patient);
+        let answer = match answer(services, session, asked, base.as_ref(), upto).await? {
+            Step::Answer(answer) => *answer,
+            Step::WaitFor(position) => {
+                drop(guard);
+                let mut visible = storage.subscribe();
+                let seen = visible.wait_for(|at| *at >= position);
+                let _ = tokio::time::timeout(AHEAD_WAIT, seen).await;
+                // Once only: a writer that stalls delays this answer, never withholds it.
+                patient = false;
+                continue;
+            }
+        };
         let Some((_, previous)) = &base else {
             return respond(services, key, base.as_ref(), answer, upto).await;
         };
@@ -141,14 +163,18 @@ async fn respond(
 async fn answer(
     services: &Services,
     session: &Session,
-    (request, connection_key): (&v5::Request, &str),
+    (request, connection_key, patient): (&v5::Request, &str, bool),
     base: Option<&(Pos, Connection)>,
     upto: u64,
-) -> Result<Answer> {
+) -> Result<Step> {
     let since = base.map(|(pos, _)| pos.position);
     let nothing = BTreeMap::new();
     let held = base.map_or(&nothing, |(_, c)| &c.rooms);
-    let entries = rooms::entries(services, session, connection_key, (since, upto), held)?;
+    let asked = (connection_key, patient);
+    let (entries, later) = match rooms::entries(services, session, asked, (since, upto), held)? {
+        rooms::Rooms::Entries(entries, later) => (entries, later),
+        rooms::Rooms::Ahead(position) => return Ok(Step::WaitFor(position)),
+    };
     let selection = lists::select(
         services,
         &entries,
@@ -202,7 +228,7 @@ async fn answer(
         if let Some(out) = room::room(services, session, &wanted)? {
             response.rooms.insert(room_id.clone(), out);
         }
-        if is_whole {
+        if is_whole && !matches!(membership, "leave" | "ban") {
             whole.insert(room_id.clone());
         }
     }
@@ -210,6 +236,11 @@ async fn answer(
     // them; a leave or removal goes out at once, whatever the window.
     for (room, previous) in held {
         let Some((room_id, entry)) = entries.get_key_value(room.as_str()) else {
+            // A membership not visible yet: kept as it was, so its change still goes out
+            // once seen. (Otherwise the user left long ago and was told.)
+            if later.iter().any(|r| r.as_str() == room) {
+                connection.rooms.insert(room.clone(), previous.clone());
+            }
             continue;
         };
         if selection.rooms.contains_key(room_id) {
@@ -251,12 +282,12 @@ async fn answer(
     let (extensions, news) =
         extensions::extensions(services, session, &request.extensions, &context).await?;
     response.extensions = extensions;
-    Ok(Answer {
+    Ok(Step::Answer(Box::new(Answer {
         news: news || !response.rooms.is_empty(),
         response,
         connection,
         watched: entries,
-    })
+    })))
 }
 
 fn sent(membership: &str, config: u64) -> Sent {

@@ -134,6 +134,12 @@ fn joined(
         let Some(since) = wanted.since else {
             return Ok(true);
         };
+        if !limited {
+            // The whole gap is in the timeline: a change would be there.
+            let state =
+                |e: &&StoredPdu| text(e, "type") == Some(kind) && text(e, "state_key") == Some("");
+            return Ok(timeline.iter().any(|e| state(&e)));
+        }
         let Some(id) = messaging.state_event_id(room, kind, "")? else {
             return Ok(false);
         };
@@ -304,7 +310,8 @@ fn left(
     let mut timeline = Vec::new();
     if before.is_some_and(|e| e.membership() == "join") {
         let limit = wanted.config.timeline_limit.max(1);
-        let after = wanted.since.unwrap_or(0);
+        // What the client missed since it last had the room (it held it joined then).
+        let after = wanted.live_after.unwrap_or(0);
         let page = messaging.timeline_between(wanted.room_id.as_str(), after, at, limit + 1)?;
         out.limited = page.len() > limit;
         timeline = page.into_iter().take(limit).map(|(_, e)| e).collect();

@@ -31,6 +31,15 @@ struct Read {
 /// A connection's rooms as read at a stream position.
 type ReadAt = (u64, Arc<Vec<Read>>);
 
+/// The user's rooms at a position, or the position to wait for first.
+pub(super) enum Rooms {
+    /// The entries, and the rooms whose membership changed after `upto` (not shown yet).
+    Entries(BTreeMap<OwnedRoomId, Entry>, HashSet<OwnedRoomId>),
+    /// A membership committed with a position readers cannot see yet (one below it is
+    /// still in flight): answering without it would lose the room, so wait until then.
+    Ahead(u64),
+}
+
 /// Every connection's rooms as last read.
 #[derive(Default)]
 pub(super) struct Kept {
@@ -58,7 +67,7 @@ impl Kept {
         {
             return Ok(rooms);
         }
-        let rooms = Arc::new(read(services, session, upto)?);
+        let rooms = Arc::new(read(services, session)?);
         let mut connections = lock();
         if connections.len() >= KEPT {
             connections.clear();
@@ -69,7 +78,7 @@ impl Kept {
 }
 
 /// The user's memberships, with what lists need to know of each.
-fn read(services: &Services, session: &Session, upto: u64) -> Result<Vec<Read>> {
+fn read(services: &Services, session: &Session) -> Result<Vec<Read>> {
     let messaging = &services.messaging;
     let user = session.user_id.as_str();
     let direct: HashSet<String> = messaging
@@ -88,7 +97,9 @@ fn read(services: &Services, session: &Session, upto: u64) -> Result<Vec<Read>> 
         .and_then(|l| l["ignored_users"].as_object());
     let mut rooms = Vec::new();
     for (room_id, membership) in messaging.memberships(&session.user_id)? {
-        if membership.changed_at > upto || membership.held || membership.forgotten {
+        // A forgotten room stays, as a leave: a connection that holds it hears of the
+        // leave once.
+        if membership.held {
             continue;
         }
         let mut is_dm = direct.contains(room_id.as_str());
@@ -113,16 +124,28 @@ fn read(services: &Services, session: &Session, upto: u64) -> Result<Vec<Read>> 
 /// The user's rooms as lists see them: joined, invited and knocked, and, on an
 /// incremental sync, rooms the client holds that the user left since its position; each
 /// with its bump stamp (for a joined room at least its join, for others the membership).
+/// With `patient`, a membership not yet visible at `upto` is waited for
+/// ([`Rooms::Ahead`]); without, it has not happened yet.
 pub(super) fn entries(
     services: &Services,
     session: &Session,
-    connection: &str,
+    (connection, patient): (&str, bool),
     (since, upto): (Option<u64>, u64),
     held: &BTreeMap<String, Sent>,
-) -> Result<BTreeMap<OwnedRoomId, Entry>> {
+) -> Result<Rooms> {
     let kept = &services.sliding_sync.rooms;
+    let rooms = kept.rooms(services, session, connection, upto)?;
+    let ahead = rooms.iter().map(|r| r.membership.changed_at).max();
+    if let Some(ahead) = ahead.filter(|a| patient && *a > upto) {
+        return Ok(Rooms::Ahead(ahead));
+    }
+    let later = rooms
+        .iter()
+        .filter(|r| r.membership.changed_at > upto)
+        .map(|r| r.room_id.clone())
+        .collect();
     let mut entries = BTreeMap::new();
-    for read in kept.rooms(services, session, connection, upto)?.iter() {
+    for read in rooms.iter().filter(|r| r.membership.changed_at <= upto) {
         let membership = &read.membership;
         let room = read.room_id.as_str();
         let bump = match membership.membership.as_str() {
@@ -147,5 +170,5 @@ pub(super) fn entries(
         };
         entries.insert(read.room_id.clone(), entry);
     }
-    Ok(entries)
+    Ok(Rooms::Entries(entries, later))
 }
