@@ -809,3 +809,46 @@ async fn list_filters_pick_invites_direct_chats_and_room_types() {
             .any(|e| e["type"] == "m.room.member" && e["state_key"] == alice_id.as_str())
     );
 }
+
+/// A room left and forgotten before another connection syncs still ends there with the
+/// leave, and is then gone from it.
+#[tokio::test]
+async fn a_forgotten_room_still_reaches_other_connections_as_a_leave() {
+    let server = Server::start(&[]);
+    let (_, alice) = server.user("alice").await;
+    let (bob_id, bob) = server.user("bob").await;
+    let room = server.shared_room(&alice, (&bob_id, &bob)).await;
+    let phone = slide(&server, &bob, None, &room_list(json!([[0, 9]]), 1)).await;
+    assert!(rooms(&phone).contains(&room));
+    for step in ["leave", "forget"] {
+        let path = format!("/_matrix/client/v3/rooms/{room}/{step}");
+        let (status, body) = server.post(&path, Some(&bob), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{step}: {body}");
+    }
+    let next = slide(
+        &server,
+        &bob,
+        Some(pos(&phone)),
+        &room_list(json!([[0, 9]]), 1),
+    )
+    .await;
+    let timeline = next["rooms"][&room]["timeline"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let left = timeline.iter().any(|e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == bob_id.as_str()
+            && e["content"]["membership"] == "leave"
+    });
+    assert!(left, "{next}");
+    let after = slide(
+        &server,
+        &bob,
+        Some(pos(&next)),
+        &room_list(json!([[0, 9]]), 1),
+    )
+    .await;
+    assert!(rooms(&after).is_empty(), "{after}");
+    assert_eq!(after["lists"]["all_rooms"]["count"], 0);
+}

@@ -451,6 +451,22 @@ async fn unsigned_says_what_a_state_event_replaced_and_how_old_events_are() {
         "{redacted}"
     );
     assert!(redacted["unsigned"]["redacted_because"].is_object());
+    // Redacting the old name redacts its copy in the new one's `prev_content` too.
+    let old_name = name["unsigned"]["replaces_state"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/_matrix/client/v3/rooms/{room}/redact/{old_name}/r2");
+    let (status, _) = server.put(&path, Some(&alice), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let name_id = name["event_id"].as_str().unwrap();
+    let path = format!("/_matrix/client/v3/rooms/{room}/event/{name_id}");
+    let (_, renamed) = server.get(&path, Some(&alice)).await;
+    assert_eq!(renamed["content"]["name"], "second");
+    assert!(
+        renamed["unsigned"]["prev_content"]["name"].is_null(),
+        "{renamed}"
+    );
     // The room's first events replaced nothing.
     let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=1");
     let (_, first) = server.get(&path, Some(&alice)).await;

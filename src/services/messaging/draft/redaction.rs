@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// How many later events are searched for the state event that replaced a redacted one.
+const SUCCESSOR_SEARCH: usize = 500;
+
 impl Draft<'_> {
     /// The auth rules let anyone who may send a redaction send one; which events it may
     /// strip is the server's check: one's own, or anyone's with the `redact` power level.
@@ -81,7 +84,34 @@ impl Draft<'_> {
             .map_err(Error::internal)?;
         event.redacted_because = Some(redaction.client_event());
         batch.put(&catalog::EVENTID_PDU, &target.as_str(), &event)?;
+        if event.json.contains_key("state_key") {
+            self.redact_copy_in_successor(batch, &event)?;
+        }
         self.messaging
             .uncount_notification(batch, unread, members, &event)
+    }
+
+    /// The state event that replaced a redacted one keeps a copy of its content
+    /// (`unsigned.prev_content`): that copy is redacted too. Looked for among the next
+    /// [`SUCCESSOR_SEARCH`] events of the room; state is rarely redacted.
+    fn redact_copy_in_successor(&self, batch: &mut Batch, redacted: &StoredPdu) -> Result<()> {
+        let later = self.messaging.timeline_after(
+            &redacted.room_id,
+            redacted.position,
+            SUCCESSOR_SEARCH,
+        )?;
+        for (_, mut successor) in later {
+            let replaces = successor.replaced.as_ref().map(|r| &r.event_id);
+            if replaces != Some(&redacted.event_id) {
+                continue;
+            }
+            if let Some(replaced) = successor.replaced.as_mut() {
+                replaced.content = redacted.client_event()["content"].take();
+            }
+            let id = successor.event_id.clone();
+            batch.put(&catalog::EVENTID_PDU, &id.as_str(), &successor)?;
+            break;
+        }
+        Ok(())
     }
 }
