@@ -188,10 +188,6 @@ pub async fn members(
 ) -> Result<RumaResponse<get_member_events::v3::Response>> {
     let session = request.session()?;
     let body = &request.body;
-    // A former member reads the members as of their leaving, as Synapse lets them.
-    let left = state
-        .messaging
-        .require_reader(&session.user_id, &body.room_id)?;
     let at = match &body.at {
         Some(token) => Some(
             token
@@ -200,26 +196,14 @@ pub async fn members(
         ),
         None => None,
     };
-    let at = match left {
-        Some(left) => Some(at.map_or(left.position, |at| at.min(left.position))),
-        None => at,
-    };
     let wanted = |m: &str| {
         body.membership.as_ref().is_none_or(|w| w.as_str() == m)
             && body.not_membership.as_ref().is_none_or(|n| n.as_str() != m)
     };
+    let events = (state.messaging).member_events_for(&session.user_id, &body.room_id, at)?;
     let mut chunk = Vec::new();
-    for (user, current) in state.messaging.members(&body.room_id)? {
-        let event = match at {
-            Some(at) => state
-                .messaging
-                .member_event_at(user.as_str(), &current, at)?,
-            None => state.messaging.stored_pdu(current.event_id.as_str())?,
-        };
-        let Some(event) = event else { continue };
-        if wanted(event.membership()) {
-            chunk.push(raw(&event.client_event())?);
-        }
+    for event in events.iter().filter(|e| wanted(e.membership())) {
+        chunk.push(raw(&event.client_event())?);
     }
     Ok(RumaResponse(get_member_events::v3::Response::new(chunk)))
 }

@@ -109,12 +109,6 @@ pub async fn sliding_sync(
         PresenceState::Offline => None,
         ref other => Some(super::presence::known(other)?),
     };
-    if let Some(presence) = presence {
-        state
-            .presence
-            .set(session.user_id.as_str(), presence, None)
-            .await?;
-    }
-    let response = sync::sliding::sliding_sync(&state, session, body).await?;
+    let response = sync::sliding::sliding_sync(&state, session, body, presence).await?;
     Ok(RumaResponse(response))
 }

@@ -1,6 +1,8 @@
 //! Account data (global and per room) and sync filters: what a user's clients store on the
 //! server for themselves. Each change takes a stream position, so `/sync` delivers it once.
 
+use std::collections::HashSet;
+
 use kith_storage::catalog;
 use serde_json::Value;
 
@@ -25,6 +27,24 @@ impl Messaging {
             .storage
             .get(&catalog::USERID_ROOMID_TYPE_ACCOUNTDATA, &key)?;
         Ok(found.map(|d| d.content))
+    }
+
+    /// The users this one ignores (`m.ignored_user_list`): their invites are not shown.
+    pub fn ignored_users(&self, user_id: &str) -> Result<HashSet<String>> {
+        let list = self.account_data(user_id, None, "m.ignored_user_list")?;
+        let users = list.as_ref().and_then(|l| l["ignored_users"].as_object());
+        Ok(users.into_iter().flat_map(|u| u.keys().cloned()).collect())
+    }
+
+    /// The rooms the user's `m.direct` names as direct chats.
+    pub fn direct_rooms(&self, user_id: &str) -> Result<HashSet<String>> {
+        let direct = self.account_data(user_id, None, "m.direct")?;
+        let by_user = direct.as_ref().and_then(|d| d.as_object());
+        let rooms = by_user.into_iter().flat_map(|d| d.values());
+        let rooms = rooms.filter_map(|r| r.as_array()).flatten();
+        Ok(rooms
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect())
     }
 
     pub async fn set_account_data(

@@ -111,6 +111,30 @@ impl Messaging {
         }
     }
 
+    /// The room's member events as `reader` may read them: as of `at` (a stream position),
+    /// and for a former member no later than their leave (as Synapse lets them).
+    pub fn member_events_for(
+        &self,
+        reader: &UserId,
+        room_id: &RoomId,
+        at: Option<u64>,
+    ) -> Result<Vec<StoredPdu>> {
+        let left = self.require_reader(reader, room_id)?;
+        let at = match left {
+            Some(left) => Some(at.map_or(left.position, |at| at.min(left.position))),
+            None => at,
+        };
+        let mut events = Vec::new();
+        for (user, current) in self.members(room_id)? {
+            let event = match at {
+                Some(at) => self.member_event_at(user.as_str(), &current, at)?,
+                None => self.stored_pdu(current.event_id.as_str())?,
+            };
+            events.extend(event);
+        }
+        Ok(events)
+    }
+
     /// The room's state as `reader` may read it: now for a member, as of their leaving for
     /// a former one (`left`, from [`Messaging::require_reader`]).
     pub fn readable_state(

@@ -63,6 +63,28 @@ pub struct ServerReader {
 const HISTORY_VISIBILITY: &str = "m.room.history_visibility";
 
 impl Messaging {
+    /// A sync timeline as a member sees it: one who joined within it sees what history
+    /// visibility lets them; one joined before it, all of it.
+    pub fn visible_to_member(
+        &self,
+        user: &str,
+        room_id: &RoomId,
+        joined_at: u64,
+        timeline: Vec<StoredPdu>,
+    ) -> Result<Vec<StoredPdu>> {
+        if timeline.first().is_none_or(|e| e.position > joined_at) {
+            return Ok(timeline);
+        }
+        let visibility = self.visibility(room_id)?;
+        let mut seen = Vec::with_capacity(timeline.len());
+        for event in timeline {
+            if self.may_see(&visibility, user, &event)? {
+                seen.push(event);
+            }
+        }
+        Ok(seen)
+    }
+
     /// The room's visibility, for deciding event by event.
     pub fn visibility(&self, room_id: &RoomId) -> Result<Visibility> {
         let current = Setting::of(self.state_content(room_id, HISTORY_VISIBILITY)?.as_ref());

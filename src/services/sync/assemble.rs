@@ -85,10 +85,7 @@ pub(super) fn assemble(
     }
     let mut joined_rooms = Vec::new();
     // Invites from users this one ignores are not shown, as Synapse drops them.
-    let ignored = messaging.account_data(user, None, "m.ignored_user_list")?;
-    let ignored = ignored
-        .as_ref()
-        .and_then(|l| l["ignored_users"].as_object());
+    let ignored = messaging.ignored_users(user)?;
     for (room_id, membership) in messaging.memberships(&session.user_id)? {
         let room = room_id.as_str();
         // A membership that changed after `upto` committed early (a lower position is still
@@ -109,21 +106,13 @@ pub(super) fn assemble(
                 if let Some(mut joined) =
                     messaging.joined_sync(room, room_since, upto, (limit, full), lazy)?
                 {
-                    // A newly joined member sees what history visibility lets them; one
-                    // joined before the whole timeline sees all of it.
-                    let first = joined.timeline.first();
-                    if first.is_some_and(|e| e.position <= membership.changed_at) {
-                        let visibility = messaging.visibility(&room_id)?;
-                        let mut hidden = Ok(());
-                        joined.timeline.retain(|event| {
-                            let seen = messaging.may_see(&visibility, user, event);
-                            seen.unwrap_or_else(|e| {
-                                hidden = Err(e);
-                                false
-                            })
-                        });
-                        hidden?;
-                    }
+                    let timeline = std::mem::take(&mut joined.timeline);
+                    joined.timeline = messaging.visible_to_member(
+                        user,
+                        &room_id,
+                        membership.changed_at,
+                        timeline,
+                    )?;
                     // Clients take a back-pagination token only from a limited timeline of
                     // a room they knew (as an invite, say); a room joined since the last
                     // sync is limited, as Synapse marks it, so that history before the join
@@ -170,7 +159,7 @@ pub(super) fn assemble(
             "invite" if changed || since.is_none() => {
                 let stripped = messaging.invite_state(room, &membership)?;
                 let inviter = stripped.last().and_then(|own| own["sender"].as_str());
-                if inviter.is_some_and(|i| ignored.is_some_and(|list| list.contains_key(i))) {
+                if inviter.is_some_and(|i| ignored.contains(i)) {
                     continue;
                 }
                 let mut invite_state = InviteState::new();

@@ -64,11 +64,12 @@ struct Answer {
 
 /// The device's next sliding sync on one connection: at once if anything is new since
 /// `pos` (or there is no `pos`), else once something concerning the user commits, or
-/// empty at the timeout.
+/// empty at the timeout. `presence` is what syncing sets (`None`: leave it as it is).
 pub async fn sliding_sync(
     services: &Services,
     session: &Session,
     request: &v5::Request,
+    presence: Option<&'static str>,
 ) -> Result<v5::Response> {
     let conn_id = request.conn_id.as_deref().unwrap_or("");
     if conn_id.len() > MAX_CONN_ID {
@@ -76,6 +77,9 @@ pub async fn sliding_sync(
     }
     let storage = &services.storage;
     let (user, device) = (session.user_id.as_str(), session.device_id.as_str());
+    if let Some(presence) = presence {
+        services.presence.set(user, presence, None).await?;
+    }
     let key = (user, device, conn_id);
     let lock_key = format!("{user}\u{0}{device}\u{0}{conn_id}");
     let timeout = request.timeout.unwrap_or(Duration::ZERO).min(MAX_TIMEOUT);

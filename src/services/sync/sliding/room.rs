@@ -87,21 +87,8 @@ fn joined(
     let limited = timeline.len() > limit;
     timeline.truncate(limit);
     timeline.reverse();
-    // Someone who joined recently sees what history visibility lets them.
-    let membership = &wanted.entry.membership;
-    if timeline
-        .first()
-        .is_some_and(|e| e.position <= membership.changed_at)
-    {
-        let visibility = messaging.visibility(room)?;
-        let mut seen = Vec::with_capacity(timeline.len());
-        for event in timeline {
-            if messaging.may_see(&visibility, user.as_str(), &event)? {
-                seen.push(event);
-            }
-        }
-        timeline = seen;
-    }
+    let joined_at = wanted.entry.membership.changed_at;
+    let timeline = messaging.visible_to_member(user.as_str(), room, joined_at, timeline)?;
     let lazy: HashSet<&str> = timeline.iter().filter_map(|e| text(e, "sender")).collect();
     let state = required_state(services, wanted, user, (&timeline, limited), &lazy)?;
     if wanted.since.is_some() && timeline.is_empty() && state.is_empty() {

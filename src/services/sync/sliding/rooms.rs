@@ -81,20 +81,9 @@ impl Kept {
 fn read(services: &Services, session: &Session) -> Result<Vec<Read>> {
     let messaging = &services.messaging;
     let user = session.user_id.as_str();
-    let direct: HashSet<String> = messaging
-        .account_data(user, None, "m.direct")?
-        .and_then(|d| d.as_object().cloned())
-        .into_iter()
-        .flat_map(|d| d.into_values())
-        .filter_map(|rooms| rooms.as_array().cloned())
-        .flatten()
-        .filter_map(|room| room.as_str().map(str::to_owned))
-        .collect();
+    let direct = messaging.direct_rooms(user)?;
     // Invites from users this one ignores are not shown, as in `/sync`.
-    let ignored = messaging.account_data(user, None, "m.ignored_user_list")?;
-    let ignored = ignored
-        .as_ref()
-        .and_then(|l| l["ignored_users"].as_object());
+    let ignored = messaging.ignored_users(user)?;
     let mut rooms = Vec::new();
     for (room_id, membership) in messaging.memberships(&session.user_id)? {
         // A forgotten room stays, as a leave: a connection that holds it hears of the
@@ -108,7 +97,7 @@ fn read(services: &Services, session: &Session) -> Result<Vec<Read>> {
             let event = messaging.stored_pdu(membership.event_id.as_str())?;
             let json = event.as_ref().map(|e| e.client_event());
             let inviter = json.as_ref().and_then(|e| e["sender"].as_str());
-            from_ignored = inviter.is_some_and(|i| ignored.is_some_and(|l| l.contains_key(i)));
+            from_ignored = inviter.is_some_and(|i| ignored.contains(i));
             is_dm |= json.is_some_and(|e| e["content"]["is_direct"] == true);
         }
         rooms.push(Read {
