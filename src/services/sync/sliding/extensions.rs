@@ -65,15 +65,29 @@ impl Context<'_> {
         scope
     }
 
-    /// Whether the user is in the room (receipts and typing are for members only).
-    fn joined(&self, room: &OwnedRoomId) -> bool {
-        let entry = self.entries.get(room);
-        entry.is_some_and(|e| e.membership.membership == "join")
-    }
-
-    /// Whether a room may have changed since the connection's position.
-    fn touched(&self, room: &OwnedRoomId) -> bool {
-        self.changed.is_none_or(|set| set.contains(room.as_str()))
+    /// The rooms of receipts and typing in scope, with where to read them from: joined
+    /// ones only; whole (from the start) for a room sent whole, else from the connection's
+    /// position, and not at all for a room nothing touched.
+    fn ephemeral(
+        &self,
+        lists: Option<&Vec<String>>,
+        rooms: Option<&Vec<request::ExtensionRoomConfig>>,
+    ) -> Vec<(OwnedRoomId, Option<u64>)> {
+        let joined = |room: &OwnedRoomId| {
+            let entry = self.entries.get(room);
+            entry.is_some_and(|e| e.membership.membership == "join")
+        };
+        let touched =
+            |room: &OwnedRoomId| self.changed.is_none_or(|set| set.contains(room.as_str()));
+        let mut out = Vec::new();
+        for room in self.scope(lists, rooms) {
+            let whole = self.whole.contains(&room);
+            if joined(&room) && (whole || touched(&room)) {
+                let since = if whole { None } else { self.since };
+                out.push((room, since));
+            }
+        }
+        out
     }
 }
 
@@ -192,12 +206,7 @@ pub(super) async fn extensions(
     }
     let ask = &asked.receipts;
     if on(ask.enabled) {
-        for room in context.scope(ask.lists.as_ref(), ask.rooms.as_ref()) {
-            let whole = context.whole.contains(&room);
-            if !context.joined(&room) || (!whole && !context.touched(&room)) {
-                continue;
-            }
-            let since = if whole { None } else { context.since };
+        for (room, since) in context.ephemeral(ask.lists.as_ref(), ask.rooms.as_ref()) {
             if let Some(event) =
                 messaging.receipt_event(room.as_str(), user, since, context.upto)?
             {
@@ -208,12 +217,7 @@ pub(super) async fn extensions(
     }
     let ask = &asked.typing;
     if on(ask.enabled) {
-        for room in context.scope(ask.lists.as_ref(), ask.rooms.as_ref()) {
-            let whole = context.whole.contains(&room);
-            if !context.joined(&room) || (!whole && !context.touched(&room)) {
-                continue;
-            }
-            let since = if whole { None } else { context.since };
+        for (room, since) in context.ephemeral(ask.lists.as_ref(), ask.rooms.as_ref()) {
             if let Some(event) = messaging.typing_event(room.as_str(), since, context.upto)? {
                 out.typing.rooms.insert(room, raw(&event)?);
             }
