@@ -64,6 +64,8 @@ mod room_extras;
 mod rooms;
 #[path = "integration/search.rs"]
 mod search;
+#[path = "integration/sliding_connections.rs"]
+mod sliding_connections;
 #[path = "integration/sliding_sync.rs"]
 mod sliding_sync;
 #[path = "integration/spaces.rs"]
