@@ -40,6 +40,9 @@ enum Command {
     /// Administer users and registration tokens, whether or not the server runs.
     #[command(subcommand)]
     Admin(admin::cli::AdminCommand),
+    /// Check the configuration and print what it resolves to (the file, KITH_* variables
+    /// and defaults), secrets masked.
+    CheckConfig,
 }
 
 /// glibc keeps freed memory where it can reuse it, which for kith's pattern means keeping
@@ -93,6 +96,26 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    if let Some(Command::CheckConfig) = cli.command {
+        let source = cli.config.as_deref().map_or_else(
+            || "defaults and KITH_* variables".to_owned(),
+            |file| file.display().to_string(),
+        );
+        return match config.resolved_masked() {
+            Ok(text) => {
+                println!(
+                    "# kith {}: the configuration is valid ({source})\n",
+                    env!("CARGO_PKG_VERSION")
+                );
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kith: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -103,6 +126,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(serve(config)),
         Command::Admin(command) => runtime.block_on(admin::cli::run(config, command)),
+        Command::CheckConfig => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod client;
+mod health;
 mod server;
 
 use axum::Router;
@@ -357,7 +358,8 @@ pub fn router(state: AppState) -> Router {
             crate::services::contacts::FEDERATION_PREFIX,
             contacts_federation(),
         )
-        // kith's own admin API
-        .nest("/_kith/admin/v1", admin::router(state.clone()));
+        // kith's own admin API, and its health for monitors
+        .nest("/_kith/admin/v1", admin::router(state.clone()))
+        .route("/health", get(health::health));
     gateway::finish(legacy_media(api), state)
 }

@@ -110,6 +110,14 @@ const BOOTSTRAP_TOKEN_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
 
 impl Services {
     /// Whether `server` is this server.
+    /// Whether storage answers a read (the schema version every database holds).
+    pub fn storage_answers(&self) -> bool {
+        let key = kith_storage::schema::VERSION_KEY;
+        let read: kith_storage::Result<Option<serde_json::Value>> =
+            self.storage.get(&catalog::GLOBAL_VALUE, &key);
+        matches!(read, Ok(Some(_)))
+    }
+
     pub fn is_ours(&self, server: &ServerName) -> bool {
         server == self.server_name
     }

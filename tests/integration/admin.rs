@@ -185,3 +185,68 @@ async fn the_signing_key_rotates_and_old_events_still_verify() {
     server.say(&token, room, "signed with the new key").await;
     assert!(server.assert_events_verify() > 5);
 }
+
+/// `kith check-config` prints what a file resolves to, defaults and `KITH_*` variables
+/// included, with no secret in it; a broken file is refused with the reason. `/health`
+/// answers `OK` while storage does.
+#[tokio::test]
+async fn check_config_masks_secrets_and_health_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kith.toml");
+    let written = r#"
+server_name = "chat.example.org"
+[registration]
+mode = "token"
+tokens = ["my-registration-token"]
+[turn]
+uris = ["turn:turn.example.org"]
+shared_secret = "very-secret-turn-key"
+"#;
+    std::fs::write(&file, written).unwrap();
+    let check = |file: &std::path::Path, extra: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kith"));
+        command.arg("--config").arg(file).arg("check-config");
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let output = command.output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (
+            output.status.success(),
+            text(&output.stdout),
+            text(&output.stderr),
+        )
+    };
+    let (ok, out, err) = check(&file, &[("KITH_MEDIA__MAX_UPLOAD_SIZE", "12345")]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("the configuration is valid"), "{out}");
+    assert!(
+        out.contains("chat.example.org") && out.contains("turn:turn.example.org"),
+        "{out}"
+    );
+    assert!(
+        out.contains("12345"),
+        "a KITH_* variable is part of it: {out}"
+    );
+    assert!(
+        out.contains("dm_requires_friendship"),
+        "defaults are shown: {out}"
+    );
+    for secret in ["my-registration-token", "very-secret-turn-key"] {
+        assert!(!out.contains(secret), "{secret} printed: {out}");
+    }
+    std::fs::write(&file, "[registration]\nmodee = \"open\"\n").unwrap();
+    let (ok, out, err) = check(&file, &[]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("modee"), "the reason: {err}");
+
+    let server = Server::start(&[]);
+    let response = server
+        .http
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "OK");
+}
