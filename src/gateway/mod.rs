@@ -23,6 +23,7 @@ use ruma::api::IncomingRequest;
 use ruma::api::path_builder::PathBuilder;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 pub use authed::Authed;
 pub use client_ip::{ClientIp, parse_range};
@@ -97,15 +98,26 @@ pub fn finish(router: Router<AppState>, state: AppState) -> Router {
         .layer(middleware::from_fn(answer_options))
         .layer(middleware::from_fn_with_state(proxies, client_ip::resolve))
         .layer(cors)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// Each request's span, on every line it logs: a number to tell one request's lines from
+/// another's, the method and the path. Never the query string, which may carry an access
+/// token (`?access_token=`), a login token or an email link's secret.
+fn request_span(request: &Request) -> tracing::Span {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (method, path) = (request.method(), request.uri().path());
+    tracing::info_span!("request", id, %method, path)
 }
 
 /// Runs the handler as its own task. A client that goes away mid-request then cannot cancel
 /// a handler between its checks and its commit (locks stay held until the write lands), and
 /// a panic becomes a Matrix 500 instead of a dropped connection.
 async fn run_to_completion(request: Request, next: Next) -> Response {
-    match tokio::spawn(next.run(request)).await {
+    // The request's span goes with it, so the handler's lines carry its ID.
+    match tokio::spawn(next.run(request).in_current_span()).await {
         Ok(response) => response,
         Err(e) => Error::internal(format!("handler failed: {e}")).into_response(),
     }
