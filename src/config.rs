@@ -266,6 +266,16 @@ pub struct Turn {
 pub struct Log {
     /// A `RUST_LOG`-style filter; the `RUST_LOG` variable overrides it.
     pub filter: String,
+    /// `text` (for people) or `json` (one object per line, for log collectors).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for Config {
@@ -349,6 +359,7 @@ impl Default for Log {
     fn default() -> Self {
         Log {
             filter: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }

@@ -89,12 +89,17 @@ fn main() -> ExitCode {
     }
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&wanted));
     let filter = filter.unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        config::LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            logs.with_ansi(ansi).init();
+        }
+        // One object per line, with the request's span (its ID) in `span` and `spans`.
+        config::LogFormat::Json => logs.json().init(),
+    }
 
     if let Some(Command::CheckConfig) = cli.command {
         let source = cli.config.as_deref().map_or_else(

@@ -363,6 +363,10 @@ impl Drop for Server {
 
 /// `name=value` from a log line, the value up to the next space.
 fn field(line: &str, name: &str) -> Option<String> {
+    // `[log] format = "json"`: one object per line, the fields under `fields`.
+    if let Ok(object) = serde_json::from_str::<Value>(line) {
+        return object["fields"][name].as_str().map(str::to_owned);
+    }
     let start = line.find(&format!(" {name}="))? + name.len() + 2;
     let value = line[start..].split_whitespace().next()?;
     Some(value.trim_matches('"').to_owned())

@@ -401,37 +401,50 @@ async fn secrets_can_live_in_files_of_their_own() {
 
 /// A debug-level log holds no password, access token or refresh token, however they were
 /// sent (a body, the `Authorization` header, `?access_token=`), and each request's lines
-/// carry its ID.
+/// carry its ID, in text and in JSON (`[log] format`), where every line is an object.
 #[tokio::test]
 async fn a_debug_log_holds_no_secrets() {
-    let server = Server::start(&[("RUST_LOG", "debug")]);
-    server.user("alice").await;
-    let body = json!({ "refresh_token": true });
-    let (status, login) = server.login("alice", PASSWORD, body).await;
-    assert_eq!(status, StatusCode::OK, "{login}");
-    let token = login["access_token"].as_str().unwrap().to_owned();
-    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
-    let path = format!("/_matrix/client/v3/account/whoami?access_token={token}");
-    let (status, _) = server.get(&path, None).await;
-    assert_eq!(status, StatusCode::OK);
-    let room = server.create_room(&token, json!({})).await;
-    server.say(&token, &room, "hello").await;
-    let (status, _) = server
-        .post(
-            "/_matrix/client/v3/refresh",
-            None,
-            json!({ "refresh_token": refresh }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let log = server.log();
-    assert!(log.contains("DEBUG"), "a debug-level run");
-    for secret in [PASSWORD, token.as_str(), refresh.as_str()] {
-        assert!(!log.contains(secret), "{secret} is in the log:\n{log}");
+    for format in ["text", "json"] {
+        let server = Server::start(&[("RUST_LOG", "debug"), ("KITH_LOG__FORMAT", format)]);
+        server.user("alice").await;
+        let body = json!({ "refresh_token": true });
+        let (status, login) = server.login("alice", PASSWORD, body).await;
+        assert_eq!(status, StatusCode::OK, "{login}");
+        let token = login["access_token"].as_str().unwrap().to_owned();
+        let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+        let path = format!("/_matrix/client/v3/account/whoami?access_token={token}");
+        let (status, _) = server.get(&path, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let room = server.create_room(&token, json!({})).await;
+        server.say(&token, &room, "hello").await;
+        let refreshed = json!({ "refresh_token": refresh });
+        let (status, _) = server
+            .post("/_matrix/client/v3/refresh", None, refreshed)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let log = server.log();
+        assert!(log.contains("DEBUG"), "a debug-level run");
+        for secret in [PASSWORD, token.as_str(), refresh.as_str()] {
+            assert!(
+                !log.contains(secret),
+                "{format}: {secret} is in the log:\n{log}"
+            );
+        }
+        let whoami = log
+            .lines()
+            .find(|l| l.contains("/account/whoami"))
+            .unwrap_or_else(|| panic!("{format}: no line for whoami:\n{log}"));
+        match format {
+            "text" => assert!(whoami.contains("request{id="), "{whoami}"),
+            _ => {
+                for line in log.lines() {
+                    let object: Value = serde_json::from_str(line)
+                        .unwrap_or_else(|_| panic!("not a JSON line: {line}"));
+                    assert!(object["level"].is_string(), "{line}");
+                }
+                let object: Value = serde_json::from_str(whoami).unwrap();
+                assert!(object["span"]["id"].is_u64(), "{whoami}");
+            }
+        }
     }
-    let whoami = log
-        .lines()
-        .find(|l| l.contains("/account/whoami"))
-        .unwrap_or_else(|| panic!("no line for whoami:\n{log}"));
-    assert!(whoami.contains("request{id="), "{whoami}");
 }
