@@ -2,6 +2,7 @@
 //! request extractor, CORS and the fallbacks that make unknown paths and methods look the
 //! way Matrix clients feature-detect them.
 
+mod answered;
 mod authed;
 mod client_ip;
 mod error;
@@ -25,6 +26,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Instrument;
 
+pub use answered::Answered;
 pub use authed::Authed;
 pub use client_ip::{ClientIp, parse_range};
 pub use error::{Error, Result};

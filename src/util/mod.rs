@@ -3,7 +3,7 @@
 mod in_flight;
 mod ratelimit;
 
-pub use in_flight::InFlight;
+pub use in_flight::{InFlight, InFlightGuard};
 pub use ratelimit::RateLimiter;
 
 use base64::Engine;

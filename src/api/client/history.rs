@@ -9,7 +9,7 @@ use ruma::api::client::room::{get_event_by_timestamp, get_room_event};
 use ruma::serde::Raw;
 
 use super::raw;
-use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::gateway::{Answered, Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
 use crate::services::messaging::{Bundler, MAX_LIMIT, StoredPdu, Transaction};
 
@@ -133,7 +133,7 @@ pub async fn timestamp_to_event(
 pub async fn redact(
     State(state): State<AppState>,
     request: Ruma<redact_event::v3::Request>,
-) -> Result<RumaResponse<redact_event::v3::Response>> {
+) -> Result<Answered<RumaResponse<redact_event::v3::Response>>> {
     let session = request.session()?;
     let body = &request.body;
     let scope = format!("redact/{}/{}/{}", body.room_id, body.event_id, body.txn_id);
@@ -143,9 +143,11 @@ pub async fn redact(
         scope: &scope,
     };
     let (sender, reason) = (&session.user_id, body.reason.as_deref());
+    let answering = state.messaging.answering(sender, &session.device_id);
     let event_id = state
         .messaging
         .redact(sender, &body.room_id, &body.event_id, reason, transaction)
         .await?;
-    Ok(RumaResponse(redact_event::v3::Response::new(event_id)))
+    let response = redact_event::v3::Response::new(event_id);
+    Ok(Answered(RumaResponse(response), answering))
 }

@@ -11,7 +11,7 @@ use ruma::RoomId;
 use serde_json::Value;
 
 use super::{json_of, raw};
-use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::gateway::{Answered, Error, Result, Ruma, RumaResponse};
 use crate::services::AppState;
 use crate::services::messaging::{EventSpec, NewRoom, Preset, Transaction, object};
 use crate::services::session::Session;
@@ -71,7 +71,7 @@ pub async fn create_room(
 pub async fn send_message(
     State(state): State<AppState>,
     request: Ruma<send_message_event::v3::Request>,
-) -> Result<RumaResponse<send_message_event::v3::Response>> {
+) -> Result<Answered<RumaResponse<send_message_event::v3::Response>>> {
     let session = request.session()?;
     let body = &request.body;
     let content = object(content_of(&request.raw_body, &body.body)?, "Event content")?;
@@ -88,11 +88,13 @@ pub async fn send_message(
         txn_id: &body.txn_id,
         scope: &scope,
     };
+    let answering = state
+        .messaging
+        .answering(&session.user_id, &session.device_id);
     let sent = state.messaging.send(&body.room_id, Some(transaction), spec);
     let event_id = sent.await?;
-    Ok(RumaResponse(send_message_event::v3::Response::new(
-        event_id,
-    )))
+    let response = send_message_event::v3::Response::new(event_id);
+    Ok(Answered(RumaResponse(response), answering))
 }
 
 /// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`

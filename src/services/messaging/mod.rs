@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use kith_federation::{FederationClient, Outbox, ServerKeys};
 use kith_storage::{Storage, catalog};
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{DeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 pub use create::{NewRoom, Preset, object};
 pub use directory::DirectoryQuery;
@@ -57,7 +57,7 @@ pub use sync::JoinedSync;
 use crate::services::auth::AuthService;
 use crate::services::contacts::Contacts;
 use crate::services::error::{Error, ErrorKind, Result};
-use crate::util::{InFlight, RateLimiter, StripedLocks, server_of};
+use crate::util::{InFlight, InFlightGuard, RateLimiter, StripedLocks, server_of};
 
 pub struct Messaging {
     storage: Storage,
@@ -117,6 +117,13 @@ impl Messaging {
             own_sends: Default::default(),
             bumps: Default::default(),
         }
+    }
+
+    /// Marks a send of `device`'s as unanswered until the guard is dropped: the handler
+    /// keeps it until its answer is handed to the connection (see
+    /// [`Messaging::own_sends_answered`]).
+    pub fn answering(&self, user: &UserId, device: &DeviceId) -> InFlightGuard {
+        self.own_sends.start(format!("{user}|{device}"))
     }
 
     /// Waits (at most a second) until `device`'s sends are answered, so that its `/sync`

@@ -34,12 +34,6 @@ impl Messaging {
         spec: EventSpec,
     ) -> Result<OwnedEventId> {
         let sender = spec.sender.clone();
-        // Until this returns, the device's own sync waits (the handler then answers at once,
-        // well before a sync could assemble its response).
-        let _answering = transaction.as_ref().map(|t| {
-            let key = format!("{sender}|{}", t.device_id);
-            self.own_sends.start(key)
-        });
         let key = transaction
             .as_ref()
             .map(|t| (sender.as_str(), t.device_id.as_str(), t.scope));

@@ -119,6 +119,23 @@ async function main() {
     ]) {
         const sent = await bounded(`${who}'s thread reply`, client.sendTextMessage(roomId, rootId, body));
         replies.push(sent.event_id);
+        // As people do, the next reply is written once this one shows in the other client. A
+        // reply that arrives while a client is still setting up its Thread (fetching the root
+        // and /relations) races inside matrix-js-sdk itself: it is counted twice (the root's
+        // bundled count, then the live event) or placed out of order by timestamp. Only the
+        // other client is awaited: a client makes no Thread of its own first reply alone.
+        const [other, otherClient] = client === aliceClient ? ["bob", bobClient] : ["alice", aliceClient];
+        await until(
+            `${body} in ${other}'s thread`,
+            () => {
+                const thread = otherClient.getRoom(roomId)?.getThread(rootId);
+                return thread?.initialEventsFetched && thread.has(sent.event_id);
+            },
+            () => {
+                const thread = otherClient.getRoom(roomId)?.getThread(rootId);
+                return `(thread fetched: ${thread?.initialEventsFetched}, events ${thread?.events.map((e) => e.getId())})`;
+            },
+        );
     }
     for (const [who, client] of [["alice", aliceClient], ["bob", bobClient]]) {
         const thread = await until(
