@@ -44,6 +44,7 @@ pub struct Config {
     pub tls: Tls,
     pub federation: Federation,
     pub log: Log,
+    pub metrics: Metrics,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -270,6 +271,14 @@ pub struct Log {
     pub format: LogFormat,
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Metrics {
+    /// Where Prometheus metrics are served (`GET /metrics`, no token): off when unset. A
+    /// listener of their own, so they can stay on loopback or a private network.
+    pub listen: Option<SocketAddr>,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -299,6 +308,7 @@ impl Default for Config {
             tls: Tls::default(),
             federation: Federation::default(),
             log: Log::default(),
+            metrics: Metrics::default(),
         }
     }
 }

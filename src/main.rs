@@ -9,6 +9,7 @@ mod api;
 mod config;
 mod events;
 mod gateway;
+mod metrics;
 mod services;
 mod util;
 
@@ -171,6 +172,9 @@ async fn serve(config: Config) -> Result<(), String> {
         startup_ms = started.elapsed().as_millis() as u64,
         "kith is listening"
     );
+    if let Some(address) = services.config.metrics.listen {
+        metrics_listener(address, services.clone()).await?;
+    }
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -190,6 +194,23 @@ async fn serve(config: Config) -> Result<(), String> {
         );
     }
     tracing::info!("kith stopped");
+    Ok(())
+}
+
+/// Binds the metrics listener (`[metrics] listen`) and serves `GET /metrics` on it in the
+/// background.
+async fn metrics_listener(address: SocketAddr, services: services::AppState) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address} for metrics: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(metrics = %local, "serving Prometheus metrics");
+    let router = api::metrics_router(services);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!("metrics listener failed: {e}");
+        }
+    });
     Ok(())
 }
 

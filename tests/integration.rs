@@ -48,6 +48,8 @@ mod hostile_peers;
 mod media;
 #[path = "integration/membership.rs"]
 mod membership;
+#[path = "integration/metrics.rs"]
+mod metrics;
 #[path = "integration/peer.rs"]
 mod peer;
 #[path = "integration/profiles.rs"]

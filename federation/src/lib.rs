@@ -22,7 +22,7 @@ pub use discovery::DEFAULT_DENIED_RANGES;
 pub use keyed_locks::{KeyedGuard, KeyedLocks};
 pub use keys::{KeyError, ServerKeys, read_secret_file, write_private_file};
 pub use pdu::{NewEvent, Pdu, PduError};
-pub use queue::{Outbox, Outgoing, Queue};
+pub use queue::{DestinationFigures, Outbox, Outgoing, Queue};
 pub use remote_keys::RemoteKey;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it): the one clock of

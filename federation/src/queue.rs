@@ -87,12 +87,30 @@ impl Outbox {
         }
     }
 
+    /// Each destination with something queued or a failed send since the start (for
+    /// `/metrics`); `None` with federation off.
+    pub fn figures(&self) -> Option<Result<Vec<DestinationFigures>, kith_storage::Error>> {
+        self.0.get().map(|queue| queue.figures())
+    }
+
     /// A server just proved itself to us: whatever waits for it can go now.
     pub async fn peer_alive(&self, server: &str) {
         if let Some(queue) = self.0.get() {
             queue.peer_alive(server).await;
         }
     }
+}
+
+/// One destination's queue, for `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationFigures {
+    pub destination: String,
+    /// Items waiting to be sent.
+    pub items: u64,
+    /// The stream position of the oldest item waiting (see `Storage::time_of_position`).
+    pub oldest_position: Option<u64>,
+    /// Sends that failed (and were retried) since the process started.
+    pub failures: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -110,6 +128,8 @@ pub struct Queue {
     active: Mutex<HashSet<String>>,
     /// Destinations currently backing off, each with what ends its wait early.
     backing_off: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Failed sends per destination since the start.
+    failures: Mutex<HashMap<String, u64>>,
 }
 
 impl Queue {
@@ -122,6 +142,7 @@ impl Queue {
             wake,
             active: Mutex::new(HashSet::new()),
             backing_off: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         });
         let dispatcher = Arc::clone(&queue);
         tokio::spawn(async move {
@@ -190,12 +211,47 @@ impl Queue {
         Ok(destinations)
     }
 
+    fn figures(&self) -> Result<Vec<DestinationFigures>, kith_storage::Error> {
+        // Keys only matter; the items are skipped, not parsed into values.
+        let rows: Vec<((String, u64), serde::de::IgnoredAny)> = self
+            .storage
+            .scan_prefix(&catalog::DESTINATION_POSITION_OUTGOING, &())?;
+        let mut figures: Vec<DestinationFigures> = Vec::new();
+        for ((destination, position), _) in rows {
+            match figures.last_mut() {
+                Some(last) if last.destination == destination => last.items += 1,
+                _ => figures.push(DestinationFigures {
+                    destination,
+                    items: 1,
+                    oldest_position: Some(position),
+                    failures: 0,
+                }),
+            }
+        }
+        let failures = self.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        for (destination, count) in failures {
+            match figures.iter_mut().find(|f| f.destination == destination) {
+                Some(known) => known.failures = count,
+                None => figures.push(DestinationFigures {
+                    destination,
+                    items: 0,
+                    oldest_position: None,
+                    failures: count,
+                }),
+            }
+        }
+        Ok(figures)
+    }
+
     async fn run(self: Arc<Self>, destination: String) {
         loop {
             match self.send_next(&destination).await {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
+                    if let Ok(mut failures) = self.failures.lock() {
+                        *failures.entry(destination.clone()).or_default() += 1;
+                    }
                     let delay = self.back_off(&destination).await;
                     tracing::info!(%destination, retry_in_s = delay.as_secs(), "federation send failed: {e}");
                 }

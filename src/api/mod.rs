@@ -4,6 +4,7 @@
 pub mod admin;
 mod client;
 mod health;
+mod metrics;
 mod server;
 
 use axum::Router;
@@ -362,4 +363,11 @@ pub fn router(state: AppState) -> Router {
         .nest("/_kith/admin/v1", admin::router(state.clone()))
         .route("/health", get(health::health));
     gateway::finish(legacy_media(api), state)
+}
+
+/// The metrics listener's routes (`[metrics] listen`): `GET /metrics` alone.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .with_state(state)
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use axum::Extension;
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::handler::Handler;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -96,6 +96,7 @@ pub fn finish(router: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
         })
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .layer(middleware::from_fn(run_to_completion))
         .layer(middleware::from_fn(answer_options))
         .layer(middleware::from_fn_with_state(proxies, client_ip::resolve))
@@ -112,6 +113,18 @@ fn request_span(request: &Request) -> tracing::Span {
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (method, path) = (request.method(), request.uri().path());
     tracing::info_span!("request", id, %method, path)
+}
+
+/// Counts each answered request for `/metrics`, by the route template it matched.
+async fn count_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let route = route.as_ref().map(MatchedPath::as_str);
+    (state.metrics).observe_request(route, method.as_str(), status, started.elapsed());
+    response
 }
 
 /// Runs the handler as its own task. A client that goes away mid-request then cannot cancel

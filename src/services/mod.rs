@@ -99,6 +99,8 @@ pub struct Services {
     /// arrives meanwhile waits, then finds the first one's answer (nothing twice).
     pub inbound_transactions: crate::util::KeyedLocks,
     pub sliding_sync: sync::sliding::SlidingSync,
+    /// What the gateway and handlers count, for `/metrics`.
+    pub metrics: crate::metrics::Registry,
 }
 
 /// The `global_value` key recording that the first-start registration token was made.
@@ -127,7 +129,9 @@ impl Services {
         prepare_data_dir(&config.database.path)?;
         let server_name = OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| format!("server_name: {e}"))?;
-        let open = match config.database.count_reads {
+        // `/metrics` reports the block cache's hit rate and RocksDB's write groups, which
+        // only its statistics count.
+        let open = match config.database.count_reads || config.metrics.listen.is_some() {
             true => Storage::open_counting_reads,
             false => Storage::open,
         };
@@ -198,6 +202,7 @@ impl Services {
             admin_secret,
             inbound_transactions: Default::default(),
             sliding_sync: Default::default(),
+            metrics: Default::default(),
         }))
     }
 

@@ -18,6 +18,8 @@ pub struct Batch {
     /// The one room this batch's positions changed, if the writer says so, and whether
     /// they concern only its members.
     pub(crate) room: Option<(Arc<str>, bool)>,
+    /// Events this batch adds to rooms' timelines, counted once it commits.
+    pub(crate) events: u64,
 }
 
 impl Batch {
@@ -69,6 +71,12 @@ impl Batch {
         if self.room.is_none() {
             self.room = Some((room.into(), false));
         }
+    }
+
+    /// Counts `n` events added to rooms' timelines (the `/metrics` figure of events
+    /// persisted) once the batch commits.
+    pub fn persists_events(&mut self, n: usize) {
+        self.events += n as u64;
     }
 
     /// Whether the batch has taken stream positions yet.

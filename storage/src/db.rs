@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::catalog::{self, Table};
 use crate::codec::KeyCodec;
+use crate::stats::{CommitStats, Counted, RocksFigures};
 use crate::stream::{PositionGuard, Stream};
 use crate::{Batch, Error, Result, schema};
 
@@ -22,6 +23,11 @@ const STREAM_RESERVED_KEY: &str = "stream_reserved_upto";
 /// the network in between holds others up, so the wait is short, and said in the log.
 const VISIBILITY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
+fn unix_ms() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A cheap, cloneable handle on the one database.
 #[derive(Clone)]
 pub struct Storage {
@@ -30,6 +36,9 @@ pub struct Storage {
     /// The options the database was opened with, when they count reads (see
     /// [`Storage::open_counting_reads`]).
     counted: Option<Arc<Options>>,
+    /// The block cache every table shares.
+    cache: rocksdb::Cache,
+    stats: Arc<CommitStats>,
 }
 
 /// Where point reads and scans found their data since the database was opened.
@@ -57,8 +66,9 @@ impl Storage {
         Self::open_with(path, false)
     }
 
-    /// [`Storage::open`], counting where reads find their data (RocksDB statistics, which
-    /// cost a little on every read): to measure, not for every day.
+    /// [`Storage::open`], counting where reads find their data and how writes group
+    /// (RocksDB statistics, which cost a little on every read): to measure, and for
+    /// `/metrics`.
     pub fn open_counting_reads(path: &Path) -> Result<Storage> {
         Self::open_with(path, true)
     }
@@ -102,6 +112,8 @@ impl Storage {
             db,
             stream: Arc::new(Stream::new(reserved.unwrap_or(0))),
             counted: count_reads.then(|| Arc::new(options)),
+            cache,
+            stats: Default::default(),
         };
         schema::migrate(&storage)?;
         Ok(storage)
@@ -271,6 +283,7 @@ impl Storage {
             writes: Default::default(),
             positions: Vec::new(),
             room: None,
+            events: 0,
         }
     }
 
@@ -310,11 +323,18 @@ impl Storage {
             writes,
             positions,
             room,
+            events,
             ..
         } = batch;
         let mut options = WriteOptions::default();
         options.set_sync(true);
+        let started = std::time::Instant::now();
         self.db.write_opt(writes, &options)?;
+        self.stats.latency.observe(started.elapsed());
+        (self.stats.events).fetch_add(events, std::sync::atomic::Ordering::Relaxed);
+        if let Some(highest) = positions.iter().map(|guard| guard.position).max() {
+            self.stats.clock.note(highest, unix_ms());
+        }
         if let Some((room, only)) = room {
             self.stream.record_room(&positions, room, only);
         }
@@ -399,6 +419,45 @@ impl Storage {
             block_cache_hits: options.get_ticker_count(Ticker::BlockCacheHit),
             block_cache_misses: options.get_ticker_count(Ticker::BlockCacheMiss),
         })
+    }
+
+    /// The commits' counts since the database was opened.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.stats
+    }
+
+    /// When `position` was committed, to within 10 s, if this process saw it or a later one
+    /// (see [`crate::stats::PositionClock`]).
+    pub fn time_of_position(&self, position: u64) -> Option<u64> {
+        self.stats.clock.time_of(position)
+    }
+
+    /// RocksDB's figures now, summed over the tables.
+    pub fn rocks_figures(&self) -> RocksFigures {
+        let sum = |property: &str| {
+            catalog::ALL
+                .iter()
+                .filter_map(|table| self.cf(table).ok())
+                .filter_map(|cf| self.db.property_int_value_cf(cf, property).ok().flatten())
+                .sum()
+        };
+        let counted = self.counted.as_ref().map(|options| {
+            use rocksdb::statistics::Ticker;
+            Counted {
+                block_cache_hits: options.get_ticker_count(Ticker::BlockCacheHit),
+                block_cache_misses: options.get_ticker_count(Ticker::BlockCacheMiss),
+                writes_led: options.get_ticker_count(Ticker::WriteDoneBySelf),
+                writes_joined: options.get_ticker_count(Ticker::WriteDoneByOther),
+            }
+        });
+        RocksFigures {
+            memtable_bytes: sum("rocksdb.cur-size-all-mem-tables"),
+            sst_bytes: sum("rocksdb.total-sst-files-size"),
+            pending_compaction_bytes: sum("rocksdb.estimate-pending-compaction-bytes"),
+            block_cache_bytes: self.cache.get_usage() as u64,
+            block_cache_capacity_bytes: BLOCK_CACHE as u64,
+            counted,
+        }
     }
 
     /// Flushes memtables so a clean shutdown leaves little WAL to replay.

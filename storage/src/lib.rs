@@ -14,6 +14,7 @@ pub mod codec;
 mod db;
 mod error;
 pub mod schema;
+pub mod stats;
 pub mod stream;
 
 pub use batch::Batch;

@@ -525,7 +525,7 @@ async fn users_on_two_kith_servers_befriend_chat_under_dm_only_and_unfriend() {
 }
 
 /// A room alice makes on `a` with `preset`, inviting bob, who joins from `b`; its ID.
-async fn room_on_a(
+pub async fn room_on_a(
     a: &Server,
     alice_token: &str,
     (b, bob, bob_token): (&Server, &str, &str),

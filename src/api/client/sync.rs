@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use ruma::api::OutgoingResponseExt;
 
 use crate::gateway::{Error, Result, Ruma, RumaResponse};
+use crate::metrics::SyncApi;
 use crate::services::AppState;
 use crate::services::session::Session;
 use crate::services::sync::{self, SyncRequest};
@@ -54,6 +55,7 @@ pub async fn sync(
 ) -> Result<axum::response::Response> {
     let session = request.session()?;
     let body = &request.body;
+    let _open = state.metrics.sync_in_flight(SyncApi::V2);
     // Syncing says the client is there; `offline` only means "do not mark me online".
     let presence = match body.set_presence {
         PresenceState::Offline => None,
@@ -105,6 +107,7 @@ pub async fn sliding_sync(
 ) -> Result<RumaResponse<v5::Response>> {
     let session = request.session()?;
     let body = &request.body;
+    let _open = state.metrics.sync_in_flight(SyncApi::Sliding);
     let presence = match body.set_presence {
         PresenceState::Offline => None,
         ref other => Some(super::presence::known(other)?),

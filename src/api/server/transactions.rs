@@ -29,6 +29,7 @@ pub async fn send(
     let pdus: Vec<&str> = body.pdus.iter().map(|pdu| pdu.get()).collect();
     let edus: Vec<&str> = body.edus.iter().map(|edu| edu.json().get()).collect();
     let txn_id = body.transaction_id.as_str();
+    (state.metrics).inbound_transaction(pdus.len(), edus.len());
     let outcomes = transactions::receive(&state, &origin, txn_id, &pdus, &edus).await?;
     Ok(RumaResponse(send_transaction_message::v1::Response::new(
         outcomes,

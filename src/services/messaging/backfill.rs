@@ -291,6 +291,7 @@ impl Messaging {
             )?;
             added += 1;
         }
+        batch.persists_events(added);
         self.storage.commit(batch).await?;
         // Outliers placed in the timeline now hold the fetched copy.
         for id in &placed {

@@ -69,6 +69,7 @@ impl<'a> Draft<'a> {
         let mut member_changes = Vec::new();
         // The state each built event replaces: what was stored, or built before it here.
         let mut replaced_here: HashMap<(String, String), Replaced> = HashMap::new();
+        batch.persists_events(self.built.len());
         for pdu in &self.built {
             let position = batch.new_position()?;
             let event_id = pdu.event_id.as_str();
