@@ -8,6 +8,8 @@ mod accounts;
 mod admin;
 #[path = "integration/authorization.rs"]
 mod authorization;
+#[path = "integration/backup.rs"]
+mod backup;
 #[path = "integration/clients.rs"]
 mod clients;
 #[path = "integration/common.rs"]

@@ -1,6 +1,8 @@
 //! `kith admin ...`: talks to the running server's admin API, or, when no server answers,
 //! opens the database and performs the operation itself.
 
+use std::path::PathBuf;
+
 use clap::Subcommand;
 use serde_json::{Value, json};
 
@@ -44,6 +46,12 @@ pub enum AdminCommand {
     /// Replace the server's signing key (with kith stopped): the old one stays published
     /// as retired (`old_verify_keys`), so what it signed still verifies.
     RotateSigningKey,
+    /// Back up the database, the media files and the secrets kept in files into DIR (new
+    /// or empty), while kith runs or not.
+    Backup { dir: PathBuf },
+    /// Restore a backup into the configured data directory, which must be empty (kith
+    /// stopped).
+    Restore { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,7 +76,11 @@ pub enum TokenCommand {
 }
 
 /// Runs the command, printing its JSON result.
-pub async fn run(config: Config, command: AdminCommand) -> Result<(), String> {
+pub async fn run(config: Config, mut command: AdminCommand) -> Result<(), String> {
+    // The running server resolves paths from its own directory, not the caller's.
+    if let AdminCommand::Backup { dir } | AdminCommand::Restore { dir } = &mut command {
+        *dir = std::path::absolute(&*dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let result = match over_http(&config, &command).await {
         Ok(value) => value,
         Err(HttpFailure::NotRunning) => directly(config, command).await?,
@@ -123,13 +135,15 @@ async fn over_http(config: &Config, command: &AdminCommand) -> Result<Value, Htt
         // The running server keeps the key it started with: it must not sign with one
         // the database no longer holds. Asked only to learn whether it runs.
         AdminCommand::RotateSigningKey => {
-            let probe = format!("http://{}/_matrix/client/versions", config.listen.client);
-            return match client.get(probe).send().await {
-                Err(e) if e.is_connect() => Err(HttpFailure::NotRunning),
-                _ => Err(HttpFailure::Refused(
-                    "stop kith first: the signing key is read when it starts".into(),
-                )),
-            };
+            let why = "the signing key is read when it starts";
+            return refused_while_running(&client, config, why).await;
+        }
+        AdminCommand::Backup { dir } => {
+            client.post(format!("{base}/backup")).json(&json!({ "dir": dir }))
+        }
+        AdminCommand::Restore { .. } => {
+            let why = "a restore fills an empty data directory";
+            return refused_while_running(&client, config, why).await;
         }
     };
     let response = match request.bearer_auth(secret.trim()).send().await {
@@ -149,6 +163,20 @@ async fn over_http(config: &Config, command: &AdminCommand) -> Result<Value, Htt
     }
 }
 
+/// `NotRunning` if nothing answers on the client listener, else refused: `why` kith must be
+/// stopped first.
+async fn refused_while_running(
+    client: &reqwest::Client,
+    config: &Config,
+    why: &str,
+) -> Result<Value, HttpFailure> {
+    let probe = format!("http://{}/_matrix/client/versions", config.listen.client);
+    match client.get(probe).send().await {
+        Err(e) if e.is_connect() => Err(HttpFailure::NotRunning),
+        _ => Err(HttpFailure::Refused(format!("stop kith first: {why}"))),
+    }
+}
+
 fn encode(user: &str) -> String {
     user.bytes()
         .map(|b| match b {
@@ -161,6 +189,11 @@ fn encode(user: &str) -> String {
 }
 
 async fn directly(config: Config, command: AdminCommand) -> Result<Value, String> {
+    // Before anything opens (and so creates) the database.
+    if let AdminCommand::Restore { dir } = &command {
+        let manifest = super::backup::restore(&config, dir).map_err(|e| e.to_string())?;
+        return Ok(json!(manifest));
+    }
     let services = Services::open(config)?;
     let result = match command {
         AdminCommand::CreateUser {
@@ -228,6 +261,11 @@ async fn directly(config: Config, command: AdminCommand) -> Result<Value, String
             .map(|key_id| json!({ "key_id": key_id }))
             .map_err(crate::services::error::Error::internal)
         }
+        AdminCommand::Backup { dir } => {
+            let manifest = super::backup::backup(&services, &dir).map_err(|e| e.to_string())?;
+            return Ok(json!(manifest));
+        }
+        AdminCommand::Restore { .. } => unreachable!("restored before the database opens"),
     };
     result.map_err(|e| e.to_string())
 }

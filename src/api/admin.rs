@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::admin::{ops, secret};
+use crate::admin::{backup, ops, secret};
 use crate::gateway::{Error, Result};
 use crate::services::AppState;
 
@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/registration_tokens/{token}", delete(delete_token))
         .route("/events/verify", post(verify_events))
         .route("/reports", get(list_reports))
+        .route("/backup", post(backup))
         .route_layer(middleware::from_fn_with_state(state, require_secret))
 }
 
@@ -87,6 +88,30 @@ async fn deactivate(
 ) -> Result<Json<Value>> {
     ops::deactivate(&state, &user).await?;
     Ok(Json(json!({})))
+}
+
+#[derive(serde::Deserialize)]
+struct BackupRequest {
+    /// An absolute path on the server's machine, missing or empty.
+    dir: std::path::PathBuf,
+}
+
+/// `POST /_kith/admin/v1/backup` `{dir}` → the backup's manifest: the database as of now,
+/// the media files and the secret files, copied into `dir` while kith keeps serving.
+async fn backup(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>> {
+    let request: BackupRequest = parse(&body)?;
+    if !request.dir.is_absolute() {
+        return Err(Error::invalid_param("dir must be an absolute path"));
+    }
+    let backing_up = state.clone();
+    let taken = tokio::task::spawn_blocking(move || backup::backup(&backing_up, &request.dir))
+        .await
+        .map_err(Error::internal)?;
+    match taken {
+        Ok(manifest) => Ok(Json(json!(manifest))),
+        Err(backup::Failure::Refused(message)) => Err(Error::invalid_param(message)),
+        Err(backup::Failure::Io(message)) => Err(Error::internal(message)),
+    }
 }
 
 /// `POST /_kith/admin/v1/events/verify` → `{verified, redacted, failed}`: every stored event

@@ -460,6 +460,14 @@ impl Storage {
         }
     }
 
+    /// Writes a consistent copy of the whole database, as of one instant, to `dir` (which
+    /// must not exist) while writes go on: RocksDB's checkpoint, hard-linking the table
+    /// files where `dir` is on the same file system and copying them elsewhere.
+    pub fn checkpoint(&self, dir: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
     /// Flushes memtables so a clean shutdown leaves little WAL to replay.
     pub fn flush(&self) -> Result<()> {
         for table in catalog::ALL {

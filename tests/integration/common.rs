@@ -34,9 +34,19 @@ impl Server {
             .unwrap_or_else(|log| panic!("kith did not start listening; log:\n{log}"))
     }
 
+    /// [`Server::start`] on the data directory `dir/data` (as `kith admin restore` filled
+    /// it, say).
+    pub fn start_in(dir: Arc<tempfile::TempDir>, env: &[(&str, &str)]) -> Server {
+        Server::try_start_in(dir, env)
+            .unwrap_or_else(|log| panic!("kith did not start listening; log:\n{log}"))
+    }
+
     /// [`Server::start`], or the log of a server that did not start.
     fn try_start(env: &[(&str, &str)]) -> Result<Server, String> {
-        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        Server::try_start_in(Arc::new(tempfile::tempdir().expect("tempdir")), env)
+    }
+
+    fn try_start_in(dir: Arc<tempfile::TempDir>, env: &[(&str, &str)]) -> Result<Server, String> {
         let mut all = vec![
             ("KITH_REGISTRATION__MODE".to_owned(), "open".to_owned()),
             (POLICY.to_owned(), "off".to_owned()),
