@@ -42,6 +42,8 @@ struct User {
     sync: Arc<SyncService>,
     list: Arc<Mutex<Vec<(OwnedRoomId, RoomState)>>>,
     password: String,
+    /// The rooms on screen (see [`User::open`]).
+    open: Mutex<Vec<OwnedRoomId>>,
 }
 
 /// Waits until `check` gives `Some`, polling; fails with `what` after [`STEP`].
@@ -123,6 +125,7 @@ async fn sign_in(
         sync,
         list,
         password: password.to_owned(),
+        open: Mutex::new(Vec::new()),
     })
 }
 
@@ -133,6 +136,22 @@ impl User {
 
     fn listed(&self) -> Vec<(OwnedRoomId, RoomState)> {
         self.list.lock().unwrap().clone()
+    }
+
+    /// The room's timeline, the room subscribed to as Element X does with the rooms on
+    /// screen: the list alone syncs one event per room, so two messages between syncs
+    /// leave a gap, and the SDK drops the timeline's older events until paginated back.
+    async fn open(&self, room: &RoomId) -> Result<Timeline> {
+        let open = {
+            let mut open = self.open.lock().unwrap();
+            open.push(room.to_owned());
+            open.clone()
+        };
+        let rooms: Vec<&RoomId> = open.iter().map(|id| id.as_ref()).collect();
+        // Boxed: these futures are too deep for the compiler's layout query otherwise.
+        let service = self.sync.room_list_service();
+        Box::pin(service.subscribe_to_rooms(&rooms)).await;
+        Ok(Box::pin(self.room(room)?.timeline()).await?)
     }
 
     fn position(&self, room: &RoomId) -> Option<usize> {
@@ -322,8 +341,8 @@ async fn main() -> Result<()> {
         Ok((alice.room(&dm_id)?.joined_members_count() == 2).then_some(()))
     })
     .await?;
-    let alice_dm = alice.room(&dm_id)?.timeline().await?;
-    let bob_dm = bob.room(&dm_id)?.timeline().await?;
+    let alice_dm = alice.open(&dm_id).await?;
+    let bob_dm = bob.open(&dm_id).await?;
     if !alice
         .room(&dm_id)?
         .latest_encryption_state()
@@ -349,7 +368,7 @@ async fn main() -> Result<()> {
     })
     .await?;
     bob.room(&later_id)?.join().await?;
-    let alice_later = later.timeline().await?;
+    let alice_later = alice.open(&later_id).await?;
     alice.send(&alice_later, "in the other room").await?;
     until("alice's list has the new room first", || async {
         Ok(
