@@ -62,6 +62,9 @@ pub struct Media {
     pub max_upload_size: usize,
     /// Where uploaded files are kept; defaults to `<database.path>/media`.
     pub path: Option<PathBuf>,
+    /// Days after which other servers' files fetched for our users are forgotten (fetched
+    /// again if asked for); unset keeps them. This server's own uploads are never purged.
+    pub remote_retention: Option<f64>,
 }
 
 impl Default for Media {
@@ -69,6 +72,7 @@ impl Default for Media {
         Media {
             max_upload_size: 50 * 1024 * 1024,
             path: None,
+            remote_retention: None,
         }
     }
 }

@@ -210,6 +210,35 @@ impl Services {
     pub fn start_timers(self: &Arc<Self>) {
         let services = Arc::clone(self);
         tokio::spawn(async move { services.messaging.run_typing_timers().await });
+        if let Some(days) = self.config.media.remote_retention {
+            let services = Arc::clone(self);
+            tokio::spawn(async move { services.purge_remote_media_every(days).await });
+        }
+    }
+
+    /// `[media] remote_retention`: purges the remote media cache at start, then every hour
+    /// (or a quarter of the retention, if shorter).
+    async fn purge_remote_media_every(&self, days: f64) {
+        let retention = std::time::Duration::from_secs_f64(days.max(0.0) * 86_400.0);
+        let period = (retention / 4).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(3600),
+        );
+        loop {
+            let before = crate::util::now_ms().saturating_sub(retention.as_millis() as u64);
+            match self.media.purge_remote(before).await {
+                Ok(purged) if purged.media > 0 => tracing::info!(
+                    media = purged.media,
+                    thumbnails = purged.thumbnails,
+                    files = purged.files,
+                    bytes = purged.bytes,
+                    "purged remote media older than the retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot purge remote media: {e}"),
+            }
+            tokio::time::sleep(period).await;
+        }
     }
 
     /// Starts the delivery of pushes to push gateways (resuming what a previous run left).

@@ -2,6 +2,7 @@
 //! real thumbnails, safe serving, limits.
 
 use std::io::Cursor;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -326,4 +327,83 @@ async fn remote_fetches_are_limited_per_user() {
         StatusCode::OK,
         "this server's own media is not counted"
     );
+}
+
+/// Every file under a media directory (`<sha256 prefix>/<sha256>`).
+fn media_files(server: &Server) -> Vec<String> {
+    let dir = server.data.join("media");
+    let Ok(prefixes) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    prefixes
+        .flatten()
+        .flat_map(|prefix| {
+            std::fs::read_dir(prefix.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|file| file.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect()
+}
+
+/// `[media] remote_retention` (here about 4 s): a file fetched from another server is
+/// forgotten, on disk too, once older than that; this server's own uploads stay; asked
+/// for again, the remote file is fetched again.
+#[tokio::test]
+async fn remote_media_is_purged_after_its_retention_and_fetched_again() {
+    let (a, _) = Server::federated(&[]);
+    let (b, _) = Server::federated(&[("KITH_MEDIA__REMOTE_RETENTION", "0.00005")]);
+    let (_, alice) = a.user("alice").await;
+    let (_, bob) = b.user("bob").await;
+    let remote_bytes = png(16, 16);
+    let (status, uploaded) = upload(&a, &alice, remote_bytes.clone(), "image/png", "r.png").await;
+    assert_eq!(status, StatusCode::OK, "{uploaded}");
+    let remote = uploaded["content_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mxc://")
+        .to_owned();
+    let (status, own) = upload(&b, &bob, png(24, 24), "image/png", "own.png").await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    let path = format!("/_matrix/client/v1/media/download/{remote}");
+
+    let got = fetch(&b, &path, Some(&bob)).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.bytes, remote_bytes);
+    assert_eq!(
+        media_files(&b).len(),
+        2,
+        "bob's upload and the fetched file"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while media_files(&b).len() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fetched file was never purged"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(b.log().contains("purged remote media"), "{}", b.log());
+    let own = own["content_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mxc://");
+    let kept = fetch(
+        &b,
+        &format!("/_matrix/client/v1/media/download/{own}"),
+        Some(&bob),
+    )
+    .await;
+    assert_eq!(
+        kept.status,
+        StatusCode::OK,
+        "this server's own upload stays"
+    );
+
+    let again = fetch(&b, &path, Some(&bob)).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.bytes, remote_bytes, "fetched again from its server");
 }

@@ -43,6 +43,18 @@ pub async fn store(dir: &Path, bytes: Vec<u8>) -> Result<String> {
     .map_err(Error::internal)?
 }
 
+/// Deletes the file stored under `sha256` (nothing if there is none); its size.
+pub fn remove(dir: &Path, sha256: &str) -> std::io::Result<u64> {
+    let path = path_of(dir, sha256);
+    let size = match std::fs::metadata(&path) {
+        Ok(metadata) => metadata.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    std::fs::remove_file(&path)?;
+    Ok(size)
+}
+
 /// The bytes stored under `sha256`.
 pub async fn load(dir: &Path, sha256: &str) -> Result<Vec<u8>> {
     if sha256.len() < 2 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -4,6 +4,7 @@
 //! unnamed file, never a name without its file.
 
 mod files;
+mod retention;
 mod thumbnail;
 
 use std::path::PathBuf;
@@ -56,6 +57,10 @@ pub struct Media {
     /// for the first fetch instead of each fetching it, and no other file waits with them
     /// (a slow server delays only its own files).
     fetching: KeyedLocks,
+    /// Taken for reading from storing a file until the record naming it commits, and for
+    /// writing while a purge finds and deletes the files nothing names: so a file stored
+    /// again (same bytes, same name) is never deleted under its new record.
+    files_gate: tokio::sync::RwLock<()>,
     /// Uploads and reserved IDs per user (`[rate_limits] uploads`).
     upload_limiter: RateLimiter,
     /// Other servers' files fetched per user (`[rate_limits] remote_media`).
@@ -94,6 +99,7 @@ impl Media {
             reserved_locks: StripedLocks::new(16),
             federation,
             fetching: Default::default(),
+            files_gate: Default::default(),
             upload_limiter: config.rate_limits.uploads.limiter(),
             remote_fetch_limiter: config.rate_limits.remote_media.limiter(),
         })
@@ -150,6 +156,8 @@ impl Media {
             .and_then(|kind| kith_federation::media::decode_multipart(kind, &body))
             .ok_or_else(|| Error::bad_gateway(format!("{server} sent no file")))?;
         let size = bytes.len() as u64;
+        // Held until the record naming the file commits (see `Media::purge_remote`).
+        let _gate = self.files_gate.read().await;
         let sha256 = files::store(&self.dir, bytes).await?;
         let record = MediaRecord {
             sha256: Some(sha256),
@@ -188,6 +196,8 @@ impl Media {
         self.take_upload(uploader)?;
         let media_id = random_string(24);
         let size = bytes.len() as u64;
+        // Held until the record naming the file commits (see `Media::purge_remote`).
+        let _gate = self.files_gate.read().await;
         let sha256 = files::store(&self.dir, bytes).await?;
         let record = MediaRecord {
             sha256: Some(sha256),
@@ -250,6 +260,7 @@ impl Media {
             return Err(not_found());
         }
         record.size = bytes.len() as u64;
+        let _gate = self.files_gate.read().await;
         record.sha256 = Some(files::store(&self.dir, bytes).await?);
         record.content_type = content_type;
         record.filename = filename;

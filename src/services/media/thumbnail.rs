@@ -51,8 +51,8 @@ pub enum Fit {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct ThumbnailRecord {
-    sha256: String,
+pub(super) struct ThumbnailRecord {
+    pub(super) sha256: String,
     content_type: String,
 }
 
@@ -216,6 +216,7 @@ impl Media {
                 });
             }
         };
+        let _gate = self.files_gate.read().await;
         let sha256 = files::store(&self.dir, bytes.clone()).await?;
         let record = ThumbnailRecord {
             sha256,
