@@ -84,3 +84,5 @@ mod synapse_contacts;
 mod synapse_rooms;
 #[path = "integration/sync.rs"]
 mod sync;
+#[path = "integration/upgrade.rs"]
+mod upgrade;

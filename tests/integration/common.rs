@@ -46,7 +46,11 @@ impl Server {
         Server::try_start_in(Arc::new(tempfile::tempdir().expect("tempdir")), env)
     }
 
-    fn try_start_in(dir: Arc<tempfile::TempDir>, env: &[(&str, &str)]) -> Result<Server, String> {
+    /// [`Server::start_in`], or the log of a server that did not start.
+    pub fn try_start_in(
+        dir: Arc<tempfile::TempDir>,
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let mut all = vec![
             ("KITH_REGISTRATION__MODE".to_owned(), "open".to_owned()),
             (POLICY.to_owned(), "off".to_owned()),
