@@ -78,6 +78,8 @@ mod spaces;
 mod sso;
 #[path = "integration/synapse.rs"]
 mod synapse;
+#[path = "integration/synapse_admin.rs"]
+mod synapse_admin;
 #[path = "integration/synapse_contacts.rs"]
 mod synapse_contacts;
 #[path = "integration/synapse_rooms.rs"]

@@ -6,6 +6,7 @@ mod client;
 mod health;
 mod metrics;
 mod server;
+mod synapse_admin;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
@@ -361,6 +362,8 @@ pub fn router(state: AppState) -> Router {
         )
         // kith's own admin API, and its health for monitors
         .nest("/_kith/admin/v1", admin::router(state.clone()))
+        // Synapse's Admin API, as moderation tools speak it, for server admins' tokens
+        .nest("/_synapse/admin", synapse_admin::router())
         .route("/health", get(health::health));
     gateway::finish(legacy_media(api), state)
 }

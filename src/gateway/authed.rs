@@ -32,3 +32,20 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Authed<T> {
         Ok(Authed { session, body })
     }
 }
+
+/// [`Authed`] for a server admin (the account's `admin` flag), as Synapse's admin API
+/// (`/_synapse/admin`) requires it: anyone else gets `403 M_FORBIDDEN`.
+pub struct ServerAdmin<T>(pub Authed<T>);
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for ServerAdmin<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self> {
+        let authed = Authed::from_request(request, state).await?;
+        let account = state.auth.account(&authed.session.user_id)?;
+        if !account.is_some_and(|account| account.admin) {
+            return Err(Error::forbidden("You are not a server admin"));
+        }
+        Ok(ServerAdmin(authed))
+    }
+}

@@ -27,7 +27,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Instrument;
 
 pub use answered::Answered;
-pub use authed::Authed;
+pub use authed::{Authed, ServerAdmin};
 pub use client_ip::{ClientIp, parse_range};
 pub use error::{Error, Result};
 pub use extract::{Ruma, RumaResponse};

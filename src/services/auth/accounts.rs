@@ -162,6 +162,23 @@ impl AuthService {
         Ok(())
     }
 
+    /// Makes the user a server admin, or not (by the operator).
+    pub async fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<()> {
+        let _guard = self.registering().await;
+        let mut account = self
+            .account(user_id)?
+            .ok_or_else(|| Error::not_found("Unknown user"))?;
+        account.admin = admin;
+        let mut batch = self.storage.batch();
+        batch.put(&catalog::USERID_ACCOUNT, &user_id.as_str(), &account)?;
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// Every local account, by user ID.
+    pub fn accounts(&self) -> Result<Vec<(String, Account)>> {
+        Ok(self.storage.scan_prefix(&catalog::USERID_ACCOUNT, &())?)
+    }
+
     /// Adds the deactivation to `batch`: the password is forgotten and the name stays taken.
     /// The caller holds [`AuthService::registering`] and ends the sessions in the same batch.
     pub fn deactivate_into(&self, batch: &mut Batch, user_id: &UserId) -> Result<()> {

@@ -19,6 +19,7 @@ use kith_storage::Storage;
 use ruma::OwnedServerName;
 use tokio::sync::Mutex;
 
+pub use accounts::Account;
 pub use regtokens::RegistrationToken;
 pub use uia::{UiaFlows, UiaSession, UiaSessions};
 

@@ -20,7 +20,7 @@ pub struct RegistrationToken {
 }
 
 impl RegistrationToken {
-    fn usable(&self, now: u64) -> bool {
+    pub fn usable(&self, now: u64) -> bool {
         self.uses_allowed.is_none_or(|max| self.completed < max)
             && self.expiry_time.is_none_or(|t| t > now)
     }
@@ -119,6 +119,37 @@ impl AuthService {
         batch.delete(&catalog::REGTOKEN_INFO, &token)?;
         self.storage.commit(batch).await?;
         Ok(())
+    }
+
+    /// A stored token, if there is one by that name.
+    pub fn token(&self, token: &str) -> Result<Option<RegistrationToken>> {
+        if !well_formed(token) {
+            return Ok(None);
+        }
+        Ok(self.storage.get(&catalog::REGTOKEN_INFO, &token)?)
+    }
+
+    /// Changes a stored token's allowance and expiry (`Some(None)`: no limit, no expiry;
+    /// `None`: unchanged).
+    pub async fn update_token(
+        &self,
+        token: &str,
+        uses_allowed: Option<Option<u32>>,
+        expiry_time: Option<Option<u64>>,
+    ) -> Result<RegistrationToken> {
+        let _guard = self.registering().await;
+        let mut stored = (self.token(token)?)
+            .ok_or_else(|| Error::not_found(format!("No such registration token: {token}")))?;
+        if let Some(uses_allowed) = uses_allowed {
+            stored.uses_allowed = uses_allowed;
+        }
+        if let Some(expiry_time) = expiry_time {
+            stored.expiry_time = expiry_time;
+        }
+        let mut batch = self.storage.batch();
+        batch.put(&catalog::REGTOKEN_INFO, &token, &stored)?;
+        self.storage.commit(batch).await?;
+        Ok(stored)
     }
 
     pub fn tokens(&self) -> Result<Vec<RegistrationToken>> {

@@ -79,6 +79,35 @@ impl AuthService {
         Ok(self.storage.commit(batch).await?)
     }
 
+    /// Makes `addresses` the user's email addresses, validated now (by the operator): the
+    /// others are unbound, the new ones bound; one another account holds is refused and
+    /// nothing changes.
+    pub async fn set_emails(&self, user_id: &UserId, addresses: &[String]) -> Result<()> {
+        let _registering = self.registering().await;
+        let mut wanted = Vec::new();
+        for address in addresses {
+            let normal = normalize_address(address)
+                .ok_or_else(|| Error::invalid_param(format!("Not an email address: {address}")))?;
+            match self.email_owner(&normal)? {
+                Some(owner) if owner != *user_id => return Err(threepid_in_use()),
+                _ => wanted.push(normal),
+            }
+        }
+        let mut batch = self.storage.batch();
+        let held: Vec<String> = self
+            .threepids(user_id)?
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
+        for address in held.iter().filter(|a| !wanted.contains(a)) {
+            self.unbind_email_into(&mut batch, user_id, address)?;
+        }
+        for address in wanted.iter().filter(|a| !held.contains(a)) {
+            self.bind_email_into(&mut batch, user_id, address, now_ms())?;
+        }
+        Ok(self.storage.commit(batch).await?)
+    }
+
     /// Unbinds one of the user's addresses (`M_THREEPID_NOT_FOUND` if it is not theirs).
     pub async fn remove_email(&self, user_id: &UserId, email: &str) -> Result<()> {
         let _registering = self.registering().await;

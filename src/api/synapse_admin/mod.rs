@@ -1,0 +1,65 @@
+//! The part of Synapse's Admin API (`/_synapse/admin`) that moderation tools and scripts
+//! use, at Synapse's paths and in its shapes, for a server admin's access token (the
+//! account's `admin` flag, as Synapse): users, registration tokens, reports, the remote
+//! media cache, the server's version. Handlers translate; the operations are the same ones
+//! `kith admin` runs (`crate::admin::ops`).
+
+mod server;
+mod tokens;
+mod users;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::services::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/server_version", get(server::version))
+        .route("/v1/event_reports", get(server::event_reports))
+        .route("/v1/purge_media_cache", post(server::purge_media_cache))
+        .route("/v2/users", get(users::list))
+        .route(
+            "/v2/users/{user_id}",
+            get(users::query).put(users::create_or_modify),
+        )
+        .route("/v2/users/{user_id}/devices", get(users::devices))
+        .route("/v1/users/{user_id}/joined_rooms", get(users::joined_rooms))
+        .route("/v1/whois/{user_id}", get(users::whois))
+        .route("/v1/deactivate/{user_id}", post(users::deactivate))
+        .route("/v1/reset_password/{user_id}", post(users::reset_password))
+        .route("/v1/registration_tokens", get(tokens::list))
+        .route("/v1/registration_tokens/new", post(tokens::create))
+        .route(
+            "/v1/registration_tokens/{token}",
+            get(tokens::get_one)
+                .put(tokens::update)
+                .delete(tokens::delete),
+        )
+}
+
+/// `from`/`limit` paging as Synapse reads it: non-negative integers, `limit` default 100.
+#[derive(serde::Deserialize)]
+struct Paging {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+impl Paging {
+    fn read(&self) -> crate::gateway::Result<(usize, usize)> {
+        let number = |value: &Option<String>, name: &str, default: usize| match value {
+            None => Ok(default),
+            Some(text) => text.parse::<usize>().map_err(|_| {
+                crate::gateway::Error::invalid_param(format!(
+                    "Query parameter {name:?} must be a non-negative integer"
+                ))
+            }),
+        };
+        Ok((
+            number(&self.from, "from", 0)?,
+            number(&self.limit, "limit", 100)?,
+        ))
+    }
+}
