@@ -204,8 +204,8 @@ async fn synapse_admin_api_answers_as_synapse_does() {
 
     // Carol's sessions, rooms and password.
     let room = json!({ "preset": "private_chat", "name": "Carol's" });
-    kith.create_room(&carol_kith.1, room.clone()).await;
-    let (status, _) = synapse
+    let kith_room = kith.create_room(&carol_kith.1, room.clone()).await;
+    let (status, synapse_room) = synapse
         .request(
             Method::POST,
             "/_matrix/client/v3/createRoom",
@@ -214,6 +214,57 @@ async fn synapse_admin_api_answers_as_synapse_does() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    let synapse_room = synapse_room["room_id"].as_str().unwrap().to_owned();
+    let room_of = |server: &str| match server {
+        crate::common::SERVER_NAME => kith_room.clone(),
+        _ => synapse_room.clone(),
+    };
+    let (rooms, _) = both
+        .call(Method::GET, "/_synapse/admin/v1/rooms", None)
+        .await;
+    assert_eq!(rooms["rooms"][0]["name"], "Carol's");
+    both.call(
+        Method::GET,
+        "/_synapse/admin/v1/rooms?search_term=carol&order_by=joined_members&dir=b",
+        None,
+    )
+    .await;
+    both.call(Method::GET, "/_synapse/admin/v1/rooms?search_term=", None)
+        .await;
+    let (room, _) = user_call(
+        &both,
+        Method::GET,
+        |s| format!("/_synapse/admin/v1/rooms/{}", room_of(s)),
+        None,
+    )
+    .await;
+    assert_eq!(room["joined_local_members"], 1);
+    let (members, _) = user_call(
+        &both,
+        Method::GET,
+        |s| format!("/_synapse/admin/v1/rooms/{}/members", room_of(s)),
+        None,
+    )
+    .await;
+    assert_eq!(members["total"], 1);
+    user_call(
+        &both,
+        Method::GET,
+        |s| {
+            format!(
+                "/_synapse/admin/v1/rooms/{}/state?type=m.room.name",
+                room_of(s)
+            )
+        },
+        None,
+    )
+    .await;
+    both.call(
+        Method::GET,
+        "/_synapse/admin/v1/rooms/!nowhere:elsewhere.example",
+        None,
+    )
+    .await;
     user_call(
         &both,
         Method::GET,

@@ -1,9 +1,10 @@
 //! The part of Synapse's Admin API (`/_synapse/admin`) that moderation tools and scripts
 //! use, at Synapse's paths and in its shapes, for a server admin's access token (the
-//! account's `admin` flag, as Synapse): users, registration tokens, reports, the remote
-//! media cache, the server's version. Handlers translate; the operations are the same ones
+//! account's `admin` flag, as Synapse): users, rooms (read), registration tokens, reports,
+//! the remote media cache, the server's version. Handlers translate; the operations are the same ones
 //! `kith admin` runs (`crate::admin::ops`).
 
+mod rooms;
 mod server;
 mod tokens;
 mod users;
@@ -18,6 +19,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/server_version", get(server::version))
         .route("/v1/event_reports", get(server::event_reports))
         .route("/v1/purge_media_cache", post(server::purge_media_cache))
+        .route("/v1/rooms", get(rooms::list))
+        .route("/v1/rooms/{room_id}", get(rooms::details))
+        .route("/v1/rooms/{room_id}/members", get(rooms::members))
+        .route("/v1/rooms/{room_id}/state", get(rooms::room_state))
         .route("/v2/users", get(users::list))
         .route(
             "/v2/users/{user_id}",

@@ -183,7 +183,7 @@ pub async fn list(
 }
 
 /// JSON values of one kind in their natural order (`null` first).
-fn order(a: &Value, b: &Value) -> std::cmp::Ordering {
+pub(super) fn order(a: &Value, b: &Value) -> std::cmp::Ordering {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x
             .as_f64()

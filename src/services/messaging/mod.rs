@@ -224,6 +224,15 @@ impl Messaging {
     }
 
     /// The rooms a user is joined to.
+    /// Every room this server holds, by ID.
+    pub fn rooms(&self) -> Result<Vec<(OwnedRoomId, Room)>> {
+        let rows: Vec<(String, Room)> = self.storage.scan_prefix(&catalog::ROOMID_ROOM, &())?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, room)| Some((RoomId::parse(id).ok()?, room)))
+            .collect())
+    }
+
     pub fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
         Ok(self
             .memberships(user_id)?
