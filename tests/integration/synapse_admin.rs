@@ -109,6 +109,55 @@ async fn synapse_admin(synapse: &Synapse) -> String {
     registered["access_token"].as_str().unwrap().to_owned()
 }
 
+/// Uploads three files as `user` (whose token it is) at `base`: a picture sent into
+/// `room`, an avatar set on the profile, and one nothing names; their `mxc://` URIs.
+async fn images(
+    http: &reqwest::Client,
+    (base, token, room): (&str, &str, &str),
+    user: &str,
+) -> (String, String, String) {
+    let upload = async |bytes: &'static [u8]| {
+        let url = format!("{base}/_matrix/media/v3/upload?filename=f");
+        let request = http
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "text/plain");
+        let answer: Value = request
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["content_uri"].as_str().unwrap().to_owned()
+    };
+    let picture = upload(b"a picture").await;
+    let avatar = upload(b"an avatar").await;
+    let old = upload(b"nothing names this").await;
+    let content = json!({ "msgtype": "m.image", "body": "p", "url": picture });
+    let send = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/img");
+    let sent = http
+        .put(send)
+        .bearer_auth(token)
+        .json(&content)
+        .send()
+        .await
+        .unwrap();
+    assert!(sent.status().is_success());
+    let profile = format!("{base}/_matrix/client/v3/profile/{user}/avatar_url");
+    let body = json!({ "avatar_url": avatar });
+    let set = http
+        .put(profile)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(set.status().is_success());
+    (picture, avatar, old)
+}
+
 #[tokio::test]
 async fn synapse_admin_api_answers_as_synapse_does() {
     let Some(synapse) = Synapse::start(&[]).await else {
@@ -377,6 +426,84 @@ async fn synapse_admin_api_answers_as_synapse_does() {
     both.call(
         Method::POST,
         "/_synapse/admin/v1/purge_media_cache?before_ts=1700000000",
+        None,
+    )
+    .await;
+
+    // A room's media; deleting one file, then all but avatars older than a moment.
+    let synapse_base = format!("https://{}", synapse.name);
+    let http = &synapse.http;
+    let carol_on_kith = carol(crate::common::SERVER_NAME);
+    let on_kith = (
+        kith.base.as_str(),
+        carol_kith.1.as_str(),
+        kith_room.as_str(),
+    );
+    let (kith_picture, kith_avatar, kith_old) = images(http, on_kith, &carol_on_kith).await;
+    let on_synapse = (
+        synapse_base.as_str(),
+        carol_synapse.1.as_str(),
+        synapse_room.as_str(),
+    );
+    let (synapse_picture, _, _) = images(http, on_synapse, &carol(&synapse.name)).await;
+    let (media, _) = user_call(
+        &both,
+        Method::GET,
+        |s| format!("/_synapse/admin/v1/room/{}/media", room_of(s)),
+        None,
+    )
+    .await;
+    assert_eq!(media["local"], json!([kith_picture]));
+    let media_id = |uri: &str| uri.rsplit('/').next().unwrap().to_owned();
+    let (kith_id, synapse_id) = (media_id(&kith_picture), media_id(&synapse_picture));
+    let picture_of = |s: &str| match s {
+        crate::common::SERVER_NAME => kith_id.clone(),
+        _ => synapse_id.clone(),
+    };
+    user_call(
+        &both,
+        Method::DELETE,
+        |s| format!("/_synapse/admin/v1/media/{s}/{}", picture_of(s)),
+        None,
+    )
+    .await;
+    let gone = kith
+        .http
+        .get(format!(
+            "{}/_matrix/client/v1/media/download/{}",
+            kith.base,
+            kith_picture.trim_start_matches("mxc://")
+        ))
+        .bearer_auth(&carol_kith.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.status(),
+        StatusCode::NOT_FOUND,
+        "a deleted file is gone"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 1000;
+    let (deleted, _) = user_call(
+        &both,
+        Method::POST,
+        |s| format!("/_synapse/admin/v1/media/{s}/delete?before_ts={now}"),
+        None,
+    )
+    .await;
+    let deleted = deleted["deleted_media"].as_array().unwrap().clone();
+    assert!(deleted.contains(&json!(media_id(&kith_old))), "{deleted:?}");
+    assert!(
+        !deleted.contains(&json!(media_id(&kith_avatar))),
+        "an avatar is kept: {deleted:?}"
+    );
+    both.call(
+        Method::DELETE,
+        "/_synapse/admin/v1/media/elsewhere.example/abc",
         None,
     )
     .await;

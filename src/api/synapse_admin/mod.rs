@@ -1,16 +1,17 @@
 //! The part of Synapse's Admin API (`/_synapse/admin`) that moderation tools and scripts
 //! use, at Synapse's paths and in its shapes, for a server admin's access token (the
 //! account's `admin` flag, as Synapse): users, rooms (read), registration tokens, reports,
-//! the remote media cache, the server's version. Handlers translate; the operations are the same ones
-//! `kith admin` runs (`crate::admin::ops`).
+//! media (a room's, deleting this server's, purging the remote cache), the server's version.
+//! Handlers translate; the operations are the services' own, as `kith admin` uses them.
 
+mod media;
 mod rooms;
 mod server;
 mod tokens;
 mod users;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::services::AppState;
 
@@ -18,7 +19,13 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/server_version", get(server::version))
         .route("/v1/event_reports", get(server::event_reports))
-        .route("/v1/purge_media_cache", post(server::purge_media_cache))
+        .route("/v1/purge_media_cache", post(media::purge_cache))
+        .route("/v1/room/{room_id}/media", get(media::in_room))
+        .route(
+            "/v1/media/{server_name}/{media_id}",
+            delete(media::delete_one),
+        )
+        .route("/v1/media/{server_name}/delete", post(media::delete_before))
         .route("/v1/rooms", get(rooms::list))
         .route("/v1/rooms/{room_id}", get(rooms::details))
         .route("/v1/rooms/{room_id}/members", get(rooms::members))

@@ -1,4 +1,4 @@
-//! `/_synapse/admin/v1`: the server's version, event reports, the remote media cache.
+//! `/_synapse/admin/v1`: the server's version and event reports.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -97,32 +97,4 @@ pub async fn event_reports(
         answer["next_token"] = json!(next);
     }
     Ok(Json(answer))
-}
-
-#[derive(Deserialize)]
-pub struct BeforeTs {
-    before_ts: Option<String>,
-}
-
-/// `POST /v1/purge_media_cache?before_ts=`: other servers' files fetched before then.
-pub async fn purge_media_cache(
-    State(state): State<AppState>,
-    Query(query): Query<BeforeTs>,
-    _admin: ServerAdmin<IgnoredAny>,
-) -> Result<Json<Value>> {
-    let before = query
-        .before_ts
-        .ok_or_else(|| Error::missing_param("Missing integer query parameter 'before_ts'"))?;
-    let before: u64 = before
-        .parse()
-        .map_err(|_| Error::invalid_param("Query parameter before_ts must be an integer"))?;
-    // As Synapse: seconds given for milliseconds would purge nothing, silently.
-    if before < 30_000_000_000 {
-        return Err(Error::invalid_param(
-            "Query parameter before_ts you provided is from the year 1970. \
-             Double check that you are providing a timestamp in milliseconds.",
-        ));
-    }
-    let purged = state.media.purge_remote(before).await?;
-    Ok(Json(json!({ "deleted": purged.media })))
 }

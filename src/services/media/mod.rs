@@ -4,7 +4,7 @@
 //! unnamed file, never a name without its file.
 
 mod files;
-mod retention;
+mod removal;
 mod thumbnail;
 
 use std::path::PathBuf;

@@ -224,6 +224,27 @@ impl Messaging {
     }
 
     /// The rooms a user is joined to.
+    /// The media (`mxc://` URIs) the room's events name, newest first: each message's
+    /// `url` and its `info.thumbnail_url`.
+    pub fn media_in_room(&self, room_id: &RoomId) -> Result<Vec<String>> {
+        let rows: Vec<((String, u64), String)> = self
+            .storage
+            .scan_prefix(&catalog::ROOMID_POSITION_EVENTID, &room_id.as_str())?;
+        let mut uris = Vec::new();
+        for (_, event_id) in rows.iter().rev() {
+            let Some(event) = self.stored_pdu(event_id)? else {
+                continue;
+            };
+            let content = &event.client_event()["content"];
+            for uri in [&content["url"], &content["info"]["thumbnail_url"]] {
+                if let Some(uri) = uri.as_str().filter(|u| u.starts_with("mxc://")) {
+                    uris.push(uri.to_owned());
+                }
+            }
+        }
+        Ok(uris)
+    }
+
     /// Every room this server holds, by ID.
     pub fn rooms(&self) -> Result<Vec<(OwnedRoomId, Room)>> {
         let rows: Vec<(String, Room)> = self.storage.scan_prefix(&catalog::ROOMID_ROOM, &())?;

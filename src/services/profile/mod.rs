@@ -60,6 +60,13 @@ impl Profiles {
         Ok(profile(&self.storage, user_id)?)
     }
 
+    /// The `mxc://` URIs local profiles show as avatars.
+    pub fn avatar_media(&self) -> Result<std::collections::HashSet<String>> {
+        let rows: Vec<(String, Profile)> =
+            self.storage.scan_prefix(&catalog::USERID_PROFILE, &())?;
+        Ok(rows.into_iter().filter_map(|(_, p)| p.avatar_url).collect())
+    }
+
     /// Users whose name or ID has words starting with the term's (see [`directory::search`]).
     pub fn search(&self, term: &str) -> Result<(Vec<directory::Hit>, bool)> {
         directory::search(&self.storage, term)

@@ -1,6 +1,6 @@
-//! `[media] remote_retention`: other servers' files, fetched for our users, are forgotten
-//! some days after they were fetched (a later request fetches them again). Only the cache:
-//! this server's own uploads are never purged here.
+//! Forgetting media: other servers' files, fetched for our users, some days after they were
+//! fetched (`[media] remote_retention`, or an admin's purge of the cache; a later request
+//! fetches them again); and this server's own uploads, only when an admin deletes them.
 
 use std::collections::HashSet;
 
@@ -26,30 +26,70 @@ type MediaKey = (String, String);
 type ThumbnailKey = (String, String, u64, u64, String);
 
 impl Media {
-    /// Forgets every other server's media fetched before `before_ms`, with its thumbnails,
-    /// in one batch; then deletes the files no remaining record names.
+    /// Forgets every other server's media fetched before `before_ms`, with its thumbnails
+    /// (`[media] remote_retention`, Synapse's `purge_media_cache`).
     pub async fn purge_remote(&self, before_ms: u64) -> Result<Purged> {
+        let remote = |(server, _): &MediaKey, record: &MediaRecord| {
+            *server != self.server_name && record.created_ts < before_ms
+        };
+        self.forget(remote).await.map(|(purged, _)| purged)
+    }
+
+    /// Deletes this server's media uploaded before `before_ms`, larger than `size_gt` bytes
+    /// and not among `kept` (`mxc://` URIs); the IDs deleted.
+    pub async fn delete_local_before(
+        &self,
+        before_ms: u64,
+        size_gt: u64,
+        kept: &HashSet<String>,
+    ) -> Result<Vec<String>> {
+        let ours = |(server, id): &MediaKey, record: &MediaRecord| {
+            *server == self.server_name
+                && record.created_ts < before_ms
+                && record.size > size_gt
+                && !kept.contains(&self.mxc(id))
+        };
+        Ok(self.forget(ours).await?.1)
+    }
+
+    /// Deletes one of this server's media (404 if there is none by that ID).
+    pub async fn delete_local(&self, media_id: &str) -> Result<()> {
+        if self.record(&self.server_name, media_id)?.is_none() {
+            return Err(Error::not_found("Unknown media"));
+        }
+        let this = |(server, id): &MediaKey, _: &MediaRecord| {
+            *server == self.server_name && id == media_id
+        };
+        self.forget(this).await.map(|_| ())
+    }
+
+    /// Forgets the media records `chosen` picks, with their thumbnails, in one batch; then
+    /// deletes the files no remaining record names. What was removed, and the media IDs.
+    async fn forget(
+        &self,
+        chosen: impl Fn(&MediaKey, &MediaRecord) -> bool,
+    ) -> Result<(Purged, Vec<String>)> {
         let records: Vec<(MediaKey, MediaRecord)> =
             self.storage.scan_prefix(&catalog::MEDIAID_MEDIA, &())?;
-        let thumbnails: Vec<(ThumbnailKey, ThumbnailRecord)> =
-            (self.storage).scan_prefix(&catalog::MEDIAID_SIZE_THUMBNAIL, &())?;
         let expired: HashSet<&MediaKey> = records
             .iter()
-            .filter(|((server, _), record)| {
-                *server != self.server_name && record.created_ts < before_ms
-            })
+            .filter(|(key, record)| chosen(key, record))
             .map(|(key, _)| key)
             .collect();
-        if expired.is_empty() {
-            return Ok(Purged::default());
-        }
         let mut purged = Purged::default();
+        if expired.is_empty() {
+            return Ok((purged, Vec::new()));
+        }
+        let thumbnails: Vec<(ThumbnailKey, ThumbnailRecord)> =
+            (self.storage).scan_prefix(&catalog::MEDIAID_SIZE_THUMBNAIL, &())?;
         let mut candidates = HashSet::new();
+        let mut ids = Vec::new();
         let mut batch = self.storage.batch();
         for (key, record) in &records {
             if expired.contains(key) {
                 batch.delete(&catalog::MEDIAID_MEDIA, &(key.0.as_str(), key.1.as_str()))?;
                 candidates.extend(record.sha256.clone());
+                ids.push(key.1.clone());
                 purged.media += 1;
             }
         }
@@ -67,6 +107,8 @@ impl Media {
                 purged.thumbnails += 1;
             }
         }
+        // Records first: a crash before the files go leaves files nothing names, never a
+        // record without its file.
         let _gate = self.files_gate.write().await;
         self.storage.commit(batch).await?;
         // What still names a file, read after the commit, with no store under way.
@@ -83,6 +125,6 @@ impl Media {
             purged.files += 1;
             purged.bytes += removed;
         }
-        Ok(purged)
+        Ok((purged, ids))
     }
 }
