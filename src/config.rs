@@ -408,6 +408,13 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(days) = self.media.remote_retention
+            && !(days.is_finite() && days > 0.0 && days <= 36_500.0)
+        {
+            return Err(format!(
+                "media.remote_retention {days} is not a number of days from 0 (excluded) to 36500"
+            ));
+        }
         ruma::ServerName::parse(&self.server_name).map_err(|e| {
             format!(
                 "server_name {:?} is not a valid server name: {e}",

@@ -212,7 +212,7 @@ impl Queue {
     }
 
     fn figures(&self) -> Result<Vec<DestinationFigures>, kith_storage::Error> {
-        // Keys only matter; the items are skipped, not parsed into values.
+        // Keys only matter: the items are read but skipped, not kept.
         let rows: Vec<((String, u64), serde::de::IgnoredAny)> = self
             .storage
             .scan_prefix(&catalog::DESTINATION_POSITION_OUTGOING, &())?;

@@ -67,7 +67,23 @@ fn empty(path: &Path) -> bool {
 }
 
 /// Backs the running (or opened) server up into `dir`, which must be missing or empty.
-pub fn backup(services: &Services, dir: &Path) -> Result<Manifest, Failure> {
+pub async fn backup(services: &Services, dir: &Path) -> Result<Manifest, Failure> {
+    let inside = |place: &Path| {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        absolute(dir).starts_with(absolute(place))
+    };
+    if inside(&services.config.media_path()) || inside(&services.config.database.path) {
+        return Err(Failure::Refused(format!(
+            "{} is inside the data or media directory: back up elsewhere",
+            dir.display()
+        )));
+    }
+    // No purge deletes a file the checkpoint names until the copy is done.
+    let _files = services.media.hold_files().await;
+    tokio::task::block_in_place(|| copy_out(services, dir))
+}
+
+fn copy_out(services: &Services, dir: &Path) -> Result<Manifest, Failure> {
     if !empty(dir) {
         return Err(Failure::Refused(format!(
             "{} is not empty: back up into a new directory",
@@ -114,6 +130,15 @@ pub fn restore(config: &Config, dir: &Path) -> Result<Manifest, Failure> {
     })?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .map_err(|e| Failure::Refused(format!("{}: {e}", manifest_path.display())))?;
+    if manifest.schema_version > kith_storage::schema::CURRENT {
+        return Err(Failure::Refused(format!(
+            "the backup's database schema ({}) is newer than this kith's ({}): restore it with \
+             kith {} or later",
+            manifest.schema_version,
+            kith_storage::schema::CURRENT,
+            manifest.kith_version
+        )));
+    }
     if manifest.server_name != config.server_name {
         return Err(Failure::Refused(format!(
             "the backup is of {}, the configuration names {}: a server's name cannot change",
@@ -166,11 +191,13 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(u64, u64), Failure> {
     for entry in entries {
         let entry = entry.map_err(io("cannot read", from))?;
         let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
+        let kind = entry.file_type().map_err(io("cannot read", from))?;
+        // Unfinished files (`.name.tmp`) and links are not the store's.
+        if name.to_string_lossy().starts_with('.') || kind.is_symlink() {
             continue;
         }
         let path = entry.path();
-        if path.is_dir() {
+        if kind.is_dir() {
             let (n, size) = copy_tree(&path, &to.join(&name))?;
             files += n;
             bytes += size;

@@ -262,7 +262,8 @@ async fn directly(config: Config, command: AdminCommand) -> Result<Value, String
             .map_err(crate::services::error::Error::internal)
         }
         AdminCommand::Backup { dir } => {
-            let manifest = super::backup::backup(&services, &dir).map_err(|e| e.to_string())?;
+            let taken = super::backup::backup(&services, &dir).await;
+            let manifest = taken.map_err(|e| e.to_string())?;
             return Ok(json!(manifest));
         }
         AdminCommand::Restore { .. } => unreachable!("restored before the database opens"),

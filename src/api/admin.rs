@@ -103,10 +103,7 @@ async fn backup(State(state): State<AppState>, body: Bytes) -> Result<Json<Value
     if !request.dir.is_absolute() {
         return Err(Error::invalid_param("dir must be an absolute path"));
     }
-    let backing_up = state.clone();
-    let taken = tokio::task::spawn_blocking(move || backup::backup(&backing_up, &request.dir))
-        .await
-        .map_err(Error::internal)?;
+    let taken = backup::backup(&state, &request.dir).await;
     match taken {
         Ok(manifest) => Ok(Json(json!(manifest))),
         Err(backup::Failure::Refused(message)) => Err(Error::invalid_param(message)),

@@ -96,8 +96,9 @@ pub fn finish(router: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
         })
-        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .layer(middleware::from_fn(run_to_completion))
+        // Outside the handler's task: a request whose handler panicked is counted too.
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .layer(middleware::from_fn(answer_options))
         .layer(middleware::from_fn_with_state(proxies, client_ip::resolve))
         .layer(cors)

@@ -26,6 +26,12 @@ struct Route {
 
 impl HttpStats {
     pub fn observe(&self, route: Option<&str>, method: &str, status: u16, took: Duration) {
+        // Any token is a method to hyper: only the standard ones become labels.
+        let standard = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
+        let method = standard
+            .into_iter()
+            .find(|m| *m == method)
+            .unwrap_or("other");
         let key = (route.unwrap_or(UNMATCHED).to_owned(), method.to_owned());
         let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = routes.entry(key).or_insert_with(|| Route {

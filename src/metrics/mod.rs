@@ -217,7 +217,7 @@ fn federation(out: &mut Exposition, services: &Services) {
         let at = f
             .oldest_position
             .and_then(|p| services.storage.time_of_position(p));
-        at.map_or(0.0, |at| now.saturating_sub(at) as f64 / 1000.0)
+        at.map(|at| now.saturating_sub(at) as f64 / 1000.0)
     };
     figures.sort_by(|a, b| {
         b.items
@@ -244,14 +244,19 @@ fn federation(out: &mut Exposition, services: &Services) {
     out.family(
         "kith_federation_destination_oldest_item_age_seconds",
         "gauge",
-        "Age of the oldest item waiting for each of those servers (dated to within 10 s).",
+        "Age of the oldest item waiting for each of those servers, dated to within 10 s; \
+         an item queued before the last start counts from the first commit after it.",
     );
     for f in &deepest {
-        out.sample(
-            "kith_federation_destination_oldest_item_age_seconds",
-            &[("destination", &f.destination)],
-            age(f),
-        );
+        // Left out when the item's time is unknown rather than shown as new.
+        if let Some(age) = age(f) {
+            let labels = [("destination", f.destination.as_str())];
+            out.sample(
+                "kith_federation_destination_oldest_item_age_seconds",
+                &labels,
+                age,
+            );
+        }
     }
     figures.sort_by(|a, b| {
         b.failures

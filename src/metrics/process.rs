@@ -21,11 +21,13 @@ pub fn render(out: &mut Exposition) {
             "Virtual memory size in bytes.",
             figures.virtual_bytes,
         );
-        out.gauge(
-            "process_start_time_seconds",
-            "Start time of the process since unix epoch in seconds.",
-            figures.start_time_seconds,
-        );
+        if let Some(started) = figures.start_time_seconds {
+            out.gauge(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                started,
+            );
+        }
         out.gauge(
             "process_open_fds",
             "Number of open file descriptors.",
@@ -46,7 +48,7 @@ struct Figures {
     cpu_seconds: f64,
     resident_bytes: f64,
     virtual_bytes: f64,
-    start_time_seconds: f64,
+    start_time_seconds: Option<f64>,
     open_fds: f64,
     max_fds: f64,
 }
@@ -72,19 +74,19 @@ fn read() -> Option<Figures> {
     // Numbered from field 3 (state) as index 0: utime 14, stime 15, starttime 22, vsize
     // 23, rss 24.
     let field = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
-    let boot = std::fs::read_to_string("/proc/stat").ok()?;
-    let boot_seconds: f64 = boot
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
+    // The boot time, for the start time, is in /proc/stat, which a sandbox may hide
+    // (systemd's ProcSubset=pid): then the start time alone is left out.
+    let boot_seconds = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| {
+        let line = stat.lines().find_map(|l| l.strip_prefix("btime "))?;
+        line.trim().parse::<f64>().ok()
+    });
+    let started = field(22)? / ticks;
     let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as f64;
     Some(Figures {
         cpu_seconds: (field(14)? + field(15)?) / ticks,
         resident_bytes: field(24)? * page,
         virtual_bytes: field(23)?,
-        start_time_seconds: boot_seconds + field(22)? / ticks,
+        start_time_seconds: boot_seconds.map(|boot| boot + started),
         open_fds,
         max_fds,
     })

@@ -103,9 +103,11 @@ impl PositionClock {
     /// Notes that `position` committed at `now_ms`.
     pub fn note(&self, position: u64, now_ms: u64) {
         let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        // Positions commit out of order: a sample is kept only above the last, and only
+        // so often.
         if samples
             .back()
-            .is_some_and(|(_, at)| now_ms < at + Self::EVERY_MS)
+            .is_some_and(|(p, at)| position <= *p || now_ms < at + Self::EVERY_MS)
         {
             return;
         }

@@ -530,13 +530,42 @@ async fn synapse_admin_api_answers_as_synapse_does() {
         None,
     )
     .await;
+    // Changes refused before anything is written: a display name of null, an admin
+    // demoting themselves.
+    let null_name = json!({ "displayname": null, "admin": true });
+    user_call(
+        &both,
+        Method::PUT,
+        |s| format!("/_synapse/admin/v2/users/@erin:{s}"),
+        Some(null_name),
+    )
+    .await;
+    let demote = json!({ "admin": false });
+    user_call(
+        &both,
+        Method::PUT,
+        |s| format!("/_synapse/admin/v2/users/@boss:{s}"),
+        Some(demote),
+    )
+    .await;
+
     let outsider = Both {
         kith_token: carol_kith.1.clone(),
         synapse_token: carol_synapse.1.clone(),
         ..both
     };
-    let (refused, _) = outsider
-        .call(Method::GET, "/_synapse/admin/v2/users", None)
-        .await;
-    assert_eq!(refused["errcode"], "M_FORBIDDEN");
+    for (method, path) in [
+        (Method::GET, "/_synapse/admin/v2/users"),
+        (Method::GET, "/_synapse/admin/v1/rooms"),
+        (Method::GET, "/_synapse/admin/v1/registration_tokens"),
+        (Method::POST, "/_synapse/admin/v1/registration_tokens/new"),
+        (Method::GET, "/_synapse/admin/v1/event_reports"),
+        (
+            Method::POST,
+            "/_synapse/admin/v1/purge_media_cache?before_ts=1700000000000",
+        ),
+    ] {
+        let (refused, _) = outsider.call(method, path, Some(json!({}))).await;
+        assert_eq!(refused["errcode"], "M_FORBIDDEN", "{path}");
+    }
 }

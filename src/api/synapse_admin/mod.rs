@@ -12,6 +12,7 @@ mod users;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
+use serde_json::Value;
 
 use crate::services::AppState;
 
@@ -73,5 +74,50 @@ impl Paging {
             number(&self.from, "from", 0)?,
             number(&self.limit, "limit", 100)?,
         ))
+    }
+}
+
+/// JSON values of one kind in their natural order (`null` first).
+fn order(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&y.as_f64().unwrap_or(0.0)),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+        (Value::Null, _) => std::cmp::Ordering::Less,
+        (_, Value::Null) => std::cmp::Ordering::Greater,
+        _ => std::cmp::Ordering::Equal,
+    }
+}
+
+/// A boolean query parameter, as Synapse reads one: `true`, `false` or absent.
+fn flag(value: &Option<String>, name: &str) -> crate::gateway::Result<Option<bool>> {
+    match value.as_deref() {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(crate::gateway::Error::invalid_param(format!(
+            "Boolean query parameter {name:?} must be one of ['true', 'false']"
+        ))),
+    }
+}
+
+/// Whether a page from `from` of `limit` items leaves some of `total` after it.
+fn more_after(from: usize, limit: usize, total: usize) -> bool {
+    from.saturating_add(limit) < total
+}
+
+/// `dir`: `f` (forwards) or `b`; whether backwards, `default_backwards` when absent.
+fn backwards(dir: Option<&str>, default_backwards: bool) -> crate::gateway::Result<bool> {
+    match dir {
+        None => Ok(default_backwards),
+        Some("f") => Ok(false),
+        Some("b") => Ok(true),
+        Some(_) => Err(crate::gateway::Error::invalid_param(
+            "Query parameter 'dir' must be one of ['b', 'f']",
+        )),
     }
 }

@@ -93,15 +93,7 @@ pub async fn list(
             )));
         }
     };
-    let backwards = match query.dir.as_deref() {
-        None | Some("f") => false,
-        Some("b") => true,
-        Some(_) => {
-            return Err(Error::invalid_param(
-                "Query parameter 'dir' must be one of ['b', 'f']",
-            ));
-        }
-    };
+    let backwards = super::backwards(query.dir.as_deref(), false)?;
     let term = match query.search_term.as_deref() {
         Some("") => {
             return Err(Error::invalid_param(
@@ -110,6 +102,7 @@ pub async fn list(
         }
         term => term.map(str::to_lowercase),
     };
+    let exact = query.search_term.as_deref();
     let mut rooms = Vec::new();
     for (room_id, room) in state.messaging.rooms()? {
         let shown = listed(&state, &room_id, &room)?;
@@ -121,15 +114,14 @@ pub async fn list(
         if term.is_some()
             && !matches(&shown["name"])
             && !matches(&shown["canonical_alias"])
-            && term.as_deref() != Some(room_id.as_str())
+            && exact != Some(room_id.as_str())
         {
             continue;
         }
         rooms.push(shown);
     }
     rooms.sort_by(|a, b| {
-        super::users::order(&a[key], &b[key])
-            .then_with(|| super::users::order(&a["room_id"], &b["room_id"]))
+        super::order(&a[key], &b[key]).then_with(|| super::order(&a["room_id"], &b["room_id"]))
     });
     if descending != backwards {
         rooms.reverse();
@@ -137,7 +129,7 @@ pub async fn list(
     let total = rooms.len();
     let page: Vec<Value> = rooms.into_iter().skip(from).take(limit).collect();
     let mut answer = json!({ "offset": from, "rooms": page, "total_rooms": total });
-    if from + limit < total {
+    if super::more_after(from, limit, total) {
         answer["next_batch"] = json!(from + limit);
     }
     if from > 0 {

@@ -8,7 +8,7 @@ use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use super::Paging;
-use crate::gateway::{Error, Result, ServerAdmin};
+use crate::gateway::{Result, ServerAdmin};
 use crate::services::AppState;
 use crate::services::messaging::Reported;
 
@@ -34,15 +34,7 @@ pub async fn event_reports(
     _admin: ServerAdmin<IgnoredAny>,
 ) -> Result<Json<Value>> {
     let (from, limit) = query.paging.read()?;
-    let oldest_first = match query.dir.as_deref() {
-        None | Some("b") => false,
-        Some("f") => true,
-        Some(_) => {
-            return Err(Error::invalid_param(
-                "Unknown direction: dir must be f or b",
-            ));
-        }
-    };
+    let oldest_first = !super::backwards(query.dir.as_deref(), true)?;
     let messaging = &state.messaging;
     let mut reports: Vec<_> = (messaging.reports()?.into_iter())
         .filter_map(|report| match &report.about {
@@ -93,7 +85,7 @@ pub async fn event_reports(
     }
     let next = from + page.len();
     let mut answer = json!({ "event_reports": page, "total": total });
-    if from + limit < total {
+    if super::more_after(from, limit, total) {
         answer["next_token"] = json!(next);
     }
     Ok(Json(answer))

@@ -22,7 +22,7 @@ fn shown(token: &RegistrationToken) -> Value {
 
 #[derive(Deserialize)]
 pub struct Valid {
-    valid: Option<bool>,
+    valid: Option<String>,
 }
 
 /// `GET /v1/registration_tokens?valid=`
@@ -31,9 +31,10 @@ pub async fn list(
     Query(query): Query<Valid>,
     _admin: ServerAdmin<serde::de::IgnoredAny>,
 ) -> Result<Json<Value>> {
+    let valid = super::flag(&query.valid, "valid")?;
     let now = crate::util::now_ms();
     let tokens: Vec<Value> = (state.auth.tokens()?.iter())
-        .filter(|t| query.valid.is_none_or(|valid| t.usable(now) == valid))
+        .filter(|t| valid.is_none_or(|valid| t.usable(now) == valid))
         .map(shown)
         .collect();
     Ok(Json(json!({ "registration_tokens": tokens })))
@@ -109,8 +110,17 @@ pub async fn update(
     ServerAdmin(request): ServerAdmin<Value>,
 ) -> Result<Json<Value>> {
     let body = &request.body;
+    if !body.is_object() {
+        return Err(Error::bad_json("Content must be a JSON object."));
+    }
     let uses_allowed = optional::<u32>(body, "uses_allowed", COUNT)?;
     let expiry_time = optional::<u64>(body, "expiry_time", COUNT)?;
+    if expiry_time
+        .flatten()
+        .is_some_and(|t| t < crate::util::now_ms())
+    {
+        return Err(Error::invalid_param("expiry_time must not be in the past"));
+    }
     let updated = state
         .auth
         .update_token(&token, uses_allowed, expiry_time)

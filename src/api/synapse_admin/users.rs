@@ -92,17 +92,6 @@ fn details(state: &Services, user_id: &UserId, account: &Account) -> Result<Valu
     Ok(shown)
 }
 
-fn flag(value: &Option<String>, name: &str) -> Result<Option<bool>> {
-    match value.as_deref() {
-        None => Ok(None),
-        Some("true") => Ok(Some(true)),
-        Some("false") => Ok(Some(false)),
-        Some(_) => Err(Error::invalid_param(format!(
-            "Boolean query parameter {name:?} must be one of ['true', 'false']"
-        ))),
-    }
-}
-
 #[derive(Deserialize)]
 pub struct ListQuery {
     #[serde(flatten)]
@@ -123,18 +112,10 @@ pub async fn list(
     _admin: ServerAdmin<IgnoredAny>,
 ) -> Result<Json<Value>> {
     let (from, limit) = query.paging.read()?;
-    let deactivated = flag(&query.deactivated, "deactivated")?.unwrap_or(false);
-    flag(&query.guests, "guests")?;
-    let admins = flag(&query.admins, "admins")?;
-    let backwards = match query.dir.as_deref() {
-        None | Some("f") => false,
-        Some("b") => true,
-        Some(_) => {
-            return Err(Error::invalid_param(
-                "Unknown direction: dir must be f or b",
-            ));
-        }
-    };
+    let deactivated = super::flag(&query.deactivated, "deactivated")?.unwrap_or(false);
+    super::flag(&query.guests, "guests")?;
+    let admins = super::flag(&query.admins, "admins")?;
+    let backwards = super::backwards(query.dir.as_deref(), false)?;
     let mut users = Vec::new();
     for (user_id, account) in state.auth.accounts()? {
         if (account.deactivated && !deactivated) || admins.is_some_and(|a| a != account.admin) {
@@ -169,33 +150,20 @@ pub async fn list(
             )));
         }
     };
-    users.sort_by(|a, b| order(&a[key], &b[key]).then_with(|| order(&a["name"], &b["name"])));
+    users.sort_by(|a, b| {
+        super::order(&a[key], &b[key]).then_with(|| super::order(&a["name"], &b["name"]))
+    });
     if backwards {
         users.reverse();
     }
     let total = users.len();
     let page: Vec<Value> = users.into_iter().skip(from).take(limit).collect();
+    let next = from + page.len();
     let mut answer = json!({ "users": page, "total": total });
-    if from + limit < total {
-        answer["next_token"] = json!((from + limit).to_string());
+    if super::more_after(from, limit, total) {
+        answer["next_token"] = json!(next.to_string());
     }
     Ok(Json(answer))
-}
-
-/// JSON values of one kind in their natural order (`null` first).
-pub(super) fn order(a: &Value, b: &Value) -> std::cmp::Ordering {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x
-            .as_f64()
-            .unwrap_or(0.0)
-            .total_cmp(&y.as_f64().unwrap_or(0.0)),
-        (Value::String(x), Value::String(y)) => x.cmp(y),
-        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
-        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
-        (Value::Null, _) => std::cmp::Ordering::Less,
-        (_, Value::Null) => std::cmp::Ordering::Greater,
-        _ => std::cmp::Ordering::Equal,
-    }
 }
 
 /// `GET /v2/users/{user_id}`
@@ -213,7 +181,9 @@ pub struct UserChanges {
     password: Option<String>,
     #[serde(default = "yes")]
     logout_devices: bool,
+    #[serde(default, deserialize_with = "given")]
     displayname: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
     avatar_url: Option<Option<String>>,
     threepids: Option<Vec<ThreePidIn>>,
     admin: Option<bool>,
@@ -230,6 +200,15 @@ fn yes() -> bool {
     true
 }
 
+/// A field that was given: `Some(None)` for `null` (which serde otherwise reads as absent).
+fn given<'de, D, T>(field: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(field).map(Some)
+}
+
 /// `PUT /v2/users/{user_id}`: creates the user (`201`; a password is needed here) or
 /// changes what the body names (`200`): password, display name, avatar, email addresses,
 /// admin, deactivated. Each change is its own write, as in Synapse.
@@ -241,23 +220,31 @@ pub async fn create_or_modify(
     let changes: UserChanges = serde_json::from_value(request.body.clone())
         .map_err(|e| Error::bad_json(format!("The body is not a user's fields: {e}")))?;
     let (user_id, account) = local(&state, &user_id)?;
+    // Everything is checked before anything is written.
     let emails = match &changes.threepids {
         Some(threepids) => {
             if let Some(other) = threepids.iter().find(|t| t.medium != "email") {
                 let medium = &other.medium;
-                return Err(Error::invalid_param(format!(
-                    "Unsupported medium: {medium}"
-                )));
+                let message = format!("Unsupported medium: {medium}");
+                return Err(Error::invalid_param(message));
             }
-            Some(
-                threepids
-                    .iter()
-                    .map(|t| t.address.clone())
-                    .collect::<Vec<_>>(),
-            )
+            let addresses: Vec<String> = threepids.iter().map(|t| t.address.clone()).collect();
+            Some(state.auth.check_emails(&user_id, &addresses)?)
         }
         None => None,
     };
+    for (field, value) in [
+        ("displayname", &changes.displayname),
+        ("avatar_url", &changes.avatar_url),
+    ] {
+        if value == &Some(None) {
+            return Err(Error::invalid_param(format!("'{field}' must be a string")));
+        }
+    }
+    if changes.admin == Some(false) && request.session.user_id == user_id {
+        let message = "You may not demote yourself.";
+        return Err(Error::unknown(StatusCode::BAD_REQUEST, message));
+    }
     let created = account.is_none();
     match (&account, &changes.password) {
         (None, Some(password)) => {
@@ -289,8 +276,11 @@ pub async fn create_or_modify(
         ("displayname", &changes.displayname),
         ("avatar_url", &changes.avatar_url),
     ] {
-        if let Some(value) = value {
-            let value = value.clone().map(Value::String);
+        if let Some(Some(value)) = value {
+            // As Synapse: an empty string clears the field.
+            let value = Some(value.clone())
+                .filter(|v| !v.is_empty())
+                .map(Value::String);
             account::set_profile_field(&state, &user_id, field, value).await?;
         }
     }
@@ -316,16 +306,20 @@ pub struct Erase {
 }
 
 /// `POST /v1/deactivate/{user_id}` `{erase?}`: sessions end, the password is forgotten,
-/// the name stays taken. (`erase` is accepted; kith keeps no more of a deactivated user's
-/// profile than Synapse's erasure would leave but its messages stay readable, as
-/// Synapse's do to those who received them.)
+/// the name stays taken; with `erase`, the display name and avatar go too (the messages
+/// stay with those who received them, as in Synapse).
 pub async fn deactivate(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     ServerAdmin(request): ServerAdmin<Option<Erase>>,
 ) -> Result<Json<Value>> {
     let (user_id, _) = known(&state, &user_id)?;
-    let _erase = request.body.unwrap_or_default().erase;
+    let erase = request.body.unwrap_or_default().erase;
+    if erase {
+        for field in ["displayname", "avatar_url"] {
+            account::set_profile_field(&state, &user_id, field, None).await?;
+        }
+    }
     account::deactivate(&state, &user_id).await?;
     Ok(Json(json!({ "id_server_unbind_result": "success" })))
 }

@@ -79,11 +79,8 @@ impl AuthService {
         Ok(self.storage.commit(batch).await?)
     }
 
-    /// Makes `addresses` the user's email addresses, validated now (by the operator): the
-    /// others are unbound, the new ones bound; one another account holds is refused and
-    /// nothing changes.
-    pub async fn set_emails(&self, user_id: &UserId, addresses: &[String]) -> Result<()> {
-        let _registering = self.registering().await;
+    /// `addresses`, normalized, if each is an email address no other account holds.
+    pub fn check_emails(&self, user_id: &UserId, addresses: &[String]) -> Result<Vec<String>> {
         let mut wanted = Vec::new();
         for address in addresses {
             let normal = normalize_address(address)
@@ -93,6 +90,15 @@ impl AuthService {
                 _ => wanted.push(normal),
             }
         }
+        Ok(wanted)
+    }
+
+    /// Makes `addresses` the user's email addresses, validated now (by the operator): the
+    /// others are unbound, the new ones bound; one another account holds is refused and
+    /// nothing changes.
+    pub async fn set_emails(&self, user_id: &UserId, addresses: &[String]) -> Result<()> {
+        let _registering = self.registering().await;
+        let wanted = self.check_emails(user_id, addresses)?;
         let mut batch = self.storage.batch();
         let held: Vec<String> = self
             .threepids(user_id)?

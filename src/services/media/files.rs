@@ -61,7 +61,9 @@ pub async fn load(dir: &Path, sha256: &str) -> Result<Vec<u8>> {
         return Err(Error::internal("bad media hash"));
     }
     let path = path_of(dir, sha256);
-    tokio::fs::read(&path)
-        .await
-        .map_err(|e| Error::internal(format!("cannot read media {}: {e}", path.display())))
+    tokio::fs::read(&path).await.map_err(|e| match e.kind() {
+        // Deleted (by an admin, or the cache's retention) since its record was read.
+        std::io::ErrorKind::NotFound => Error::not_found("Not found"),
+        _ => Error::internal(format!("cannot read media {}: {e}", path.display())),
+    })
 }

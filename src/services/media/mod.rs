@@ -105,6 +105,12 @@ impl Media {
         })
     }
 
+    /// Holds off purges and deletions (not uploads) while the guard lives: a backup copies
+    /// every file its database checkpoint names.
+    pub async fn hold_files(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.files_gate.read().await
+    }
+
     pub fn record(&self, server: &str, media_id: &str) -> Result<Option<MediaRecord>> {
         Ok(self
             .storage

@@ -69,6 +69,8 @@ impl Media {
         &self,
         chosen: impl Fn(&MediaKey, &MediaRecord) -> bool,
     ) -> Result<(Purged, Vec<String>)> {
+        // Held from the first read: no file is stored, nor record made, under way.
+        let _gate = self.files_gate.write().await;
         let records: Vec<(MediaKey, MediaRecord)> =
             self.storage.scan_prefix(&catalog::MEDIAID_MEDIA, &())?;
         let expired: HashSet<&MediaKey> = records
@@ -109,7 +111,6 @@ impl Media {
         }
         // Records first: a crash before the files go leaves files nothing names, never a
         // record without its file.
-        let _gate = self.files_gate.write().await;
         self.storage.commit(batch).await?;
         // What still names a file, read after the commit, with no store under way.
         let remaining: Vec<(MediaKey, MediaRecord)> =
@@ -121,9 +122,14 @@ impl Media {
             .chain(remaining_thumbnails.into_iter().map(|(_, t)| t.sha256))
             .collect();
         for sha256 in candidates.difference(&named) {
-            let removed = files::remove(&self.dir, sha256).map_err(Error::internal)?;
-            purged.files += 1;
-            purged.bytes += removed;
+            // One that cannot go stays (and is said); the others still go.
+            match files::remove(&self.dir, sha256) {
+                Ok(removed) => {
+                    purged.files += 1;
+                    purged.bytes += removed;
+                }
+                Err(e) => tracing::warn!(%sha256, "cannot delete a media file: {e}"),
+            }
         }
         Ok((purged, ids))
     }

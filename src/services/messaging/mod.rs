@@ -223,7 +223,6 @@ impl Messaging {
         Ok(self.storage.get(&catalog::USERID_ROOMID_MEMBERSHIP, &key)?)
     }
 
-    /// The rooms a user is joined to.
     /// The media (`mxc://` URIs) the room's events name, newest first: each message's
     /// `url` and its `info.thumbnail_url`.
     pub fn media_in_room(&self, room_id: &RoomId) -> Result<Vec<String>> {
@@ -254,6 +253,7 @@ impl Messaging {
             .collect())
     }
 
+    /// The rooms a user is joined to.
     pub fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
         Ok(self
             .memberships(user_id)?
