@@ -2,7 +2,6 @@
 //! directory: every event acknowledged before the backup began is there, signatures
 //! verify, media and secrets (kept in files of their own here) come along.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,24 +9,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{SERVER_NAME, Server, free_port};
+use crate::common::{SERVER_NAME, Server, free_port, kith_admin};
 use crate::media::upload;
-
-/// `kith admin <args>` with `env` (a configuration of its own: the restore's).
-fn kith_admin(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kith"))
-        .env("KITH_SERVER_NAME", SERVER_NAME)
-        .env("RUST_LOG", "warn")
-        .env_remove("KITH_CONFIG")
-        .envs(env.iter().copied())
-        .arg("admin")
-        .args(args)
-        .output()
-        .expect("run kith admin");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
-}
 
 /// Sends messages into `room` one after another until `stop`; each acknowledged event's ID
 /// is pushed to `acked` as its answer arrives.

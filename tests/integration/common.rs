@@ -339,22 +339,31 @@ impl Server {
 
     /// Runs `kith admin ...` against this server's configuration.
     pub fn admin(&self, args: &[&str]) -> (bool, String) {
-        let output = Command::new(env!("CARGO_BIN_EXE_kith"))
-            .env("KITH_SERVER_NAME", SERVER_NAME)
-            .env("KITH_DATABASE__PATH", &self.data)
-            .env(
-                "KITH_LISTEN__CLIENT",
-                self.base.trim_start_matches("http://"),
-            )
-            .env("RUST_LOG", "warn")
-            .arg("admin")
-            .args(args)
-            .output()
-            .expect("run kith admin");
-        let text = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
-        (output.status.success(), text)
+        let data = self.data.to_str().expect("a UTF-8 path");
+        let listen = self.base.trim_start_matches("http://");
+        let env = [
+            ("KITH_DATABASE__PATH", data),
+            ("KITH_LISTEN__CLIENT", listen),
+        ];
+        kith_admin(&env, args)
     }
+}
+
+/// Runs `kith admin ...` with `env` (`KITH_*`) as its configuration; whether it succeeded,
+/// and what it printed.
+pub fn kith_admin(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kith"))
+        .env("KITH_SERVER_NAME", SERVER_NAME)
+        .env("RUST_LOG", "warn")
+        .env_remove("KITH_CONFIG")
+        .envs(env.iter().copied())
+        .arg("admin")
+        .args(args)
+        .output()
+        .expect("run kith admin");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
 }
 
 impl Server {

@@ -516,20 +516,14 @@ async fn synapse_admin_api_answers_as_synapse_does() {
         None,
     )
     .await;
-    both.call(
-        Method::GET,
+    for path in [
         "/_synapse/admin/v2/users/@someone:elsewhere.example",
-        None,
-    )
-    .await;
-    both.call(Method::GET, "/_synapse/admin/v2/users?limit=-1", None)
-        .await;
-    both.call(
-        Method::GET,
+        "/_synapse/admin/v2/users?limit=-1",
         "/_synapse/admin/v2/users?deactivated=maybe",
-        None,
-    )
-    .await;
+        "/_synapse/admin/v1/registration_tokens?valid=maybe",
+    ] {
+        both.call(Method::GET, path, None).await;
+    }
     // Changes refused before anything is written: a display name of null, an admin
     // demoting themselves.
     let null_name = json!({ "displayname": null, "admin": true });

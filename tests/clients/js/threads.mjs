@@ -140,9 +140,15 @@ async function main() {
     for (const [who, client] of [["alice", aliceClient], ["bob", bobClient]]) {
         const thread = await until(
             `${who}'s thread`,
+            // The three replies, in order, the last one shown as the thread's latest. (Not
+            // `thread.length`: the SDK counts live replies on top of the root's bundled
+            // count it fetched, and under load counts one twice; the server's own count is
+            // checked below, through a fresh client's bundled m.thread summary.)
             () => {
                 const thread = client.getRoom(roomId)?.getThread(rootId);
-                return thread && thread.length === 3 && thread.replyToEvent?.getId() === replies[2] && thread;
+                const ids = thread?.events.map((e) => e.getId()).filter((id) => id !== rootId);
+                const inOrder = ids?.length === 3 && ids.every((id, i) => id === replies[i]);
+                return inOrder && thread.replyToEvent?.getId() === replies[2] && thread;
             },
             () => {
                 const thread = client.getRoom(roomId)?.getThread(rootId);
