@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::catalog::{self, Table};
 use crate::codec::KeyCodec;
-use crate::stats::{CommitStats, Counted, RocksFigures};
+use crate::stats::CommitStats;
 use crate::stream::{PositionGuard, Stream};
 use crate::{Batch, Error, Result, schema};
 
@@ -31,25 +31,14 @@ fn unix_ms() -> u64 {
 /// A cheap, cloneable handle on the one database.
 #[derive(Clone)]
 pub struct Storage {
-    db: Arc<DB>,
+    pub(crate) db: Arc<DB>,
     stream: Arc<Stream>,
     /// The options the database was opened with, when they count reads (see
     /// [`Storage::open_counting_reads`]).
-    counted: Option<Arc<Options>>,
+    pub(crate) counted: Option<Arc<Options>>,
     /// The block cache every table shares.
-    cache: rocksdb::Cache,
-    stats: Arc<CommitStats>,
-}
-
-/// Where point reads and scans found their data since the database was opened.
-#[derive(Debug, Clone, Copy)]
-pub struct ReadCounts {
-    /// Reads answered by a memtable (recent writes), and those that went on to the files.
-    pub memtable_hits: u64,
-    pub memtable_misses: u64,
-    /// File blocks found in the block cache, and those read from the file system.
-    pub block_cache_hits: u64,
-    pub block_cache_misses: u64,
+    pub(crate) cache: rocksdb::Cache,
+    pub(crate) stats: Arc<CommitStats>,
 }
 
 /// All tables' memtables together, before RocksDB flushes one (the oldest).
@@ -57,7 +46,7 @@ const MEMTABLES_TOTAL: usize = 32 << 20;
 /// One table's memtable.
 const MEMTABLE: usize = 8 << 20;
 /// The block cache all tables share.
-const BLOCK_CACHE: usize = 32 << 20;
+pub(crate) const BLOCK_CACHE: usize = 32 << 20;
 
 impl Storage {
     /// Opens (creating if needed) the database at `path`, creates missing tables and
@@ -407,57 +396,6 @@ impl Storage {
     /// A receiver that changes whenever the visible position advances.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.stream.subscribe()
-    }
-
-    /// Where reads found their data, if the database counts them.
-    pub fn read_counts(&self) -> Option<ReadCounts> {
-        use rocksdb::statistics::Ticker;
-        let options = self.counted.as_ref()?;
-        Some(ReadCounts {
-            memtable_hits: options.get_ticker_count(Ticker::MemtableHit),
-            memtable_misses: options.get_ticker_count(Ticker::MemtableMiss),
-            block_cache_hits: options.get_ticker_count(Ticker::BlockCacheHit),
-            block_cache_misses: options.get_ticker_count(Ticker::BlockCacheMiss),
-        })
-    }
-
-    /// The commits' counts since the database was opened.
-    pub fn commit_stats(&self) -> &CommitStats {
-        &self.stats
-    }
-
-    /// When `position` was committed, to within 10 s, if this process saw it or a later one
-    /// (see [`crate::stats::PositionClock`]).
-    pub fn time_of_position(&self, position: u64) -> Option<u64> {
-        self.stats.clock.time_of(position)
-    }
-
-    /// RocksDB's figures now, summed over the tables.
-    pub fn rocks_figures(&self) -> RocksFigures {
-        let sum = |property: &str| {
-            catalog::ALL
-                .iter()
-                .filter_map(|table| self.cf(table).ok())
-                .filter_map(|cf| self.db.property_int_value_cf(cf, property).ok().flatten())
-                .sum()
-        };
-        let counted = self.counted.as_ref().map(|options| {
-            use rocksdb::statistics::Ticker;
-            Counted {
-                block_cache_hits: options.get_ticker_count(Ticker::BlockCacheHit),
-                block_cache_misses: options.get_ticker_count(Ticker::BlockCacheMiss),
-                writes_led: options.get_ticker_count(Ticker::WriteDoneBySelf),
-                writes_joined: options.get_ticker_count(Ticker::WriteDoneByOther),
-            }
-        });
-        RocksFigures {
-            memtable_bytes: sum("rocksdb.cur-size-all-mem-tables"),
-            sst_bytes: sum("rocksdb.total-sst-files-size"),
-            pending_compaction_bytes: sum("rocksdb.estimate-pending-compaction-bytes"),
-            block_cache_bytes: self.cache.get_usage() as u64,
-            block_cache_capacity_bytes: BLOCK_CACHE as u64,
-            counted,
-        }
     }
 
     /// Writes a consistent copy of the whole database, as of one instant, to `dir` (which

@@ -20,5 +20,6 @@ pub mod stream;
 pub use batch::Batch;
 pub use catalog::Table;
 pub use codec::KeyCodec;
-pub use db::{ReadCounts, Storage};
+pub use db::Storage;
 pub use error::{Error, Result};
+pub use stats::ReadCounts;

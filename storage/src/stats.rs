@@ -1,10 +1,15 @@
-//! What the storage measures about itself, for `/metrics`: its commits (how many, how long
-//! they took, the events they persisted) and RocksDB's own figures (memory, files, the
-//! block cache, write groups).
+//! What the storage measures about itself, for `/metrics` and the shutdown log: its commits
+//! (how many, how long they took, the events they persisted), where reads found their data,
+//! and RocksDB's own figures (memory, files, the block cache, write groups).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+
+use rocksdb::statistics::Ticker;
+
+use crate::db::BLOCK_CACHE;
+use crate::{Storage, catalog};
 
 /// A latency histogram with fixed bounds, updated without locks.
 pub struct Histogram {
@@ -152,6 +157,66 @@ pub struct Counted {
     pub block_cache_misses: u64,
     pub writes_led: u64,
     pub writes_joined: u64,
+}
+
+/// Where point reads and scans found their data since the database was opened.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadCounts {
+    /// Reads answered by a memtable (recent writes), and those that went on to the files.
+    pub memtable_hits: u64,
+    pub memtable_misses: u64,
+    /// File blocks found in the block cache, and those read from the file system.
+    pub block_cache_hits: u64,
+    pub block_cache_misses: u64,
+}
+
+impl Storage {
+    /// Where reads found their data, if the database counts them.
+    pub fn read_counts(&self) -> Option<ReadCounts> {
+        let options = self.counted.as_ref()?;
+        Some(ReadCounts {
+            memtable_hits: options.get_ticker_count(Ticker::MemtableHit),
+            memtable_misses: options.get_ticker_count(Ticker::MemtableMiss),
+            block_cache_hits: options.get_ticker_count(Ticker::BlockCacheHit),
+            block_cache_misses: options.get_ticker_count(Ticker::BlockCacheMiss),
+        })
+    }
+
+    /// The commits' counts since the database was opened.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.stats
+    }
+
+    /// When `position` was committed, to within 10 s, if this process saw it or a later one
+    /// (see [`PositionClock`]).
+    pub fn time_of_position(&self, position: u64) -> Option<u64> {
+        self.stats.clock.time_of(position)
+    }
+
+    /// RocksDB's figures now, summed over the tables.
+    pub fn rocks_figures(&self) -> RocksFigures {
+        let sum = |property: &str| {
+            catalog::ALL
+                .iter()
+                .filter_map(|table| self.cf(table).ok())
+                .filter_map(|cf| self.db.property_int_value_cf(cf, property).ok().flatten())
+                .sum()
+        };
+        let counted = self.counted.as_ref().map(|options| Counted {
+            block_cache_hits: options.get_ticker_count(Ticker::BlockCacheHit),
+            block_cache_misses: options.get_ticker_count(Ticker::BlockCacheMiss),
+            writes_led: options.get_ticker_count(Ticker::WriteDoneBySelf),
+            writes_joined: options.get_ticker_count(Ticker::WriteDoneByOther),
+        });
+        RocksFigures {
+            memtable_bytes: sum("rocksdb.cur-size-all-mem-tables"),
+            sst_bytes: sum("rocksdb.total-sst-files-size"),
+            pending_compaction_bytes: sum("rocksdb.estimate-pending-compaction-bytes"),
+            block_cache_bytes: self.cache.get_usage() as u64,
+            block_cache_capacity_bytes: BLOCK_CACHE as u64,
+            counted,
+        }
+    }
 }
 
 #[cfg(test)]
