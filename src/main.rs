@@ -152,7 +152,7 @@ async fn serve(config: Config) -> Result<(), String> {
     services.start_federation();
     services.start_auth();
     services.start_subscribers();
-    services.start_timers();
+    services.start_timers()?;
     services.start_pushers();
     let listener = tokio::net::TcpListener::bind(address)
         .await

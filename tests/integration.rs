@@ -62,6 +62,8 @@ mod push;
 mod refresh;
 #[path = "integration/relations.rs"]
 mod relations;
+#[path = "integration/room_deletion.rs"]
+mod room_deletion;
 #[path = "integration/room_extras.rs"]
 mod room_extras;
 #[path = "integration/rooms.rs"]

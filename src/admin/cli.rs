@@ -46,6 +46,17 @@ pub enum AdminCommand {
     /// Replace the server's signing key (with kith stopped): the old one stays published
     /// as retired (`old_verify_keys`), so what it signed still verifies.
     RotateSigningKey,
+    /// Delete a room: this server's users leave it, then it is purged from the database
+    /// (the other servers in it keep their copies).
+    DeleteRoom {
+        room: String,
+        /// Block it too: no one of this server may join it again.
+        #[arg(long)]
+        block: bool,
+        /// Only move this server's users out; keep its history.
+        #[arg(long)]
+        keep_history: bool,
+    },
     /// Back up the database, the media files and the secrets kept in files into DIR (new
     /// or empty), while kith runs or not.
     Backup { dir: PathBuf },
@@ -132,6 +143,9 @@ async fn over_http(config: &Config, command: &AdminCommand) -> Result<Value, Htt
         }
         AdminCommand::VerifyEvents => client.post(format!("{base}/events/verify")),
         AdminCommand::Reports => client.get(format!("{base}/reports")),
+        AdminCommand::DeleteRoom { room, block, keep_history } => client
+            .post(format!("{base}/rooms/{}/delete", encode(room)))
+            .json(&json!({ "block": block, "purge": !keep_history })),
         // The running server keeps the key it started with: it must not sign with one
         // the database no longer holds. Asked only to learn whether it runs.
         AdminCommand::RotateSigningKey => {
@@ -251,6 +265,16 @@ async fn directly(config: Config, command: AdminCommand) -> Result<Value, String
         }
         AdminCommand::VerifyEvents => services.messaging.verify_all().map(|r| json!(r)),
         AdminCommand::Reports => (services.messaging.reports()).map(|r| json!({ "reports": r })),
+        AdminCommand::DeleteRoom {
+            room,
+            block,
+            keep_history,
+        } => {
+            let room_id = ruma::OwnedRoomId::try_from(room).map_err(|e| e.to_string())?;
+            ops::delete_room(&services, room_id, block, !keep_history)
+                .await
+                .map(|r| json!(r))
+        }
         AdminCommand::RotateSigningKey => {
             let key_file = services.config.federation.signing_key_path.as_deref();
             kith_federation::ServerKeys::rotate(

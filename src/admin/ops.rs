@@ -3,10 +3,11 @@
 use ruma::OwnedUserId;
 use serde::{Deserialize, Serialize};
 
-use crate::services::Services;
 use crate::services::account;
 use crate::services::auth::RegistrationToken;
 use crate::services::error::{Error, Result};
+use crate::services::room_deletion;
+use crate::services::{AppState, Services};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CreateUser {
@@ -116,4 +117,24 @@ pub async fn delete_token(services: &Services, token: &str) -> Result<()> {
 
 pub fn list_tokens(services: &Services) -> Result<Vec<RegistrationToken>> {
     services.auth.tokens()
+}
+
+/// Deletes a room as Synapse's admin API does (its local users moved out, then, if
+/// `purge`, every trace of it gone), waiting for the end; what the shutdown did.
+pub async fn delete_room(
+    services: &AppState,
+    room_id: ruma::OwnedRoomId,
+    block: bool,
+    purge: bool,
+) -> Result<room_deletion::ShutdownResult> {
+    let request = room_deletion::DeletionRequest {
+        requester: "kith admin".to_owned(),
+        new_room_user_id: None,
+        room_name: None,
+        message: None,
+        block,
+        purge,
+        force_purge: false,
+    };
+    room_deletion::run_now(services, room_id, request).await
 }

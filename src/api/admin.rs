@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/events/verify", post(verify_events))
         .route("/reports", get(list_reports))
         .route("/backup", post(backup))
+        .route("/rooms/{room}/delete", post(delete_room))
         .route_layer(middleware::from_fn_with_state(state, require_secret))
 }
 
@@ -109,6 +110,32 @@ async fn backup(State(state): State<AppState>, body: Bytes) -> Result<Json<Value
         Err(backup::Failure::Refused(message)) => Err(Error::invalid_param(message)),
         Err(backup::Failure::Io(message)) => Err(Error::internal(message)),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct DeleteRoom {
+    #[serde(default)]
+    block: bool,
+    #[serde(default = "yes")]
+    purge: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /_kith/admin/v1/rooms/{room}/delete` `{block?, purge?}` → what the shutdown did,
+/// once the room is deleted (as Synapse's admin API does it, for `kith admin delete-room`).
+async fn delete_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let request: DeleteRoom = parse(&body)?;
+    let room_id =
+        ruma::OwnedRoomId::try_from(room).map_err(|_| Error::invalid_param("Not a room ID"))?;
+    let result = ops::delete_room(&state, room_id, request.block, request.purge).await?;
+    Ok(Json(json!(result)))
 }
 
 /// `POST /_kith/admin/v1/events/verify` → `{verified, redacted, failed}`: every stored event

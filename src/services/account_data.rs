@@ -30,6 +30,11 @@ pub fn put_account_data(
     batch.put(&catalog::USERID_ROOMID_TYPE_ACCOUNTDATA, &key, &data)
 }
 
+/// Deletes, in `batch`, the user's account data of one room (a purged one).
+pub fn forget_room_into(batch: &mut Batch, user_id: &str, room: &str) -> kith_storage::Result<()> {
+    batch.delete_prefix(&catalog::USERID_ROOMID_TYPE_ACCOUNTDATA, &(user_id, room))
+}
+
 /// Whether the user has global account data of this type.
 pub fn has_account_data(
     storage: &kith_storage::Storage,

@@ -12,12 +12,13 @@
 //! | [`profile`] — public profiles, the user directory | `userid_profile`, `word_userid` |
 //! | [`presence`] — online status, shared with rooms | `userid_presence` |
 //! | [`contacts`] — friend requests, friendships, the DM policy | `userid_contacts`, `userid_otherid_friendship`, `requestid_request`, `userid_otherid_request`, `userid_otherid_dmroom` |
-//! | [`messaging`] — rooms, events, state, membership, receipts, typing, push rules, aliases, federation of rooms | `roomid_room`, `eventid_pdu`, `eventid_state`, `roomid_position_eventid`, `eventid_reltype_position_relation`, `roomid_rootid_threadposition`, `ts_reportid_report`, `roomid_published`, `roomid_word_position_hit`, `roomid_type_statekey_eventid`, `userid_roomid_membership`, `roomid_userid_membership`, `userid_deviceid_txnid_eventid`, `userid_filterid_filter`, `roomid_userid_type_thread_receipt`, `roomid_typing`, `userid_roomid_unread`, `userid_roomid_position_notification`, `alias_roomid` |
+//! | [`messaging`] — rooms, events, state, membership, receipts, typing, push rules, aliases, federation of rooms | `roomid_room`, `eventid_pdu`, `eventid_state`, `roomid_position_eventid`, `eventid_reltype_position_relation`, `roomid_rootid_threadposition`, `ts_reportid_report`, `roomid_published`, `roomid_word_position_hit`, `roomid_type_statekey_eventid`, `userid_roomid_membership`, `roomid_userid_membership`, `userid_deviceid_txnid_eventid`, `userid_filterid_filter`, `roomid_userid_type_thread_receipt`, `roomid_typing`, `userid_roomid_unread`, `userid_roomid_position_notification`, `alias_roomid`, `roomid_blocked` |
 //! | [`account_data`] — account data (table helpers every service may write through) | `userid_roomid_type_accountdata` |
 //! | [`e2ee`] — device and one-time keys, cross-signing, to-device, key backup | `userid_deviceid_keys`, `userid_deviceid_algorithm_keyid_onetimekey`, `userid_deviceid_algorithm_fallbackkey`, `userid_kind_crosssigningkey`, `userid_keychange`, `userid_deviceid_position_todevice`, `userid_version_backup`, `userid_version_roomid_sessionid_key` |
 //! | [`media`] — uploads and thumbnails | `mediaid_media`, `mediaid_size_thumbnail` |
 //!
-//! The event log (`stream_event`, `subscriber_cursor`) is [`crate::events`]'; server
+//! [`room_deletion`], a use case, keeps its tasks in `deleteid_roomdeletion`. The event log
+//! (`stream_event`, `subscriber_cursor`) is [`crate::events`]'; server
 //! keys and the outbound queue (`servername_keyid_verifykey`,
 //! `destination_position_outgoing`, `destination_backoff`, `origin_txnid_response`) are
 //! the federation crate's.
@@ -27,7 +28,7 @@
 //! Dependencies go one way, down this list; no service calls one above it:
 //!
 //! ```text
-//! account, friend_requests, sync, search, transactions
+//! account, friend_requests, sync, search, transactions, room_deletion
 //!                     use cases spanning services (above them all)
 //! presence            → messaging
 //! session             → e2ee (a new device's leftovers, device-list changes)
@@ -44,7 +45,8 @@
 //! changes), [`friend_requests`] (the contacts API's requests as direct-chat invites),
 //! [`sync`] (one `/sync` across
 //! messaging, presence and e2ee), [`search`] (finding people), [`transactions`]
-//! (inbound federation transactions).
+//! (inbound federation transactions), [`room_deletion`] (an admin's room deletion, as a
+//! task that survives restarts).
 
 pub mod account;
 pub mod account_data;
@@ -59,6 +61,7 @@ pub mod messaging;
 pub mod presence;
 pub mod profile;
 pub mod pushers;
+pub mod room_deletion;
 pub mod search;
 pub mod session;
 pub mod sync;
@@ -101,6 +104,7 @@ pub struct Services {
     pub sliding_sync: sync::sliding::SlidingSync,
     /// What the gateway and handlers count, for `/metrics`.
     pub metrics: crate::metrics::Registry,
+    pub room_deletions: room_deletion::RoomDeletions,
 }
 
 /// The `global_value` key recording that the first-start registration token was made.
@@ -203,17 +207,21 @@ impl Services {
             inbound_transactions: Default::default(),
             sliding_sync: Default::default(),
             metrics: Default::default(),
+            room_deletions: Default::default(),
         }))
     }
 
-    /// Starts the timer that ends typing notices as their time runs out.
-    pub fn start_timers(self: &Arc<Self>) {
+    /// Starts the timer that ends typing notices as their time runs out, the remote media
+    /// purges, and resumes the room deletions a previous run left unfinished.
+    pub fn start_timers(self: &Arc<Self>) -> Result<(), String> {
+        room_deletion::resume(self).map_err(|e| e.message())?;
         let services = Arc::clone(self);
         tokio::spawn(async move { services.messaging.run_typing_timers().await });
         if let Some(days) = self.config.media.remote_retention {
             let services = Arc::clone(self);
             tokio::spawn(async move { services.purge_remote_media_every(days).await });
         }
+        Ok(())
     }
 
     /// `[media] remote_retention`: purges the remote media cache at start, then every hour

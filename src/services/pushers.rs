@@ -232,6 +232,33 @@ pub fn notify_into(
     Ok(())
 }
 
+/// Forgets, in `batch`, a purged room's notifications of its local `users` and the pushes
+/// still owed for it.
+pub fn forget_room_into(
+    storage: &Storage,
+    batch: &mut Batch,
+    room: &str,
+    users: &[&str],
+) -> kith_storage::Result<()> {
+    let pushes: Vec<((u64, String), PushJob)> =
+        storage.scan_prefix(&catalog::POSITION_USERID_PUSH, &())?;
+    for ((position, user), job) in pushes {
+        if job.room_id == room {
+            batch.delete(&catalog::POSITION_USERID_PUSH, &(position, user.as_str()))?;
+        }
+    }
+    for user in users {
+        let notified: Vec<((String, u64), Notified)> =
+            storage.scan_prefix(&catalog::USERID_POSITION_NOTIFIED, &(*user,))?;
+        for ((_, position), notified) in notified {
+            if notified.room_id == room {
+                batch.delete(&catalog::USERID_POSITION_NOTIFIED, &(*user, position))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Delivers queued pushes until the process ends: at every commit, and when a retry is due.
 pub fn spawn(pushers: Arc<Pushers>, context: Arc<dyn PushContext>) {
     tokio::spawn(async move {

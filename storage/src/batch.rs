@@ -41,6 +41,17 @@ impl Batch {
         Ok(())
     }
 
+    /// Deletes every entry whose key starts with `prefix` (a leading sub-tuple of the key),
+    /// as one range tombstone, however many there are.
+    pub fn delete_prefix<P: KeyCodec>(&mut self, table: &Table, prefix: &P) -> Result<()> {
+        let cf = self.storage.cf(table)?;
+        let from = prefix.encode();
+        let to = crate::codec::successor(&from)
+            .ok_or_else(|| crate::Error::Key("a prefix to delete must name something".into()))?;
+        self.writes.delete_range_cf(cf, from, to);
+        Ok(())
+    }
+
     /// Takes a new stream position for this batch; it becomes visible when the batch commits.
     pub fn new_position(&mut self) -> Result<u64> {
         let guard = self.storage.allocate_position()?;

@@ -450,6 +450,22 @@ pub const USERID_DEVICEID_CONNID_GENERATION_CONNECTION: Table = Table {
     value: "Connection JSON: stream position, rooms sent and how, list counts",
 };
 
+/// Rooms a server admin blocked: no user of this server may join one, be invited or knock,
+/// and no other server's user may join or knock through this server.
+pub const ROOMID_BLOCKED: Table = Table {
+    name: "roomid_blocked",
+    key: "room ID (str)",
+    value: "Blocked JSON: by (the admin's user ID), when (ms)",
+};
+
+/// Room deletions server admins asked for (shut down, block, purge), with their progress:
+/// one not finished when kith stopped is resumed at the next start.
+pub const DELETEID_ROOMDELETION: Table = Table {
+    name: "deleteid_roomdeletion",
+    key: "delete ID (str)",
+    value: "RoomDeletion JSON: room, what was asked, status, what the shutdown did, error",
+};
+
 /// Every table, in the order they are created.
 pub const ALL: &[&Table] = &[
     &GLOBAL_VALUE,
@@ -513,6 +529,8 @@ pub const ALL: &[&Table] = &[
     &USERID_PROVIDER_SUBJECT,
     &TOKENHASH_LOGINTOKEN,
     &USERID_DEVICEID_CONNID_GENERATION_CONNECTION,
+    &ROOMID_BLOCKED,
+    &DELETEID_ROOMDELETION,
 ];
 
 #[cfg(test)]

@@ -29,6 +29,20 @@ pub trait KeyCodec: Sized {
     }
 }
 
+/// The smallest key after every key that starts with `prefix` (the end of a range that
+/// holds exactly them): `prefix` without its trailing 0xFF bytes, last byte raised by one.
+/// `None` when nothing is left to raise (an empty prefix, or the empty string's).
+pub fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 impl KeyCodec for String {
     fn encode_into(&self, out: &mut Vec<u8>) {
         self.as_str().encode_into(out)

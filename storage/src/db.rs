@@ -162,6 +162,37 @@ impl Storage {
         Ok(out)
     }
 
+    /// Visits every entry whose key starts with `prefix`, in key order, one at a time: for
+    /// walks over a whole table that should not hold it all in memory (a room purge looks at
+    /// every event kept). `V` may be a part of the stored value (serde skips the rest).
+    pub fn visit_prefix<P: KeyCodec, K: KeyCodec, V: DeserializeOwned>(
+        &self,
+        table: &Table,
+        prefix: &P,
+        mut visit: impl FnMut(K, V),
+    ) -> Result<()> {
+        let prefix = prefix.encode();
+        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(table)?, mode) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            visit(K::decode(&key)?, serde_json::from_slice(&value)?);
+        }
+        Ok(())
+    }
+
+    /// Visits every entry of a table as raw bytes, key and value: for checks over all of it
+    /// whatever its layout (that a purged room left nothing behind, say).
+    pub fn visit_raw(&self, table: &Table, mut visit: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        for item in self.db.iterator_cf(self.cf(table)?, IteratorMode::Start) {
+            let (key, value) = item?;
+            visit(&key, &value);
+        }
+        Ok(())
+    }
+
     /// Up to `limit` entries with keys that start with `prefix` and sort before `before`
     /// (exclusive), newest first: for paging backwards through a timeline.
     pub fn scan_prefix_back<P: KeyCodec, B: KeyCodec, K: KeyCodec, V: DeserializeOwned>(
@@ -442,6 +473,38 @@ mod tests {
         assert!(waiter.has_changed().unwrap());
         let logged: Option<String> = storage.get(&catalog::STREAM_EVENT, &position).unwrap();
         assert_eq!(logged.as_deref(), Some("user.created"));
+    }
+
+    /// A prefix delete takes exactly the keys under the prefix: not a room whose ID the
+    /// prefix's room ID starts, not one sorting just after it.
+    #[tokio::test]
+    async fn prefix_deletes_take_only_their_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let table = &catalog::ROOMID_POSITION_EVENTID;
+        let rooms = ["!a:x", "!a:xy", "!a:y", "!a:w"];
+        let mut batch = storage.batch();
+        for room in rooms {
+            for position in [0u64, 7, u64::MAX] {
+                batch.put(table, &(room, position), &"$e").unwrap();
+            }
+        }
+        storage.commit(batch).await.unwrap();
+        let mut batch = storage.batch();
+        batch.delete_prefix(table, &("!a:x",)).unwrap();
+        assert!(batch.delete_prefix(table, &("",)).is_err(), "no bound");
+        storage.commit(batch).await.unwrap();
+        for room in rooms {
+            let left: Vec<((String, u64), String)> = storage.scan_prefix(table, &(room,)).unwrap();
+            assert_eq!(left.len(), if room == "!a:x" { 0 } else { 3 }, "{room}");
+        }
+        let mut seen = 0;
+        storage
+            .visit_prefix(table, &(), |_: (String, u64), _: serde::de::IgnoredAny| {
+                seen += 1
+            })
+            .unwrap();
+        assert_eq!(seen, 9);
     }
 
     /// A commit is acknowledged only once readers see it, so a concurrent writer holding a

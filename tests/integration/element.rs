@@ -1,7 +1,8 @@
 //! The real Element Web (1.11.54, Rust crypto) in Chromium, driven by the scripts in
 //! `tests/clients/element/` (playwright-core from npm, Debian's `chromium`): two people
 //! sign in on Element's own screens and hold an encrypted direct chat, on one kith, across
-//! two kith servers, and between kith and Synapse; and they use a room as people do.
+//! two kith servers, and between kith and Synapse; they use a room as people do, and see
+//! one an admin deletes go.
 //!
 //! Element Web is not on any registry reachable here: `KITH_ELEMENT_WEB` names the
 //! directory with its built tarball and `serve.mjs` (`.ci/run` finds the team's copy);
@@ -48,17 +49,30 @@ fn person(hs: &str, user: &str) -> serde_json::Value {
 /// Runs an Element script (`dm`, `walk`) for alice and bob; `server` is the kith whose log
 /// a failure prints.
 async fn element(script: &str, server: &Server, alice: serde_json::Value, bob: serde_json::Value) {
+    element_with(script, server, (alice, bob), json!({})).await
+}
+
+/// [`element`], with more for the script's config (`extra`'s keys).
+async fn element_with(
+    script: &str,
+    server: &Server,
+    (alice, bob): (serde_json::Value, serde_json::Value),
+    extra: serde_json::Value,
+) {
     let Some((webapp, serve)) = element_web() else {
         return;
     };
     let shots = std::env::temp_dir().join(format!("kith-element-{}", crate::common::rand_suffix()));
-    let config = json!({
+    let mut config = json!({
         "webapp": webapp.path(),
         "serve": serve,
         "shots": shots,
         "alice": alice,
         "bob": bob,
     });
+    if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+        config.extend(extra.clone());
+    }
     let path = format!("tests/clients/element/{script}.mjs");
     let marker = format!("element {script} test passed");
     let out = run_client(server, "node", &[&path, &config.to_string()], &marker).await;
@@ -116,4 +130,32 @@ async fn element_web_users_use_a_room() {
     let alice = person(&server.base, &alice);
     let bob = person(&server.base, &bob);
     element("walk", &server, alice, bob).await;
+}
+
+/// alice and bob read a room; a server admin deletes it (Synapse's admin API, moving them
+/// to a notice room); in Element the room leaves their lists and the notice shows.
+#[tokio::test]
+async fn element_web_users_see_a_room_deleted() {
+    let server = Server::start(&[]);
+    let (ok, output) = server.admin(&["create-user", "boss", "--password", PASSWORD, "--admin"]);
+    assert!(ok, "{output}");
+    let (_, login) = server.login("boss", PASSWORD, json!({})).await;
+    let (alice, alice_token) = server.user("alice").await;
+    let (bob, bob_token) = server.user("bob").await;
+    let body = json!({ "preset": "public_chat", "name": "Doomed" });
+    let room = server.create_room(&alice_token, body).await;
+    let join = format!("/_matrix/client/v3/rooms/{room}/join");
+    let (status, joined) = server.post(&join, Some(&bob_token), json!({})).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{joined}");
+    server
+        .say(&alice_token, &room, "written before the shutdown")
+        .await;
+    let deletion = json!({ "deletion": {
+        "base": server.base,
+        "token": login["access_token"],
+        "room": room,
+        "admin": format!("@boss:{}", crate::common::SERVER_NAME),
+    }});
+    let people = (person(&server.base, &alice), person(&server.base, &bob));
+    element_with("shutdown", &server, people, deletion).await;
 }

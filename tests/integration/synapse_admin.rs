@@ -43,15 +43,15 @@ fn differences(kith: &Value, synapse: &Value, at: &str, found: &mut Vec<String>)
 }
 
 /// One call on both servers: the same status, and answers of the same shape.
-struct Both<'a> {
-    kith: &'a Server,
-    synapse: &'a Synapse,
-    kith_token: String,
-    synapse_token: String,
+pub(crate) struct Both<'a> {
+    pub kith: &'a Server,
+    pub synapse: &'a Synapse,
+    pub kith_token: String,
+    pub synapse_token: String,
 }
 
 impl Both<'_> {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (Value, Value) {
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (Value, Value) {
         let (ks, k) = (self.kith)
             .request(method.clone(), path, Some(&self.kith_token), body.clone())
             .await;
@@ -63,7 +63,11 @@ impl Both<'_> {
 }
 
 /// The same status (and `errcode`, for an error), and answers of the same shape.
-fn compare(what: &str, kith: (StatusCode, Value), synapse: (StatusCode, Value)) -> (Value, Value) {
+pub(crate) fn compare(
+    what: &str,
+    kith: (StatusCode, Value),
+    synapse: (StatusCode, Value),
+) -> (Value, Value) {
     let ((ks, k), (ss, s)) = (kith, synapse);
     assert_eq!(ks, ss, "{what}: status (kith {k}, Synapse {s})");
     assert_eq!(k["errcode"], s["errcode"], "{what}: kith {k}, Synapse {s}");
@@ -79,7 +83,7 @@ fn compare(what: &str, kith: (StatusCode, Value), synapse: (StatusCode, Value)) 
 
 /// An admin on Synapse, registered with the shared secret (`/_synapse/admin/v1/register`,
 /// its MAC computed by Synapse's own Python).
-async fn synapse_admin(synapse: &Synapse) -> String {
+pub(crate) async fn synapse_admin(synapse: &Synapse) -> String {
     let (_, nonce) = (synapse)
         .request(Method::GET, "/_synapse/admin/v1/register", None, None)
         .await;

@@ -1,10 +1,12 @@
 //! The part of Synapse's Admin API (`/_synapse/admin`) that moderation tools and scripts
 //! use, at Synapse's paths and in its shapes, for a server admin's access token (the
-//! account's `admin` flag, as Synapse): users, rooms (read), registration tokens, reports,
-//! media (a room's, deleting this server's, purging the remote cache), the server's version.
+//! account's `admin` flag, as Synapse): users, rooms (and their deletion), registration
+//! tokens, reports, media (a room's, deleting this server's, purging the remote cache), the
+//! server's version.
 //! Handlers translate; the operations are the services' own, as `kith admin` uses them.
 
 mod media;
+mod room_deletion;
 mod rooms;
 mod server;
 mod tokens;
@@ -28,7 +30,19 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/media/{server_name}/delete", post(media::delete_before))
         .route("/v1/rooms", get(rooms::list))
-        .route("/v1/rooms/{room_id}", get(rooms::details))
+        .route(
+            "/v1/rooms/{room_id}",
+            get(rooms::details).delete(room_deletion::delete_now),
+        )
+        .route("/v2/rooms/{room_id}", delete(room_deletion::delete))
+        .route(
+            "/v2/rooms/{room_id}/delete_status",
+            get(room_deletion::status_of_room),
+        )
+        .route(
+            "/v2/rooms/delete_status/{delete_id}",
+            get(room_deletion::status),
+        )
         .route("/v1/rooms/{room_id}/members", get(rooms::members))
         .route("/v1/rooms/{room_id}/state", get(rooms::room_state))
         .route("/v2/users", get(users::list))

@@ -150,6 +150,20 @@ impl Contacts {
         Ok(())
     }
 
+    /// Forgets, in `batch`, a purged room as the direct chat of local `user` with anyone:
+    /// the next request between them makes a new one.
+    pub fn forget_dm_room_into(&self, batch: &mut Batch, user: &str, room: &str) -> Result<()> {
+        let chats: Vec<((String, String), String)> = self
+            .storage
+            .scan_prefix(&catalog::USERID_OTHERID_DMROOM, &(user,))?;
+        for ((_, other), chat) in chats {
+            if chat == room {
+                batch.delete(&catalog::USERID_OTHERID_DMROOM, &(user, other.as_str()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The direct chat the last request between `user` and `other` made or named.
     pub fn dm_room(&self, user: &str, other: &str) -> Result<Option<String>> {
         Ok(self

@@ -38,6 +38,11 @@ impl Bumps {
         *entry
     }
 
+    fn forget(&self, room: &str) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        rooms.remove(room);
+    }
+
     fn get(&self, room: &str) -> Option<Option<u64>> {
         let rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         rooms.get(room).copied()
@@ -58,6 +63,11 @@ impl Messaging {
         let recent = self.timeline_before(room_id, u64::MAX, LOOKBACK)?;
         let last = recent.iter().find(|(_, e)| bumps(e)).map(|(p, _)| *p);
         Ok(self.bumps.note(room_id, last))
+    }
+
+    /// Forgets a purged room.
+    pub(super) fn forget_bump(&self, room_id: &str) {
+        self.bumps.forget(room_id);
     }
 
     /// Notes timeline events about to be committed (before readers can see them).

@@ -224,6 +224,7 @@ impl Messaging {
         reason: Option<&str>,
         via: &[OwnedServerName],
     ) -> Result<()> {
+        self.refuse_blocked(room_id)?;
         let mut content = self.member_content(user.as_str(), reason)?;
         if self.room(room_id)?.is_some() {
             // A restricted room lets in members of the rooms it allows, vouched for by one
@@ -294,6 +295,7 @@ impl Messaging {
         reason: Option<&str>,
         via: &[OwnedServerName],
     ) -> Result<()> {
+        self.refuse_blocked(room_id)?;
         let content = self.member_content(user.as_str(), reason)?;
         if self.room(room_id)?.is_some() {
             let spec = member_spec(user, user.as_str(), "knock", content);
@@ -361,6 +363,7 @@ impl Messaging {
         reason: Option<&str>,
     ) -> Result<()> {
         self.require_joined(inviter, room_id)?;
+        self.refuse_blocked(room_id)?;
         // Whether the invitee's server speaks friend requests, asked outside the lock.
         let policy_applies = self.contacts.policy_applies_to(invitee).await;
         let mut draft = self.draft(room_id).await.map_err(|_| not_in_room())?;

@@ -16,12 +16,14 @@ mod history;
 mod membership;
 mod message_search;
 mod power;
+mod purge;
 mod push;
 mod receipts;
 mod relations;
 mod reports;
 mod room;
 mod send;
+mod shutdown;
 mod spaces;
 mod state;
 mod sync;
@@ -51,6 +53,7 @@ pub use relations::{Bundler, RelationsPage, RelationsQuery, ThreadsInclude, posi
 pub use reports::Reported;
 pub use room::{LocalTransaction, Membership, Replaced, Room, StoredPdu};
 pub use send::Transaction;
+pub use shutdown::{NOTICE_MESSAGE, NOTICE_ROOM_NAME};
 pub use spaces::HierarchyQuery;
 pub use sync::JoinedSync;
 

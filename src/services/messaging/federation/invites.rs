@@ -94,6 +94,9 @@ impl Messaging {
         let text = |key: &str| invite.event.get(key).and_then(Value::as_str);
         let (inviter, invitee) = (text("sender").unwrap_or_default(), text("state_key"));
         let invitee = invitee.unwrap_or_default();
+        if let Ok(room_id) = ruma::RoomId::parse(text("room_id").unwrap_or_default()) {
+            self.refuse_blocked(&room_id)?;
+        }
         let direct = invite.event["content"]["is_direct"].as_bool() == Some(true);
         let mut held = false;
         if let Err(blocked) = self.contacts.check_invite(inviter, invitee, direct) {

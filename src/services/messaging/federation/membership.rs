@@ -33,6 +33,7 @@ impl Messaging {
             .room(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room"))?;
         self.require_acl_allows(room_id, origin)?;
+        self.refuse_blocked(room_id)?;
         // Servers that name no versions are from before room version 2.
         if versions.is_some_and(|versions| !versions.contains(&room.version)) {
             return Err(incompatible(&room.version));
