@@ -402,6 +402,14 @@ impl Storage {
         self.stream.visible()
     }
 
+    /// Registers a long-poll that watches `rooms`: woken by commits in them and by commits
+    /// that may concern anyone. Register first, then look at [`Storage::position`], then
+    /// wait: a commit in between still wakes it.
+    pub fn waiter<'a>(&self, rooms: impl IntoIterator<Item = &'a str>) -> crate::Waiter {
+        let rooms = rooms.into_iter().map(Arc::from).collect();
+        self.stream.waiters.register(rooms)
+    }
+
     /// Whether every position in (`after`, `upto`] is known to concern only one room for
     /// which `watched` is false, so a long-poll watching those rooms has nothing new.
     pub fn only_other_rooms(&self, after: u64, upto: u64, watched: impl Fn(&str) -> bool) -> bool {

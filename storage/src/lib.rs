@@ -4,6 +4,7 @@
 //! - [`codec`] is the one key codec (tuple parts, big-endian integers);
 //! - [`Batch`] groups every multi-key write into one atomic RocksDB `WriteBatch`;
 //! - [`stream`] hands out the global stream position and wakes waiters on commit;
+//! - [`Waiter`]s are long-polls, woken only by commits that may concern them;
 //! - [`schema`] versions the database and runs migrations.
 //!
 //! This crate knows nothing of HTTP or Matrix: values are serde types chosen by callers.
@@ -16,6 +17,7 @@ mod error;
 pub mod schema;
 pub mod stats;
 pub mod stream;
+mod waiters;
 
 pub use batch::Batch;
 pub use catalog::Table;
@@ -23,3 +25,4 @@ pub use codec::KeyCodec;
 pub use db::Storage;
 pub use error::{Error, Result};
 pub use stats::ReadCounts;
+pub use waiters::Waiter;

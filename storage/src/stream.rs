@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
 
+use crate::waiters::Waiters;
+
 /// How many positions one on-disk reservation covers.
 const RESERVATION_BLOCK: u64 = 1024;
 /// How many recent positions' rooms are remembered for waking long-polls.
@@ -21,6 +23,8 @@ const ROOMS_KEPT: usize = 4096;
 pub(crate) struct Stream {
     state: Mutex<State>,
     visible: watch::Sender<u64>,
+    /// Long-polls, woken by the positions that concern them as they become visible.
+    pub(crate) waiters: Arc<Waiters>,
 }
 
 struct State {
@@ -53,6 +57,7 @@ impl Stream {
                 forgotten: next - 1,
             }),
             visible: watch::channel(next - 1).0,
+            waiters: Default::default(),
         }
     }
 
@@ -90,13 +95,22 @@ impl Stream {
             Some(lowest) => lowest - 1,
             None => state.next - 1,
         };
-        self.visible.send_if_modified(|current| {
-            let advanced = visible > *current;
-            if advanced {
-                *current = visible;
-            }
-            advanced
-        });
+        let before = *self.visible.borrow();
+        if visible <= before {
+            return;
+        }
+        // What the newly visible positions concern: their rooms' members, or anyone (a
+        // position that names no room, or one no longer remembered).
+        let mut rooms = Vec::new();
+        let mut everyone = before < state.forgotten;
+        for (_, (room, only)) in state.rooms.range(before + 1..=visible) {
+            everyone |= !only;
+            rooms.push(Arc::clone(room));
+        }
+        everyone |= rooms.len() as u64 != visible - before;
+        self.visible.send_replace(visible);
+        drop(state);
+        self.waiters.wake(&rooms, everyone);
     }
 
     /// Records that committed `positions` changed `room`, and whether they concern `only`

@@ -44,6 +44,10 @@ struct Args {
     /// Seconds of sending.
     #[arg(long, default_value_t = 30)]
     duration: u64,
+    /// More users, in no room, each long-polling `/sync` through the load phases: the
+    /// many idle clients of a real server, which a message should not wake.
+    #[arg(long, default_value_t = 0)]
+    idle_users: usize,
     /// Sends each sender keeps in flight.
     #[arg(long, default_value_t = 2)]
     concurrency: usize,
@@ -238,17 +242,32 @@ async fn measure(
     })
     .await?;
 
+    let idle_names: Vec<String> = (0..args.idle_users)
+        .map(|i| format!("b{run}i{i}"))
+        .collect();
+    if !idle_names.is_empty() {
+        progress(&format!(
+            "{}: {} idle users long-polling",
+            server.name,
+            idle_names.len()
+        ));
+    }
+    let idle = workload::each(idle_names, 8, |name| {
+        let api = api.clone();
+        async move { api.register_and_login(&name).await }
+    })
+    .await?;
+    let idle_polls = workload::IdlePolls::start(&api, idle).await?;
+    figures.idle_long_polls = idle_polls.count();
+
     progress(&format!("{}: sending for {} s", server.name, args.duration));
-    let cpu_before = pid.and_then(procfs::cpu_time);
-    let own_before = procfs::own_cpu_time();
     let pace = (
         Duration::from_secs(args.duration),
         args.concurrency,
         args.rate,
     );
-    let load = workload::send_and_receive(&api, &pairs, pace, Via::Sync).await?;
-    let cpu_after = pid.and_then(procfs::cpu_time);
-    figures.load_generator_cpu_s_during_load = (procfs::own_cpu_time() - own_before).as_secs_f64();
+    let load = workload::send_and_receive(&api, &pairs, pace, (Via::Sync, pid)).await?;
+    figures.load_generator_cpu_s_during_load = load.own_cpu.as_secs_f64();
     figures.load_seconds = load.elapsed.as_secs_f64();
     figures.messages_accepted = load.accepted;
     figures.messages_failed = load.failed;
@@ -256,8 +275,7 @@ async fn measure(
     figures.send_latency_ms = Percentiles::of(load.send_latencies);
     figures.delivery_latency_ms = Percentiles::of(load.delivery_latencies);
     figures.undelivered = load.undelivered;
-    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-        let used = after.saturating_sub(before);
+    if let Some(used) = load.server_cpu {
         figures.server_cpu_s_during_load = Some(used.as_secs_f64());
         figures.server_cpu_ms_per_message =
             (load.accepted > 0).then(|| ms(used) / load.accepted as f64);
@@ -271,15 +289,14 @@ async fn measure(
         third.as_secs()
     ));
     let pace = (third, args.concurrency, args.rate);
-    let cpu_before = pid.and_then(procfs::cpu_time);
-    let load = workload::send_and_receive(&api, &pairs, pace, Via::Sliding).await?;
-    let cpu = pid.and_then(procfs::cpu_time).zip(cpu_before);
-    figures.sliding_server_cpu_ms_per_message = cpu
+    let load = workload::send_and_receive(&api, &pairs, pace, (Via::Sliding, pid)).await?;
+    figures.sliding_server_cpu_ms_per_message = (load.server_cpu)
         .filter(|_| load.accepted > 0)
-        .map(|(after, before)| ms(after.saturating_sub(before)) / load.accepted as f64);
+        .map(|used| ms(used) / load.accepted as f64);
     figures.sliding_messages_per_s = Some(load.accepted as f64 / load.elapsed.as_secs_f64());
     figures.sliding_delivery_latency_ms = Percentiles::of(load.delivery_latencies);
     figures.sliding_undelivered = Some(load.undelivered);
+    drop(idle_polls);
 
     progress(&format!(
         "{}: initial sync over {history_rooms} rooms, then with {history_events} events each",

@@ -54,6 +54,8 @@ pub struct Figures {
     pub server_cpu_s_during_load: Option<f64>,
     pub server_cpu_ms_per_message: Option<f64>,
     pub load_generator_cpu_s_during_load: f64,
+    /// Users in no room long-polling `/sync` through the load (`--idle-users`).
+    pub idle_long_polls: usize,
     pub load_seconds: f64,
     pub initial_sync_rooms: usize,
     pub initial_sync_ms_empty_rooms: Option<f64>,
@@ -119,6 +121,11 @@ fn rows(f: &Figures) -> Vec<Row> {
             "load generator CPU during load (s)".into(),
             Some(f.load_generator_cpu_s_during_load),
             2,
+        ),
+        (
+            "idle users long-polling during load".into(),
+            Some(f.idle_long_polls as f64),
+            0,
         ),
         (
             format!(

@@ -176,6 +176,11 @@ pub struct LoadResult {
     pub send_latencies: Vec<Duration>,
     pub delivery_latencies: Vec<Duration>,
     pub undelivered: u64,
+    /// The server's CPU time from the first send until every message was delivered (the
+    /// receivers' first syncs before it left out).
+    pub server_cpu: Option<Duration>,
+    /// The load generator's own, over the same window.
+    pub own_cpu: Duration,
 }
 
 /// How receivers follow their rooms.
@@ -194,7 +199,7 @@ pub async fn send_and_receive(
     api: &Api,
     pairs: &[(User, User, String)],
     (duration, in_flight, rate): (Duration, usize, Option<f64>),
-    via: Via,
+    (via, pid): (Via, Option<u32>),
 ) -> Result<LoadResult, String> {
     let lanes = (pairs.len() * in_flight).max(1);
     let phase = match via {
@@ -232,6 +237,8 @@ pub async fn send_and_receive(
     let accepted = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let send_latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let cpu_before = pid.and_then(crate::procfs::cpu_time);
+    let own_before = crate::procfs::own_cpu_time();
     let started = Instant::now();
     let end = started + duration;
     let mut senders = Vec::new();
@@ -280,6 +287,10 @@ pub async fn send_and_receive(
     for receiver in receivers {
         receiver.await.map_err(|e| e.to_string())??;
     }
+    let server_cpu = (pid.and_then(crate::procfs::cpu_time))
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let own_cpu = crate::procfs::own_cpu_time().saturating_sub(own_before);
     let undelivered = pending.lock().unwrap().len() as u64;
     let send_latencies = std::mem::take(&mut *send_latencies.lock().unwrap());
     let delivery_latencies = std::mem::take(&mut *delivered.lock().unwrap());
@@ -290,6 +301,8 @@ pub async fn send_and_receive(
         send_latencies,
         delivery_latencies,
         undelivered,
+        server_cpu,
+        own_cpu,
     })
 }
 
@@ -340,17 +353,105 @@ async fn receive(
         let Some(rooms) = rooms.as_object() else {
             continue;
         };
-        let mut pending = pending.lock().unwrap();
-        let mut delivered = delivered.lock().unwrap();
-        for room in rooms.values() {
+        for (room_id, room) in rooms {
             let events = room.pointer(timeline).and_then(Value::as_array);
-            for event in events.into_iter().flatten() {
-                let body = event["content"]["body"].as_str().unwrap_or_default();
-                if let Some(sent) = pending.remove(body) {
-                    delivered.push(seen - sent);
-                }
+            let found = note_delivered(&pending, &delivered, events.into_iter().flatten(), seen);
+            // A gap (`limited`): the client pages back through it, as clients do.
+            let gap = match via {
+                Via::Sync => &room["timeline"]["limited"],
+                Via::Sliding => &room["limited"],
+            };
+            let prev_batch = match via {
+                Via::Sync => &room["timeline"]["prev_batch"],
+                Via::Sliding => &room["prev_batch"],
+            };
+            if found > 0 && gap == true {
+                let from = prev_batch.as_str().unwrap_or_default().to_owned();
+                fill_gap(&api, &user, room_id, from, (&pending, &delivered), seen).await?;
             }
         }
+    }
+}
+
+/// Takes the pending messages among `events` as delivered at `seen`; how many.
+fn note_delivered<'a>(
+    pending: &Mutex<HashMap<String, Instant>>,
+    delivered: &Mutex<Vec<Duration>>,
+    events: impl Iterator<Item = &'a Value>,
+    seen: Instant,
+) -> usize {
+    let mut pending = pending.lock().unwrap();
+    let mut delivered = delivered.lock().unwrap();
+    let mut found = 0;
+    for event in events {
+        let body = event["content"]["body"].as_str().unwrap_or_default();
+        if let Some(sent) = pending.remove(body) {
+            delivered.push(seen - sent);
+            found += 1;
+        }
+    }
+    found
+}
+
+/// Pages back through a `limited` timeline's gap with `/messages` until a page holds no
+/// pending message (the gap is closed), at most 20 pages; what it finds was delivered
+/// when the gap was seen.
+async fn fill_gap(
+    api: &Api,
+    user: &User,
+    room: &str,
+    mut from: String,
+    (pending, delivered): (&Mutex<HashMap<String, Instant>>, &Mutex<Vec<Duration>>),
+    seen: Instant,
+) -> Result<(), String> {
+    for _ in 0..20 {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100&from={}",
+            from.replace('~', "%7E")
+        );
+        let page = api.get(&path, &user.token).await?;
+        let events = page["chunk"].as_array().into_iter().flatten();
+        if note_delivered(pending, delivered, events, seen) == 0 {
+            return Ok(());
+        }
+        match page["end"].as_str() {
+            Some(end) => from = end.to_owned(),
+            None => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// Idle clients: each long-polls `/sync` (30 s) until dropped.
+pub struct IdlePolls {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl IdlePolls {
+    /// Starts a long-poll loop for each user, from a first sync.
+    pub async fn start(api: &Api, users: Vec<User>) -> Result<IdlePolls, String> {
+        let mut tasks = Vec::new();
+        for user in users {
+            let first = api.sync(&user, None, 0).await?;
+            let mut since = first["next_batch"].as_str().unwrap_or_default().to_owned();
+            let api = api.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Ok(response) = api.sync(&user, Some(&since), 30_000).await {
+                    since = response["next_batch"].as_str().unwrap_or(&since).to_owned();
+                }
+            }));
+        }
+        Ok(IdlePolls { tasks })
+    }
+
+    pub fn count(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+impl Drop for IdlePolls {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|task| task.abort());
     }
 }
 

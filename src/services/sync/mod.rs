@@ -82,10 +82,8 @@ pub async fn sync(
         thread_counts: request.thread_counts,
     };
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
-    let mut commits = storage.subscribe();
     loop {
         services.messaging.own_sends_answered(user, device).await;
-        commits.borrow_and_update();
         let upto = storage.position();
         let (mut response, mut empty) = assemble::assemble(services, session, since, upto, &shape)?;
         // To-device messages up to here; those up to `since` arrived, so they go.
@@ -100,31 +98,30 @@ pub async fn sync(
         if !empty || since.is_none() || full_state {
             return Ok(response);
         }
-        // Nothing yet: wait for a commit that may concern this user, or the deadline.
-        // Messages in rooms the user is not in wake every long-poll but are passed over
-        // here, without assembling a response.
+        // Nothing yet: wait for a commit that may concern this user (in one of their
+        // rooms, or one that concerns anyone), or the deadline.
         let rooms: HashSet<String> = services
             .messaging
             .memberships(&session.user_id)?
             .into_iter()
             .map(|(room, _)| room.to_string())
             .collect();
+        let waiter = storage.waiter(rooms.iter().map(String::as_str));
         let mut seen = upto;
         loop {
-            if !matches!(
-                tokio::time::timeout_at(deadline, commits.changed()).await,
-                Ok(Ok(()))
-            ) {
-                // Nothing up to `seen` concerned the user, so the next sync starts there.
-                response.next_batch = seen.to_string();
-                return Ok(response);
-            }
-            commits.borrow_and_update();
             let now = storage.position();
             if !storage.only_other_rooms(seen, now, |room| rooms.contains(room)) {
                 break;
             }
             seen = now;
+            if tokio::time::timeout_at(deadline, waiter.woken())
+                .await
+                .is_err()
+            {
+                // Nothing up to `seen` concerned the user, so the next sync starts there.
+                response.next_batch = seen.to_string();
+                return Ok(response);
+            }
         }
     }
 }

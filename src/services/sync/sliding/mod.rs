@@ -84,11 +84,9 @@ pub async fn sliding_sync(
     let lock_key = format!("{user}\u{0}{device}\u{0}{conn_id}");
     let timeout = request.timeout.unwrap_or(Duration::ZERO).min(MAX_TIMEOUT);
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut commits = storage.subscribe();
     let mut patient = true;
     loop {
         services.messaging.own_sends_answered(user, device).await;
-        commits.borrow_and_update();
         let guard = services.sliding_sync.connections.lock(&lock_key).await;
         let upto = storage.position();
         let base = match &request.pos {
@@ -120,21 +118,21 @@ pub async fn sliding_sync(
         drop(guard);
         // Nothing yet: wait for a commit that may concern this connection's rooms or the
         // user, or the deadline.
+        let waiter = storage.waiter(answer.watched.keys().map(|room| room.as_str()));
         let mut seen = upto;
         loop {
-            if !matches!(
-                tokio::time::timeout_at(deadline, commits.changed()).await,
-                Ok(Ok(()))
-            ) {
-                let _guard = services.sliding_sync.connections.lock(&lock_key).await;
-                return respond(services, key, base.as_ref(), answer, seen).await;
-            }
-            commits.borrow_and_update();
             let now = storage.position();
             if !storage.only_other_rooms(seen, now, |room| answer.watched.contains_key(room)) {
                 break;
             }
             seen = now;
+            if tokio::time::timeout_at(deadline, waiter.woken())
+                .await
+                .is_err()
+            {
+                let _guard = services.sliding_sync.connections.lock(&lock_key).await;
+                return respond(services, key, base.as_ref(), answer, seen).await;
+            }
         }
     }
 }
