@@ -194,12 +194,7 @@ pub fn notify_into(
     (user, position): (&str, u64),
     notified: Notified,
 ) -> kith_storage::Result<()> {
-    let has_pusher = !storage
-        .scan_prefix::<_, (String, String, String), Pusher>(
-            &catalog::USERID_APPID_PUSHKEY_PUSHER,
-            &(user,),
-        )?
-        .is_empty();
+    let has_pusher = storage.has_prefix(&catalog::USERID_APPID_PUSHKEY_PUSHER, &(user,))?;
     if has_pusher {
         let job = PushJob {
             room_id: notified.room_id.clone(),

@@ -143,6 +143,16 @@ impl Storage {
             .is_some())
     }
 
+    /// Whether some entry's key starts with `prefix`: one seek, nothing decoded.
+    pub fn has_prefix<P: KeyCodec>(&self, table: &Table, prefix: &P) -> Result<bool> {
+        let prefix = prefix.encode();
+        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        match self.db.iterator_cf(self.cf(table)?, mode).next() {
+            Some(item) => Ok(item?.0.starts_with(&prefix)),
+            None => Ok(false),
+        }
+    }
+
     /// Every entry whose key starts with `prefix` (a leading sub-tuple of the key), in key order.
     pub fn scan_prefix<P: KeyCodec, K: KeyCodec, V: DeserializeOwned>(
         &self,

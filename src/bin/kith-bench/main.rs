@@ -20,6 +20,7 @@
 //!
 //! `cargo run --release --bin kith-bench -- [--compare-synapse]`; see `BENCHMARKS.md`.
 
+mod big_room;
 mod procfs;
 mod report;
 mod server;
@@ -48,6 +49,10 @@ struct Args {
     /// many idle clients of a real server, which a message should not wake.
     #[arg(long, default_value_t = 0)]
     idle_users: usize,
+    /// Also measure a room of this many members, five of them chatting at 20 messages/s
+    /// (0: not measured).
+    #[arg(long, default_value_t = 0)]
+    big_room: usize,
     /// Sends each sender keeps in flight.
     #[arg(long, default_value_t = 2)]
     concurrency: usize,
@@ -319,6 +324,12 @@ async fn measure(
     figures.sliding_room_list_grown_ms = Some(costs.grown_ms);
     figures.sliding_noop_ms = Some(costs.noop_ms);
     figures.sliding_noop_server_cpu_ms = costs.noop_cpu_ms;
+    if args.big_room > 0 {
+        let chat = (third, 20.0);
+        let name = (server.name, run);
+        let big = big_room::measure(&api, name, args.big_room, chat, pid).await?;
+        figures.big_room = Some(big);
+    }
     figures.peak_rss_mib = pid.and_then(|p| mib(procfs::memory_kib(p, "VmHWM")));
     progress(&format!("{}: done", server.name));
     Ok(figures)

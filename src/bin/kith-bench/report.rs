@@ -69,6 +69,8 @@ pub struct Figures {
     pub sliding_room_list_grown_ms: Option<f64>,
     pub sliding_noop_ms: Option<f64>,
     pub sliding_noop_server_cpu_ms: Option<f64>,
+    /// `--big-room`.
+    pub big_room: Option<crate::big_room::BigRoom>,
 }
 
 fn opt(value: Option<f64>, digits: usize) -> String {
@@ -186,6 +188,52 @@ fn rows(f: &Figures) -> Vec<Row> {
             "sliding: server CPU per such request (ms)".into(),
             f.sliding_noop_server_cpu_ms,
             3,
+        ),
+    ]);
+    if let Some(big) = &f.big_room {
+        rows.extend(big_room_rows(big));
+    }
+    rows
+}
+
+/// The big room's rows (`--big-room`).
+fn big_room_rows(big: &crate::big_room::BigRoom) -> Vec<Row> {
+    let n = big.members;
+    let mut rows = vec![("big room: members".to_owned(), Some(n as f64), 0)];
+    rows.extend(latency_rows("big room: join", &big.join_ms));
+    rows.push((
+        "big room: messages per s (5 talking)".into(),
+        Some(big.messages_per_s),
+        1,
+    ));
+    rows.extend(latency_rows("big room: send", &big.send_latency_ms));
+    rows.extend(latency_rows("big room: delivery", &big.delivery_latency_ms));
+    rows.extend([
+        (
+            "big room: undelivered".into(),
+            Some(big.undelivered as f64),
+            0,
+        ),
+        (
+            "big room: server CPU per message (ms)".into(),
+            big.server_cpu_ms_per_message,
+            3,
+        ),
+        ("big room: /members (ms)".into(), Some(big.members_ms), 1),
+        (
+            "big room: initial sync, lazy members (ms)".into(),
+            Some(big.initial_sync_lazy_ms),
+            1,
+        ),
+        (
+            "big room: initial sync, all members (ms)".into(),
+            Some(big.initial_sync_ms),
+            1,
+        ),
+        (
+            "big room: incremental sync, one message (ms)".into(),
+            Some(big.incremental_sync_ms),
+            1,
         ),
     ]);
     rows

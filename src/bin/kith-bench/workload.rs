@@ -70,7 +70,7 @@ impl Api {
             .await
     }
 
-    async fn get(&self, path: &str, token: &str) -> Result<Value, String> {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> Result<Value, String> {
         self.call(reqwest::Method::GET, path, Some(token), None)
             .await
     }

@@ -8,7 +8,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use kith_storage::{Batch, catalog};
-use ruma::push::{Action, PushConditionRoomCtx, Ruleset};
+use ruma::push::{Action, FlattenedJson, PushConditionRoomCtx, Ruleset};
 use ruma::serde::Raw;
 use ruma::{OwnedUserId, RoomId, UInt, UserId};
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,21 @@ pub enum ReadScope<'a> {
     All,
     Main,
     Thread(&'a str),
+}
+
+/// The actions of the first of `rules` that applies to the event (the sender's own events
+/// are not looked at: their sender is no member to notify).
+async fn first_match<'a>(
+    rules: &'a Ruleset,
+    event: &FlattenedJson,
+    context: &PushConditionRoomCtx,
+) -> &'a [Action] {
+    for rule in rules {
+        if rule.applies(event, context).await {
+            return rule.actions();
+        }
+    }
+    &[]
 }
 
 /// The thread an event is in: the root its `m.thread` relation names.
@@ -118,6 +133,8 @@ impl Messaging {
         let sender = event.json.get("sender").and_then(|s| s.as_str());
         let client_event = event.client_event();
         let raw: Raw<Value> = Raw::new(&client_event).map_err(Error::internal)?;
+        // Flattened once for every member's rules, not once per member.
+        let flattened = FlattenedJson::from_raw(&raw);
         let member_count = UInt::new_saturating(members.len() as u64);
         for user_id in members.iter().filter(|m| Some(m.as_str()) != sender) {
             let member = user_id.as_str();
@@ -125,7 +142,7 @@ impl Messaging {
             let context =
                 PushConditionRoomCtx::new(room_id.to_owned(), member_count, user_id.clone(), name);
             let rules = self.push_rules(user_id)?;
-            let actions = rules.get_actions(&raw, &context).await;
+            let actions = first_match(&rules, &flattened, &context).await;
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }
