@@ -58,6 +58,9 @@ pub struct RoomDeletion {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub started_ms: u64,
+    /// The notice room has its message (so a resumed run does not post it again).
+    #[serde(default)]
+    pub notice_posted: bool,
 }
 
 impl RoomDeletion {
@@ -72,11 +75,25 @@ pub struct RoomDeletions {
     starting: tokio::sync::Mutex<()>,
 }
 
-/// Every deletion of `room_id` asked for, oldest first, with its delete ID.
-pub fn of_room(services: &Services, room_id: &RoomId) -> Result<Vec<(String, RoomDeletion)>> {
-    let mut found: Vec<(String, RoomDeletion)> = services
+/// Every deletion recorded, with its delete ID; one that does not read (written by another
+/// version of kith) is passed over with a warning, never in the way of the others.
+fn all(services: &Services) -> Result<Vec<(String, RoomDeletion)>> {
+    let rows: Vec<(String, serde_json::Value)> = services
         .storage
         .scan_prefix(&catalog::DELETEID_ROOMDELETION, &())?;
+    let read = |(id, row): (String, serde_json::Value)| match serde_json::from_value(row) {
+        Ok(deletion) => Some((id, deletion)),
+        Err(e) => {
+            tracing::warn!(delete_id = %id, "a room deletion's record does not read: {e}");
+            None
+        }
+    };
+    Ok(rows.into_iter().filter_map(read).collect())
+}
+
+/// Every deletion of `room_id` asked for, oldest first, with its delete ID.
+pub fn of_room(services: &Services, room_id: &RoomId) -> Result<Vec<(String, RoomDeletion)>> {
+    let mut found = all(services)?;
     found.retain(|(_, d)| d.room_id == room_id);
     found.sort_by_key(|(_, d)| d.started_ms);
     Ok(found)
@@ -133,6 +150,7 @@ async fn schedule(
         result: ShutdownResult::default(),
         error: None,
         started_ms: now_ms(),
+        notice_posted: false,
     };
     save(services, &delete_id, &deletion).await?;
     Ok((delete_id, deletion))
@@ -140,10 +158,7 @@ async fn schedule(
 
 /// Resumes the deletions a previous run left unfinished.
 pub fn resume(services: &AppState) -> Result<()> {
-    let all: Vec<(String, RoomDeletion)> = services
-        .storage
-        .scan_prefix(&catalog::DELETEID_ROOMDELETION, &())?;
-    for (delete_id, deletion) in all.into_iter().filter(|(_, d)| d.unfinished()) {
+    for (delete_id, deletion) in all(services)?.into_iter().filter(|(_, d)| d.unfinished()) {
         tracing::info!(%delete_id, room = %deletion.room_id, "resuming a room deletion");
         spawn(services, delete_id, deletion);
     }
@@ -201,8 +216,9 @@ async fn run(services: &Services, delete_id: &str, deletion: &mut RoomDeletion) 
     if request.block {
         messaging.block(&room_id, &request.requester).await?;
     }
-    if messaging.room(&room_id)?.is_none() {
-        // Nothing of it here (purged already, or never known): blocking was all.
+    if messaging.room(&room_id)?.is_none() && messaging.members(&room_id)?.is_empty() {
+        // Nothing of it here (purged already, or never known): blocking was all. A room
+        // known only through invites or knocks has members, and goes on.
         return Ok(());
     }
     let creator = request.new_room_user_id.as_deref();
@@ -240,9 +256,15 @@ async fn run(services: &Services, delete_id: &str, deletion: &mut RoomDeletion) 
         }
     }
     if let (Some(creator), Some(notice_room)) = (creator, &notice_room) {
-        let message = given(&request.message).unwrap_or(NOTICE_MESSAGE);
-        messaging.post_notice(creator, notice_room, message).await?;
-        deletion.result.local_aliases = messaging.move_aliases(&room_id, notice_room).await?;
+        if !deletion.notice_posted {
+            let message = given(&request.message).unwrap_or(NOTICE_MESSAGE);
+            messaging.post_notice(creator, notice_room, message).await?;
+            deletion.notice_posted = true;
+            save(services, delete_id, deletion).await?;
+        }
+        // Added to, not replaced: a resumed run finds those moved before it stopped gone.
+        let moved = messaging.move_aliases(&room_id, notice_room).await?;
+        deletion.result.local_aliases.extend(moved);
     }
     messaging.unpublish(&room_id).await?;
     save(services, delete_id, deletion).await?;

@@ -96,10 +96,16 @@ async fn a_deleted_room_is_gone_everywhere_and_its_users_are_moved_out() {
     let typing_body = json!({ "typing": true, "timeout": 30000 });
     let (status, _) = kith.put(&typing, Some(&alice), typing_body).await;
     assert_eq!(status, StatusCode::OK);
-    // A room that stays.
+    // Relations indexed by what they name, not by their room: one in the room to an
+    // event no one has, one in a room that stays to an event of this one.
+    let nowhere = json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": "$nowhere", "key": "x" } });
+    send(&kith, &bob, &room, "m.reaction", nowhere).await;
     let kept = kith.shared_room(&alice, (&bob_id, &bob)).await;
     kith.say(&alice, &kept, "pumpernickel in the kept room")
         .await;
+    let across =
+        json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": root, "key": "y" } });
+    send(&kith, &bob, &kept, "m.reaction", across).await;
     assert_eq!(found_in(&kith, &bob, "pumpernickel").await.len(), 2);
 
     // Bob's devices last synced before the deletion.
@@ -355,6 +361,18 @@ async fn a_deleted_room_is_gone_everywhere_and_its_users_are_moved_out() {
         }
     }
     assert_eq!(memberships, 2, "alice's and bob's: {left_behind:?}");
+    let mut kept_relations = 0;
+    let table = &kith_storage::catalog::EVENTID_RELTYPE_POSITION_RELATION;
+    let kept_room = kept.as_bytes();
+    storage
+        .visit_raw(table, |_, value| {
+            kept_relations += usize::from(value.windows(kept_room.len()).any(|w| w == kept_room));
+        })
+        .unwrap();
+    assert_eq!(
+        kept_relations, 1,
+        "the other room's reaction is still indexed"
+    );
 }
 
 /// The deletion's calls answer as Synapse's do: the same statuses, errcodes and shapes.

@@ -53,6 +53,10 @@ struct Args {
     /// (0: not measured).
     #[arg(long, default_value_t = 0)]
     big_room: usize,
+    /// Also a soak of this many seconds at `--rate` (default 100 messages/s), the
+    /// server's RSS sampled at its start, middle and end (0: none).
+    #[arg(long, default_value_t = 0)]
+    soak: u64,
     /// Sends each sender keeps in flight.
     #[arg(long, default_value_t = 2)]
     concurrency: usize,
@@ -302,6 +306,24 @@ async fn measure(
     figures.sliding_delivery_latency_ms = Percentiles::of(load.delivery_latencies);
     figures.sliding_undelivered = Some(load.undelivered);
     drop(idle_polls);
+
+    if args.soak > 0 {
+        let soak = Duration::from_secs(args.soak);
+        let rate = args.rate.unwrap_or(100.0);
+        progress(&format!(
+            "{}: soaking for {} s at {rate} messages/s",
+            server.name,
+            soak.as_secs()
+        ));
+        let sampler = pid.map(|pid| tokio::spawn(procfs::sample_rss(pid, soak)));
+        let pace = (soak, 1, Some(rate));
+        let load = workload::send_and_receive(&api, &pairs, pace, (Via::Sync, pid)).await?;
+        let samples = match sampler {
+            Some(sampler) => sampler.await.map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        figures.soak = Some(report::Soak::of(soak, &load, &samples));
+    }
 
     progress(&format!(
         "{}: initial sync over {history_rooms} rooms, then with {history_events} events each",

@@ -88,3 +88,15 @@ fn memory_total_gib() -> f64 {
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0)
 }
+
+/// `pid`'s RSS in MiB, once a second for `length`.
+pub async fn sample_rss(pid: u32, length: std::time::Duration) -> Vec<f64> {
+    let mut samples = Vec::new();
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    for _ in 0..=length.as_secs() {
+        every.tick().await;
+        let kib = memory_kib(pid, "VmRSS").unwrap_or(0);
+        samples.push(kib as f64 / 1024.0);
+    }
+    samples
+}

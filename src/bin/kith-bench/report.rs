@@ -71,6 +71,37 @@ pub struct Figures {
     pub sliding_noop_server_cpu_ms: Option<f64>,
     /// `--big-room`.
     pub big_room: Option<crate::big_room::BigRoom>,
+    /// `--soak`.
+    pub soak: Option<Soak>,
+}
+
+/// A soak: a fixed rate for a long time, and whether memory stays flat.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Soak {
+    pub seconds: u64,
+    pub messages_per_s: f64,
+    pub undelivered: u64,
+    pub delivery_latency_ms: Percentiles,
+    /// RSS (MiB) at the start, the middle and the end.
+    pub rss_mib: [f64; 3],
+    pub rss_max_mib: f64,
+}
+
+impl Soak {
+    pub fn of(length: Duration, load: &crate::workload::LoadResult, rss: &[f64]) -> Soak {
+        let at = |fraction: f64| {
+            let index = ((rss.len().saturating_sub(1)) as f64 * fraction) as usize;
+            rss.get(index).copied().unwrap_or(0.0)
+        };
+        Soak {
+            seconds: length.as_secs(),
+            messages_per_s: load.accepted as f64 / load.elapsed.as_secs_f64(),
+            undelivered: load.undelivered,
+            delivery_latency_ms: Percentiles::of(load.delivery_latencies.clone()),
+            rss_mib: [at(0.0), at(0.5), at(1.0)],
+            rss_max_mib: rss.iter().copied().fold(0.0, f64::max),
+        }
+    }
 }
 
 fn opt(value: Option<f64>, digits: usize) -> String {
@@ -192,6 +223,20 @@ fn rows(f: &Figures) -> Vec<Row> {
     ]);
     if let Some(big) = &f.big_room {
         rows.extend(big_room_rows(big));
+    }
+    if let Some(soak) = &f.soak {
+        let label = |what: &str| format!("soak {} s: {what}", soak.seconds);
+        rows.push((label("messages per s"), Some(soak.messages_per_s), 1));
+        rows.push((label("undelivered"), Some(soak.undelivered as f64), 0));
+        rows.push((
+            label("delivery p99 (ms)"),
+            Some(soak.delivery_latency_ms.p99),
+            2,
+        ));
+        for (when, rss) in ["start", "middle", "end"].iter().zip(soak.rss_mib) {
+            rows.push((label(&format!("RSS at the {when} (MiB)")), Some(rss), 1));
+        }
+        rows.push((label("RSS at most (MiB)"), Some(soak.rss_max_mib), 1));
     }
     rows
 }

@@ -1,11 +1,12 @@
 //! Purging a room from the database, the last step of a server admin's room deletion:
-//! every row of the room, in every table, in one write.
+//! every row of the room's, in one write.
 //!
 //! What stays is each local user's last membership (a leave or ban): its event, as an
 //! outlier, and the row, forgotten. A device that missed the leave still gets it from its
-//! next sync, once, and nothing else of the room is readable any more. The federation
-//! queue keeps what it holds for other servers (the leaves among it), and reports stay,
-//! the admins' record of why.
+//! next sync, once, and nothing else of the room is readable any more. Also kept: what the
+//! federation queue holds for other servers (the leaves among it), reports (the admins'
+//! record of why), the event log, the users' own key backups, and what a sliding-sync
+//! connection's older generation says it sent.
 
 use std::collections::HashSet;
 
@@ -13,10 +14,13 @@ use kith_storage::{Batch, catalog};
 use ruma::{OwnedEventId, RoomId, UserId};
 use serde::Deserialize;
 
-use super::Messaging;
 use super::aliases::Alias;
+use super::{Messaging, StoredPdu, relations};
 use crate::services::error::{Error, ErrorKind, Result};
 use crate::services::{account_data, pushers};
+
+/// Where a relation is indexed: (related-to event ID, rel_type, position).
+type RelationKey = (String, String, u64);
 
 /// The part of a stored event a purge looks at to find the room's.
 #[derive(Deserialize)]
@@ -46,9 +50,9 @@ impl Messaging {
             .collect();
         pushers::forget_room_into(&self.storage, &mut batch, room, &local_users)?;
         let mut kept = HashSet::new();
+        batch.delete_prefix(&catalog::ROOMID_USERID_MEMBERSHIP, &(room,))?;
         for (user, mut membership) in members.iter().cloned() {
             let user_key = (user.as_str(), room);
-            batch.delete(&catalog::ROOMID_USERID_MEMBERSHIP, &(room, user.as_str()))?;
             if !local(&user) {
                 batch.delete(&catalog::USERID_ROOMID_MEMBERSHIP, &user_key)?;
                 continue;
@@ -66,13 +70,15 @@ impl Messaging {
                 _ => batch.delete(&catalog::USERID_ROOMID_MEMBERSHIP, &user_key)?,
             }
         }
-        for id in &events {
+        for (id, relation) in &events {
             if !kept.contains(id) {
                 batch.delete(&catalog::EVENTID_PDU, &id.as_str())?;
             }
             batch.delete(&catalog::EVENTID_STATE, &id.as_str())?;
-            let relations = &catalog::EVENTID_RELTYPE_POSITION_RELATION;
-            batch.delete_prefix(relations, &(id.as_str(),))?;
+            if let Some((parent, rel_type, position)) = relation {
+                let key = (parent.as_str(), rel_type.as_str(), *position);
+                batch.delete(&catalog::EVENTID_RELTYPE_POSITION_RELATION, &key)?;
+            }
         }
         for table in [
             &catalog::ROOMID_POSITION_EVENTID,
@@ -98,24 +104,30 @@ impl Messaging {
         self.storage.commit(batch).await?;
         // What memory holds of the room.
         self.forget_bump(room);
-        for id in &events {
+        for (id, _) in &events {
             self.auth_events.forget(id);
         }
         Ok(events.len())
     }
 
-    /// Every event kept of the room. Those outside the timeline (a remote room's state as
-    /// joined, auth chains) are found only by looking at every event, which reads the whole
-    /// table: off the async workers.
-    async fn events_of_room(&self, room: &str) -> Result<Vec<OwnedEventId>> {
+    /// Every event kept of the room, with the key its relation is indexed under (under
+    /// the event it relates to, which may be another room's or none we have). Those
+    /// outside the timeline (a remote room's state as joined, auth chains) are found only
+    /// by looking at every event, which reads the whole table: off the async workers.
+    async fn events_of_room(&self, room: &str) -> Result<Vec<(OwnedEventId, Option<RelationKey>)>> {
         let (storage, room) = (self.storage.clone(), room.to_owned());
         let looking = tokio::task::spawn_blocking(move || {
-            let mut events = Vec::new();
+            let mut ids = Vec::new();
             storage.visit_prefix(&catalog::EVENTID_PDU, &(), |id: String, e: InRoom| {
                 if e.room_id == room {
-                    events.extend(OwnedEventId::try_from(id).ok());
+                    ids.extend(OwnedEventId::try_from(id).ok());
                 }
             })?;
+            let mut events = Vec::with_capacity(ids.len());
+            for id in ids {
+                let event: Option<StoredPdu> = storage.get(&catalog::EVENTID_PDU, &id.as_str())?;
+                events.push((id, event.as_ref().and_then(relations::relation_key)));
+            }
             Ok::<_, Error>(events)
         });
         looking.await.map_err(Error::internal)?
@@ -130,13 +142,17 @@ impl Messaging {
         let notifications = &catalog::USERID_ROOMID_POSITION_NOTIFICATION;
         batch.delete_prefix(notifications, &(user, room))?;
         batch.delete(&catalog::USERID_ROOMID_UNREAD, &(user, room))?;
-        // Scopes are `send/<room>/…` and `redact/<room>/…`.
+        // Scopes are `send/<room>/…` and `redact/<room>/…` (room IDs may hold a `/`).
+        let of_room = |scope: &str| {
+            let rest = (scope.strip_prefix("send/")).or_else(|| scope.strip_prefix("redact/"));
+            rest.and_then(|rest| rest.strip_prefix(room))
+                .is_some_and(|rest| rest.starts_with('/'))
+        };
         let sends: Vec<((String, String, String), serde::de::IgnoredAny)> = self
             .storage
             .scan_prefix(&catalog::USERID_DEVICEID_TXNID_EVENTID, &(user,))?;
         for ((_, device, scope), _) in sends {
-            let of_room = scope.split('/').nth(1) == Some(room);
-            if of_room {
+            if of_room(&scope) {
                 let key = (user, device.as_str(), scope.as_str());
                 batch.delete(&catalog::USERID_DEVICEID_TXNID_EVENTID, &key)?;
             }

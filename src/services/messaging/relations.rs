@@ -95,6 +95,11 @@ pub fn unindex_into(batch: &mut Batch, event: &StoredPdu) -> Result<()> {
     Ok(())
 }
 
+/// The key an event's relation is indexed under, if it has one (for a purge).
+pub(super) fn relation_key(event: &StoredPdu) -> Option<(String, String, u64)> {
+    relates_to(event).map(|(rel_type, parent)| (parent, rel_type, event.position))
+}
+
 /// A page of `/relations`.
 pub struct RelationsPage {
     pub events: Vec<StoredPdu>,

@@ -33,7 +33,9 @@ impl Messaging {
             .room(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room"))?;
         self.require_acl_allows(room_id, origin)?;
-        self.refuse_blocked(room_id)?;
+        if membership != "leave" {
+            self.refuse_blocked(room_id)?;
+        }
         // Servers that name no versions are from before room version 2.
         if versions.is_some_and(|versions| !versions.contains(&room.version)) {
             return Err(incompatible(&room.version));
@@ -74,6 +76,9 @@ impl Messaging {
             .room(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room"))?;
         self.require_acl_allows(room_id, origin)?;
+        if membership != "leave" {
+            self.refuse_blocked(room_id)?;
+        }
         let mut object = object_of(json)?;
         // A join one of our members vouches for carries our signature too, and only one
         // we would have vouched for ourselves: the joining user is in a room the join rules
