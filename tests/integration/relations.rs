@@ -7,7 +7,14 @@ use serde_json::{Value, json};
 
 use crate::common::{Server, ageless, assert_error, rand_suffix, urlencode};
 
-async fn send(server: &Server, token: &str, room: &str, kind: &str, content: Value) -> String {
+/// Sends an event of `kind`; its event ID.
+pub(crate) async fn send(
+    server: &Server,
+    token: &str,
+    room: &str,
+    kind: &str,
+    content: Value,
+) -> String {
     let path = format!(
         "/_matrix/client/v3/rooms/{room}/send/{kind}/{}",
         rand_suffix()

@@ -8,7 +8,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{PASSWORD, SERVER_NAME, Server, assert_error, rand_suffix, urlencode};
+use crate::common::{PASSWORD, SERVER_NAME, Server, assert_error, urlencode};
+use crate::relations::send;
 use crate::sliding_sync::{pos, room_list, rooms, slide};
 use crate::synapse::Synapse;
 use crate::synapse_admin::{Both, compare, synapse_admin};
@@ -25,16 +26,6 @@ async fn finished(get: impl AsyncFn(&str) -> (StatusCode, Value), delete_id: &st
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the deletion {delete_id} did not end in 30 s");
-}
-
-async fn send(server: &Server, token: &str, room: &str, kind: &str, content: Value) -> String {
-    let path = format!(
-        "/_matrix/client/v3/rooms/{room}/send/{kind}/t{}",
-        rand_suffix()
-    );
-    let (status, sent) = server.put(&path, Some(token), content).await;
-    assert_eq!(status, StatusCode::OK, "{sent}");
-    sent["event_id"].as_str().unwrap().to_owned()
 }
 
 /// The rooms a `/search` for `term` finds `token`'s user's messages in.

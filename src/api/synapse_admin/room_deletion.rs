@@ -9,7 +9,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
-use crate::gateway::{Error, Result, ServerAdmin};
+use crate::gateway::{Authed, Error, Result, ServerAdmin};
 use crate::services::room_deletion::{self, DeletionRequest, RoomDeletion};
 use crate::services::{AppState, Services};
 
@@ -58,14 +58,23 @@ fn request(state: &Services, requester: String, body: &Value) -> Result<Deletion
     })
 }
 
+/// The room and what the admin asked of it, checked in Synapse's order (body first).
+fn asked(
+    state: &Services,
+    room_id: &str,
+    admin: &Authed<Value>,
+) -> Result<(OwnedRoomId, DeletionRequest)> {
+    let requested = request(state, admin.session.user_id.to_string(), &admin.body)?;
+    Ok((legal(room_id)?, requested))
+}
+
 /// `DELETE /v2/rooms/{room_id}` → `{delete_id}`
 pub async fn delete(
     State(state): State<AppState>,
     Path(room_id): Path<String>,
     ServerAdmin(admin): ServerAdmin<Value>,
 ) -> Result<Json<Value>> {
-    let requested = request(&state, admin.session.user_id.to_string(), &admin.body)?;
-    let room_id = legal(&room_id)?;
+    let (room_id, requested) = asked(&state, &room_id, &admin)?;
     let delete_id = room_deletion::start(&state, room_id, requested).await?;
     Ok(Json(json!({ "delete_id": delete_id })))
 }
@@ -76,8 +85,7 @@ pub async fn delete_now(
     Path(room_id): Path<String>,
     ServerAdmin(admin): ServerAdmin<Value>,
 ) -> Result<Json<Value>> {
-    let requested = request(&state, admin.session.user_id.to_string(), &admin.body)?;
-    let room_id = legal(&room_id)?;
+    let (room_id, requested) = asked(&state, &room_id, &admin)?;
     let result = room_deletion::run_now(&state, room_id, requested).await?;
     Ok(Json(json!(result)))
 }

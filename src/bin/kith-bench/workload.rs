@@ -202,9 +202,13 @@ pub async fn send_and_receive(
     (via, pid): (Via, Option<u32>),
 ) -> Result<LoadResult, String> {
     let lanes = (pairs.len() * in_flight).max(1);
+    // Each call's own transaction IDs and bodies: a repeated transaction ID is answered
+    // as a retry, with no new message.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
     let phase = match via {
-        Via::Sync => "sync",
-        Via::Sliding => "sliding",
+        Via::Sync => format!("sync{call}"),
+        Via::Sliding => format!("sliding{call}"),
     };
     // Each lane's interval between sends, for the rate asked.
     let pace = rate
@@ -246,7 +250,7 @@ pub async fn send_and_receive(
         for lane in 0..in_flight {
             let (api, user, room) = (api.clone(), sender.clone(), room.clone());
             let (pending, accepted, failed) = (pending.clone(), accepted.clone(), failed.clone());
-            let latencies = send_latencies.clone();
+            let (latencies, phase) = (send_latencies.clone(), phase.clone());
             // Paced lanes start spread over one interval, not all at once.
             let mut next =
                 pace.map(|p| started + p.mul_f64((index * in_flight + lane) as f64 / lanes as f64));
@@ -260,8 +264,6 @@ pub async fn send_and_receive(
                             break;
                         }
                     }
-                    // Another transaction ID (and body) in each phase: a repeated one is
-                    // answered as a retry, with no new message.
                     let body = format!("bench {phase} {index}-{lane}-{seq}");
                     let txn = format!("t{phase}{lane}-{seq}");
                     seq += 1;
