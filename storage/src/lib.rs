@@ -2,6 +2,7 @@
 //!
 //! - [`catalog`] declares every table with its key and value layout;
 //! - [`codec`] is the one key codec (tuple parts, big-endian integers);
+//! - `reads` are the typed reads and prefix scans of [`Storage`];
 //! - [`Batch`] groups every multi-key write into one atomic RocksDB `WriteBatch`;
 //! - [`stream`] hands out the global stream position and wakes waiters on commit;
 //! - [`Waiter`]s are long-polls, woken only by commits that may concern them;
@@ -14,6 +15,7 @@ pub mod catalog;
 pub mod codec;
 mod db;
 mod error;
+mod reads;
 pub mod schema;
 pub mod stats;
 pub mod stream;
